@@ -1,0 +1,319 @@
+"""The fetcher chain: which sources a request consults, and how their rows become one page.
+
+Semantics (see docs/fetching.md):
+
+* Every consulted source is asked, in the pipeline's total ordering, for the first
+  ``offset + limit + 1`` rows (after the cursor, when there is one). The answers are merged by
+  the ordering key, deduplicated by pk (the higher-priority source's row wins) and sliced.
+  ``has_more`` is true when the merged stream holds a row beyond the page.
+* ``SEQUENTIAL``: sources in priority order; the next one is consulted only while the merged
+  rows are fewer than needed, or when the previous one was unavailable.
+* ``FIRST_SUCCESS``: the first source whose page holds any row serves the page alone.
+* ``PARALLEL``: every candidate at once, merged.
+
+Only a source's own unavailability (:class:`~datapipe_django.errors.SourceUnavailable`,
+Django's ``OperationalError``/``InterfaceError``) moves the chain on; any other exception is a
+bug and propagates.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, wait
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from django.db import InterfaceError, OperationalError
+
+from datapipe_django.errors import (
+    DeadlineExceeded,
+    NoFetcher,
+    SourcesUnavailable,
+    SourceUnavailable,
+)
+from datapipe_django.executor import submit
+from datapipe_django.fetchers.base import FetchRequest, FetchResult, Verdict
+from datapipe_django.paging import Ordering
+
+__all__ = [
+    "UNAVAILABLE_ERRORS",
+    "Attempt",
+    "ChainResult",
+    "FallbackMode",
+    "FetcherChain",
+    "merge_streams",
+]
+
+#: The exceptions that mean "this source cannot answer now" and move the chain on.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    SourceUnavailable,
+    OperationalError,
+    InterfaceError,
+)
+
+
+class FallbackMode(enum.Enum):
+    """How a chain consults its sources."""
+
+    SEQUENTIAL = "sequential"
+    FIRST_SUCCESS = "first_success"
+    PARALLEL = "parallel"
+
+
+@dataclass
+class Attempt:
+    """What happened when the chain considered one source."""
+
+    source: str
+    outcome: str  # ok | declined | unavailable | timeout | not_needed
+    reason: str = ""
+    count: int = 0
+    duration: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ChainResult:
+    items: list[Any]
+    has_more: bool
+    sources: tuple[str, ...]
+    attempts: list[Attempt]
+
+
+def merge_streams(
+    streams: Sequence[Sequence[Any]], ordering: Ordering, *, pk_attr: str = "pk"
+) -> list[Any]:
+    """Merge ordered streams, given in priority order, into one deduplicated ordered list.
+
+    A pk present in several streams keeps the row of the earliest (highest-priority) stream.
+    """
+    non_empty = [s for s in streams if s]
+    if len(non_empty) <= 1:
+        return list(non_empty[0]) if non_empty else []
+    winners: dict[Any, Any] = {}
+    for stream in non_empty:
+        for row in stream:
+            winners.setdefault(getattr(row, pk_attr), row)
+    return sorted(winners.values(), key=ordering.key)
+
+
+def _verdict(fetcher: Any, request: FetchRequest) -> Verdict:
+    answer = fetcher.can_handle(request)
+    if isinstance(answer, Verdict):
+        return answer
+    return Verdict(bool(answer), "" if answer else "can_handle returned False")
+
+
+class FetcherChain:
+    """Runs one request through a list of fetchers (already in priority order)."""
+
+    def __init__(
+        self,
+        fetchers: Sequence[Any],
+        mode: FallbackMode = FallbackMode.SEQUENTIAL,
+        *,
+        submit: Callable[..., Future[Any]] = submit,
+        on_attempt: Callable[[Attempt], None] | None = None,
+    ) -> None:
+        self.fetchers = list(fetchers)
+        self.mode = mode
+        self._submit = submit
+        self._on_attempt = on_attempt
+
+    # -- public -----------------------------------------------------------------------------
+    def run(self, request: FetchRequest, *, offset: int, limit: int) -> ChainResult:
+        attempts: list[Attempt] = []
+        candidates = []
+        for fetcher in self.fetchers:
+            verdict = _verdict(fetcher, request)
+            if verdict:
+                candidates.append(fetcher)
+            else:
+                self._record(attempts, Attempt(fetcher.name, "declined", verdict.reason))
+        if not candidates:
+            raise NoFetcher(
+                "No source can serve this request: "
+                + "; ".join(f"{a.source}: {a.reason}" for a in attempts),
+                reasons={a.source: a.reason for a in attempts},
+            )
+        if self.mode is FallbackMode.FIRST_SUCCESS:
+            return self._first_success(candidates, request, offset, limit, attempts)
+        if request.pk is not None:
+            # A retrieve: the first source that has the row settles it.
+            wide, skip = replace(request, offset=0, size=1), 0
+        elif len(candidates) == 1:
+            # One source: its own page is the merged page, so the offset is pushed down.
+            wide, skip = replace(request, offset=offset, size=limit + 1), 0
+        else:
+            wide, skip = replace(request, offset=0, size=offset + limit + 1), offset
+        if self.mode is FallbackMode.PARALLEL:
+            answers = self._parallel(candidates, wide, attempts)
+        else:
+            answers = self._sequential(candidates, wide, wide.size, attempts)
+        return self._page(answers, request.ordering, skip, limit, attempts)
+
+    # -- modes ------------------------------------------------------------------------------
+    def _sequential(
+        self, candidates: list[Any], request: FetchRequest, need: int, attempts: list[Attempt]
+    ) -> list[tuple[str, list[Any]]]:
+        answers: list[tuple[str, list[Any]]] = []
+        merged = 0
+        for i, fetcher in enumerate(candidates):
+            if merged >= need:
+                for rest in candidates[i:]:
+                    self._record(attempts, Attempt(rest.name, "not_needed", "page already full"))
+                break
+            self._check_deadline(request, attempts, answered=bool(answers))
+            result = self._call(fetcher, request, attempts)
+            if result is not None:
+                answers.append((fetcher.name, result.items))
+                merged = (
+                    len(result.items) if len(answers) == 1
+                    else len(merge_streams([a for _, a in answers], request.ordering))
+                )
+        if not answers:
+            self._raise_unavailable(attempts)
+        return answers
+
+    def _parallel(
+        self, candidates: list[Any], request: FetchRequest, attempts: list[Attempt]
+    ) -> list[tuple[str, list[Any]]]:
+        futures: dict[Future[Any], Any] = {}
+        inline: list[Any] = []
+        for fetcher in candidates:
+            if fetcher.runs_inline(request) if hasattr(fetcher, "runs_inline") else False:
+                inline.append(fetcher)
+            else:
+                futures[self._submit(self._timed, fetcher, request)] = fetcher
+        results: dict[str, FetchResult | None] = {}
+        for fetcher in inline:
+            results[fetcher.name] = self._call(fetcher, request, attempts)
+        done, pending = wait(futures, timeout=request.remaining)
+        for future in done:
+            fetcher = futures[future]
+            results[fetcher.name] = self._collect(fetcher, future, attempts)
+        for future in pending:
+            future.cancel()
+            self._record(attempts, Attempt(futures[future].name, "timeout",
+                                           "abandoned at the deadline"))
+        answers = [
+            (f.name, r.items) for f in candidates if (r := results.get(f.name)) is not None
+        ]
+        if not answers:
+            if pending:
+                raise DeadlineExceeded("No source answered before the deadline.", stage="fetch")
+            self._raise_unavailable(attempts)
+        return answers
+
+    def _first_success(
+        self, candidates: list[Any], request: FetchRequest, offset: int, limit: int,
+        attempts: list[Attempt],
+    ) -> ChainResult:
+        page_request = replace(request, offset=offset, size=limit + 1)
+        answered: list[str] = []
+        for i, fetcher in enumerate(candidates):
+            self._check_deadline(request, attempts, answered=bool(answered))
+            result = self._call(fetcher, page_request, attempts)
+            if result is None:
+                continue
+            answered.append(fetcher.name)
+            if not result.items:
+                continue
+            items = result.items[:limit]
+            has_more = len(result.items) > limit
+            for rest in candidates[i + 1 :]:
+                if has_more:
+                    self._record(attempts, Attempt(rest.name, "not_needed", "page served"))
+                    continue
+                # The page ran out here: ask the later sources whether they hold rows past it.
+                probe = replace(request, offset=0, size=1,
+                                after=request.ordering.values(items[-1]))
+                found = self._call(rest, probe, attempts)
+                if found is not None:
+                    has_more = bool(found.items)
+                    break
+            return ChainResult(items, has_more, (fetcher.name,), attempts)
+        if not answered:
+            self._raise_unavailable(attempts)
+        return ChainResult([], False, tuple(answered), attempts)
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _page(
+        self, answers: list[tuple[str, list[Any]]], ordering: Ordering, offset: int,
+        limit: int, attempts: list[Attempt],
+    ) -> ChainResult:
+        sources: tuple[str, ...]
+        if len(answers) == 1:
+            merged = answers[0][1]
+            page = merged[offset : offset + limit]
+            sources = (answers[0][0],)
+        else:
+            origin = {id(row): name for name, rows in answers for row in rows}
+            merged = merge_streams([rows for _, rows in answers], ordering)
+            page = merged[offset : offset + limit]
+            on_page = {origin[id(row)] for row in page}
+            sources = tuple(n for n, _ in answers if n in on_page) or tuple(n for n, _ in answers)
+        return ChainResult(page, len(merged) > offset + limit, sources, attempts)
+
+    def _timed(self, fetcher: Any, request: FetchRequest) -> tuple[FetchResult, float]:
+        start = time.perf_counter()
+        return fetcher.fetch(request), time.perf_counter() - start
+
+    def _call(
+        self, fetcher: Any, request: FetchRequest, attempts: list[Attempt]
+    ) -> FetchResult | None:
+        start = time.perf_counter()
+        try:
+            result = fetcher.fetch(request)
+        except UNAVAILABLE_ERRORS as exc:
+            self._record(attempts, Attempt(fetcher.name, "unavailable", _reason(exc),
+                                           duration=time.perf_counter() - start))
+            return None
+        self._record(attempts, Attempt(fetcher.name, "ok", count=len(result.items),
+                                       duration=time.perf_counter() - start,
+                                       meta=dict(result.meta)))
+        return result
+
+    def _collect(
+        self, fetcher: Any, future: Future[Any], attempts: list[Attempt]
+    ) -> FetchResult | None:
+        try:
+            result, duration = future.result()
+        except UNAVAILABLE_ERRORS as exc:
+            self._record(attempts, Attempt(fetcher.name, "unavailable", _reason(exc)))
+            return None
+        self._record(attempts, Attempt(fetcher.name, "ok", count=len(result.items),
+                                       duration=duration, meta=dict(result.meta)))
+        return result  # type: ignore[no-any-return]
+
+    def _check_deadline(
+        self, request: FetchRequest, attempts: list[Attempt], *, answered: bool
+    ) -> None:
+        if request.remaining == 0.0:
+            raise DeadlineExceeded(
+                "The deadline passed before the page could be completed."
+                if answered else "The deadline passed before any source answered.",
+                stage="fetch",
+            )
+
+    def _record(self, attempts: list[Attempt], attempt: Attempt) -> None:
+        attempts.append(attempt)
+        if self._on_attempt is not None:
+            self._on_attempt(attempt)
+
+    @staticmethod
+    def _raise_unavailable(attempts: list[Attempt]) -> None:
+        failed = {a.source: a.reason for a in attempts if a.outcome in {"unavailable", "timeout"}}
+        raise SourcesUnavailable(
+            "Every source is unavailable: " + "; ".join(f"{k}: {v}" for k, v in failed.items()),
+            reasons=failed,
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, SourceUnavailable):
+        return exc.reason
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

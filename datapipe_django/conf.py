@@ -1,0 +1,76 @@
+"""The ``DATAPIPE`` settings object.
+
+Every key is optional; :data:`DEFAULTS` holds the defaults. Read values through
+``datapipe_settings.KEY``: they are read lazily, cached, and reset when Django's
+``setting_changed`` fires, so ``override_settings(DATAPIPE={...})`` works in tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+
+__all__ = ["DEFAULTS", "DatapipeSettings", "datapipe_settings"]
+
+DEFAULTS: dict[str, Any] = {
+    # Database topology (see docs/databases.md).
+    "PRIMARY": "default",
+    "REPLICAS": [],
+    "ARCHIVES": [],
+    "REPLICA_MAX_LAG": 5.0,
+    "PIN_AFTER_WRITE": 3.0,
+    # Execution.
+    "TIMEOUT": 5.0,
+    "MAX_WORKERS": 8,
+    # Paging.
+    "MAX_LIMIT": 100,
+    "DEFAULT_LIMIT": 10,
+    "MAX_OFFSET": 10_000,
+    # Enrichment.
+    "MAX_EXPAND_DEPTH": 2,
+    # Cache.
+    "CACHE": "default",
+    # Seconds a client should wait before retrying a 503.
+    "RETRY_AFTER": 1,
+}
+
+
+class DatapipeSettings:
+    """Lazy, cached view of ``settings.DATAPIPE`` merged over :data:`DEFAULTS`."""
+
+    def __init__(self, defaults: dict[str, Any] | None = None) -> None:
+        self.defaults = defaults or DEFAULTS
+        self._cache: dict[str, Any] = {}
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        value = getattr(settings, "DATAPIPE", None) or {}
+        if not isinstance(value, dict):
+            raise ImproperlyConfigured(
+                f"settings.DATAPIPE must be a dict, got {type(value).__name__}."
+            )
+        return value
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name not in self.defaults:
+            raise AttributeError(f"Invalid DATAPIPE setting: {name!r}")
+        if name not in self._cache:
+            self._cache[name] = self.user_settings.get(name, self.defaults[name])
+        return self._cache[name]
+
+    def reload(self) -> None:
+        self._cache.clear()
+
+
+datapipe_settings = DatapipeSettings()
+
+
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting == "DATAPIPE":
+        datapipe_settings.reload()
+
+
+setting_changed.connect(_reload)

@@ -1,0 +1,152 @@
+"""The fetcher protocol.
+
+A fetcher is any object with ``name``, ``priority``, ``can_handle(request)`` and
+``fetch(request) -> FetchResult``. :class:`BaseFetcher` gives the optional parts safe defaults;
+subclasses implement :meth:`BaseFetcher.fetch`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from django.db import models
+
+    from datapipe_django.paging import Ordering
+    from datapipe_django.request import PipelineRequest
+    from datapipe_django.specs import Spec
+
+__all__ = ["BaseFetcher", "FetchRequest", "FetchResult", "Fetcher", "Verdict"]
+
+
+@dataclass(frozen=True)
+class FetchRequest:
+    """What one source is asked for. Built by the fetch stage; fetchers never see HTTP.
+
+    A source returns, in ``ordering``, the rows of ``tenant`` (when ``tenant_field`` is set)
+    matching ``spec`` and ``search``, that come strictly after ``after`` (a keyset position, or
+    None), skipping ``offset`` and returning at most ``size`` rows. ``pk`` set means "this one
+    row". ``deadline`` is a ``time.monotonic()`` instant (None: no deadline).
+    """
+
+    request: PipelineRequest
+    model: type[models.Model]
+    spec: Spec | None
+    ordering: Ordering
+    size: int
+    offset: int = 0
+    after: tuple[Any, ...] | None = None
+    search: str | None = None
+    search_fields: tuple[str, ...] = ()
+    tenant_field: str | None = None
+    tenant: Any = None
+    pk: Any = None
+    deadline: float | None = None
+    pipeline: str = ""
+    #: Why ``spec`` is None: the name of the filter that cannot be compiled.
+    uncompilable: str | None = None
+
+    # Convenience pass-throughs, so a ``can_handle`` predicate can read the request directly.
+    @property
+    def filters(self) -> Any:
+        return self.request.filters
+
+    @property
+    def auth_type(self) -> str | None:
+        return self.request.auth_type
+
+    @property
+    def full_spec(self) -> Spec | None:
+        """``spec`` with the tenant filter folded in: what a spec-driven source must apply."""
+        if self.spec is None or not self.tenant_field:
+            return self.spec
+        from datapipe_django.specs import Eq
+
+        return Eq(self.tenant_field, self.tenant) & self.spec
+
+    @property
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (never negative), or None."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - time.monotonic())
+
+
+@dataclass
+class FetchResult:
+    """Rows a source returned, in the requested ordering, and whether it holds more."""
+
+    items: list[Any]
+    has_more: bool = False
+    #: Anything the source wants to report (cache hit, query, total hits...).
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A fetcher's answer to ``can_handle`` with the reason when it declines."""
+
+    ok: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+@runtime_checkable
+class Fetcher(Protocol):
+    name: str
+    priority: int | None
+
+    def can_handle(self, request: FetchRequest) -> bool | Verdict: ...
+
+    def fetch(self, request: FetchRequest) -> FetchResult: ...
+
+
+class BaseFetcher:
+    """Base class for fetchers.
+
+    ``name`` identifies the source in results, headers and traces; ``priority`` orders the
+    chain (lower first; default: position in the pipeline's ``fetchers`` list); ``can_handle``
+    is an optional predicate ``(request) -> bool`` that narrows what this source serves.
+    """
+
+    name: str = ""
+    priority: int | None = None
+
+    def __init__(
+        self,
+        *,
+        name: str | None = None,
+        priority: int | None = None,
+        can_handle: Callable[[FetchRequest], bool] | None = None,
+    ) -> None:
+        if name is not None:
+            self.name = name
+        if priority is not None:
+            self.priority = priority
+        self._predicate = can_handle
+
+    def can_handle(self, request: FetchRequest) -> bool | Verdict:
+        """Whether this source can serve ``request``. Override to add rules; call super()."""
+        if request.spec is None:
+            return Verdict(False, f"filter {request.uncompilable!r} cannot be compiled")
+        if self._predicate is not None and not self._predicate(request):
+            name = getattr(self._predicate, "__name__", "can_handle")
+            return Verdict(False, f"declined by {name}")
+        return Verdict(True)
+
+    def fetch(self, request: FetchRequest) -> FetchResult:
+        raise NotImplementedError(f"{type(self).__name__} must implement fetch(request).")
+
+    def runs_inline(self, request: FetchRequest) -> bool:
+        """True when this fetch must run in the calling thread (e.g. inside its transaction)."""
+        return False
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+

@@ -1,0 +1,274 @@
+"""`Pipeline`: a declared read endpoint, executed stage by stage."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from functools import cached_property
+from typing import Any
+
+from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
+from django.db import models
+
+from datapipe_django import registry
+from datapipe_django.chain import Attempt, FallbackMode
+from datapipe_django.conf import datapipe_settings
+from datapipe_django.enrichers.base import CompositeEnricher
+from datapipe_django.errors import PipelineError
+from datapipe_django.middleware import StageMiddleware, compose
+from datapipe_django.observability import Metrics, NullMetrics, NullTracer, Tracer
+from datapipe_django.paging import Ordering
+from datapipe_django.request import PipelineRequest
+from datapipe_django.stages import DEFAULT_STAGES, Stage
+from datapipe_django.state import State
+
+__all__ = ["Pipeline"]
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<from settings>"
+
+
+UNSET: Any = _Unset()
+
+
+class Pipeline:
+    """A read endpoint as a pipeline: validate → fetch → transform → enrich → build.
+
+    ``name`` is unique (the pipeline registers itself; see :mod:`datapipe_django.registry`).
+    ``fetchers`` are tried by priority (list order unless a fetcher sets ``priority``; lower
+    first) according to ``fallback``. ``ordering`` is made total by appending the pk; clients
+    may order by ``ordering_fields`` (default: the fields of ``ordering``). ``timeout`` is one
+    budget for the whole execution, in seconds (default ``DATAPIPE["TIMEOUT"]``; ``None``: no
+    deadline). ``fail_fast=True`` turns an optional enricher's failure into a failed request.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        model: type[models.Model],
+        fetchers: Sequence[Any],
+        filterset_class: type[Any] | None = None,
+        search_fields: Iterable[str] = (),
+        tenant_field: str | None = None,
+        ordering: Iterable[str] | None = None,
+        ordering_fields: Iterable[str] | None = None,
+        fallback: FallbackMode = FallbackMode.SEQUENTIAL,
+        enrichers: Sequence[Any] = (),
+        parallel_enrichment: bool = False,
+        max_workers: int = 5,
+        transformers: Sequence[Callable[[list[Any], State], Iterable[Any] | None]] = (),
+        response_builder: Callable[[State], Any] | None = None,
+        metrics: Metrics | None = None,
+        tracer: Tracer | None = None,
+        timeout: float | None = UNSET,
+        fail_fast: bool = False,
+        validators: Sequence[Callable[[PipelineRequest], None]] = (),
+        middleware: Sequence[StageMiddleware] = (),
+        register: bool = True,
+    ) -> None:
+        owner = f"Pipeline {name!r}"
+        if not name or not isinstance(name, str):
+            raise ImproperlyConfigured("Pipeline: the first argument, `name`, must be a "
+                                       "non-empty string that identifies the pipeline.")
+        if not (isinstance(model, type) and issubclass(model, models.Model)):
+            raise ImproperlyConfigured(f"{owner}: `model` must be a Django model class, "
+                                       f"got {model!r}.")
+        if not isinstance(fallback, FallbackMode):
+            raise ImproperlyConfigured(f"{owner}: `fallback` must be a FallbackMode "
+                                       f"(SEQUENTIAL, FIRST_SUCCESS or PARALLEL).")
+        self.name = name
+        self.model = model
+        self.filterset_class = filterset_class
+        self.search_fields = tuple(search_fields)
+        self.tenant_field = tenant_field
+        self.fallback = fallback
+        self.fetchers = self._check_fetchers(owner, fetchers)
+        self.enrichers = self._check_enrichers(owner, enrichers)
+        self.parallel_enrichment = parallel_enrichment
+        if max_workers < 1:
+            raise ImproperlyConfigured(f"{owner}: `max_workers` must be at least 1.")
+        self.max_workers = max_workers
+        self.transformers = list(transformers)
+        self.response_builder = response_builder
+        self.metrics: Metrics = metrics or NullMetrics()
+        self.tracer: Tracer = tracer or NullTracer()
+        if timeout is not UNSET and timeout is not None and timeout <= 0:
+            raise ImproperlyConfigured(f"{owner}: `timeout` must be positive seconds or None.")
+        self._timeout = timeout
+        self.fail_fast = fail_fast
+        self.validators = list(validators)
+        self.middleware: list[StageMiddleware] = list(middleware)
+        self.stages: list[Stage] = list(DEFAULT_STAGES)
+        if tenant_field is not None:
+            try:
+                model._meta.get_field(tenant_field.split("__")[0])
+            except FieldDoesNotExist:
+                raise ImproperlyConfigured(
+                    f"{owner}: `tenant_field` {tenant_field!r} is not a field of "
+                    f"{model._meta.label}. Name the field that holds the tenant."
+                ) from None
+        names = tuple(ordering) if ordering is not None else self._model_ordering(owner, model)
+        self.default_ordering = Ordering.for_model(model, names, owner=owner)
+        self.ordering_fields = frozenset(
+            ordering_fields if ordering_fields is not None
+            else (n.lstrip("-+") for n in names)
+        ) | {"pk", model._meta.pk.name}  # type: ignore[union-attr]
+        for field_name in self.ordering_fields - {"pk"}:
+            Ordering.for_model(model, [field_name], owner=f"{owner} `ordering_fields`")
+        if register:
+            registry.register(self)
+
+    # -- declaration checks -------------------------------------------------------------------
+    @staticmethod
+    def _model_ordering(owner: str, model: type[models.Model]) -> tuple[str, ...]:
+        names = tuple(model._meta.ordering or ())
+        if not all(isinstance(n, str) for n in names):
+            raise ImproperlyConfigured(
+                f"{owner}: {model._meta.label}.Meta.ordering uses expressions. Pass "
+                f"ordering=(...) field names to the Pipeline."
+            )
+        return tuple(str(n) for n in names) or ("pk",)
+
+    @staticmethod
+    def _check_fetchers(owner: str, fetchers: Sequence[Any]) -> list[Any]:
+        if not fetchers:
+            raise ImproperlyConfigured(f"{owner}: `fetchers` is empty. Give at least one, "
+                                       f"e.g. fetchers=[ORMFetcher(using='default')].")
+        seen: set[str] = set()
+        for fetcher in fetchers:
+            for attr in ("name", "can_handle", "fetch"):
+                if not hasattr(fetcher, attr):
+                    raise ImproperlyConfigured(
+                        f"{owner}: fetcher {fetcher!r} has no `{attr}`. A fetcher needs `name`, "
+                        f"`priority`, `can_handle(request)` and `fetch(request)`; subclass "
+                        f"datapipe_django.fetchers.BaseFetcher."
+                    )
+            if fetcher.name in seen:
+                raise ImproperlyConfigured(
+                    f"{owner}: two fetchers are named {fetcher.name!r}. Pass name='...' to "
+                    f"tell them apart."
+                )
+            seen.add(fetcher.name)
+        indexed = list(enumerate(fetchers))
+        indexed.sort(key=lambda p: (p[0] if getattr(p[1], "priority", None) is None
+                                    else p[1].priority, p[0]))
+        return [f for _, f in indexed]
+
+    @staticmethod
+    def _check_enrichers(owner: str, enrichers: Sequence[Any]) -> list[Any]:
+        seen: set[str] = set()
+        for enricher in enrichers:
+            for attr in ("name", "required", "can_enrich", "enrich"):
+                if not hasattr(enricher, attr):
+                    raise ImproperlyConfigured(
+                        f"{owner}: enricher {enricher!r} has no `{attr}`. Subclass "
+                        f"datapipe_django.enrichers.BaseEnricher."
+                    )
+            if enricher.name in seen:
+                raise ImproperlyConfigured(f"{owner}: two enrichers are named {enricher.name!r}.")
+            seen.add(enricher.name)
+        return list(enrichers)
+
+    # -- derived configuration -----------------------------------------------------------------
+    @property
+    def timeout(self) -> float | None:
+        """The execution budget in seconds (read from settings at call time by default)."""
+        if self._timeout is UNSET:
+            value = datapipe_settings.TIMEOUT
+            return float(value) if value is not None else None
+        return self._timeout  # type: ignore[no-any-return]
+
+    @cached_property
+    def composite_enricher(self) -> CompositeEnricher:
+        return CompositeEnricher(self.enrichers, parallel=self.parallel_enrichment,
+                                 max_workers=self.max_workers)
+
+    def expandable(self, auth_type: str | None) -> frozenset[str]:
+        """The ``expand`` paths a caller of ``auth_type`` may ask for."""
+        paths: set[str] = set()
+        for enricher in self.enrichers:
+            if getattr(enricher, "always", False) or not enricher.can_enrich(auth_type):
+                continue
+            names = getattr(enricher, "paths", None)
+            for path in (names() if callable(names) else names) or (enricher.name,):
+                parts = path.split(".")
+                paths.update(".".join(parts[: i + 1]) for i in range(len(parts)))
+        return frozenset(paths)
+
+    # -- composition ---------------------------------------------------------------------------
+    def use(self, *middleware: StageMiddleware) -> Pipeline:
+        """Append stage middleware (innermost last). Returns the pipeline."""
+        self.middleware.extend(middleware)
+        return self
+
+    def add_stage(self, stage: Callable[[State], None], *, name: str | None = None,
+                  before: str | None = None, after: str | None = None) -> Pipeline:
+        """Add a custom stage ``(state) -> None``; at the end unless ``before``/``after``."""
+        stage_name = name or getattr(stage, "__name__", "") or f"stage{len(self.stages)}"
+        if any(s.name == stage_name for s in self.stages):
+            raise ImproperlyConfigured(f"Pipeline {self.name!r}: a stage named {stage_name!r} "
+                                       f"exists already. Pass name='...'.")
+        new = Stage(stage_name, stage)
+        anchor = before or after
+        if anchor is None:
+            self.stages.append(new)
+            return self
+        positions = [i for i, s in enumerate(self.stages) if s.name == anchor]
+        if not positions:
+            raise ImproperlyConfigured(
+                f"Pipeline {self.name!r}: no stage named {anchor!r}; stages are "
+                f"{', '.join(s.name for s in self.stages)}."
+            )
+        self.stages.insert(positions[0] + (0 if before else 1), new)
+        return self
+
+    # -- execution -----------------------------------------------------------------------------
+    def execute(self, request: PipelineRequest | None = None, /, **kwargs: Any) -> Any:
+        """Run ``request`` (or ``PipelineRequest(**kwargs)``) through every stage.
+
+        Returns a :class:`~datapipe_django.PipelineResult` (or what ``response_builder``
+        returns). Raises a :class:`~datapipe_django.errors.PipelineError` kind on failure.
+        """
+        if request is None:
+            request = PipelineRequest(**kwargs)
+        elif kwargs:
+            request = request.replace(**kwargs)
+        timeout = self.timeout
+        state = State(pipeline=self, request=request,
+                      deadline=time.monotonic() + timeout if timeout is not None else None)
+        with self.tracer.span("datapipe.pipeline", {"datapipe.pipeline": self.name}):
+            for stage in self.stages:
+                self._run_stage(stage, state)
+        return state.result
+
+    def _run_stage(self, stage: Stage, state: State) -> None:
+        handler = compose(stage.name, stage.run, self.middleware) if self.middleware \
+            else stage.run
+        start = time.perf_counter()
+        error: str | None = None
+        try:
+            with self.tracer.span(f"datapipe.stage.{stage.name}",
+                                  {"datapipe.pipeline": self.name, "datapipe.stage": stage.name}):
+                handler(state)
+        except PipelineError as exc:
+            if exc.stage is None:
+                exc.stage = stage.name
+            error = exc.code
+            raise
+        except Exception as exc:
+            error = type(exc).__name__
+            raise
+        finally:
+            duration = time.perf_counter() - start
+            state.timings[stage.name] = duration
+            self.metrics.stage(self.name, stage.name, duration, error)
+
+    def observe_attempt(self, attempt: Attempt) -> None:
+        """Called by the fetch stage for every source considered."""
+        self.metrics.source(self.name, attempt.source, attempt.outcome, attempt.duration)
+
+    def __repr__(self) -> str:
+        return f"<Pipeline {self.name!r} model={self.model._meta.label}>"

@@ -1,0 +1,98 @@
+"""Parsing ``expand`` query parameters and rendering expandable relations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import FieldDoesNotExist
+from django.db import models
+from rest_framework import serializers
+
+__all__ = ["ExpandableField", "parse_expand"]
+
+
+def parse_expand(query_params: Any) -> frozenset[str]:
+    """``expand[]=a&expand[]=b.c`` and ``expand=a,b`` (both may repeat) → ``{"a", "b.c", "b"}``
+    minus nothing: validation (unknown names, depth, auth type) is the pipeline's job."""
+    raw: list[str] = []
+    for key in ("expand[]", "expand"):
+        for value in query_params.getlist(key):
+            raw.extend(value.split(","))
+    return frozenset(v.strip() for v in raw if v.strip())
+
+
+class ExpandableField(serializers.Field):
+    """Renders a relation as its id, or as ``serializer_class`` when the request expanded it.
+
+    The path of the field (``fund_account``, or ``fund_account.contact`` inside a nested
+    expansion) is checked against the request's expand set, which the view puts in the
+    serializer context. An expansion is rendered only when the related data is already loaded
+    (by an enricher), so rendering never issues a query per item. ``id_source`` names the
+    attribute that holds the id when not expanded (default: the foreign key's ``<name>_id``).
+    """
+
+    def __init__(self, serializer_class: type[serializers.BaseSerializer[Any]], *,
+                 id_source: str | None = None, many: bool = False, **kwargs: Any) -> None:
+        kwargs["read_only"] = True
+        super().__init__(**kwargs)
+        self.serializer_class = serializer_class
+        self.id_source = id_source
+        self.many = many
+
+    @property
+    def path(self) -> str:
+        return f"{self.context.get('expand_prefix', '')}{self.field_name}"
+
+    def get_attribute(self, instance: Any) -> Any:
+        return instance  # to_representation needs the instance itself
+
+    def to_representation(self, instance: Any) -> Any:
+        source = self.source or self.field_name or ""
+        expanded = self.path in self.context.get("expand", frozenset())
+        if expanded and _is_loaded(instance, source):
+            value = getattr(instance, source)
+            if value is None:
+                return None
+            if self.many or isinstance(value, models.Manager):
+                value = list(value.all()) if isinstance(value, models.Manager) else list(value)
+            context = {**self.context, "expand_prefix": f"{self.path}."}
+            return self.serializer_class(value, many=self.many or isinstance(value, list),
+                                         context=context).data
+        return self._id(instance, source)
+
+    def _id(self, instance: Any, source: str) -> Any:
+        if self.id_source:
+            return getattr(instance, self.id_source, None)
+        field = _model_field(instance, source)
+        if field is not None and field.concrete and (field.many_to_one or field.one_to_one):
+            return getattr(instance, field.attname)
+        if field is not None and (field.many_to_many or field.one_to_many):
+            related = getattr(instance, "_prefetched_objects_cache", {}).get(_cache_name(field))
+            return [obj.pk for obj in related] if related is not None else None
+        value = getattr(instance, source, None) if _is_loaded(instance, source) else None
+        return getattr(value, "pk", value)
+
+
+def _model_field(instance: Any, name: str) -> Any:
+    meta = getattr(instance, "_meta", None)
+    if meta is None:
+        return None
+    try:
+        return meta.get_field(name)
+    except FieldDoesNotExist:
+        return None
+
+
+def _cache_name(field: Any) -> str:
+    """Key of a to-many relation in ``_prefetched_objects_cache``."""
+    return field.name if field.concrete else field.get_accessor_name()
+
+
+def _is_loaded(instance: Any, name: str) -> bool:
+    """True when reading ``instance.<name>`` issues no query."""
+    field = _model_field(instance, name)
+    if field is None or not field.is_relation:
+        return field is not None or name in getattr(instance, "__dict__", {})
+    if field.many_to_many or field.one_to_many:
+        return _cache_name(field) in getattr(instance, "_prefetched_objects_cache", {})
+    return bool(field.is_cached(instance))

@@ -1,0 +1,168 @@
+"""`PipelineViewSet`: a read-only DRF ViewSet whose list and retrieve run a pipeline."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db.models import QuerySet
+from rest_framework import viewsets
+from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from datapipe_django.errors import PipelineError, ValidationFailed
+from datapipe_django.pipeline import Pipeline
+from datapipe_django.request import PipelineRequest
+from datapipe_django.rest.exceptions import pipeline_error_response
+from datapipe_django.rest.expand import parse_expand
+from datapipe_django.result import PipelineResult
+
+__all__ = ["PipelineViewSet"]
+
+SOURCE_HEADER = "X-Datapipe-Source"
+
+
+class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
+    """List and retrieve through ``pipeline``; subclass it and set two attributes::
+
+        class PayoutViewSet(PipelineViewSet):
+            pipeline = payouts
+            serializer_class = PayoutSerializer
+
+    Query parameters of the list: the FilterSet's fields, ``q``, ``ordering``, ``limit``,
+    ``offset`` or ``cursor``, ``expand[]``/``expand``. Override the ``get_*`` hooks to change
+    one decision; ``list``/``retrieve`` only orchestrate them.
+    """
+
+    pipeline: ClassVar[Pipeline | None] = None
+    #: The request being served, set by ``list``/``retrieve``.
+    pipeline_request: PipelineRequest | None = None
+    #: Query parameter names the view reads itself (everything else goes to the FilterSet).
+    search_param: ClassVar[str] = "q"
+    ordering_param: ClassVar[str] = "ordering"
+    limit_param: ClassVar[str] = "limit"
+    offset_param: ClassVar[str] = "offset"
+    cursor_param: ClassVar[str] = "cursor"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        pipeline = cls.__dict__.get("pipeline")
+        if pipeline is not None and cls.__dict__.get("queryset") is None:
+            # Lets DRF routers derive a basename and schema generators find the model.
+            cls.queryset = pipeline.model._default_manager.none()
+
+    # -- hooks ---------------------------------------------------------------------------------
+    def get_pipeline(self) -> Pipeline:
+        """The pipeline to run. Override to choose one per request."""
+        if self.pipeline is None:
+            raise ImproperlyConfigured(
+                f"{type(self).__name__} has no `pipeline`. Set `pipeline = <Pipeline>` on the "
+                f"class or override get_pipeline()."
+            )
+        return self.pipeline
+
+    def get_queryset(self) -> QuerySet[Any]:
+        """An empty queryset of the pipeline's model (rows come from the pipeline)."""
+        return self.get_pipeline().model._default_manager.none()
+
+    def get_tenant(self) -> Any:
+        """The caller's tenant. Override when the pipeline has a ``tenant_field``: by default
+        ``request.user.tenant`` / ``request.auth.tenant`` if present, else None."""
+        for holder in (self.request.auth, self.request.user):
+            tenant = getattr(holder, "tenant", None)
+            if tenant is not None:
+                return getattr(tenant, "pk", tenant)
+        return None
+
+    def get_auth_type(self) -> str | None:
+        """The caller's auth type (gates expansions and fields). Default: ``"private"`` for
+        an authenticated user, ``"public"`` otherwise."""
+        user = self.request.user
+        return "private" if user is not None and user.is_authenticated else "public"
+
+    def get_filters(self) -> Any:
+        """The raw filter parameters: the query string minus the view's own parameters."""
+        reserved = {self.search_param, self.ordering_param, self.limit_param,
+                    self.offset_param, self.cursor_param, "expand", "expand[]", "format"}
+        params = self.request.query_params.copy()
+        for key in reserved:
+            params.pop(key, None)
+        return params
+
+    def get_pipeline_request(self, *, pk: Any = None) -> PipelineRequest:
+        """Translate the HTTP request into a :class:`PipelineRequest`."""
+        pipeline = self.get_pipeline()
+        tenant = self.get_tenant()
+        if pipeline.tenant_field and tenant is None:
+            raise PermissionDenied("No tenant is associated with these credentials.")
+        params = self.request.query_params
+        expand = parse_expand(params)
+        common: dict[str, Any] = {"tenant": tenant, "auth_type": self.get_auth_type(),
+                                  "expand": expand, "context": {"request": self.request}}
+        if pk is not None:
+            return PipelineRequest(pk=pk, **common)
+        return PipelineRequest(
+            filters=self.get_filters(),
+            search=params.get(self.search_param),
+            limit=params.get(self.limit_param),  # type: ignore[arg-type]
+            offset=params.get(self.offset_param),  # type: ignore[arg-type]
+            cursor=params.get(self.cursor_param),
+            ordering=params.get(self.ordering_param),  # type: ignore[arg-type]
+            **common,
+        )
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        """DRF's context plus ``expand`` and ``auth_type`` of the request being served."""
+        context = dict(super().get_serializer_context())
+        pipeline_request = getattr(self, "pipeline_request", None)
+        context["expand"] = pipeline_request.expand if pipeline_request else frozenset()
+        context["auth_type"] = pipeline_request.auth_type if pipeline_request else None
+        return context
+
+    def build_response(self, result: PipelineResult) -> Response:
+        """The list envelope. Override to change its shape."""
+        serializer = self.get_serializer(result.items, many=True,
+                                         context=self._context_for(result))
+        body: dict[str, Any] = {
+            "entity": "collection",
+            "count": result.count,
+            "has_more": result.has_more,
+            "next_cursor": result.next_cursor,
+            "items": serializer.data,
+        }
+        if result.errors:
+            body["errors"] = result.errors
+        return Response(body, headers={SOURCE_HEADER: result.source})
+
+    # -- actions -------------------------------------------------------------------------------
+    def _context_for(self, result: PipelineResult) -> dict[str, Any]:
+        # The validated expand set (with parent paths) replaces the raw one.
+        return {**self.get_serializer_context(), "expand": result.expand}
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        self.pipeline_request = self.get_pipeline_request()
+        result = self.get_pipeline().execute(self.pipeline_request)
+        return self.build_response(result)
+
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        lookup = self.lookup_url_kwarg or self.lookup_field
+        self.pipeline_request = self.get_pipeline_request(pk=kwargs[lookup])
+        try:
+            result = self.get_pipeline().execute(self.pipeline_request)
+        except ValidationFailed as exc:
+            if "pk" in exc.errors:
+                raise NotFound() from exc  # like DRF's get_object_or_404 for a malformed id
+            raise
+        if not result.items:
+            raise NotFound()
+        serializer = self.get_serializer(result.items[0], context=self._context_for(result))
+        response = Response(serializer.data, headers={SOURCE_HEADER: result.source})
+        if result.errors:
+            response["X-Datapipe-Errors"] = ",".join(e["enricher"] for e in result.errors)
+        return response
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, PipelineError):
+            return pipeline_error_response(exc)
+        return super().handle_exception(exc)

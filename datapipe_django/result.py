@@ -1,0 +1,58 @@
+"""`PipelineResult`: what ``Pipeline.execute`` returns by default."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from datapipe_django.chain import Attempt
+    from datapipe_django.state import State
+
+__all__ = ["PipelineResult"]
+
+
+@dataclass
+class PipelineResult:
+    """A page of model instances and how it was obtained.
+
+    ``count`` is the number of items on this page. ``source`` names every source that
+    contributed (comma-separated, priority order; ``sources`` is the tuple). ``errors`` lists
+    optional enrichers that failed: ``{"enricher": name, "code": ...}``. ``attempts`` says,
+    per source, whether it answered, declined or was unavailable, and why.
+    """
+
+    items: list[Any]
+    has_more: bool = False
+    next_cursor: str | None = None
+    sources: tuple[str, ...] = ()
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    expand: frozenset[str] = frozenset()
+
+    @property
+    def count(self) -> int:
+        return len(self.items)
+
+    @property
+    def source(self) -> str:
+        return ",".join(self.sources)
+
+    @property
+    def item(self) -> Any:
+        """The single row of a retrieve (``None`` when no source has it)."""
+        return self.items[0] if self.items else None
+
+    @classmethod
+    def from_state(cls, state: State) -> PipelineResult:
+        return cls(
+            items=state.items,
+            has_more=state.has_more,
+            next_cursor=state.next_cursor,
+            sources=state.sources,
+            errors=state.errors,
+            attempts=state.attempts,
+            timings=state.timings,
+            expand=state.expand,
+        )

@@ -1,0 +1,211 @@
+"""The five built-in stages: validate → fetch → transform → enrich → build.
+
+A stage is a callable ``(state) -> None`` that reads and writes :class:`~datapipe_django.State`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ValidationError as DjangoValidationError
+
+from datapipe_django.chain import FetcherChain
+from datapipe_django.conf import datapipe_settings
+from datapipe_django.enrichers.base import EnrichContext
+from datapipe_django.errors import EnrichmentFailed, ValidationFailed
+from datapipe_django.fetchers.base import FetchRequest
+from datapipe_django.paging import Cursor, Ordering
+from datapipe_django.result import PipelineResult
+from datapipe_django.specs import MatchAll, Uncompilable, compile_filterset
+
+if TYPE_CHECKING:
+    from datapipe_django.state import State
+
+__all__ = ["Stage", "build", "enrich", "fetch", "transform", "validate"]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A named step of a pipeline."""
+
+    name: str
+    run: Callable[[State], None]
+
+
+def _integer(raw: Any, name: str, errors: dict[str, list[str]], *, minimum: int,
+             maximum: int | None = None) -> int | None:
+    try:
+        value = int(raw)
+        if isinstance(raw, float | bool) or str(raw).strip() != str(value):
+            raise ValueError
+    except (TypeError, ValueError):
+        errors[name] = ["A whole number is required."]
+        return None
+    if value < minimum:
+        errors[name] = [f"Ensure this value is greater than or equal to {minimum}."]
+        return None
+    if maximum is not None and value > maximum:
+        errors[name] = [f"Ensure this value is less than or equal to {maximum}."]
+        return None
+    return value
+
+
+def _ordering(state: State, errors: dict[str, list[str]]) -> Ordering:
+    pipeline = state.pipeline
+    asked = state.request.ordering
+    if not asked:
+        return pipeline.default_ordering
+    unknown = [n for n in asked if n.lstrip("-+") not in pipeline.ordering_fields]
+    if unknown:
+        allowed = ", ".join(sorted(pipeline.ordering_fields))
+        errors["ordering"] = [f"Unknown ordering field {unknown[0]!r}. Allowed: {allowed}."]
+        return pipeline.default_ordering
+    return Ordering.for_model(pipeline.model, asked, owner=f"Pipeline {pipeline.name!r}")
+
+
+def _expand(state: State, errors: dict[str, list[str]]) -> frozenset[str]:
+    pipeline = state.pipeline
+    auth_type = state.request.auth_type
+    max_depth = int(datapipe_settings.MAX_EXPAND_DEPTH)
+    allowed = pipeline.expandable(auth_type)
+    result: set[str] = set()
+    for path in sorted(state.request.expand):
+        parts = path.split(".")
+        if len(parts) > max_depth:
+            errors.setdefault("expand", []).append(
+                f"{path!r} is nested deeper than {max_depth} levels."
+            )
+        elif path not in allowed:
+            errors.setdefault("expand", []).append(f"Unknown expansion {path!r}.")
+        else:
+            result.update(".".join(parts[: i + 1]) for i in range(len(parts)))
+    return frozenset(result)
+
+
+def validate(state: State) -> None:
+    """Check every parameter and compile the filters; nothing invalid goes further."""
+    pipeline, request = state.pipeline, state.request
+    for validator in pipeline.validators:
+        validator(request)
+    errors: dict[str, list[str]] = {}
+    if pipeline.tenant_field and request.tenant is None:
+        errors["tenant"] = ["A tenant is required for this pipeline."]
+    state.expand = _expand(state, errors)
+    if request.pk is not None:
+        try:
+            pipeline.model._meta.pk.to_python(request.pk)  # type: ignore[union-attr]
+        except DjangoValidationError as exc:
+            errors["pk"] = list(exc.messages)
+        state.limit, state.offset = 1, 0
+        state.ordering = pipeline.default_ordering
+        state.spec = MatchAll()
+        if errors:
+            raise ValidationFailed(errors)
+        return
+    limit = request.limit if request.limit is not None else datapipe_settings.DEFAULT_LIMIT
+    state.limit = _integer(limit, "limit", errors, minimum=1,
+                           maximum=int(datapipe_settings.MAX_LIMIT)) or 0
+    if request.offset is not None and request.cursor is not None:
+        errors["offset"] = ["Give either offset or cursor, not both."]
+    elif request.offset is not None:
+        state.offset = _integer(request.offset, "offset", errors, minimum=0,
+                                maximum=datapipe_settings.MAX_OFFSET) or 0
+    state.ordering = _ordering(state, errors)
+    if request.search and not pipeline.search_fields:
+        errors["q"] = ["This endpoint does not support free-text search."]
+    if request.cursor is not None and "ordering" not in errors:
+        try:
+            state.after = Cursor.decode(request.cursor, state.ordering, namespace=pipeline.name)
+        except ValidationFailed as exc:
+            errors.update(exc.errors)
+    try:
+        state.spec = (
+            compile_filterset(pipeline.filterset_class, request.filters)
+            if pipeline.filterset_class is not None else MatchAll()
+        )
+    except ValidationFailed as exc:
+        errors.update(exc.errors)
+    except Uncompilable as exc:
+        state.spec, state.uncompilable = None, exc.filter_name
+    if errors:
+        raise ValidationFailed(errors)
+
+
+def fetch(state: State) -> None:
+    """Run the fetcher chain; fill items, has_more, sources and attempts."""
+    pipeline, request = state.pipeline, state.request
+    if state.ordering is None:
+        raise ImproperlyConfigured(
+            f"Pipeline {pipeline.name!r}: the fetch stage ran before validate. Keep the "
+            f"built-in validate stage first when you add stages."
+        )
+    fetch_request = FetchRequest(
+        request=request,
+        model=pipeline.model,
+        spec=state.spec,
+        ordering=state.ordering,
+        size=state.offset + state.limit + 1,
+        after=state.after,
+        search=request.search,
+        search_fields=pipeline.search_fields,
+        tenant_field=pipeline.tenant_field,
+        tenant=request.tenant,
+        pk=request.pk,
+        deadline=state.deadline,
+        pipeline=pipeline.name,
+        uncompilable=state.uncompilable,
+    )
+    chain = FetcherChain(pipeline.fetchers, pipeline.fallback,
+                         on_attempt=pipeline.observe_attempt)
+    result = chain.run(fetch_request, offset=state.offset, limit=state.limit)
+    state.items, state.has_more = result.items, result.has_more
+    state.sources, state.attempts = result.sources, result.attempts
+
+
+def transform(state: State) -> None:
+    """Apply the pipeline's ``transformers`` (``(items, state) -> items``) in order."""
+    for transformer in state.pipeline.transformers:
+        items = transformer(state.items, state)
+        if items is not None:
+            state.items = list(items)
+
+
+def enrich(state: State) -> None:
+    """Run the enrichers the request asked for (and the ``always`` ones) over the page."""
+    pipeline, request = state.pipeline, state.request
+    composite = pipeline.composite_enricher
+    selected = composite.select(state.expand, request.auth_type)
+    if not selected or not state.items:
+        return
+    context = EnrichContext(pipeline=pipeline.name, expand=state.expand,
+                            auth_type=request.auth_type, tenant=request.tenant,
+                            deadline=state.deadline)
+    errors = composite.run(state.items, context, selected)
+    if errors and pipeline.fail_fast:
+        raise EnrichmentFailed(f"Enricher {errors[0]['enricher']!r} failed.", stage="enrich",
+                               op=errors[0]["enricher"])
+    state.errors.extend(errors)
+
+
+def build(state: State) -> None:
+    """Set ``next_cursor`` and the result (the pipeline's ``response_builder`` if any)."""
+    pipeline = state.pipeline
+    if state.has_more and state.items and state.ordering is not None:
+        state.next_cursor = Cursor.encode(state.ordering, state.items[-1],
+                                          namespace=pipeline.name)
+    if pipeline.response_builder is not None:
+        state.result = pipeline.response_builder(state)
+    else:
+        state.result = PipelineResult.from_state(state)
+
+
+DEFAULT_STAGES = (
+    Stage("validate", validate),
+    Stage("fetch", fetch),
+    Stage("transform", transform),
+    Stage("enrich", enrich),
+    Stage("build", build),
+)

@@ -1,0 +1,56 @@
+"""`State`: the one object that flows through a pipeline's stages."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from django_filters import FilterSet
+
+    from datapipe_django.chain import Attempt
+    from datapipe_django.paging import Ordering
+    from datapipe_django.pipeline import Pipeline
+    from datapipe_django.request import PipelineRequest
+    from datapipe_django.specs import Spec
+
+__all__ = ["State"]
+
+
+@dataclass
+class State:
+    """Everything one execution knows. Each stage reads and writes it; nothing else is shared.
+
+    The validate stage fills ``spec``, ``ordering``, ``limit``, ``offset``, ``after`` and
+    ``expand``; fetch fills ``items``, ``has_more``, ``sources``, ``attempts``; enrich adds to
+    ``errors``; build sets ``next_cursor`` and ``result``. ``extra`` is free for custom stages.
+    """
+
+    pipeline: Pipeline
+    request: PipelineRequest
+    deadline: float | None = None
+    filterset: FilterSet | None = None
+    spec: Spec | None = None
+    uncompilable: str | None = None
+    ordering: Ordering | None = None
+    limit: int = 0
+    offset: int = 0
+    after: tuple[Any, ...] | None = None
+    expand: frozenset[str] = frozenset()
+    items: list[Any] = field(default_factory=list)
+    has_more: bool = False
+    next_cursor: str | None = None
+    sources: tuple[str, ...] = ()
+    attempts: list[Attempt] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    result: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def remaining(self) -> float | None:
+        """Seconds left of the pipeline's budget (never negative), or None without one."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - time.monotonic())

@@ -1,0 +1,36 @@
+"""Shared fixtures. Real servers: see tests/services.py for how missing ones are handled."""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+
+from tests.services import IN_CI, START_HINT
+
+#: Every alias the ORM tests run against, each a different engine.
+ENGINE_ALIASES = ("default", "primary", "archive")
+
+
+def require_alias(alias: str) -> None:
+    """Skip (outside CI only) when the server behind ``alias`` is not running."""
+    if alias not in settings.DATABASES and not IN_CI:
+        pytest.skip(f"database alias {alias!r} has no server: {START_HINT}")
+
+
+def engine_databases() -> list[str]:
+    """The engine aliases configured here, for ``django_db(databases=...)``."""
+    return [alias for alias in ENGINE_ALIASES if alias in settings.DATABASES]
+
+
+@pytest.fixture
+def down_alias(django_db_blocker):
+    """The ``down`` alias (PostgreSQL on a closed port), with database access unblocked."""
+    with django_db_blocker.unblock():
+        yield "down"
+
+
+@pytest.fixture(params=ENGINE_ALIASES)
+def engine_alias(request: pytest.FixtureRequest) -> str:
+    """Parametrizes a test over SQLite, PostgreSQL and MariaDB (see ``engine_databases``)."""
+    require_alias(request.param)
+    return request.param

@@ -1,0 +1,93 @@
+"""Settings for the test suite.
+
+Database aliases:
+
+* ``default``  SQLite (in memory): no server needed.
+* ``primary``  the real PostgreSQL primary on 127.0.0.1:5432.
+* ``archive``  the real MariaDB (MySQL wire protocol) on 127.0.0.1:3306.
+* ``down``     PostgreSQL on a closed port: a source that is always unavailable.
+
+A server that is not reachable outside CI is left out, and the tests that need it skip with a
+message saying how to start it (see ``tests/conftest.py``). In CI every alias is kept.
+"""
+
+from __future__ import annotations
+
+import os
+
+from tests.services import AVAILABLE, SERVICES
+
+# Lets two test runs share the servers without sharing test databases.
+SUFFIX = os.environ.get("DATAPIPE_TEST_DB_SUFFIX", "")
+
+SECRET_KEY = "datapipe-tests-not-secret"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ROOT_URLCONF = "tests.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+ALLOWED_HOSTS = ["*"]
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django_filters",
+    "rest_framework",
+    "datapipe_django",
+    "tests.testapp",
+]
+
+MIDDLEWARE: list[str] = []
+
+DATABASES: dict[str, dict] = {
+    "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+}
+
+if "postgres" in AVAILABLE:
+    DATABASES["primary"] = {
+        "ENGINE": "django.db.backends.postgresql",
+        "HOST": SERVICES["postgres"][0],
+        "PORT": SERVICES["postgres"][1],
+        "NAME": "datapipe",
+        "USER": "postgres",
+        "PASSWORD": "",
+        "TEST": {"NAME": f"test_datapipe{SUFFIX}"},
+    }
+
+if "mariadb" in AVAILABLE:
+    DATABASES["archive"] = {
+        "ENGINE": "django.db.backends.mysql",
+        "HOST": SERVICES["mariadb"][0],
+        "PORT": SERVICES["mariadb"][1],
+        "NAME": "datapipe_archive",
+        "USER": "root",
+        "PASSWORD": "",
+        # A binary collation makes `exact`/`contains` case-sensitive, as on PostgreSQL.
+        "OPTIONS": {"charset": "utf8mb4"},
+        "TEST": {"NAME": f"test_datapipe_archive{SUFFIX}", "CHARSET": "utf8mb4",
+                 "COLLATION": "utf8mb4_bin"},
+    }
+
+# A source that is always down: PostgreSQL on a closed port. A test mirror, so the test
+# runner never tries to create it; connecting fails with a real OperationalError.
+DATABASES["down"] = {
+    "ENGINE": "django.db.backends.postgresql",
+    "HOST": "127.0.0.1",
+    "PORT": 9,
+    "NAME": "nowhere",
+    "USER": "postgres",
+    "OPTIONS": {"connect_timeout": 2},
+    "TEST": {"MIRROR": "default"},
+}
+
+REST_FRAMEWORK: dict[str, object] = {
+    "UNAUTHENTICATED_USER": None,
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+
+DATAPIPE = {
+    "PRIMARY": "default",
+    "TIMEOUT": 5.0,
+}

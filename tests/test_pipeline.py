@@ -1,0 +1,182 @@
+"""Pipeline declaration, registry, stages, middleware and settings."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
+
+import datapipe_django
+from datapipe_django import FallbackMode, Pipeline, PipelineRequest, ValidationFailed, registry
+from datapipe_django.conf import datapipe_settings
+from datapipe_django.fetchers import ORMFetcher
+from datapipe_django.test import InMemoryFetcher
+from tests.testapp.filters import ItemFilterSet
+from tests.testapp.models import Item
+
+BASE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def rows(n=5):
+    return [Item(id=i, tenant="t1", name=f"n{i}", status="queued", amount=i, created_at=BASE
+                 + dt.timedelta(minutes=i), day=BASE.date()) for i in range(1, n + 1)]
+
+
+def make(name="p-test", **kwargs):
+    kwargs.setdefault("fetchers", [InMemoryFetcher(rows())])
+    kwargs.setdefault("register", False)
+    return Pipeline(name, model=Item, **kwargs)
+
+
+# -- declaration ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"fetchers": []}, "`fetchers` is empty"),
+        ({"fetchers": [object()]}, "has no `name`"),
+        ({"fetchers": [ORMFetcher("default"), ORMFetcher("default")]}, "two fetchers"),
+        ({"tenant_field": "merchant"}, "`tenant_field` 'merchant'"),
+        ({"ordering": ("-nope",)}, "ordering field 'nope'"),
+        ({"ordering": ("owner__name",)}, "ordering field 'owner__name'"),
+        ({"ordering_fields": ("items",)}, "ordering field 'items'"),
+        ({"timeout": 0}, "`timeout` must be positive"),
+        ({"max_workers": 0}, "`max_workers`"),
+        ({"fallback": "parallel"}, "`fallback` must be a FallbackMode"),
+    ],
+)
+def test_configuration_mistakes_are_improperly_configured(kwargs, message):
+    with pytest.raises(ImproperlyConfigured, match=message) as info:
+        make(**kwargs)
+    assert "p-test" in str(info.value) or "Pipeline" in str(info.value)
+
+
+def test_a_duplicate_name_is_improperly_configured():
+    first = make("p-dup", register=True)
+    try:
+        with pytest.raises(ImproperlyConfigured, match="already registered"):
+            make("p-dup", register=True)
+        assert registry.get_pipeline("p-dup") is first
+    finally:
+        registry.unregister("p-dup")
+
+
+def test_fetchers_are_ordered_by_priority_then_position():
+    a, b, c = (InMemoryFetcher(name="a"), InMemoryFetcher(name="b", priority=-1),
+               InMemoryFetcher(name="c"))
+    assert [f.name for f in make(fetchers=[a, b, c]).fetchers] == ["b", "a", "c"]
+
+
+# -- stages and middleware -------------------------------------------------------------------
+
+def test_stages_run_in_order_with_middleware_outermost_first():
+    calls = []
+
+    def outer(stage, state, call_next):
+        calls.append(f"outer>{stage}")
+        call_next(state)
+        calls.append(f"outer<{stage}")
+
+    def inner(stage, state, call_next):
+        calls.append(f"inner>{stage}")
+        call_next(state)
+
+    p = make(middleware=[outer]).use(inner)
+    result = p.execute(tenant=None)
+    assert [r.pk for r in result.items] == [1, 2, 3, 4, 5]
+    stages = ["validate", "fetch", "transform", "enrich", "build"]
+    assert calls[:3] == ["outer>validate", "inner>validate", "outer<validate"]
+    assert [c.split(">")[1] for c in calls if c.startswith("outer>")] == stages
+    assert set(result.timings) == set(stages)
+
+
+def test_add_stage_and_transformers():
+    def drop_odd(items, state):
+        return [i for i in items if i.pk % 2 == 0]
+
+    def mark(state):
+        state.extra["marked"] = len(state.items)
+
+    p = make(transformers=[drop_odd]).add_stage(mark, before="enrich")
+    assert [s.name for s in p.stages] == ["validate", "fetch", "transform", "mark", "enrich",
+                                          "build"]
+    result = p.execute()
+    assert [r.pk for r in result.items] == [2, 4]
+    with pytest.raises(ImproperlyConfigured, match="no stage named"):
+        p.add_stage(mark, name="other", after="nope")
+
+
+def test_validators_and_filter_errors_stop_before_fetch():
+    fetcher = InMemoryFetcher(rows())
+
+    def no_search(request):
+        if request.search:
+            raise ValidationFailed({"q": ["Search is switched off."]})
+
+    p = make(fetchers=[fetcher], filterset_class=ItemFilterSet, validators=[no_search],
+             search_fields=("name",))
+    with pytest.raises(ValidationFailed) as info:
+        p.execute(search="x")
+    assert info.value.errors == {"q": ["Search is switched off."]}
+    with pytest.raises(ValidationFailed) as info:
+        p.execute(filters={"amount": "ten", "status": "nope"}, limit=500)
+    assert set(info.value.errors) == {"amount", "status", "limit"}
+    assert fetcher.calls == []
+
+
+def test_a_filter_without_spec_makes_sources_decline():
+    p = make(filterset_class=ItemFilterSet)
+    with pytest.raises(datapipe_django.NoFetcher, match="opaque"):
+        p.execute(filters={"opaque": "x"})
+    assert [r.pk for r in p.execute(filters={"custom": "N3"}).items] == [3]
+
+
+def test_settings_are_read_lazily_and_follow_override_settings():
+    p = make()
+    assert p.timeout == 5.0
+    with override_settings(DATAPIPE={"TIMEOUT": 1.5, "DEFAULT_LIMIT": 2, "MAX_LIMIT": 3}):
+        assert datapipe_settings.MAX_LIMIT == 3
+        assert p.timeout == 1.5
+        assert len(p.execute().items) == 2
+        with pytest.raises(ValidationFailed):
+            p.execute(limit=4)
+    assert datapipe_settings.MAX_LIMIT == 100
+    with pytest.raises(AttributeError):
+        datapipe_settings.NOT_A_SETTING  # noqa: B018
+
+
+def test_fail_fast_turns_an_optional_enricher_failure_into_a_failure():
+    from datapipe_django.enrichers import BaseEnricher
+
+    class Boom(BaseEnricher):
+        def enrich(self, items, context):
+            raise RuntimeError("boom")
+
+    relaxed = make(enrichers=[Boom("x")])
+    assert relaxed.execute(expand={"x"}).errors == [{"enricher": "x", "code": "failed"}]
+    strict = make(enrichers=[Boom("x")], fail_fast=True)
+    with pytest.raises(datapipe_django.EnrichmentFailed):
+        strict.execute(expand={"x"})
+
+
+def test_modes_are_exported():
+    assert {m.value for m in FallbackMode} == {"sequential", "first_success", "parallel"}
+
+
+def test_public_names_are_exported():
+    import datapipe_django.enrichers
+    import datapipe_django.errors
+    import datapipe_django.fetchers
+    import datapipe_django.rest
+    import datapipe_django.specs
+
+    for module in (datapipe_django, datapipe_django.fetchers, datapipe_django.enrichers,
+                   datapipe_django.errors, datapipe_django.rest, datapipe_django.specs):
+        for name in module.__all__:
+            assert getattr(module, name) is not None, (module.__name__, name)
+    public = {n for n in dir(datapipe_django) if not n.startswith("_")}
+    assert {"Pipeline", "PipelineRequest", "PipelineResult", "State", "FallbackMode",
+            "ValidationFailed", "SourcesUnavailable"} <= public
+    assert PipelineRequest(expand="a,b.c", ordering="-x,y").expand == {"a", "b.c"}

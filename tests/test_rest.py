@@ -1,0 +1,201 @@
+"""PipelineViewSet through DRF's APIClient: envelope, header, errors, expand, retrieve."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
+
+from tests.testapp import pipelines
+from tests.testapp.models import Category, Item, Owner
+
+pytestmark = pytest.mark.django_db
+
+BASE = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def rows():
+    owners = Owner.objects.bulk_create([Owner(id=1, name="Ann"), Owner(id=2, name="Bob")])
+    cat = Category.objects.create(id=1, name="cat")
+    items = [
+        Item(id=i, tenant="t1" if i <= 12 else "t2", name=f"item {i}",
+             status=["queued", "processed"][i % 2], amount=i * 100, active=i % 3 != 0,
+             created_at=BASE + dt.timedelta(hours=i), day=BASE.date(), score=i % 4 or None,
+             owner=owners[i % 2], category=cat if i % 2 else None)
+        for i in range(1, 16)
+    ]
+    return Item.objects.bulk_create(items)
+
+
+@pytest.fixture
+def client():
+    c = APIClient()
+    c.credentials(HTTP_X_TENANT="t1")
+    return c
+
+
+def ids(response):
+    return [row["id"] for row in response.json()["items"]]
+
+
+def test_list_envelope_and_source_header(client, rows):
+    response = client.get("/v1/items", {"limit": 5})
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"entity", "count", "has_more", "next_cursor", "items"}
+    assert body["entity"] == "collection"
+    assert body["count"] == 5 and body["has_more"] is True and body["next_cursor"]
+    assert ids(response) == [12, 11, 10, 9, 8]
+    assert response["X-Datapipe-Source"] == "default"
+
+
+def test_cursor_walk_covers_the_tenant_exactly_once(client, rows):
+    seen, params = [], {"limit": 5}
+    while True:
+        body = client.get("/v1/items", params).json()
+        seen.extend(r["id"] for r in body["items"])
+        if not body["has_more"]:
+            assert body["next_cursor"] is None
+            break
+        params = {"limit": 5, "cursor": body["next_cursor"]}
+    assert seen == list(range(12, 0, -1))
+
+
+def test_filters_ordering_and_search(client, rows):
+    response = client.get("/v1/items", {"status": "processed", "ordering": "amount",
+                                        "amount__gte": 300})
+    assert ids(response) == [3, 5, 7, 9, 11]
+    assert ids(client.get("/v1/items", {"q": "item 1", "ordering": "id"})) == [1, 10, 11, 12]
+
+
+def test_other_tenants_rows_are_invisible(client, rows):
+    assert all(r["tenant"] == "t1" for r in client.get("/v1/items", {"limit": 100})
+               .json()["items"])
+    assert client.get("/v1/items/13").status_code == 404
+    assert client.get("/v1/items/3").json()["id"] == 3
+
+
+def test_a_caller_without_tenant_is_refused(rows):
+    assert APIClient().get("/v1/items").status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("params", "name"),
+    [
+        ({"status": "bogus"}, "status"),
+        ({"amount": "ten"}, "amount"),
+        ({"limit": "abc"}, "limit"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "-1"}, "limit"),
+        ({"limit": "101"}, "limit"),
+        ({"offset": "-3"}, "offset"),
+        ({"offset": "x"}, "offset"),
+        ({"cursor": "garbage"}, "cursor"),
+        ({"ordering": "tenant"}, "ordering"),
+        ({"ordering": "-nope"}, "ordering"),
+        ({"expand[]": "nope"}, "expand"),
+        ({"expand": "owner.a.b"}, "expand"),
+        ({"created_at_after": "yesterday"}, "created_at"),
+    ],
+)
+def test_bad_input_is_a_400_naming_the_parameter_and_queries_nothing(client, rows, params,
+                                                                     name):
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get("/v1/items", params)
+    assert response.status_code == 400, response.content
+    assert name in response.json()
+    assert len(queries) == 0
+
+
+def test_offset_and_cursor_together_is_a_400(client, rows):
+    cursor = client.get("/v1/items", {"limit": 2}).json()["next_cursor"]
+    response = client.get("/v1/items", {"cursor": cursor, "offset": 2})
+    assert response.status_code == 400
+
+
+def test_expand_renders_nested_objects_only_when_asked(client, rows):
+    plain = client.get("/v1/items", {"limit": 1}).json()["items"][0]
+    assert plain["owner"] == 1  # item 12 belongs to Ann
+    expanded = client.get("/v1/items", {"limit": 1, "expand[]": "owner"}).json()["items"][0]
+    assert expanded["owner"] == {"id": 1, "name": "Ann", "email": ""}
+    same = client.get("/v1/items", {"limit": 1, "expand": "owner"}).json()["items"][0]
+    assert same == expanded
+
+
+def test_expansion_is_prefetch_style(client, rows):
+    with CaptureQueriesContext(connection) as queries:
+        client.get("/v1/items", {"limit": 12, "expand[]": "owner"})
+    assert len(queries) == 2  # the page, then all owners at once
+
+
+def test_a_private_expansion_is_unknown_to_a_public_caller(client, rows):
+    response = client.get("/v1/items", {"expand[]": "category"})
+    assert response.status_code == 400
+    assert response.json() == {"expand": ["Unknown expansion 'category'."]}
+    private = client.get("/v1/items", {"expand[]": "category", "limit": 1},
+                         HTTP_X_AUTH_TYPE="private")
+    assert private.status_code == 200
+    assert private.json()["items"][0]["category"] is None or isinstance(
+        private.json()["items"][0]["category"], dict)
+
+
+def test_retrieve(client, rows):
+    response = client.get("/v1/items/5", {"expand[]": "owner"})
+    assert response.status_code == 200
+    assert response.json()["owner"]["name"] == "Bob"
+    assert response["X-Datapipe-Source"] == "default"
+    assert client.get("/v1/items/999").status_code == 404
+    assert client.get("/v1/items/abc").status_code == 404
+
+
+def test_every_source_down_is_a_503_with_retry_after(client, rows, monkeypatch):
+    from datapipe_django.test import InMemoryFetcher
+
+    monkeypatch.setattr(pipelines.items, "fetchers",
+                        [InMemoryFetcher(name="a", available=False)])
+    response = client.get("/v1/items")
+    assert response.status_code == 503
+    assert response["Retry-After"] == "1"
+    assert response.json()["code"] == "sources_unavailable"
+
+
+def test_the_deadline_is_a_504(client, rows, monkeypatch):
+    from datapipe_django.test import InMemoryFetcher
+
+    class Slow(InMemoryFetcher):
+        def fetch(self, request):
+            import time
+
+            time.sleep(0.3)
+            return super().fetch(request)
+
+    monkeypatch.setattr(pipelines.items, "fetchers",
+                        [Slow(name="slow", available=False), InMemoryFetcher(name="b")])
+    monkeypatch.setattr(pipelines.items, "_timeout", 0.1)
+    response = client.get("/v1/items")
+    assert response.status_code == 504
+    assert response.json()["code"] == "deadline_exceeded"
+
+
+def test_a_required_enricher_failure_is_a_502_and_an_optional_one_is_reported(client, rows,
+                                                                              monkeypatch):
+    from datapipe_django.enrichers import BaseEnricher
+
+    class Failing(BaseEnricher):
+        def enrich(self, items, context):
+            raise ConnectionError("ledger down")
+
+    enrichers = [Failing("owner")]
+    monkeypatch.setattr(pipelines.items, "enrichers", enrichers)
+    monkeypatch.delattr(pipelines.items, "composite_enricher", raising=False)
+    response = client.get("/v1/items", {"expand[]": "owner", "limit": 2})
+    assert response.status_code == 200
+    assert response.json()["errors"] == [{"enricher": "owner", "code": "failed"}]
+    assert isinstance(response.json()["items"][0]["owner"], int)
+    enrichers[0].required = True
+    monkeypatch.delattr(pipelines.items, "composite_enricher", raising=False)
+    assert client.get("/v1/items", {"expand[]": "owner"}).status_code == 502

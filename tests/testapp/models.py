@@ -1,0 +1,49 @@
+"""Models the test suite runs pipelines over (created in every test database, no migrations)."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Category(models.Model):
+    name = models.CharField(max_length=50)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Owner(models.Model):
+    name = models.CharField(max_length=50)
+    email = models.CharField(max_length=100, default="")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Item(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        PROCESSING = "processing"
+        PROCESSED = "processed"
+        REVERSED = "reversed"
+
+    # Explicit primary keys: the same row lives in several databases with the same id.
+    id = models.BigIntegerField(primary_key=True)
+    tenant = models.CharField(max_length=20, db_index=True)
+    name = models.CharField(max_length=50)
+    status = models.CharField(max_length=20, choices=Status.choices)
+    amount = models.IntegerField()
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField()
+    day = models.DateField()
+    score = models.IntegerField(null=True, blank=True)
+    category = models.ForeignKey(Category, null=True, blank=True, on_delete=models.SET_NULL,
+                                 db_constraint=False)
+    owner = models.ForeignKey(Owner, null=True, blank=True, on_delete=models.SET_NULL,
+                              db_constraint=False, related_name="items")
+
+    class Meta:
+        ordering = ("id",)
+
+    def __str__(self) -> str:
+        return f"Item {self.pk}"
