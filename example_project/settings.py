@@ -1,0 +1,117 @@
+"""Settings of the example project: a payouts read API served by a datapipe pipeline.
+
+Databases. By default every alias is an SQLite file under ``example_project/var/`` (git-ignored),
+so the demo needs nothing installed:
+
+* ``default``  the application database (the primary). It keeps the last 30 days of payouts.
+* ``archive``  every payout ever made (TiDB in production; any MySQL-wire database works).
+
+``DATAPIPE_EXAMPLE_DB=real`` switches to the real servers that ``scripts/services.sh`` starts:
+``default`` PostgreSQL on 127.0.0.1:5432, ``replica`` its streaming hot standby on 5433 and
+``archive`` MariaDB on 3306. Only then is there a ``replica`` alias (the pipeline reads it
+between the primary and the archive).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent
+VAR_DIR = BASE_DIR / "var"
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+# Demo defaults: DEBUG is on (it also enables the demo's default merchant, see payouts/views.py).
+# Set DJANGO_DEBUG=0 and DJANGO_SECRET_KEY for anything but a local demo.
+DEBUG = _env_flag("DJANGO_DEBUG", True)
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "datapipe-example-not-secret")
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django_filters",
+    "rest_framework",
+    "datapipe_django",
+    "example_project.payouts",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.common.CommonMiddleware",
+]
+
+ROOT_URLCONF = "example_project.urls"
+WSGI_APPLICATION = "example_project.wsgi.application"
+
+USE_TZ = True
+TIME_ZONE = "UTC"
+LANGUAGE_CODE = "en-us"
+USE_I18N = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+USE_REAL_SERVERS = os.environ.get("DATAPIPE_EXAMPLE_DB", "").strip().lower() == "real"
+
+if USE_REAL_SERVERS:
+    DATABASES: dict[str, dict] = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": "127.0.0.1",
+            "PORT": 5432,
+            "NAME": "datapipe",
+            "USER": "postgres",
+            "PASSWORD": "",
+        },
+        "replica": {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": "127.0.0.1",
+            "PORT": 5433,
+            "NAME": "datapipe",
+            "USER": "postgres",
+            "PASSWORD": "",
+            # A hot standby of `default`: tests read the primary's test database through it.
+            "TEST": {"MIRROR": "default"},
+        },
+        "archive": {
+            "ENGINE": "django.db.backends.mysql",
+            "HOST": "127.0.0.1",
+            "PORT": 3306,
+            "NAME": "datapipe_archive",
+            "USER": "root",
+            "PASSWORD": "",
+            "OPTIONS": {"charset": "utf8mb4"},
+        },
+    }
+else:
+    VAR_DIR.mkdir(exist_ok=True)
+    DATABASES = {
+        "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": VAR_DIR / "primary.sqlite3"},
+        "archive": {"ENGINE": "django.db.backends.sqlite3", "NAME": VAR_DIR / "archive.sqlite3"},
+    }
+
+DATAPIPE = {
+    "PRIMARY": "default",
+    "REPLICAS": ["replica"] if "replica" in DATABASES else [],
+    "ARCHIVES": ["archive"],
+    "TIMEOUT": 2.0,
+    "DEFAULT_LIMIT": 10,
+    "MAX_LIMIT": 100,
+    "MAX_EXPAND_DEPTH": 2,
+}
+
+REST_FRAMEWORK = {
+    # The demo identifies the caller by headers (see payouts/views.py); a real deployment
+    # authenticates and derives the merchant from the credentials.
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "UNAUTHENTICATED_USER": None,
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+}
+

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Run the example payouts API on SQLite: install, migrate, seed, serve.
+#
+#   bash scripts/demo.sh                 # then: curl 'http://127.0.0.1:8000/v1/payouts?limit=2'
+#   PORT=8001 bash scripts/demo.sh
+#   DATAPIPE_EXAMPLE_DB=real bash scripts/demo.sh   # on the servers of scripts/services.sh
+#
+# Needs Python 3.11+ (`python`, else `python3`; or PYTHON=...), ideally in a virtualenv, and
+# PyPI. The SQLite files live in example_project/var/ (delete it to start over).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PYTHON=${PYTHON:-$(command -v python || command -v python3 || true)}
+PORT=${PORT:-8000}
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+
+log() { echo "[demo] $*" >&2; }
+die() { echo "[demo] ERROR: $*" >&2; exit 1; }
+
+[[ -n $PYTHON ]] || die "no python found; install Python 3.11+ or set PYTHON=/path/to/python"
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || die "$PYTHON is $("$PYTHON" -V 2>&1); datapipe-django needs Python 3.11+"
+
+log "installing datapipe-django (editable) and its dependencies"
+"$PYTHON" -m pip install -q -e .
+
+# Every writable alias: `default` (the application database) and `archive`. With
+# DATAPIPE_EXAMPLE_DB=real the `replica` alias is a hot standby and follows the primary.
+for alias in default archive; do
+    log "migrating the '$alias' database"
+    "$PYTHON" manage.py migrate --database="$alias" --verbosity=0
+done
+
+log "seeding demo data"
+"$PYTHON" manage.py seed_demo
+
+log "serving on http://127.0.0.1:$PORT/v1/payouts (Ctrl-C stops)"
+exec "$PYTHON" manage.py runserver "127.0.0.1:$PORT"
