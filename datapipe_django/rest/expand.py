@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from django.core.exceptions import FieldDoesNotExist
@@ -74,11 +75,13 @@ class ExpandableField(serializers.Field):
 
 
 def _model_field(instance: Any, name: str) -> Any:
-    meta = getattr(instance, "_meta", None)
-    if meta is None:
-        return None
+    return _field_of(type(instance), name) if hasattr(instance, "_meta") else None
+
+
+@functools.lru_cache(maxsize=512)
+def _field_of(model: type[models.Model], name: str) -> Any:
     try:
-        return meta.get_field(name)
+        return model._meta.get_field(name)
     except FieldDoesNotExist:
         return None
 
