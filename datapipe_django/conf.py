@@ -22,6 +22,7 @@ DEFAULTS: dict[str, Any] = {
     "ARCHIVES": [],
     "REPLICA_MAX_LAG": 5.0,
     "PIN_AFTER_WRITE": 3.0,
+    "REPLICA_CHECK_INTERVAL": 1.0,
     # Execution.
     "TIMEOUT": 5.0,
     "MAX_WORKERS": 8,

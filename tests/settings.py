@@ -4,6 +4,7 @@ Database aliases:
 
 * ``default``  SQLite (in memory): no server needed.
 * ``primary``  the real PostgreSQL primary on 127.0.0.1:5432.
+* ``replica``  the real PostgreSQL streaming hot standby on 127.0.0.1:5433.
 * ``archive``  the real MariaDB (MySQL wire protocol) on 127.0.0.1:3306.
 * ``down``     PostgreSQL on a closed port: a source that is always unavailable.
 
@@ -52,6 +53,15 @@ if "postgres" in AVAILABLE:
         "USER": "postgres",
         "PASSWORD": "",
         "TEST": {"NAME": f"test_datapipe{SUFFIX}"},
+    }
+
+if "postgres" in AVAILABLE and "replica" in AVAILABLE:
+    # The real hot standby of the primary. As a test mirror it reads the primary's test
+    # database through streaming replication (tests that read it commit their writes).
+    DATABASES["replica"] = {
+        **DATABASES["primary"],
+        "PORT": SERVICES["replica"][1],
+        "TEST": {"MIRROR": "primary"},
     }
 
 if "mariadb" in AVAILABLE:

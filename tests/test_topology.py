@@ -1,0 +1,165 @@
+"""Primary, real streaming standby and archive: replica lag, the router, read-your-writes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+
+import pytest
+from django.db import transaction
+from django.http import JsonResponse
+from django.test import RequestFactory, override_settings
+
+from datapipe_django import FallbackMode, Pipeline
+from datapipe_django.fetchers import ORMFetcher
+from datapipe_django.pinning import COOKIE_NAME, ReadYourWritesMiddleware, is_pinned, use_primary
+from datapipe_django.replicas import forget_replica_status, replica_status
+from datapipe_django.routers import PrimaryReplicaRouter
+from datapipe_django.test import InMemoryFetcher
+from tests.conftest import require_alias
+from tests.testapp.models import Item
+from tests.topology import set_replay_paused, wait_for_replay
+
+BASE = dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
+TOPOLOGY = {"PRIMARY": "primary", "REPLICAS": ["replica"], "REPLICA_MAX_LAG": 0.5,
+            "REPLICA_CHECK_INTERVAL": 0.0}
+
+
+def make(pk, minutes=0):
+    return Item(id=pk, tenant="t1", name=f"n{pk}", status="queued", amount=pk,
+                created_at=BASE + dt.timedelta(minutes=minutes or pk), day=BASE.date())
+
+
+@pytest.fixture
+def standby():
+    """The real primary + standby, with a fresh health cache, replay resumed afterwards."""
+    require_alias("primary")
+    require_alias("replica")
+    forget_replica_status()
+    with override_settings(DATAPIPE=TOPOLOGY):
+        yield
+    set_replay_paused(False)
+    forget_replica_status()
+
+
+def pipeline():
+    return Pipeline("topology", model=Item, tenant_field="tenant", timeout=5.0, register=False,
+                    ordering=("-created_at",),
+                    fetchers=[ORMFetcher("replica"), ORMFetcher("primary")])
+
+
+@pytest.mark.django_db(databases=["default", "primary", "replica"], transaction=True)
+def test_a_caught_up_standby_serves_reads(standby):
+    Item.objects.using("primary").bulk_create([make(1), make(2)])
+    wait_for_replay()
+    status = replica_status("replica")
+    assert status.healthy and status.lag == 0.0
+    result = pipeline().execute(tenant="t1")
+    assert result.source == "replica"
+    assert [r.pk for r in result.items] == [2, 1]
+    assert {r._state.db for r in result.items} == {"replica"}
+
+
+@pytest.mark.django_db(databases=["default", "primary", "replica"], transaction=True)
+def test_a_lagging_standby_is_skipped_and_the_fresh_write_is_visible(standby):
+    Item.objects.using("primary").create(**_fields(make(1)))
+    wait_for_replay()
+    set_replay_paused(True)
+    time.sleep(0.7)  # the last replayed transaction is now older than REPLICA_MAX_LAG
+    Item.objects.using("primary").create(**_fields(make(2)))
+    deadline = time.monotonic() + 5
+    while replica_status("replica").healthy and time.monotonic() < deadline:
+        time.sleep(0.05)  # the standby reports lag once it has received the new WAL
+    status = replica_status("replica")
+    assert not status.healthy and status.lag > 0.5
+    result = pipeline().execute(tenant="t1")
+    assert [r.pk for r in result.items] == [2, 1]
+    assert result.source == "primary"
+    declined = next(a for a in result.attempts if a.source == "replica")
+    assert declined.outcome == "declined" and "REPLICA_MAX_LAG" in declined.reason
+    assert PrimaryReplicaRouter().db_for_read(Item) == "primary"
+    set_replay_paused(False)
+    wait_for_replay()
+    forget_replica_status()
+    assert replica_status("replica").healthy
+
+
+def _fields(item):
+    return {f.attname: getattr(item, f.attname) for f in Item._meta.concrete_fields}
+
+
+def test_an_unreachable_replica_is_unhealthy_and_declined(down_alias):
+    forget_replica_status()
+    with override_settings(DATAPIPE={"REPLICAS": [down_alias]}):
+        status = replica_status(down_alias)
+        assert not status.healthy and status.reason.startswith("unreachable")
+        p = Pipeline("topology-down", model=Item, tenant_field="tenant", register=False,
+                     fetchers=[ORMFetcher(down_alias), InMemoryFetcher([make(1)], name="m")])
+        result = p.execute(tenant="t1")
+        assert result.source == "m"
+        attempt = next(a for a in result.attempts if a.source == down_alias)
+        assert attempt.outcome == "declined" and "unreachable" in attempt.reason
+    forget_replica_status()
+
+
+@pytest.mark.django_db(databases=["default", "primary", "replica"], transaction=True)
+def test_router_reads_from_the_replica_and_writes_to_the_primary(standby):
+    router = PrimaryReplicaRouter()
+    assert router.db_for_read(Item) == "replica"
+    assert router.db_for_write(Item) == "primary"
+    with use_primary():
+        assert router.db_for_read(Item) == "primary"
+    with transaction.atomic(using="primary"):
+        assert router.db_for_read(Item) == "primary"
+    assert router.allow_migrate("replica", "testapp") is False
+    assert router.allow_migrate("primary", "testapp") is None
+    a, b = make(1), make(2)
+    a._state.db, b._state.db = "primary", "replica"
+    assert router.allow_relation(a, b) is True
+    b._state.db = "archive"
+    assert router.allow_relation(a, b) is None
+
+
+@pytest.mark.django_db(databases=["default", "primary", "replica"], transaction=True)
+def test_use_primary_makes_the_replica_fetcher_decline_even_in_worker_threads(standby):
+    Item.objects.using("primary").bulk_create([make(1)])
+    wait_for_replay()
+    p = Pipeline("topology-pin", model=Item, tenant_field="tenant", register=False,
+                 fallback=FallbackMode.PARALLEL,
+                 fetchers=[ORMFetcher("replica"), ORMFetcher("primary")])
+    with use_primary():
+        result = p.execute(tenant="t1")
+    assert result.source == "primary"
+    reasons = {a.source: a.reason for a in result.attempts}
+    assert "read-your-writes" in reasons["replica"]
+    unpinned = p.execute(tenant="t1")
+    assert unpinned.source == "replica"  # both answered; the same row, the higher priority wins
+    assert {a.source for a in unpinned.attempts if a.outcome == "ok"} == {"replica", "primary"}
+
+
+def _probe(request):
+    return JsonResponse({"pinned": is_pinned()})
+
+
+def pinned(response) -> bool:
+    return json.loads(response.content)["pinned"]
+
+
+def test_the_middleware_pins_a_client_that_wrote_for_pin_after_write_seconds():
+    middleware = ReadYourWritesMiddleware(_probe)
+    factory = RequestFactory()
+    with override_settings(DATAPIPE={"PIN_AFTER_WRITE": 0.5}):
+        assert pinned(middleware(factory.get("/"))) is False
+        wrote = middleware(factory.post("/"))
+        cookie = wrote.cookies[COOKIE_NAME]
+        assert cookie["httponly"]
+        follow = factory.get("/")
+        follow.COOKIES[COOKIE_NAME] = cookie.value
+        assert pinned(middleware(follow)) is True
+        forged = factory.get("/")
+        forged.COOKIES[COOKIE_NAME] = cookie.value[:-3] + "abc"
+        assert pinned(middleware(forged)) is False
+        time.sleep(0.6)
+        assert pinned(middleware(follow)) is False
+    assert not is_pinned()
