@@ -1,0 +1,221 @@
+"""Our list endpoint against a hand-written DRF ``ListAPIView``, on the real PostgreSQL.
+
+    python benchmarks/list_endpoint.py [--requests 300] [--profile 200]
+
+See benchmarks/README.md for what is measured and how.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime as dt
+import json
+import os
+import pstats
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.settings"
+
+from benchmarks import settings as bench_settings
+
+HINT = "start it with `bash scripts/services.sh start`"
+ROWS, TENANTS, TENANT, PAGE = 10_000, ("t1", "t2"), "t1", 50
+WARMUP = 30
+
+
+def ensure_database() -> None:
+    """Create the benchmark database if missing; exit with a hint when PostgreSQL is down."""
+    import psycopg
+    from psycopg import sql
+
+    host, port, name = bench_settings.PG_HOST, bench_settings.PG_PORT, bench_settings.PG_NAME
+    try:
+        with psycopg.connect(host=host, port=port, user="postgres", dbname="postgres",
+                             connect_timeout=3, autocommit=True) as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+                return
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        sys.exit(f"PostgreSQL is not reachable at {host}:{port} ({reason}); {HINT}")
+
+
+def seed(nulls_last_index: bool) -> None:
+    """The Item table with ROWS rows (two tenants) and an index on (tenant, created_at, id);
+    with ``nulls_last_index``, also one in the exact order of our ORDER BY (NULLS LAST)."""
+    from django.core.management import call_command
+    from django.db import connection
+
+    from tests.testapp.models import Item
+
+    call_command("migrate", run_syncdb=True, verbosity=0)
+    if Item.objects.count() != ROWS:
+        Item.objects.all().delete()
+        rng = random.Random(7)
+        start = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+        rows = []
+        for i in range(ROWS):
+            created = start + dt.timedelta(minutes=rng.randrange(200_000))
+            rows.append(Item(
+                id=i + 1, tenant=TENANTS[i % len(TENANTS)], name=f"item {i}",
+                status=rng.choice(Item.Status.values), amount=rng.randrange(1, 1_000_000),
+                active=rng.random() < 0.8, created_at=created, day=created.date(),
+                score=None if rng.random() < 0.2 else rng.randrange(100),
+            ))
+        Item.objects.bulk_create(rows, batch_size=2_000)
+    table = Item._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE INDEX IF NOT EXISTS bench_item_tenant_created_id "
+                       f"ON {table} (tenant, created_at, id)")
+        if nulls_last_index:
+            cursor.execute(f"CREATE INDEX IF NOT EXISTS bench_item_nulls_last ON {table} "
+                           f"(tenant, created_at DESC NULLS LAST, id DESC NULLS LAST)")
+        else:
+            cursor.execute("DROP INDEX IF EXISTS bench_item_nulls_last")
+        cursor.execute(f"ANALYZE {table}")
+
+
+def call(view, params: dict) -> tuple[float, dict]:
+    """One request through ``view``, rendered; (seconds, decoded body)."""
+    from django.test import RequestFactory
+
+    request = RequestFactory().get("/items", params, HTTP_X_TENANT=TENANT)
+    start = time.perf_counter()
+    response = view(request)
+    response.render()
+    elapsed = time.perf_counter() - start
+    if response.status_code != 200:
+        raise SystemExit(f"{params}: HTTP {response.status_code}: {response.content[:300]!r}")
+    return elapsed, json.loads(response.content)
+
+
+def scenarios(ours) -> list[tuple[str, dict, dict]]:
+    """(label, our parameters, DRF parameters). The cursor page holds the rows of offset=500."""
+    cursor = call(ours, {"limit": PAGE, "offset": 500 - PAGE})[1]["next_cursor"]
+    return [
+        ("first page", {"limit": PAGE}, {"limit": PAGE}),
+        ("status=processed", {"limit": PAGE, "status": "processed"},
+         {"limit": PAGE, "status": "processed"}),
+        ("offset=500", {"limit": PAGE, "offset": 500}, {"limit": PAGE, "offset": 500}),
+        ("cursor (ours) vs offset=500 (DRF)", {"limit": PAGE, "cursor": cursor},
+         {"limit": PAGE, "offset": 500}),
+    ]
+
+
+def check_same_pages(ours, drf, cases) -> None:
+    for label, ours_params, drf_params in cases:
+        a, b = call(ours, ours_params)[1], call(drf, drf_params)[1]
+        ids_a, ids_b = [i["id"] for i in a["items"]], [i["id"] for i in b["items"]]
+        if ids_a != ids_b or a["has_more"] != b["has_more"] or len(ids_a) != PAGE:
+            raise SystemExit(f"{label}: the two endpoints disagree: {ids_a[:5]} vs {ids_b[:5]}")
+
+
+def measure(ours, drf, cases, n: int) -> dict[tuple[str, str], list[float]]:
+    """``n`` requests per scenario and implementation, interleaved: ours, DRF, ours, DRF..."""
+    samples: dict[tuple[str, str], list[float]] = {}
+    for _ in range(n):
+        for label, ours_params, drf_params in cases:
+            samples.setdefault((label, "ours"), []).append(call(ours, ours_params)[0])
+            samples.setdefault((label, "drf"), []).append(call(drf, drf_params)[0])
+    return samples
+
+
+def p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[98]
+
+
+def print_table(cases, samples) -> float:
+    """Print the table; return the worst ratio of medians."""
+    head = (f"{'scenario':<34} {'ours med':>9} {'ours p99':>9} {'DRF med':>9} {'DRF p99':>9} "
+            f"{'med ratio':>10} {'p99 ratio':>10}")
+    print(head)
+    print("-" * len(head))
+    worst = 0.0
+    for label, _, _ in cases:
+        a, b = samples[label, "ours"], samples[label, "drf"]
+        med_a, med_b, p99_a, p99_b = (statistics.median(a), statistics.median(b), p99(a), p99(b))
+        worst = max(worst, med_a / med_b)
+        print(f"{label:<34} {med_a * 1e3:>9.2f} {p99_a * 1e3:>9.2f} {med_b * 1e3:>9.2f} "
+              f"{p99_b * 1e3:>9.2f} {med_a / med_b:>10.2f} {p99_a / p99_b:>10.2f}")
+    print("(ms; ratio = ours / DRF; the cursor row compares our cursor page with DRF's offset "
+          "page of the same rows)")
+    return worst
+
+
+def print_plans(ours, drf, cases) -> None:
+    """EXPLAIN ANALYZE of the query each endpoint runs for the first page."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    for name, view, params in (("ours", ours, cases[0][1]), ("DRF", drf, cases[0][2])):
+        with CaptureQueriesContext(connection) as captured:
+            call(view, params)
+        sql = captured.captured_queries[-1]["sql"]
+        with connection.cursor() as cursor:
+            cursor.execute(f"EXPLAIN (ANALYZE, COSTS OFF, SUMMARY OFF) {sql}")
+            plan = [row[0] for row in cursor.fetchall()]
+        print(f"{name}: ORDER BY {sql.rsplit('ORDER BY', 1)[-1].strip()}")
+        print("\n".join(f"    {line}" for line in plan))
+
+
+def profile(ours, cases, n: int, top: int = 15) -> None:
+    """cProfile ``n`` requests of ours; the top cumulative entries inside datapipe_django."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for i in range(n):
+        call(ours, cases[i % len(cases)][1])
+    profiler.disable()
+    entries = [(key, value) for key, value in pstats.Stats(profiler).stats.items()
+               if "datapipe_django" in key[0]]
+    entries.sort(key=lambda e: e[1][3], reverse=True)
+    own_total = sum(value[2] for _, value in entries)
+    print(f"own time of all datapipe_django functions: {own_total * 1e3 / n:.3f} ms/request")
+    print(f"{'cum ms/req':>10} {'own ms/req':>10} {'calls/req':>9}  function")
+    for (filename, line, func), (_, calls, own, cum, _) in entries[:top]:
+        where = filename.split("datapipe_django/", 1)[-1]
+        print(f"{cum * 1e3 / n:>10.3f} {own * 1e3 / n:>10.3f} {calls / n:>9.1f}  "
+              f"{func} ({where}:{line})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=300, help="per scenario and side")
+    parser.add_argument("--profile", type=int, default=200,
+                        help="requests of ours profiled (0: no profile)")
+    parser.add_argument("--nulls-last-index", action="store_true",
+                        help="also index (tenant, created_at DESC NULLS LAST, id DESC NULLS LAST), "
+                             "the order our SQL asks for, to leave only the Python overhead")
+    args = parser.parse_args()
+
+    ensure_database()
+    import django
+
+    django.setup()
+    seed(args.nulls_last_index)
+    from benchmarks.views import drf_list, ours_list
+
+    cases = scenarios(ours_list)
+    check_same_pages(ours_list, drf_list, cases)
+    measure(ours_list, drf_list, cases, WARMUP)
+    samples = measure(ours_list, drf_list, cases, args.requests)
+    index = " + (tenant, created_at DESC NULLS LAST, id DESC NULLS LAST)" * args.nulls_last_index
+    print(f"{ROWS} rows, tenant {TENANT!r} ({ROWS // len(TENANTS)} rows), page {PAGE}, "
+          f"{args.requests} interleaved requests per scenario and side, after {WARMUP} warm-up; "
+          f"indexes: (tenant, created_at, id){index}\n")
+    worst = print_table(cases, samples)
+    print("\nQuery plans, first page:")
+    print_plans(ours_list, drf_list, cases)
+    if worst > 1.05 and args.profile > 0:
+        print(f"\nWhere our time goes ({args.profile} requests of ours under cProfile, "
+              f"entries inside datapipe_django, by cumulative time):")
+        profile(ours_list, cases, args.profile)
+
+
+if __name__ == "__main__":
+    main()
