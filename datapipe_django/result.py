@@ -40,6 +40,13 @@ class PipelineResult:
         return ",".join(self.sources)
 
     @property
+    def unavailable(self) -> tuple[str, ...]:
+        """Sources that were asked but could not answer (down, timing out)."""
+        return tuple(dict.fromkeys(
+            a.source for a in self.attempts if a.outcome in {"unavailable", "timeout"}
+        ))
+
+    @property
     def item(self) -> Any:
         """The single row of a retrieve (``None`` when no source has it)."""
         return self.items[0] if self.items else None

@@ -199,3 +199,16 @@ def test_a_required_enricher_failure_is_a_502_and_an_optional_one_is_reported(cl
     enrichers[0].required = True
     monkeypatch.delattr(pipelines.items, "composite_enricher", raising=False)
     assert client.get("/v1/items", {"expand[]": "owner"}).status_code == 502
+
+
+def test_a_source_that_could_not_answer_is_named_in_a_header(client, rows, monkeypatch):
+    from datapipe_django.fetchers import ORMFetcher
+    from datapipe_django.test import InMemoryFetcher
+
+    monkeypatch.setattr(pipelines.items, "fetchers",
+                        [InMemoryFetcher(name="cache", available=False), ORMFetcher("default")])
+    response = client.get("/v1/items", {"limit": 2})
+    assert response.status_code == 200
+    assert response["X-Datapipe-Source"] == "default"
+    assert response["X-Datapipe-Unavailable"] == "cache"
+    assert client.get("/v1/items/3")["X-Datapipe-Unavailable"] == "cache"

@@ -21,6 +21,7 @@ from datapipe_django.result import PipelineResult
 __all__ = ["PipelineViewSet"]
 
 SOURCE_HEADER = "X-Datapipe-Source"
+UNAVAILABLE_HEADER = "X-Datapipe-Unavailable"
 
 
 class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
@@ -133,7 +134,15 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         }
         if result.errors:
             body["errors"] = result.errors
-        return Response(body, headers={SOURCE_HEADER: result.source})
+        return Response(body, headers=self.get_headers(result))
+
+    def get_headers(self, result: PipelineResult) -> dict[str, str]:
+        """``X-Datapipe-Source`` (who served) and, when a source could not answer,
+        ``X-Datapipe-Unavailable`` (who was down: the page may lack rows only it holds)."""
+        headers = {SOURCE_HEADER: result.source}
+        if result.unavailable:
+            headers[UNAVAILABLE_HEADER] = ",".join(result.unavailable)
+        return headers
 
     # -- actions -------------------------------------------------------------------------------
     def _context_for(self, result: PipelineResult) -> dict[str, Any]:
@@ -157,7 +166,7 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         if not result.items:
             raise NotFound()
         serializer = self.get_serializer(result.items[0], context=self._context_for(result))
-        response = Response(serializer.data, headers={SOURCE_HEADER: result.source})
+        response = Response(serializer.data, headers=self.get_headers(result))
         if result.errors:
             response["X-Datapipe-Errors"] = ",".join(e["enricher"] for e in result.errors)
         return response
