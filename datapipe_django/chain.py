@@ -231,8 +231,8 @@ class FetcherChain:
                 probe = replace(request, offset=0, size=1,
                                 after=request.ordering.values(items[-1]))
                 found = self._call(rest, probe, attempts)
-                if found is not None:
-                    has_more = bool(found.items)
+                if found is not None and found.items:
+                    has_more = True  # a source without such rows says nothing of the next one
                     break
             return ChainResult(items, has_more, (fetcher.name,), attempts)
         if not answered:

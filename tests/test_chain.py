@@ -137,6 +137,17 @@ def test_first_success_serves_the_first_source_with_rows_alone():
     assert [c.size for c in b.calls] == [1]
 
 
+def test_first_success_probes_past_a_source_without_later_rows():
+    """The page runs out in the first source; the next one holds nothing after it but the
+    one after that does: there is a next page (found by hypothesis)."""
+    newest = InMemoryFetcher([item(4, minutes=4)], name="a")
+    empty = InMemoryFetcher([], name="b")
+    older = InMemoryFetcher([item(3, minutes=3), item(2, minutes=2)], name="c")
+    p = pipeline(newest, empty, older, mode=FallbackMode.FIRST_SUCCESS)
+    assert p.execute(tenant="t1", limit=1).has_more
+    assert [r.pk for r in walk(p, limit=1, use_cursor=True)] == [4, 3, 2]
+
+
 def test_parallel_queries_every_source_at_once_and_merges():
     started = threading.Barrier(3, timeout=2)
 
