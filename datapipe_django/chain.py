@@ -35,6 +35,7 @@ from datapipe_django.errors import (
 )
 from datapipe_django.executor import submit
 from datapipe_django.fetchers.base import FetchRequest, FetchResult, Verdict
+from datapipe_django.observability import NullTracer, Tracer, is_recording
 from datapipe_django.paging import Ordering
 
 __all__ = [
@@ -107,7 +108,12 @@ def _verdict(fetcher: Any, request: FetchRequest) -> Verdict:
 
 
 class FetcherChain:
-    """Runs one request through a list of fetchers (already in priority order)."""
+    """Runs one request through a list of fetchers (already in priority order).
+
+    Each read of a source runs in a ``tracer`` span ``datapipe.source.<name>`` (on the worker
+    thread that reads it, in PARALLEL mode); ``on_attempt`` is called for every source
+    considered.
+    """
 
     def __init__(
         self,
@@ -116,18 +122,40 @@ class FetcherChain:
         *,
         submit: Callable[..., Future[Any]] = submit,
         on_attempt: Callable[[Attempt], None] | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.fetchers = list(fetchers)
         self.mode = mode
         self._submit = submit
         self._on_attempt = on_attempt
+        self._tracer: Tracer = tracer if tracer is not None else NullTracer()
 
     # -- public -----------------------------------------------------------------------------
-    def run(self, request: FetchRequest, *, offset: int, limit: int) -> ChainResult:
-        attempts: list[Attempt] = []
+    def verdicts(self, request: FetchRequest) -> list[tuple[Any, Verdict]]:
+        """Every fetcher, in priority order, with its answer to ``can_handle(request)``."""
+        return [(fetcher, _verdict(fetcher, request)) for fetcher in self.fetchers]
+
+    def source_request(self, request: FetchRequest, *, candidates: int, offset: int,
+                       limit: int) -> tuple[FetchRequest, int]:
+        """What each consulted source is asked for when ``candidates`` sources may answer, and
+        how many rows of the merged stream the page then skips."""
+        if self.mode is FallbackMode.FIRST_SUCCESS:
+            return replace(request, offset=offset, size=limit + 1), 0
+        if request.pk is not None:
+            # A retrieve: the first source that has the row settles it.
+            return replace(request, offset=0, size=1), 0
+        if candidates == 1:
+            # One source: its own page is the merged page, so the offset is pushed down.
+            return replace(request, offset=offset, size=limit + 1), 0
+        return replace(request, offset=0, size=offset + limit + 1), offset
+
+    def run(self, request: FetchRequest, *, offset: int, limit: int,
+            attempts: list[Attempt] | None = None) -> ChainResult:
+        """Serve one page. ``attempts`` (a list the caller keeps) receives every source
+        considered, also when the chain raises."""
+        attempts = [] if attempts is None else attempts
         candidates = []
-        for fetcher in self.fetchers:
-            verdict = _verdict(fetcher, request)
+        for fetcher, verdict in self.verdicts(request):
             if verdict:
                 candidates.append(fetcher)
             else:
@@ -140,14 +168,8 @@ class FetcherChain:
             )
         if self.mode is FallbackMode.FIRST_SUCCESS:
             return self._first_success(candidates, request, offset, limit, attempts)
-        if request.pk is not None:
-            # A retrieve: the first source that has the row settles it.
-            wide, skip = replace(request, offset=0, size=1), 0
-        elif len(candidates) == 1:
-            # One source: its own page is the merged page, so the offset is pushed down.
-            wide, skip = replace(request, offset=offset, size=limit + 1), 0
-        else:
-            wide, skip = replace(request, offset=0, size=offset + limit + 1), offset
+        wide, skip = self.source_request(request, candidates=len(candidates), offset=offset,
+                                         limit=limit)
         if self.mode is FallbackMode.PARALLEL:
             answers = self._parallel(candidates, wide, attempts)
         else:
@@ -211,7 +233,8 @@ class FetcherChain:
         self, candidates: list[Any], request: FetchRequest, offset: int, limit: int,
         attempts: list[Attempt],
     ) -> ChainResult:
-        page_request = replace(request, offset=offset, size=limit + 1)
+        page_request, _ = self.source_request(request, candidates=len(candidates),
+                                              offset=offset, limit=limit)
         answered: list[str] = []
         for i, fetcher in enumerate(candidates):
             self._check_deadline(request, attempts, answered=bool(answered))
@@ -257,16 +280,42 @@ class FetcherChain:
             sources = tuple(n for n, _ in answers if n in on_page) or tuple(n for n, _ in answers)
         return ChainResult(page, len(merged) > offset + limit, sources, attempts)
 
+    def _fetch(self, fetcher: Any, request: FetchRequest) -> FetchResult:
+        """``fetcher.fetch(request)`` in its span."""
+        attributes: dict[str, Any] = {"datapipe.pipeline": request.pipeline,
+                                      "datapipe.source": fetcher.name,
+                                      "datapipe.request.size": request.size}
+        remaining = request.remaining
+        if remaining is not None:
+            attributes["datapipe.deadline.remaining"] = remaining
+        with self._tracer.span(f"datapipe.source.{fetcher.name}", attributes) as span:
+            try:
+                result: FetchResult = fetcher.fetch(request)
+            except UNAVAILABLE_ERRORS as exc:
+                if is_recording(span):
+                    span.set_attribute("datapipe.outcome", "unavailable")
+                    span.set_attribute("datapipe.reason", _reason(exc))
+                raise
+            if is_recording(span):
+                span.set_attribute("datapipe.outcome", "ok")
+                span.set_attribute("datapipe.item_count", len(result.items))
+                span.set_attribute("datapipe.has_more", bool(result.has_more))
+                cache = result.meta.get("cache")
+                if cache is not None:
+                    span.set_attribute("datapipe.cache", str(cache))
+                    span.set_attribute("datapipe.cache.hit", cache in ("hit", "stale"))
+            return result
+
     def _timed(self, fetcher: Any, request: FetchRequest) -> tuple[FetchResult, float]:
         start = time.perf_counter()
-        return fetcher.fetch(request), time.perf_counter() - start
+        return self._fetch(fetcher, request), time.perf_counter() - start
 
     def _call(
         self, fetcher: Any, request: FetchRequest, attempts: list[Attempt]
     ) -> FetchResult | None:
         start = time.perf_counter()
         try:
-            result = fetcher.fetch(request)
+            result = self._fetch(fetcher, request)
         except UNAVAILABLE_ERRORS as exc:
             self._record(attempts, Attempt(fetcher.name, "unavailable", _reason(exc),
                                            duration=time.perf_counter() - start))

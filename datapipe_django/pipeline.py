@@ -16,7 +16,14 @@ from datapipe_django.conf import datapipe_settings
 from datapipe_django.enrichers.base import CompositeEnricher
 from datapipe_django.errors import PipelineError
 from datapipe_django.middleware import StageMiddleware, compose
-from datapipe_django.observability import Metrics, NullMetrics, NullTracer, Tracer
+from datapipe_django.observability import (
+    Metrics,
+    Tracer,
+    default_metrics,
+    default_tracer,
+    fallbacks,
+    is_recording,
+)
 from datapipe_django.paging import Ordering
 from datapipe_django.request import PipelineRequest
 from datapipe_django.stages import DEFAULT_STAGES, Stage
@@ -93,8 +100,9 @@ class Pipeline:
         self.max_workers = max_workers
         self.transformers = list(transformers)
         self.response_builder = response_builder
-        self.metrics: Metrics = metrics or NullMetrics()
-        self.tracer: Tracer = tracer or NullTracer()
+        # OpenTelemetry when its API is installed (no-op until an SDK is configured), else no-op.
+        self.metrics: Metrics = metrics if metrics is not None else default_metrics()
+        self.tracer: Tracer = tracer if tracer is not None else default_tracer()
         if timeout is not UNSET and timeout is not None and timeout <= 0:
             raise ImproperlyConfigured(f"{owner}: `timeout` must be positive seconds or None.")
         self._timeout = timeout
@@ -239,9 +247,30 @@ class Pipeline:
         timeout = self.timeout
         state = State(pipeline=self, request=request,
                       deadline=time.monotonic() + timeout if timeout is not None else None)
-        with self.tracer.span("datapipe.pipeline", {"datapipe.pipeline": self.name}):
-            for stage in self.stages:
-                self._run_stage(stage, state)
+        start = time.perf_counter()
+        error: str | None = None
+        try:
+            with self.tracer.span("datapipe.pipeline", {
+                "datapipe.pipeline": self.name,
+                "datapipe.operation": "retrieve" if request.pk is not None else "list",
+            }) as span:
+                for stage in self.stages:
+                    self._run_stage(stage, state)
+                if is_recording(span):
+                    span.set_attribute("datapipe.item_count", len(state.items))
+                    span.set_attribute("datapipe.sources", list(state.sources))
+                    if state.remaining is not None:
+                        span.set_attribute("datapipe.deadline.remaining", state.remaining)
+        except PipelineError as exc:
+            error = exc.code
+            raise
+        except Exception as exc:
+            error = type(exc).__name__
+            raise
+        finally:
+            execution = getattr(self.metrics, "execution", None)
+            if execution is not None:
+                execution(self.name, time.perf_counter() - start, error)
         return state.result
 
     def _run_stage(self, stage: Stage, state: State) -> None:
@@ -251,8 +280,13 @@ class Pipeline:
         error: str | None = None
         try:
             with self.tracer.span(f"datapipe.stage.{stage.name}",
-                                  {"datapipe.pipeline": self.name, "datapipe.stage": stage.name}):
-                handler(state)
+                                  {"datapipe.pipeline": self.name, "datapipe.stage": stage.name}
+                                  ) as span:
+                try:
+                    handler(state)
+                finally:
+                    if stage.name == "fetch":
+                        self._observe_fetch(state, span)
         except PipelineError as exc:
             if exc.stage is None:
                 exc.stage = stage.name
@@ -272,3 +306,26 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"<Pipeline {self.name!r} model={self.model._meta.label}>"
+    def _observe_fetch(self, state: State, span: Any) -> None:
+        """Report the fetch's fallbacks (metrics) and what it did (the fetch stage's span)."""
+        steps = fallbacks(state.attempts, [f.name for f in self.fetchers])
+        report = getattr(self.metrics, "fallback", None)
+        if report is not None:
+            for _, source, reason in steps:
+                report(self.name, source, reason)
+        if not is_recording(span):
+            return
+        span.set_attribute("datapipe.fallback.mode", self.fallback.value)
+        span.set_attribute("datapipe.item_count", len(state.items))
+        span.set_attribute("datapipe.sources", list(state.sources))
+        span.set_attribute("datapipe.fallback", bool(steps))
+        if steps:
+            span.set_attribute("datapipe.fallback.reason", steps[0][2])
+            span.set_attribute("datapipe.fallback.detail", "; ".join(
+                f"{a.source}: {a.outcome}" + (f" ({a.reason})" if a.reason else "")
+                for a in state.attempts if a.outcome not in ("ok", "not_needed")))
+        for attempt in state.attempts:
+            if attempt.outcome in ("declined", "not_needed"):
+                span.add_event(f"datapipe.source.{attempt.outcome}", {
+                    "datapipe.source": attempt.source, "datapipe.reason": attempt.reason})
+

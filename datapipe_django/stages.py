@@ -24,7 +24,7 @@ from datapipe_django.specs import MatchAll, Uncompilable, compile_filterset
 if TYPE_CHECKING:
     from datapipe_django.state import State
 
-__all__ = ["Stage", "build", "enrich", "fetch", "transform", "validate"]
+__all__ = ["Stage", "build", "enrich", "fetch", "fetch_request", "transform", "validate"]
 
 
 @dataclass(frozen=True)
@@ -134,15 +134,16 @@ def validate(state: State) -> None:
         raise ValidationFailed(errors)
 
 
-def fetch(state: State) -> None:
-    """Run the fetcher chain; fill items, has_more, sources and attempts."""
+def fetch_request(state: State) -> FetchRequest:
+    """What the fetch stage asks the chain for, from a validated ``state`` (also used by
+    ``manage.py datapipe explain``)."""
     pipeline, request = state.pipeline, state.request
     if state.ordering is None:
         raise ImproperlyConfigured(
             f"Pipeline {pipeline.name!r}: the fetch stage ran before validate. Keep the "
             f"built-in validate stage first when you add stages."
         )
-    fetch_request = FetchRequest(
+    return FetchRequest(
         request=request,
         model=pipeline.model,
         spec=state.spec,
@@ -158,9 +159,15 @@ def fetch(state: State) -> None:
         pipeline=pipeline.name,
         uncompilable=state.uncompilable,
     )
+
+
+def fetch(state: State) -> None:
+    """Run the fetcher chain; fill items, has_more, sources and attempts."""
+    pipeline = state.pipeline
+    asked = fetch_request(state)
     chain = FetcherChain(pipeline.fetchers, pipeline.fallback,
-                         on_attempt=pipeline.observe_attempt)
-    result = chain.run(fetch_request, offset=state.offset, limit=state.limit)
+                         on_attempt=pipeline.observe_attempt, tracer=pipeline.tracer)
+    result = chain.run(asked, offset=state.offset, limit=state.limit, attempts=state.attempts)
     state.items, state.has_more = result.items, result.has_more
     state.sources, state.attempts = result.sources, result.attempts
 
