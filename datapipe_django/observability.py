@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
+from datapipe_django.errors import PipelineError
+
 if TYPE_CHECKING:
     from datapipe_django.chain import Attempt
 
@@ -255,6 +257,9 @@ class _RecordingContext:
         self._span.end = time.perf_counter()
         if exc is not None:
             self._span.error = exc
+            self._span.attributes.setdefault(
+                "error.type", exc.code if isinstance(exc, PipelineError) else
+                type(exc).__qualname__)
         self._tracer._current.reset(self._token)
 
 

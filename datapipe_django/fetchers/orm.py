@@ -17,7 +17,7 @@ from datapipe_django.pinning import is_pinned
 from datapipe_django.replicas import replica_status
 from datapipe_django.timeouts import statement_timeout
 
-__all__ = ["ORMFetcher", "search_q"]
+__all__ = ["ORMFetcher", "interpolate_sql", "search_q"]
 
 
 def search_q(search: str, fields: tuple[str, ...]) -> Q:
@@ -86,6 +86,15 @@ class ORMFetcher(BaseFetcher):
         qs = qs.order_by(*request.ordering.order_by())
         return qs[request.offset : request.offset + request.size]
 
+    def explain(self, request: FetchRequest) -> dict[str, Any]:
+        """What this fetcher would run for ``request`` (``manage.py datapipe explain``): the
+        database alias and the SQL, with its parameters interpolated by the database driver
+        (the statement timeout the deadline sets is not shown)."""
+        qs = self.build_queryset(request)
+        sql, params = qs.query.get_compiler(using=self.using).as_sql()
+        return {"database": self.using, "sql": interpolate_sql(connections[self.using], sql,
+                                                                params)}
+
     def fetch(self, request: FetchRequest) -> FetchResult:
         connection = connections[self.using]
         try:
@@ -105,3 +114,23 @@ class ORMFetcher(BaseFetcher):
         return bool(connections[self.using].in_atomic_block)
 
 
+
+
+def interpolate_sql(connection: Any, sql: str, params: Any) -> str:
+    """``sql`` with ``params`` quoted by the database's own driver, for display only (like
+    ``connection.queries``). Falls back to the SQL followed by its parameters when the
+    database cannot be reached or the driver has no way to quote them."""
+    if not params:
+        return str(sql)
+    try:
+        connection.ensure_connection()
+        if connection.vendor == "postgresql":
+            return str(connection.ops.compose_sql(sql, params))
+        if connection.vendor == "sqlite":
+            return str(connection.ops.last_executed_query(None, sql, params))
+        if connection.vendor == "mysql":
+            raw = connection.connection
+            return str(sql % tuple(raw.literal(p).decode(raw.encoding) for p in params))
+    except (DatabaseError, TypeError, ValueError, AttributeError, UnicodeError):
+        pass
+    return f"{sql}  -- parameters: {list(params)!r}"
