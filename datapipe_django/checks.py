@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
+from django.conf import settings
 from django.core import checks
+from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import connections
 
+from datapipe_django.conf import DEFAULTS, datapipe_settings
+from datapipe_django.paging import Ordering
 from datapipe_django.registry import all_pipelines
 
-__all__ = ["check_pipelines"]
+__all__ = ["check_declarations", "check_pipelines"]
 
 
 @checks.register("datapipe_django")
@@ -35,5 +40,131 @@ def check_pipelines(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
                 f"{fs_model._meta.label}, not the pipeline's model {pipeline.model._meta.label}.",
                 hint="Use a FilterSet whose Meta.model is the pipeline's model.",
                 obj=pipeline, id="datapipe_django.E002",
+            ))
+    return messages
+
+
+# -- declarations that can go wrong after construction, and the DATAPIPE setting ----------------
+#
+# Ids (one list for the whole library; see docs/operations.md):
+#   E001 fetcher database alias unknown      E002 FilterSet model differs
+#   E003-E006 enrichers' and cache fetchers' own checks
+#   E007 tenant_field unknown                E008 ordering field unknown
+#   E009 search Document for another model   E010 two fetchers share a name
+#   E011 DATAPIPE names an unknown database  W001 unknown DATAPIPE key
+
+
+def _field_path_error(model: Any, path: str) -> str | None:
+    """Why ``path`` (``a__b__c``) is not a field path of ``model``, or None."""
+    current = model
+    parts = path.split("__")
+    for i, part in enumerate(parts):
+        try:
+            field = current._meta.get_field(part)
+        except FieldDoesNotExist:
+            names = sorted(f.name for f in current._meta.get_fields())
+            close = difflib.get_close_matches(part, names, n=1)
+            return (f"{current._meta.label} has no field {part!r}"
+                    + (f" (did you mean {close[0]!r}?)" if close else ""))
+        if field.related_model is not None:
+            current = field.related_model
+        elif i < len(parts) - 1:
+            return f"{current._meta.label}.{part} is not a relation"
+    return None
+
+
+def _document_model(document: Any) -> Any:
+    """The model a django-elasticsearch-dsl / django-opensearch-dsl Document indexes."""
+    for attr in ("django", "Django"):
+        model = getattr(getattr(document, attr, None), "model", None)
+        if model is not None:
+            return model
+    return None
+
+
+def _fetchers_with_inner(fetchers: Any) -> Any:
+    for fetcher in fetchers:
+        yield fetcher
+        inner = getattr(fetcher, "fetcher", None)
+        if inner is not None:
+            yield inner
+
+
+@checks.register("datapipe_django")
+def check_declarations(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E007 to E010 on every registered pipeline (its attributes may have been changed after
+    the constructor checked them), E011 and W001 on ``settings.DATAPIPE``."""
+    messages: list[checks.CheckMessage] = []
+    for pipeline in all_pipelines():
+        owner = f"Pipeline {pipeline.name!r}"
+        label = pipeline.model._meta.label
+        if pipeline.tenant_field:
+            why = _field_path_error(pipeline.model, pipeline.tenant_field)
+            if why:
+                messages.append(checks.Error(
+                    f"{owner}: tenant_field {pipeline.tenant_field!r} is not a field of {label}: "
+                    f"{why}.",
+                    hint="Name the field (or the path, with __) that holds the tenant, e.g. "
+                         "tenant_field='merchant_id'.",
+                    obj=pipeline, id="datapipe_django.E007",
+                ))
+        names = [f.name for f in pipeline.default_ordering.fields]
+        for name in dict.fromkeys([*names, *sorted(pipeline.ordering_fields - {"pk"})]):
+            try:
+                Ordering.for_model(pipeline.model, [name], owner=owner)
+            except ImproperlyConfigured as exc:
+                messages.append(checks.Error(
+                    str(exc).split(". ")[0] + ".",  # "Pipeline '...': ordering field '...' ..."
+                    hint="Use concrete fields of the model in `ordering` and `ordering_fields` "
+                         "(no relation paths: every source must sort by them alike).",
+                    obj=pipeline, id="datapipe_django.E008",
+                ))
+        for fetcher in _fetchers_with_inner(pipeline.fetchers):
+            document = getattr(fetcher, "document", None)
+            indexed = _document_model(document) if document is not None else None
+            if indexed is not None and indexed is not pipeline.model:
+                messages.append(checks.Error(
+                    f"{owner}: fetcher {fetcher.name!r} searches {document.__name__}, which "
+                    f"indexes {indexed._meta.label}, not the pipeline's model {label}.",
+                    hint=f"Give the fetcher a Document whose Django.model is {label}.",
+                    obj=pipeline, id="datapipe_django.E009",
+                ))
+        seen: set[str] = set()
+        for fetcher in pipeline.fetchers:
+            if fetcher.name in seen:
+                messages.append(checks.Error(
+                    f"{owner}: two fetchers are named {fetcher.name!r}; results, headers, "
+                    f"traces and metrics could not tell them apart.",
+                    hint="Pass name='...' to one of them.",
+                    obj=pipeline, id="datapipe_django.E010",
+                ))
+            seen.add(fetcher.name)
+    messages.extend(_check_setting())
+    return messages
+
+
+def _check_setting() -> list[checks.CheckMessage]:
+    messages: list[checks.CheckMessage] = []
+    user = getattr(settings, "DATAPIPE", None) or {}
+    if not isinstance(user, dict):
+        return messages  # datapipe_settings raises ImproperlyConfigured on first use
+    for key in sorted(set(user) - set(DEFAULTS)):
+        close = difflib.get_close_matches(key, list(DEFAULTS), n=1)
+        messages.append(checks.Warning(
+            f"settings.DATAPIPE has an unknown key {key!r}; it is ignored.",
+            hint=f"Did you mean {close[0]!r}?" if close else
+                 f"Known keys: {', '.join(sorted(DEFAULTS))}.",
+            obj="settings.DATAPIPE", id="datapipe_django.W001",
+        ))
+    aliases = [("PRIMARY", datapipe_settings.PRIMARY)]
+    for key in ("REPLICAS", "ARCHIVES"):
+        aliases += [(key, alias) for alias in getattr(datapipe_settings, key)]
+    for key, alias in aliases:
+        if alias not in connections.settings:
+            messages.append(checks.Error(
+                f"settings.DATAPIPE[{key!r}] names the database alias {alias!r}, which is not "
+                f"in settings.DATABASES.",
+                hint="Add the alias to DATABASES or remove it from DATAPIPE.",
+                obj="settings.DATAPIPE", id="datapipe_django.E011",
             ))
     return messages

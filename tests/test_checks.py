@@ -1,0 +1,160 @@
+"""System checks (``django.core.checks.run_checks``) over the registered pipelines and the
+``DATAPIPE`` setting."""
+
+from __future__ import annotations
+
+import types
+
+import django_filters
+import pytest
+from django.core.checks import run_checks
+from django.test import override_settings
+
+from datapipe_django import Pipeline, registry
+from datapipe_django.fetchers import ORMFetcher
+from datapipe_django.test import InMemoryFetcher
+from tests.testapp.filters import ItemFilterSet
+from tests.testapp.models import Item, Owner
+
+
+@pytest.fixture
+def only(monkeypatch):
+    """Make the registry hold just the pipelines given."""
+
+    def use(*pipelines: Pipeline) -> None:
+        monkeypatch.setattr(registry, "_pipelines", {p.name: p for p in pipelines})
+
+    return use
+
+
+def pipeline(name="chk", *fetchers, **kwargs) -> Pipeline:
+    kwargs.setdefault("tenant_field", "tenant")
+    return Pipeline(name, model=Item, fetchers=list(fetchers or [ORMFetcher("default")]),
+                    ordering=("-created_at", "-id"), register=False, **kwargs)
+
+
+def found(*ids: str):
+    """The datapipe messages of ``run_checks``, as (id, msg, hint), for ``ids`` only."""
+    return [(m.id, m.msg, m.hint) for m in run_checks(tags=["datapipe_django"])
+            if m.id in ids]
+
+
+def test_a_correct_declaration_has_no_message(only):
+    only(pipeline(filterset_class=ItemFilterSet, tenant_field="owner__name",
+                  ordering_fields=("created_at", "amount")))
+    assert run_checks(tags=["datapipe_django"]) == []
+
+
+def test_e001_unknown_database_alias(only):
+    only(pipeline("chk", ORMFetcher("nope", name="archive")))
+    [(_, msg, hint)] = found("datapipe_django.E001")
+    assert msg == ("Pipeline 'chk': fetcher 'archive' uses database alias 'nope', which is not "
+                   "in settings.DATABASES.")
+    assert "Add the alias to DATABASES" in hint
+
+
+def test_e002_filterset_of_another_model(only):
+    class OwnerFilterSet(django_filters.FilterSet):
+        class Meta:
+            model = Owner
+            fields = ["name"]
+
+    only(pipeline(filterset_class=OwnerFilterSet))
+    [(_, msg, hint)] = found("datapipe_django.E002")
+    assert msg == ("Pipeline 'chk': filterset_class OwnerFilterSet filters testapp.Owner, not "
+                   "the pipeline's model testapp.Item.")
+    assert "Meta.model" in hint
+
+
+@pytest.mark.parametrize(("tenant_field", "why"), [
+    ("owner__nmae", "testapp.Owner has no field 'nmae' (did you mean 'name'?)"),
+    ("name__owner", "testapp.Item.name is not a relation"),
+])
+def test_e007_tenant_field_path_unknown(only, tenant_field, why):
+    # The constructor checks the first part of the path; the check follows all of it.
+    only(pipeline(tenant_field=tenant_field))
+    [(_, msg, hint)] = found("datapipe_django.E007")
+    assert msg == (f"Pipeline 'chk': tenant_field {tenant_field!r} is not a field of "
+                   f"testapp.Item: {why}.")
+    assert "tenant_field='merchant_id'" in hint
+
+
+def test_e007_tenant_field_changed_after_construction(only):
+    p = pipeline()
+    p.tenant_field = "merchant"
+    only(p)
+    [(_, msg, _)] = found("datapipe_django.E007")
+    assert "testapp.Item has no field 'merchant'" in msg
+
+
+def test_e008_ordering_fields_unknown(only):
+    p = pipeline()
+    p.ordering_fields = p.ordering_fields | {"amout", "owner__name"}
+    only(p)
+    messages = found("datapipe_django.E008")
+    assert [m[1] for m in messages] == [
+        "Pipeline 'chk': ordering field 'amout' is not a field of testapp.Item.",
+        "Pipeline 'chk': ordering field 'owner__name' is not a field of testapp.Item."]
+    assert "concrete fields" in messages[0][2]
+
+
+def test_e009_search_document_of_another_model(only):
+    class OwnerDocument:
+        django = types.SimpleNamespace(model=Owner)
+
+    class ItemDocument:
+        class Django:
+            model = Item
+
+    class Search(InMemoryFetcher):
+        def __init__(self, document, **kwargs):
+            super().__init__(**kwargs)
+            self.document = document
+
+    class Cached(InMemoryFetcher):  # a wrapper: its inner fetcher is checked too
+        def __init__(self, fetcher, **kwargs):
+            super().__init__(**kwargs)
+            self.fetcher = fetcher
+
+    only(pipeline("chk", Search(ItemDocument, name="items"), Search(OwnerDocument, name="search"),
+                  Cached(Search(OwnerDocument, name="inner"), name="cached")))
+    messages = found("datapipe_django.E009")
+    assert [m[1] for m in messages] == [
+        "Pipeline 'chk': fetcher 'search' searches OwnerDocument, which indexes testapp.Owner, "
+        "not the pipeline's model testapp.Item.",
+        "Pipeline 'chk': fetcher 'inner' searches OwnerDocument, which indexes testapp.Owner, "
+        "not the pipeline's model testapp.Item.",
+    ]
+    assert messages[0][2] == "Give the fetcher a Document whose Django.model is testapp.Item."
+
+
+def test_e010_duplicate_fetcher_names(only):
+    p = pipeline("chk", InMemoryFetcher(name="a"))
+    p.fetchers.append(InMemoryFetcher(name="a"))
+    only(p)
+    [(_, msg, hint)] = found("datapipe_django.E010")
+    assert msg.startswith("Pipeline 'chk': two fetchers are named 'a'")
+    assert hint == "Pass name='...' to one of them."
+
+
+def test_e011_and_w001_the_datapipe_setting(only):
+    only()
+    with override_settings(DATAPIPE={"PRIMARY": "default", "REPLICAS": ["replica9"],
+                                     "TIMEOUTS": 2, "ARCHIVES": []}):
+        [(_, msg, hint)] = found("datapipe_django.E011")
+        assert msg == ("settings.DATAPIPE['REPLICAS'] names the database alias 'replica9', "
+                       "which is not in settings.DATABASES.")
+        [(_, msg, hint)] = found("datapipe_django.W001")
+        assert msg == "settings.DATAPIPE has an unknown key 'TIMEOUTS'; it is ignored."
+        assert hint == "Did you mean 'TIMEOUT'?"
+
+
+def test_manage_py_check_runs_them(only):
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    only(pipeline("chk", ORMFetcher("nope")))
+    with pytest.raises(SystemCheckError, match=r"datapipe_django\.E001"):
+        call_command("check", stdout=StringIO(), stderr=StringIO())
