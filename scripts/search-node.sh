@@ -1,0 +1,232 @@
+#!/usr/bin/env bash
+# Start/stop a single real Elasticsearch node for the tests and the example project.
+#
+#   bash scripts/search-node.sh [start|stop|status|restart|build]
+#
+# The node runs in-process from Maven Central jars (scripts/search-node/, built with mvn on first
+# use): HTTP on 127.0.0.1:9200, single-node discovery, no security. Which line runs:
+#   9.5 (needs Java 21+, e.g. /usr/lib/jvm/temurin-25-jdk-amd64): elasticsearch-py 8.x and 9.x work;
+#   8.19 (Java 17):                                                elasticsearch-py 7.x/8.x only
+#                                                                  (9.x clients send compatible-with=9).
+# Only the server and its netty4 HTTP module are on Maven Central, so painless scripts,
+# analysis-common analyzers/filters (asciifolding, english, ...), _update_by_query /
+# _delete_by_query / _reindex and mapper-extras field types are absent on both lines.
+# GET/HEAD / (client info()/ping()) come from our own handler; wildcard index deletes are allowed.
+# Details: scripts/search-node/README.md.
+#
+# Environment overrides:
+#   SEARCH_ES_LINE    9, 8 or auto (9 when a JDK 21+ is found)   (default auto)
+#   SEARCH_HOME       state directory                           (default /var/lib/datapipe-search)
+#   SEARCH_PORT       HTTP port                                 (default 9200)
+#   SEARCH_TRANSPORT_PORT                                       (default 9300)
+#   SEARCH_HEAP       -Xmx                                      (default 512m)
+#   SEARCH_WAIT_SECS  how long start waits for green/yellow     (default 90)
+#   SEARCH_JAVA_OPTS  extra JVM flags, after the defaults (word-split; e.g. -XX:TieredStopAtLevel=4)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PROJECT=$ROOT/scripts/search-node
+SEARCH_HOME=${SEARCH_HOME:-/var/lib/datapipe-search}
+PORT=${SEARCH_PORT:-9200}
+TRANSPORT_PORT=${SEARCH_TRANSPORT_PORT:-9300}
+HEAP=${SEARCH_HEAP:-512m}
+WAIT_SECS=${SEARCH_WAIT_SECS:-90}
+STOP_GRACE_SECS=30
+PID_FILE=$SEARCH_HOME/search-node.pid
+LOG_FILE=$SEARCH_HOME/logs/search-node.log
+BUILD_LOG=$SEARCH_HOME/logs/build.log
+URL=http://127.0.0.1:$PORT
+
+log() { echo "[search-node] $*" >&2; }
+die() { echo "[search-node] ERROR: $*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- Java and the ES line
+java_major() { "$1/bin/java" -version 2>&1 | sed -n '1s/.*version "\([0-9]*\).*/\1/p'; }
+
+# First JDK (with javac) under /usr/lib/jvm, or $JAVA_HOME, whose major version is in [$1, $2].
+find_jdk() {
+    local min=$1 max=$2 home major
+    for home in ${JAVA_HOME:-} /usr/lib/jvm/temurin-25-jdk-amd64 /usr/lib/jvm/java-17-openjdk-amd64 /usr/lib/jvm/*; do
+        [[ -n $home && -x $home/bin/java && -x $home/bin/javac ]] || continue
+        major=$(java_major "$home")
+        [[ -n $major ]] && ((major >= min && major <= max)) && { echo "$home"; return 0; }
+    done
+    return 1
+}
+
+ensure_tools() {
+    command -v mvn >/dev/null && command -v curl >/dev/null && find_jdk 17 99 >/dev/null && return 0
+    [[ $EUID -eq 0 ]] || die "need a JDK 17+, maven and curl (apt-get install openjdk-17-jdk-headless maven curl)"
+    log "installing openjdk-17-jdk-headless maven curl"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends openjdk-17-jdk-headless maven curl >/dev/null
+}
+
+# Sets JDK (its home) and LINE (es8|es9).
+select_line() {
+    case ${SEARCH_ES_LINE:-auto} in
+        9) JDK=$(find_jdk 21 99) || die "SEARCH_ES_LINE=9 needs a JDK 21+ (none under /usr/lib/jvm)"; LINE=es9 ;;
+        8) JDK=$(find_jdk 17 20) || die "SEARCH_ES_LINE=8 needs JDK 17 (apt-get install openjdk-17-jdk-headless)"; LINE=es8 ;;
+        auto)
+            if JDK=$(find_jdk 21 99); then LINE=es9
+            else JDK=$(find_jdk 17 20) || die "no JDK 17+ found"; LINE=es8; fi ;;
+        *) die "SEARCH_ES_LINE must be 8, 9 or auto" ;;
+    esac
+    JAR=$PROJECT/target/$LINE/search-node.jar
+    NODE_HOME=$SEARCH_HOME/$LINE  # separate data per line: 9.x data cannot be opened by 8.x
+}
+
+# ---------------------------------------------------------------- build
+# Up to date when the jar and its lib/ are newer than the pom and every source file.
+build_is_current() {
+    [[ -f $JAR && -d $(dirname "$JAR")/lib ]] || return 1
+    [[ -z "$(find "$PROJECT/pom.xml" "$PROJECT/src" -newer "$JAR" -print -quit)" ]]
+}
+
+build() {
+    ensure_tools
+    select_line
+    build_is_current && return 0
+    mkdir -p "$(dirname "$BUILD_LOG")"
+    log "building $LINE with $JDK (mvn package; a cold ~/.m2 downloads ~50 MB from Maven Central)"
+    rm -rf "${PROJECT:?}/target/$LINE/lib"  # no stale jars on the classpath after a version change
+    if ! (cd "$PROJECT" && JAVA_HOME=$JDK mvn -q -B package) >"$BUILD_LOG" 2>&1; then
+        tail -n 40 "$BUILD_LOG" >&2
+        die "maven build failed (full log: $BUILD_LOG)"
+    fi
+    touch "$JAR"
+}
+
+# ---------------------------------------------------------------- process
+# (No `grep -q`/early-exit readers in pipes: the writer's SIGPIPE would fail them under pipefail.)
+# The pid in PID_FILE is a live java process running a search-node jar (from any checkout).
+running() {
+    local pid
+    [[ -f $PID_FILE ]] && pid=$(head -n1 "$PID_FILE") && [[ $pid =~ ^[0-9]+$ ]] || return 1
+    [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == java ]] || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -E '/target/es[0-9]+/search-node\.jar' >/dev/null
+}
+
+pid() { head -n1 "$PID_FILE"; }
+
+healthy() {
+    curl -sf --max-time 2 "$URL/_cluster/health" 2>/dev/null | grep -E '"status":"(green|yellow)"' >/dev/null
+}
+
+version() { curl -sf --max-time 2 "$URL/" 2>/dev/null | sed -n 's/.*"number":"\([^"]*\)".*/\1/p'; }
+
+start() {
+    if running; then
+        healthy || wait_healthy
+        log "already running (pid $(pid), Elasticsearch $(version)) at $URL"
+        return 0
+    fi
+    rm -f "$PID_FILE"
+    curl -s --max-time 2 -o /dev/null "$URL/" && die "something else answers on $URL (not our node); stop it or set SEARCH_PORT"
+    build
+    mkdir -p "$SEARCH_HOME/logs" "$NODE_HOME/tmp"
+    local jvm_flags=() extra=()
+    read -ra extra <<<"${SEARCH_JAVA_OPTS:-}"
+    local major
+    major=$(java_major "$JDK")
+    # Startup on a busy 2-core box: C1 only (plenty for test-sized data, far less CPU while
+    # starting) and, from Java 19 on, a class-data archive that the JVM creates/refreshes itself.
+    jvm_flags+=(-XX:TieredStopAtLevel=1)
+    ((major >= 19)) && jvm_flags+=(-XX:+AutoCreateSharedArchive -XX:SharedArchiveFile="$NODE_HOME/cds.jsa")
+    ((major >= 23)) && jvm_flags+=(--sun-misc-unsafe-memory-access=allow)
+    # ES loads zstd (index.codec=best_compression) from the distribution's lib/platform dir,
+    # which Maven Central does not have: offer the system's libzstd there instead.
+    local zstd
+    # (awk reads all input: exiting early would SIGPIPE ldconfig and trip pipefail)
+    zstd=$(ldconfig -p 2>/dev/null | awk '$1 == "libzstd.so.1" && !found {print $NF; found = 1}')
+    if [[ -n $zstd ]]; then
+        mkdir -p "$NODE_HOME/native"
+        ln -sfn "$zstd" "$NODE_HOME/native/libzstd.so"
+        jvm_flags+=(-Des.nativelibs.path="$NODE_HOME/native")
+    fi
+    # ...but not libvec (ES's own SIMD library): without this flag its absence disables all native access.
+    jvm_flags+=(-Dorg.elasticsearch.nativeaccess.enableVectorLibrary=false)
+    log "starting Elasticsearch ($LINE, $JDK) at $URL; data $NODE_HOME, log $LOG_FILE"
+    # Flags follow the distribution's jvm.options where they matter for an in-process node.
+    # 9>&- : the node must not inherit the lock held by this script.
+    nohup "$JDK/bin/java" -Xms256m -Xmx"$HEAP" -XX:+UseSerialGC -Xss1m \
+        -XX:-OmitStackTraceInFastThrow --enable-native-access=ALL-UNNAMED "${jvm_flags[@]}" \
+        -Dfile.encoding=UTF-8 -Djava.locale.providers=CLDR -Djna.nosys=true \
+        -Dio.netty.noUnsafe=true -Dio.netty.noKeySetOptimization=true \
+        -Dio.netty.recycler.maxCapacityPerThread=0 \
+        -Dlog4j.shutdownHookEnabled=false -Dlog4j2.disable.jmx=true \
+        -Djava.io.tmpdir="$NODE_HOME/tmp" \
+        -Dsearch.http.port="$PORT" -Dsearch.transport.port="$TRANSPORT_PORT" \
+        "${extra[@]}" \
+        -jar "$JAR" "$NODE_HOME" >>"$LOG_FILE" 2>&1 </dev/null 9>&- &
+    echo $! >"$PID_FILE"
+    local t0=$SECONDS
+    wait_healthy
+    log "up (pid $(pid), Elasticsearch $(version)) after $((SECONDS - t0))s"
+}
+
+fail_with_log() {
+    log "$1; last log lines ($LOG_FILE):"
+    tail -n 40 "$LOG_FILE" >&2 || true
+    exit 1
+}
+
+wait_healthy() {
+    local deadline=$((SECONDS + WAIT_SECS))
+    until healthy; do
+        running || { rm -f "$PID_FILE"; fail_with_log "node exited during startup"; }
+        ((SECONDS < deadline)) || fail_with_log "not green/yellow after ${WAIT_SECS}s (pid $(pid) left running)"
+        sleep 0.5
+    done
+}
+
+stop() {
+    if ! running; then
+        rm -f "$PID_FILE"
+        log "not running"
+        return 0
+    fi
+    local pid deadline
+    pid=$(pid)
+    log "stopping (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    deadline=$((SECONDS + STOP_GRACE_SECS))
+    while kill -0 "$pid" 2>/dev/null; do
+        if ((SECONDS >= deadline)); then
+            log "still running after ${STOP_GRACE_SECS}s; sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+            break
+        fi
+        sleep 0.2
+    done
+    rm -f "$PID_FILE"
+}
+
+status() {
+    if running && healthy; then
+        echo "up (pid $(pid), Elasticsearch $(version)) $URL"
+    elif running; then
+        echo "running but not healthy (pid $(pid)) $URL"
+        return 1
+    else
+        echo "down"
+        return 3
+    fi
+}
+
+# One start/stop/build at a time; the lock goes away when this script exits.
+lock() {
+    mkdir -p "$SEARCH_HOME"
+    exec 9>"$SEARCH_HOME/.lock"
+    flock -w 180 9 || die "another search-node.sh holds $SEARCH_HOME/.lock"
+}
+
+case ${1:-start} in
+    start) lock; start ;;
+    stop) lock; stop ;;
+    restart) lock; stop; start ;;
+    status) status ;;
+    build) lock; build ;;
+    *) echo "usage: $0 [start|stop|status|restart|build]" >&2; exit 2 ;;
+esac
