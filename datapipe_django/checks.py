@@ -20,7 +20,8 @@ __all__ = ["check_declarations", "check_pipelines"]
 @checks.register("datapipe_django")
 def check_pipelines(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """E001: a fetcher names an unknown database alias. E002: the FilterSet's model is not the
-    pipeline's model."""
+    pipeline's model. Enrichers check their own declaration (``enricher.check(pipeline)``):
+    E004 to E006."""
     messages: list[checks.CheckMessage] = []
     for pipeline in all_pipelines():
         for fetcher in pipeline.fetchers:
@@ -32,6 +33,10 @@ def check_pipelines(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
                     hint="Add the alias to DATABASES or fix the fetcher's `using`.",
                     obj=pipeline, id="datapipe_django.E001",
                 ))
+        for enricher in pipeline.enrichers:
+            check = getattr(enricher, "check", None)
+            if callable(check):
+                messages.extend(check(pipeline))
         fs = pipeline.filterset_class
         fs_model = getattr(getattr(fs, "_meta", None), "model", None)
         if fs is not None and fs_model is not None and fs_model is not pipeline.model:
@@ -48,7 +53,8 @@ def check_pipelines(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
 #
 # Ids (one list for the whole library; see docs/operations.md):
 #   E001 fetcher database alias unknown      E002 FilterSet model differs
-#   E003-E006 enrichers' and cache fetchers' own checks
+#   E003 (W003) cache fetchers' own checks  E004 enricher relation path unknown
+#   E005 enricher database alias unknown     E006 enricher field (tenant_field, attribute)
 #   E007 tenant_field unknown                E008 ordering field unknown
 #   E009 search Document for another model   E010 two fetchers share a name
 #   E011 DATAPIPE names an unknown database  W001 unknown DATAPIPE key

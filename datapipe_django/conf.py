@@ -32,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_OFFSET": 10_000,
     # Enrichment.
     "MAX_EXPAND_DEPTH": 2,
+    "EXPAND_LIMIT": 100,  # most related rows a to-many expansion gives per parent row
     # Cache.
     "CACHE": "default",
     # Seconds a client should wait before retrying a 503.

@@ -13,7 +13,7 @@ from django.db import models
 from datapipe_django import registry
 from datapipe_django.chain import Attempt, FallbackMode
 from datapipe_django.conf import datapipe_settings
-from datapipe_django.enrichers.base import CompositeEnricher
+from datapipe_django.enrichers.base import CompositeEnricher, enricher_paths, parent_path
 from datapipe_django.errors import PipelineError
 from datapipe_django.middleware import StageMiddleware, compose
 from datapipe_django.observability import (
@@ -178,6 +178,14 @@ class Pipeline:
             if enricher.name in seen:
                 raise ImproperlyConfigured(f"{owner}: two enrichers are named {enricher.name!r}.")
             seen.add(enricher.name)
+        provided = {path for enricher in enrichers for path in enricher_paths(enricher)}
+        for path in sorted(provided):
+            parent = parent_path(path)
+            if parent is not None and parent not in provided:
+                raise ImproperlyConfigured(
+                    f"{owner}: enricher {path!r} expands below {parent!r}, which no enricher "
+                    f"expands. Declare one for {parent!r} too, e.g. PrefetchEnricher({parent!r})."
+                )
         return list(enrichers)
 
     # -- derived configuration -----------------------------------------------------------------
@@ -195,16 +203,16 @@ class Pipeline:
                                  max_workers=self.max_workers)
 
     def expandable(self, auth_type: str | None) -> frozenset[str]:
-        """The ``expand`` paths a caller of ``auth_type`` may ask for."""
-        paths: set[str] = set()
-        for enricher in self.enrichers:
-            if getattr(enricher, "always", False) or not enricher.can_enrich(auth_type):
-                continue
-            names = getattr(enricher, "paths", None)
-            for path in (names() if callable(names) else names) or (enricher.name,):
-                parts = path.split(".")
-                paths.update(".".join(parts[: i + 1]) for i in range(len(parts)))
-        return frozenset(paths)
+        """The ``expand`` paths a caller of ``auth_type`` may ask for: those of the enrichers
+        it may have (``always`` ones included), below parent paths it may have too."""
+        allowed = {path for enricher in self.enrichers if enricher.can_enrich(auth_type)
+                   for path in enricher_paths(enricher)}
+
+        def reachable(path: str) -> bool:
+            parent = parent_path(path)
+            return parent is None or (parent in allowed and reachable(parent))
+
+        return frozenset(path for path in allowed if reachable(path))
 
     # -- composition ---------------------------------------------------------------------------
     def use(self, *middleware: StageMiddleware) -> Pipeline:

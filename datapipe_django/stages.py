@@ -14,7 +14,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 
 from datapipe_django.chain import FetcherChain
 from datapipe_django.conf import datapipe_settings
-from datapipe_django.enrichers.base import EnrichContext
+from datapipe_django.enrichers.base import EnrichContext, enricher_paths
 from datapipe_django.errors import EnrichmentFailed, ValidationFailed
 from datapipe_django.fetchers.base import FetchRequest
 from datapipe_django.paging import Cursor, Ordering
@@ -76,7 +76,8 @@ def _expand(state: State, errors: dict[str, list[str]]) -> frozenset[str]:
         parts = path.split(".")
         if len(parts) > max_depth:
             errors.setdefault("expand", []).append(
-                f"{path!r} is nested deeper than {max_depth} levels."
+                f"{path!r} is nested deeper than {max_depth} "
+                f"level{'' if max_depth == 1 else 's'}."
             )
         elif path not in allowed:
             errors.setdefault("expand", []).append(f"Unknown expansion {path!r}.")
@@ -189,12 +190,25 @@ def enrich(state: State) -> None:
         return
     context = EnrichContext(pipeline=pipeline.name, expand=state.expand,
                             auth_type=request.auth_type, tenant=request.tenant,
-                            deadline=state.deadline)
-    errors = composite.run(state.items, context, selected)
+                            deadline=state.deadline, workers=pipeline.max_workers)
+    metric = getattr(pipeline.metrics, "enricher", None)  # optional in the Metrics protocol
+    errors = composite.run(
+        state.items, context, selected,
+        report=(lambda name, outcome, seconds: metric(pipeline.name, name, outcome, seconds))
+        if callable(metric) else None,
+    )
     if errors and pipeline.fail_fast:
         raise EnrichmentFailed(f"Enricher {errors[0]['enricher']!r} failed.", stage="enrich",
                                op=errors[0]["enricher"])
     state.errors.extend(errors)
+    # From here on `expand` says what is loaded (serializers render exactly that): the
+    # `always` enrichers join it, failed ones and the paths below them leave it.
+    failed = {error["enricher"] for error in errors}
+    loaded = {path for e in selected if e.name not in failed for path in enricher_paths(e)}
+    state.expand = frozenset(
+        path for path in state.expand | loaded
+        if not any(path == f or path.startswith(f"{f}.") for f in failed)
+    )
 
 
 def build(state: State) -> None:

@@ -24,7 +24,8 @@ class State:
 
     The validate stage fills ``spec``, ``ordering``, ``limit``, ``offset``, ``after`` and
     ``expand``; fetch fills ``items``, ``has_more``, ``sources``, ``attempts``; enrich adds to
-    ``errors``; build sets ``next_cursor`` and ``result``. ``extra`` is free for custom stages.
+    ``errors`` and narrows ``expand`` to the paths it loaded; build sets ``next_cursor`` and
+    ``result``. ``extra`` is free for custom stages.
     """
 
     pipeline: Pipeline

@@ -1,5 +1,14 @@
 """What a page is enriched with after the fetch."""
 
 from datapipe_django.enrichers.base import BaseEnricher, CompositeEnricher, EnrichContext, Enricher
+from datapipe_django.enrichers.batch import BatchEnricher
+from datapipe_django.enrichers.prefetch import PrefetchEnricher
 
-__all__ = ["BaseEnricher", "CompositeEnricher", "EnrichContext", "Enricher"]
+__all__ = [
+    "BaseEnricher",
+    "BatchEnricher",
+    "CompositeEnricher",
+    "EnrichContext",
+    "Enricher",
+    "PrefetchEnricher",
+]

@@ -1,37 +1,70 @@
 """The enricher protocol and `CompositeEnricher`, which runs a page's enrichers.
 
 An enricher is any object with ``name``, ``required``, ``can_enrich(auth_type)`` and
-``enrich(items, context)``. It runs when its name (or a dotted path below it) is in the
-request's ``expand``, or always when declared ``always=True``.
+``enrich(items, context)``. It runs when its name is in the request's ``expand`` (or always,
+when declared ``always=True``). A dotted name (``fund_account.contact``) expands below the
+enricher named by its parent path (``fund_account``), which then runs first.
+
+An enricher may instead be *two-phase*: ``load(items, context) -> loaded`` reads what it needs
+without touching the items (it runs on a worker thread) and ``apply(items, loaded, context)``
+attaches it (it runs on the calling thread, only when ``load`` finished in time). The built-in
+enrichers are two-phase, so an enricher abandoned at the deadline can never change the items
+after the pipeline returned. An enricher with only ``enrich`` mutates the items from its
+worker; if it is abandoned, the view still renders it unexpanded (its path is dropped from the
+result's ``expand``), but it may keep writing to the instances it was given.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
-from datapipe_django.errors import DeadlineExceeded, EnrichmentFailed, PipelineError
-from datapipe_django.executor import submit
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
 
-__all__ = ["BaseEnricher", "CompositeEnricher", "EnrichContext", "Enricher"]
+from datapipe_django.errors import DeadlineExceeded, EnrichmentFailed, PipelineError
+from datapipe_django.executor import submit as pool_submit
+
+__all__ = [
+    "BaseEnricher",
+    "CompositeEnricher",
+    "EnrichContext",
+    "Enricher",
+    "caller_in_transaction",
+    "enricher_paths",
+    "parent_path",
+]
+
+logger = logging.getLogger("datapipe_django.enrichers")
 
 
 @dataclass(frozen=True)
 class EnrichContext:
-    """What an enricher knows about the request (never an HTTP object)."""
+    """What an enricher knows about the request (never an HTTP object).
+
+    ``deadline`` is a ``time.monotonic()`` instant (None: no deadline); ``remaining`` is what
+    is left of it. ``workers`` is this enricher's share of the pipeline's ``max_workers`` (a
+    :class:`~datapipe_django.enrichers.BatchEnricher` runs that many chunks at once).
+    ``memo`` lives for one execution: enrichers may memoise results in it, never across
+    requests or tenants.
+    """
 
     pipeline: str
     expand: frozenset[str]
     auth_type: str | None = None
     tenant: Any = None
     deadline: float | None = None
+    workers: int = 1
+    memo: dict[Any, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def remaining(self) -> float | None:
+        """Seconds left before the deadline (never negative), or None without one."""
         if self.deadline is None:
             return None
         return max(0.0, self.deadline - time.monotonic())
@@ -47,12 +80,47 @@ class Enricher(Protocol):
     def enrich(self, items: list[Any], context: EnrichContext) -> None: ...
 
 
+def caller_in_transaction(aliases: Iterable[str | None] | None = None) -> bool:
+    """Whether the calling thread is inside a transaction on one of ``aliases`` (on any
+    connection it opened, when None). Only this thread's connection sees such a transaction's
+    writes, so work that reads them must run here (like ``ORMFetcher.runs_inline``)."""
+    if aliases is None:
+        return any(c.in_atomic_block for c in connections.all(initialized_only=True))
+    return any(
+        alias in connections.settings and connections[alias].in_atomic_block
+        for alias in set(aliases) if alias is not None
+    )
+
+
+def enricher_paths(enricher: Any) -> tuple[str, ...]:
+    """The ``expand`` paths an enricher provides: its ``paths`` (attribute or method), or its
+    name."""
+    paths = getattr(enricher, "paths", None)
+    if callable(paths):
+        paths = paths()
+    return tuple(paths) if paths else (enricher.name,)
+
+
+def parent_path(path: str) -> str | None:
+    """``"a.b.c"`` → ``"a.b"``; ``"a"`` → None."""
+    head, dot, _ = path.rpartition(".")
+    return head if dot else None
+
+
+def _two_phase(enricher: Any) -> bool:
+    return callable(getattr(enricher, "load", None)) and callable(getattr(enricher, "apply", None))
+
+
 class BaseEnricher:
     """Base class for enrichers.
 
     ``auth_types``: the caller auth types allowed to expand it (None: every caller).
-    ``required``: its failure fails the request (502) instead of being reported in ``errors``.
+    ``required``: its failure fails the request (502; 504 at the deadline) instead of being
+    reported in the result's ``errors``.
     ``always``: runs without being asked for in ``expand``.
+
+    Implement either ``enrich(items, context)``, or ``load(items, context)`` (on a worker: read,
+    never touch the items) and ``apply(items, loaded, context)`` (on the calling thread).
     """
 
     name: str = ""
@@ -70,6 +138,15 @@ class BaseEnricher:
     ) -> None:
         if name is not None:
             self.name = name
+        if not self.name or not isinstance(self.name, str):
+            raise ImproperlyConfigured(
+                f"{type(self).__name__}: give the enricher a name (the `expand` path it answers)."
+            )
+        if isinstance(auth_types, str):
+            raise ImproperlyConfigured(
+                f"{type(self).__name__}({self.name!r}): `auth_types` must be a collection of "
+                f"auth types, e.g. auth_types={{{auth_types!r}}}, not a string."
+            )
         self.auth_types = frozenset(auth_types) if auth_types is not None else None
         self.required = required
         self.always = always
@@ -78,101 +155,296 @@ class BaseEnricher:
         """Whether a caller of ``auth_type`` may have this expansion."""
         return self.auth_types is None or auth_type in self.auth_types
 
+    def runs_inline(self, items: list[Any], context: EnrichContext) -> bool:
+        """Whether to run on the calling thread rather than the pool. Default: when the caller
+        is inside a transaction (its writes are visible to its own connection only)."""
+        return caller_in_transaction()
+
     def enrich(self, items: list[Any], context: EnrichContext) -> None:
-        raise NotImplementedError(f"{type(self).__name__} must implement enrich(items, context).")
+        """Enrich ``items`` in place. Default: ``apply(items, load(items, context), context)``."""
+        load = getattr(self, "load", None)
+        apply = getattr(self, "apply", None)
+        if load is None or apply is None:
+            raise NotImplementedError(
+                f"{type(self).__name__} must implement enrich(items, context), or "
+                f"load(items, context) and apply(items, loaded, context)."
+            )
+        apply(items, load(items, context), context)
+
+    def check(self, pipeline: Any) -> list[Any]:
+        """System-check messages about this enricher's declaration (see ``checks.py``)."""
+        return []
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
 
 
-class CompositeEnricher:
-    """Runs the selected enrichers of a page, sequentially or on the shared pool.
+Report = Callable[[str, str, float], None]
 
-    One deadline: enrichers still running when it passes are abandoned; an optional one is
-    reported in the returned errors, a required one raises :class:`DeadlineExceeded`.
+
+@dataclass
+class _Task:
+    enricher: Any
+    report: Report | None = None
+    parent: _Task | None = None
+    children: list[_Task] = field(default_factory=list)
+    outcome: str = "waiting"  # waiting | running | ok | an error code
+    started: float | None = None
+
+    def start(self) -> None:
+        self.outcome, self.started = "running", time.monotonic()
+
+    def end(self, outcome: str) -> None:
+        self.outcome = outcome
+        if self.report is not None:
+            duration = time.monotonic() - self.started if self.started is not None else 0.0
+            self.report(self.enricher.name, outcome, duration)
+
+
+class CompositeEnricher:
+    """Runs the selected enrichers of a page under one deadline.
+
+    ``parallel=True``: on the shared thread pool, at most ``max_workers`` at once.
+    ``parallel=False``: one at a time, in declaration order.
+    Either way a parent path runs before the paths below it (``fund_account`` before
+    ``fund_account.contact``), and the results of two-phase enrichers are applied on the
+    calling thread.
+
+    With a deadline, enrichers run on the pool so that the deadline can abandon them: an
+    optional one still running then is reported (``deadline_exceeded``), a required one raises
+    :class:`~datapipe_django.errors.DeadlineExceeded`; the call returns at the deadline, never
+    later. An enricher runs on the calling thread instead when its ``runs_inline(items,
+    context)`` says so (the caller is inside a transaction on its database), or when there is
+    neither a deadline nor parallelism.
+
+    A failed optional enricher is reported as ``{"enricher": name, "code": ...}`` (``failed``,
+    ``timeout``, ``deadline_exceeded``, or ``dependency_failed`` below a failed parent); a
+    required one raises :class:`~datapipe_django.errors.EnrichmentFailed`.
     """
 
     def __init__(
-        self, enrichers: Sequence[Any], *, parallel: bool = False, max_workers: int = 5
+        self,
+        enrichers: Sequence[Any],
+        *,
+        parallel: bool = False,
+        max_workers: int = 5,
+        submit: Callable[..., Future[Any]] = pool_submit,
     ) -> None:
         self.enrichers = list(enrichers)
         self.parallel = parallel
-        self.max_workers = max_workers
+        self.max_workers = max(1, int(max_workers))
+        self._submit = submit
+        self._providers = {p: e for e in self.enrichers for p in enricher_paths(e)}
+
+    # -- selection ---------------------------------------------------------------------------
+    def provider(self, path: str) -> Any:
+        """The enricher that provides ``path`` (None if none does)."""
+        return self._providers.get(path)
+
+    def parent_of(self, enricher: Any) -> Any:
+        """The enricher that must run before ``enricher`` (None for a top-level path)."""
+        parent = parent_path(enricher.name)
+        return self.provider(parent) if parent is not None else None
 
     def select(self, expand: frozenset[str], auth_type: str | None) -> list[Any]:
-        """The enrichers a request runs: asked for (or ``always``) and allowed for the caller."""
-        return [
-            e for e in self.enrichers
-            if (getattr(e, "always", False) or e.name in expand) and e.can_enrich(auth_type)
-        ]
+        """The enrichers a request runs: asked for (or ``always``) and allowed for the caller,
+        with every enricher above them; in declaration order."""
+        chosen: set[int] = set()
+        for enricher in self.enrichers:
+            asked = getattr(enricher, "always", False) or any(
+                p in expand for p in enricher_paths(enricher))
+            if not asked:
+                continue
+            chain, node = [], enricher
+            while node is not None and id(node) not in chosen:
+                chain.append(node)
+                node = self.parent_of(node)
+            if all(e.can_enrich(auth_type) for e in chain) and (
+                    node is None or id(node) in chosen):
+                chosen.update(id(e) for e in chain)
+        return [e for e in self.enrichers if id(e) in chosen]
 
-    def run(self, items: list[Any], context: EnrichContext,
-            selected: Sequence[Any]) -> list[dict[str, Any]]:
-        """Run ``selected`` over ``items``; return the errors of optional enrichers."""
+    # -- execution ---------------------------------------------------------------------------
+    def run(self, items: list[Any], context: EnrichContext, selected: Sequence[Any], *,
+            report: Report | None = None) -> list[dict[str, Any]]:
+        """Run ``selected`` over ``items``; return the errors of optional enrichers.
+
+        ``report(name, outcome, seconds)`` is called once per enricher as it ends (``ok`` or
+        its error code), e.g. to feed ``Metrics.enricher``.
+        """
         if not items or not selected:
             return []
-        if self.parallel and len(selected) > 1:
-            return self._parallel(items, context, selected)
+        tasks = self._plan(selected, report)
         errors: list[dict[str, Any]] = []
-        for enricher in selected:
-            if context.remaining == 0.0:
-                self._deadline(enricher, errors)
-                continue
-            try:
-                enricher.enrich(items, context)
-            except PipelineError:
-                raise
-            except Exception as exc:
-                self._failed(enricher, exc, errors)
+        pooled = self.parallel or context.deadline is not None
+        if not pooled:
+            self._run_here(tasks, items, context, errors)
+        else:
+            self._run_pooled(tasks, items, context, errors)
         return errors
 
-    def _parallel(self, items: list[Any], context: EnrichContext,
-                  selected: Sequence[Any]) -> list[dict[str, Any]]:
-        errors: list[dict[str, Any]] = []
-        futures: dict[Future[Any], Any] = {
-            submit(enricher.enrich, items, context): enricher
-            for enricher in selected[: self.max_workers]
-        }
-        backlog = list(selected[self.max_workers :])
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, timeout=context.remaining, return_when="FIRST_COMPLETED")
+    def _plan(self, selected: Sequence[Any], report: Report | None) -> list[_Task]:
+        tasks = {id(e): _Task(e, report) for e in selected}
+        for task in tasks.values():
+            parent = self.parent_of(task.enricher)
+            if parent is not None and id(parent) in tasks:
+                task.parent = tasks[id(parent)]
+                task.parent.children.append(task)
+        return list(tasks.values())
+
+    def _run_here(self, tasks: list[_Task], items: list[Any], context: EnrichContext,
+                  errors: list[dict[str, Any]]) -> None:
+        """No deadline, no parallelism: one after the other on this thread."""
+        task_context = replace(context, workers=1)
+        ready = [t for t in tasks if t.parent is None]
+        while ready:
+            task = ready.pop(0)
+            if self._run_inline(task, items, task_context, errors):
+                ready.extend(task.children)
+            else:
+                self._skip_below(task, errors)
+
+    def _run_pooled(self, tasks: list[_Task], items: list[Any], context: EnrichContext,
+                    errors: list[dict[str, Any]]) -> None:
+        workers = self.max_workers if self.parallel else 1
+        share = max(1, workers // max(1, len(tasks))) if self.parallel else 1
+        task_context = replace(context, workers=share)
+        ready = [t for t in tasks if t.parent is None]
+        running: dict[Future[Any], _Task] = {}
+        while ready or running:
+            # Start what may start: inline ones right here, the others while slots are free.
+            waiting: list[_Task] = []
+            for task in ready:
+                if context.remaining == 0.0:
+                    self._deadline(task, errors)
+                    self._skip_below(task, errors, code="deadline_exceeded")
+                elif self._inline(task, items, task_context):
+                    if self._run_inline(task, items, task_context, errors):
+                        waiting.extend(task.children)
+                    else:
+                        self._skip_below(task, errors)
+                elif len(running) < workers:
+                    task.start()
+                    running[self._submit(self._work, task.enricher, items, task_context)] = task
+                else:
+                    waiting.append(task)
+            ready = waiting
+            if not running:
+                continue
+            done, _ = wait(running, timeout=context.remaining, return_when="FIRST_COMPLETED")
             if not done:
-                break
+                # The deadline: abandon what runs, report it and everything still to run.
+                for future, task in running.items():
+                    future.cancel()
+                    self._deadline(task, errors)
+                    self._skip_below(task, errors, code="deadline_exceeded")
+                for task in ready:
+                    self._deadline(task, errors)
+                    self._skip_below(task, errors, code="deadline_exceeded")
+                return
             for future in done:
-                enricher = futures[future]
-                exc = future.exception()
-                if isinstance(exc, PipelineError):
-                    raise exc
-                if exc is not None:
-                    self._failed(enricher, exc, errors)
-                if backlog:
-                    nxt = backlog.pop(0)
-                    new = submit(nxt.enrich, items, context)
-                    futures[new] = nxt
-                    pending.add(new)
-        for future in pending:
-            future.cancel()
-            self._deadline(futures[future], errors)
-        for enricher in backlog:
-            self._deadline(enricher, errors)
-        return errors
+                task = running.pop(future)
+                if self._finish(task, future, items, task_context, errors):
+                    ready.extend(task.children)
+                else:
+                    self._skip_below(task, errors)
 
     @staticmethod
-    def _failed(enricher: Any, exc: BaseException, errors: list[dict[str, Any]]) -> None:
+    def _work(enricher: Any, items: list[Any], context: EnrichContext) -> Any:
+        """Worker side: the load phase of a two-phase enricher, else the whole enrich."""
+        if _two_phase(enricher):
+            return enricher.load(items, context)
+        enricher.enrich(items, context)
+        return None
+
+    @staticmethod
+    def _inline(task: _Task, items: list[Any], context: EnrichContext) -> bool:
+        runs_inline = getattr(task.enricher, "runs_inline", None)
+        if runs_inline is None:
+            return caller_in_transaction()
+        return bool(runs_inline(items, context))
+
+    def _run_inline(self, task: _Task, items: list[Any], context: EnrichContext,
+                    errors: list[dict[str, Any]]) -> bool:
+        enricher = task.enricher
+        task.start()
+        try:
+            if _two_phase(enricher):
+                enricher.apply(items, enricher.load(items, context), context)
+            else:
+                enricher.enrich(items, context)
+        except Exception as exc:
+            self._failed(task, exc, errors)
+            return False
+        task.end("ok")
+        return True
+
+    def _finish(self, task: _Task, future: Future[Any], items: list[Any],
+                context: EnrichContext, errors: list[dict[str, Any]]) -> bool:
+        enricher = task.enricher
+        try:
+            loaded = future.result()
+            if _two_phase(enricher):
+                enricher.apply(items, loaded, context)
+        except Exception as exc:
+            self._failed(task, exc, errors)
+            return False
+        task.end("ok")
+        return True
+
+    # -- outcomes ----------------------------------------------------------------------------
+    def _failed(self, task: _Task, exc: BaseException, errors: list[dict[str, Any]]) -> None:
+        enricher = task.enricher
+        code = _error_code(exc)
+        task.end(code)
+        if isinstance(exc, ImproperlyConfigured):
+            raise exc  # a declaration mistake is a bug, not an outage
         if enricher.required:
+            if isinstance(exc, PipelineError):
+                if exc.stage is None:
+                    exc.stage = "enrich"
+                exc.op = exc.op or enricher.name
+                raise exc
             raise EnrichmentFailed(
                 f"Required enricher {enricher.name!r} failed: {exc}",
                 stage="enrich", op=enricher.name, cause=exc,
             ) from exc
-        errors.append({"enricher": enricher.name, "code": getattr(exc, "code", "failed")
-                       if isinstance(getattr(exc, "code", None), str) else "failed"})
+        logger.warning("Optional enricher %r failed (%s): %s", enricher.name, code, exc,
+                       exc_info=exc if code == "failed" else None)
+        errors.append({"enricher": enricher.name, "code": code})
 
     @staticmethod
-    def _deadline(enricher: Any, errors: list[dict[str, Any]]) -> None:
+    def _deadline(task: _Task, errors: list[dict[str, Any]]) -> None:
+        task.end("deadline_exceeded")
+        enricher = task.enricher
         if enricher.required:
             raise DeadlineExceeded(
                 f"Required enricher {enricher.name!r} did not finish before the deadline.",
                 stage="enrich", op=enricher.name,
             )
         errors.append({"enricher": enricher.name, "code": "deadline_exceeded"})
+
+    def _skip_below(self, task: _Task, errors: list[dict[str, Any]],
+                    code: str = "dependency_failed") -> None:
+        """The enrichers below a failed one cannot run: report them."""
+        for child in task.children:
+            child.end(code)
+            if child.enricher.required:
+                error = DeadlineExceeded if code == "deadline_exceeded" else EnrichmentFailed
+                raise error(
+                    f"Required enricher {child.enricher.name!r} could not run: "
+                    f"{task.enricher.name!r} failed.", stage="enrich", op=child.enricher.name,
+                )
+            errors.append({"enricher": child.enricher.name, "code": code})
+            self._skip_below(child, errors, code)
+
+
+def _error_code(exc: BaseException) -> str:
+    if isinstance(exc, PipelineError):
+        return exc.code
+    code = getattr(exc, "code", None)
+    if isinstance(code, str) and code:
+        return code
+    if isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError):
+        return "timeout"  # the enricher's own call timed out (urllib wraps it in URLError)
+    return "failed"

@@ -20,6 +20,13 @@ class Owner(models.Model):
         return self.name
 
 
+class Tag(models.Model):
+    name = models.CharField(max_length=50)
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Item(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -41,9 +48,40 @@ class Item(models.Model):
                                  db_constraint=False)
     owner = models.ForeignKey(Owner, null=True, blank=True, on_delete=models.SET_NULL,
                               db_constraint=False, related_name="items")
+    tags = models.ManyToManyField(Tag, blank=True, related_name="items", db_constraint=False)
 
     class Meta:
         ordering = ("id",)
 
     def __str__(self) -> str:
         return f"Item {self.pk}"
+
+
+class Comment(models.Model):
+    """``item.comments`` (reverse FK), each with an ``author`` (nested: ``comments.author``)."""
+
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="comments",
+                             db_constraint=False)
+    author = models.ForeignKey(Owner, null=True, blank=True, on_delete=models.SET_NULL,
+                               db_constraint=False, related_name="+")
+    tenant = models.CharField(max_length=20, default="")
+    body = models.CharField(max_length=100, default="")
+
+    class Meta:
+        ordering = ("id",)
+
+    def __str__(self) -> str:
+        return f"Comment {self.pk}"
+
+
+class ItemDetail(models.Model):
+    """One-to-one with :class:`Item`: ``item.detail`` (reverse) and ``detail.item`` (forward)."""
+
+    item = models.OneToOneField(Item, on_delete=models.CASCADE, related_name="detail",
+                                db_constraint=False)
+    note = models.CharField(max_length=100, default="")
+    reviewer = models.ForeignKey(Owner, null=True, blank=True, on_delete=models.SET_NULL,
+                                 db_constraint=False, related_name="+")
+
+    def __str__(self) -> str:
+        return f"Detail of item {self.item_id}"

@@ -1,0 +1,189 @@
+"""`BatchEnricher`: data from a service, loaded in batches with DataLoader semantics."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, wait
+from typing import Any, NoReturn
+
+from django.core import checks
+from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
+
+from datapipe_django.enrichers.base import BaseEnricher, EnrichContext
+from datapipe_django.errors import DeadlineExceeded
+from datapipe_django.executor import submit as pool_submit
+
+__all__ = ["BatchEnricher", "run_chunks"]
+
+
+class BatchEnricher(BaseEnricher):
+    """Sets attribute ``name`` on every item to ``load(keys)[key(item)]`` (None where missing).
+
+    ``key`` is an attribute name (``"transaction_id"``) or a callable ``(item) -> key``.
+    ``load(keys)`` takes a list of keys and returns a mapping ``{key: value}``; give the
+    function a ``requires_context = True`` attribute (as DRF does for validators) to be called
+    ``load(keys, context)`` instead, with the :class:`EnrichContext` (``remaining`` seconds to
+    use as the call's timeout, ``tenant``, ``auth_type``).
+
+    DataLoader semantics, per request: keys are de-duplicated and ``None`` keys skipped; the
+    keys are sent in chunks of ``batch_size``, up to ``max_workers`` chunks at once (default:
+    the enricher's share of the pipeline's ``max_workers``); results are memoised for the
+    current request only (``context.memo``, never across requests or tenants); a key missing
+    from the answer gives None; an exception is the enricher's failure (reported in ``errors``
+    or, when ``required``, a 502).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        key: str | Callable[[Any], Any],
+        load: Callable[..., Mapping[Any, Any]],
+        auth_types: Iterable[str] | None = None,
+        required: bool = False,
+        always: bool = False,
+        batch_size: int = 100,
+        max_workers: int | None = None,
+    ) -> None:
+        super().__init__(name, auth_types=auth_types, required=required, always=always)
+        owner = f"BatchEnricher({name!r})"
+        if "." in self.name:
+            raise ImproperlyConfigured(f"{owner}: the name is the attribute set on each item; "
+                                       f"it cannot contain dots.")
+        if isinstance(key, str):
+            self.key: Callable[[Any], Any] = operator.attrgetter(key)
+            self.key_attr: str | None = key
+        elif callable(key):
+            self.key, self.key_attr = key, None
+        else:
+            raise ImproperlyConfigured(f"{owner}: `key` must be an attribute name or a callable "
+                                       f"(item) -> key.")
+        if not callable(load):
+            raise ImproperlyConfigured(f"{owner}: `load` must be a callable (keys) -> "
+                                       f"{{key: value}}.")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ImproperlyConfigured(f"{owner}: `batch_size` must be a positive whole number.")
+        if max_workers is not None and max_workers < 1:
+            raise ImproperlyConfigured(f"{owner}: `max_workers` must be at least 1.")
+        self.loader = load
+        # Enrichers with the same `load` share its memo within a request (bound methods of
+        # one object compare equal; anything unhashable memoises on its own).
+        try:
+            hash(load)
+            self._memo_key: Hashable = load
+        except TypeError:
+            self._memo_key = id(load)
+        self.batch_size = batch_size
+        self.max_workers = max_workers
+
+    def check(self, pipeline: Any) -> list[checks.CheckMessage]:
+        try:
+            pipeline.model._meta.get_field(self.name)
+        except FieldDoesNotExist:
+            return []
+        return [checks.Error(
+            f"Pipeline {pipeline.name!r}: BatchEnricher({self.name!r}) would overwrite the "
+            f"field {self.name!r} of {pipeline.model._meta.label}.",
+            hint="Name the enricher after the attribute to add, e.g. 'transaction' for "
+                 "key='transaction_id'.",
+            obj=pipeline, id="datapipe_django.E006",
+        )]
+
+    def runs_inline(self, items: list[Any], context: EnrichContext) -> bool:
+        return False  # a service call: no database transaction to see
+
+    # -- DataLoader ---------------------------------------------------------------------------
+    def keys(self, items: Iterable[Any]) -> list[Any]:
+        """The distinct non-None keys of ``items``, in first-seen order."""
+        seen: dict[Any, None] = {}
+        for item in items:
+            value = self.key(item)
+            if value is not None:
+                seen.setdefault(value, None)
+        return list(seen)
+
+    def load_many(self, keys: Sequence[Hashable], context: EnrichContext) -> dict[Any, Any]:
+        """``{key: value or None}`` for ``keys``: memoised per request, loaded in chunks."""
+        memo: dict[Any, Any] = context.memo.setdefault(("batch", self._memo_key), {})
+        missing = [k for k in dict.fromkeys(keys) if k not in memo]
+        chunks = [missing[i : i + self.batch_size]
+                  for i in range(0, len(missing), self.batch_size)]
+        workers = self.max_workers or max(1, context.workers)
+        for chunk, answer in zip(chunks, run_chunks(lambda c: self._call(c, context), chunks,
+                                                    workers=workers, context=context),
+                                 strict=True):
+            for k in chunk:
+                memo[k] = answer.get(k)
+        return {k: memo.get(k) for k in keys}
+
+    def _call(self, chunk: list[Any], context: EnrichContext) -> Mapping[Any, Any]:
+        if getattr(self.loader, "requires_context", False):
+            answer = self.loader(chunk, context)
+        else:
+            answer = self.loader(chunk)
+        if not isinstance(answer, Mapping):
+            raise TypeError(f"BatchEnricher({self.name!r}): load() returned "
+                            f"{type(answer).__name__}, not a mapping {{key: value}}.")
+        return answer
+
+    # -- two phases ---------------------------------------------------------------------------
+    def load(self, items: list[Any], context: EnrichContext) -> dict[Any, Any]:
+        return self.load_many(self.keys(items), context)
+
+    def apply(self, items: list[Any], loaded: dict[Any, Any], context: EnrichContext) -> None:
+        for item in items:
+            value = self.key(item)
+            setattr(item, self.name, loaded.get(value) if value is not None else None)
+
+
+def run_chunks(
+    fn: Callable[[Any], Any], chunks: Sequence[Any], *, workers: int, context: EnrichContext,
+    submit: Callable[..., Future[Any]] = pool_submit,
+) -> list[Any]:
+    """``[fn(c) for c in chunks]`` with up to ``workers`` calls at once, on the shared pool and
+    on this thread, within ``context``'s deadline (``DeadlineExceeded`` when it passes).
+
+    This thread works too: it runs the next waiting chunk itself, and takes back a submitted
+    chunk that no pool thread has started, so a busy pool slows the batch down but can never
+    deadlock it.
+    """
+    results: list[Any] = [None] * len(chunks)
+    if workers <= 1 or len(chunks) <= 1:
+        for i, chunk in enumerate(chunks):
+            if context.remaining == 0.0:
+                raise DeadlineExceeded("The deadline passed before every batch was loaded.")
+            results[i] = fn(chunk)
+        return results
+    queue = list(range(len(chunks)))
+    running: dict[Future[Any], int] = {}
+    while queue or running:
+        while len(queue) > 1 and len(running) < workers - 1:  # keep one for this thread
+            i = queue.pop(0)
+            running[submit(fn, chunks[i])] = i
+        if queue:  # this thread's share
+            if context.remaining == 0.0:
+                _abandon(running)
+            i = queue.pop(0)
+            results[i] = fn(chunks[i])
+            continue
+        # Nothing left to start: run here what no pool thread has picked up yet.
+        for future in [f for f in running if f.cancel()]:
+            i = running.pop(future)
+            if context.remaining == 0.0:
+                _abandon(running)
+            results[i] = fn(chunks[i])
+        if not running:
+            continue
+        done, _ = wait(running, timeout=context.remaining, return_when="FIRST_COMPLETED")
+        if not done:
+            _abandon(running)
+        for future in done:
+            results[running.pop(future)] = future.result()
+    return results
+
+
+def _abandon(running: dict[Future[Any], int]) -> NoReturn:
+    for future in running:
+        future.cancel()
+    raise DeadlineExceeded("The deadline passed before every batch was loaded.")

@@ -1,0 +1,321 @@
+"""`PrefetchEnricher`: a model relation of the page, loaded prefetch-style on any database alias.
+
+Built on Django's ``prefetch_related_objects`` and ``Prefetch``: one query per relation level
+per page (per database alias the page's rows came from), whatever the page size. The query
+runs on stand-in copies of the rows, and the loaded relation is attached to the real rows only
+on the calling thread (two-phase: ``load`` then ``apply``), so an enrichment abandoned at the
+deadline never changes the page after the pipeline returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.core import checks
+from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
+from django.db import DatabaseError, InterfaceError, OperationalError, connections, router
+from django.db.models import Model, Prefetch, QuerySet, prefetch_related_objects
+from django.db.models.base import ModelState
+from django.db.models.fields.reverse_related import ForeignObjectRel, ManyToManyRel
+
+from datapipe_django.conf import datapipe_settings
+from datapipe_django.enrichers.base import BaseEnricher, EnrichContext, caller_in_transaction
+from datapipe_django.timeouts import statement_timeout
+
+__all__ = ["PrefetchEnricher", "cache_name_of", "relation_of"]
+
+_SEGMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TO_ATTR = "_datapipe_prefetched"
+
+
+@dataclass(frozen=True)
+class Relation:
+    """One hop of a relation path, as Django's prefetching sees it."""
+
+    model: type[Model]
+    name: str  # the attribute / prefetch lookup (accessor name for reverse relations)
+    field: Any
+    related_model: type[Model]
+    single: bool  # forward FK, one-to-one (either side)
+    forward: bool
+
+    @property
+    def cache_name(self) -> str:
+        """Key of the loaded relation in ``_state.fields_cache`` (to-one) or
+        ``_prefetched_objects_cache`` (to-many)."""
+        return cache_name_of(self.field)
+
+    def is_loaded(self, obj: Any) -> bool:
+        if self.single:
+            return self.cache_name in obj._state.fields_cache
+        return self.cache_name in obj.__dict__.get("_prefetched_objects_cache", {})
+
+    def loaded(self, obj: Any) -> list[Any]:
+        """The related objects already loaded on ``obj`` (never a query)."""
+        if self.single:
+            value = obj._state.fields_cache.get(self.cache_name)
+            return [] if value is None else [value]
+        cached = obj.__dict__.get("_prefetched_objects_cache", {}).get(self.cache_name)
+        return list(cached) if cached is not None else []
+
+
+def cache_name_of(field: Any) -> str:
+    """Where Django keeps relation ``field`` once loaded on an instance: the key in
+    ``_state.fields_cache`` of a to-one relation, in ``_prefetched_objects_cache`` of a
+    to-many one (each relation kind has its own rule)."""
+    if field.many_to_one or field.one_to_one:
+        return str(getattr(field, "cache_name", field.name))
+    if isinstance(field, ManyToManyRel):
+        return str(field.field.related_query_name())
+    if isinstance(field, ForeignObjectRel):
+        return str(field.get_accessor_name())
+    return str(field.name)
+
+
+def relation_of(model: type[Model], name: str) -> Relation:
+    """The relation ``name`` of ``model`` (a field name, or the accessor of a reverse one).
+
+    Raises ``LookupError`` naming the relations there are.
+    """
+    relations: dict[str, Any] = {}
+    for f in model._meta.get_fields():
+        if not f.is_relation or f.related_model is None:
+            continue  # GenericForeignKey has no single related model to prefetch from
+        if isinstance(f, ForeignObjectRel):
+            if f.hidden:
+                continue
+            relations[f.get_accessor_name()] = f
+        else:
+            relations[f.name] = f
+    if name not in relations:
+        known = ", ".join(sorted(relations)) or "none"
+        raise LookupError(f"{name!r} is not a relation of {model._meta.label} "
+                          f"(relations: {known})")
+    f = relations[name]
+    return Relation(model=model, name=name, field=f, related_model=f.related_model,
+                    single=bool(f.many_to_one or f.one_to_one),
+                    forward=not isinstance(f, ForeignObjectRel))
+
+
+def _clone(obj: Model) -> Model:
+    """A stand-in for ``obj``: same class, column values and alias, empty relation caches."""
+    cls = type(obj)
+    data = dict(obj.__dict__)  # one atomic copy: the caller may be attaching other relations
+    clone = cls.__new__(cls)
+    attnames = {f.attname for f in cls._meta.concrete_fields}
+    clone.__dict__.update({k: v for k, v in data.items() if k in attnames})
+    state = ModelState()
+    state.db = data["_state"].db
+    state.adding = False
+    clone._state = state
+    return clone
+
+
+class PrefetchEnricher(BaseEnricher):
+    """Expands the model relation ``relation`` of the page's rows: ``"user"`` (forward FK),
+    ``"detail"`` (one-to-one, either side), ``"comments"`` (reverse FK), ``"tags"`` (M2M) or a
+    nested path ``"fund_account.contact"`` (the ``__`` form is accepted too). The ``expand``
+    path is the relation path with dots; a nested path needs an enricher for its parent
+    (``PrefetchEnricher("fund_account")``), which runs first.
+
+    * ``using``: the database alias to read the related rows from. Default: the alias each row
+      came from (``obj._state.db``; rows of one page may come from several, one query each),
+      or the router's choice for rows that came from none.
+    * ``limit``: at most this many related rows per parent row for a to-many relation
+      (default ``DATAPIPE["EXPAND_LIMIT"]``), in ``queryset``'s order (else the related model's
+      ``Meta.ordering``, else pk), with a window function (``Prefetch`` of a sliced queryset).
+    * ``queryset``: the base queryset of the related model (filters, ``select_related``,
+      ordering). It is re-pointed at the alias of each group of rows.
+    * ``tenant_field``: a field of the related model that must equal the request's tenant
+      (for relations that may reach other tenants' rows, such as reverse or M2M ones).
+    * ``auth_types``, ``required``, ``always``: see :class:`BaseEnricher`.
+    """
+
+    def __init__(
+        self,
+        relation: str,
+        *,
+        auth_types: Iterable[str] | None = None,
+        required: bool = False,
+        always: bool = False,
+        using: str | None = None,
+        limit: int | None = None,
+        queryset: QuerySet[Any] | None = None,
+        tenant_field: str | None = None,
+    ) -> None:
+        path = relation.replace("__", ".") if isinstance(relation, str) else ""
+        segments = path.split(".")
+        if not path or not all(_SEGMENT.match(s) for s in segments):
+            raise ImproperlyConfigured(
+                f"PrefetchEnricher: {relation!r} is not a relation path. Give a relation name "
+                f"of the pipeline's model, nested with dots: 'user', 'fund_account.contact'."
+            )
+        super().__init__(path, auth_types=auth_types, required=required, always=always)
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or limit < 1):
+            raise ImproperlyConfigured(f"PrefetchEnricher({path!r}): `limit` must be a positive "
+                                       f"whole number or None.")
+        if queryset is not None and not isinstance(queryset, QuerySet):
+            raise ImproperlyConfigured(f"PrefetchEnricher({path!r}): `queryset` must be a "
+                                       f"QuerySet of the related model.")
+        self.relation = path
+        self.lookup = "__".join(segments)
+        self.segments = tuple(segments)
+        self.using = using
+        self.limit = limit
+        self.queryset = queryset
+        self.tenant_field = tenant_field
+        self._relations: dict[tuple[type[Model], str], Relation] = {}
+
+    # -- declaration -------------------------------------------------------------------------
+    def _relation(self, model: type[Model], name: str) -> Relation:
+        key = (model, name)
+        if key not in self._relations:
+            try:
+                self._relations[key] = relation_of(model, name)
+            except LookupError as exc:
+                raise ImproperlyConfigured(f"PrefetchEnricher({self.relation!r}): {exc}.") \
+                    from None
+        return self._relations[key]
+
+    def check(self, pipeline: Any) -> list[checks.CheckMessage]:
+        owner = f"Pipeline {pipeline.name!r}: PrefetchEnricher({self.relation!r})"
+        messages: list[checks.CheckMessage] = []
+        model = pipeline.model
+        for segment in self.segments:
+            try:
+                rel = relation_of(model, segment)
+            except LookupError as exc:
+                messages.append(checks.Error(
+                    f"{owner}: {exc}.",
+                    hint="Name a relation as you would in prefetch_related(), with dots.",
+                    obj=pipeline, id="datapipe_django.E004",
+                ))
+                return messages
+            model = rel.related_model
+        if self.using is not None and self.using not in connections.settings:
+            messages.append(checks.Error(
+                f"{owner}: database alias {self.using!r} is not in settings.DATABASES.",
+                hint="Add the alias to DATABASES or fix the enricher's `using`.",
+                obj=pipeline, id="datapipe_django.E005",
+            ))
+        if self.tenant_field is not None:
+            try:
+                model._meta.get_field(self.tenant_field.split("__")[0])
+            except FieldDoesNotExist:
+                messages.append(checks.Error(
+                    f"{owner}: `tenant_field` {self.tenant_field!r} is not a field of "
+                    f"{model._meta.label}.", hint="Name the field that holds the tenant.",
+                    obj=pipeline, id="datapipe_django.E006",
+                ))
+        return messages
+
+    # -- the rows to load for ----------------------------------------------------------------
+    def holders(self, items: list[Any]) -> list[Any]:
+        """The objects the last relation hangs from (the items, or what the parent path
+        already loaded on them), each once, that do not have it loaded yet."""
+        level: list[Any] = list(items)
+        for segment in self.segments[:-1]:
+            below: list[Any] = []
+            for obj in level:
+                below.extend(self._relation(type(obj), segment).loaded(obj))
+            level = below
+        seen: set[int] = set()
+        result = []
+        for obj in level:
+            if id(obj) in seen or not isinstance(obj, Model):
+                continue
+            seen.add(id(obj))
+            if not self._relation(type(obj), self.segments[-1]).is_loaded(obj):
+                result.append(obj)
+        return result
+
+    def alias_for(self, obj: Model, rel: Relation) -> str:
+        """Where the related rows of ``obj`` are read from."""
+        if self.using is not None:
+            return self.using
+        if obj._state.db is not None:
+            return str(obj._state.db)
+        return str(router.db_for_read(rel.related_model, instance=obj))
+
+    def runs_inline(self, items: list[Any], context: EnrichContext) -> bool:
+        aliases = {self.alias_for(h, self._relation(type(h), self.segments[-1]))
+                   for h in self.holders(items)}
+        return caller_in_transaction(aliases)
+
+    # -- two phases --------------------------------------------------------------------------
+    def get_queryset(self, rel: Relation, alias: str, context: EnrichContext) -> QuerySet[Any]:
+        """The queryset of related rows for one alias. Override to customise per request."""
+        if self.queryset is not None:
+            qs = self.queryset.all()
+        elif rel.single and rel.forward:
+            qs = rel.related_model._base_manager.all()  # as Django does for a forward FK
+        else:
+            qs = rel.related_model._default_manager.all()
+        qs = qs.using(alias)
+        if self.tenant_field is not None:
+            qs = qs.filter(**{self.tenant_field: context.tenant})
+        if not rel.single:
+            if not qs.ordered:
+                qs = qs.order_by(rel.related_model._meta.pk.name)  # type: ignore[union-attr]
+            limit = self.limit if self.limit is not None else datapipe_settings.EXPAND_LIMIT
+            qs = qs[: int(limit)]
+        return qs
+
+    def load(self, items: list[Any], context: EnrichContext) -> list[tuple[Any, Any, Any]]:
+        """Query the relation for the rows that need it, on stand-ins; touches no item."""
+        groups: dict[tuple[str, type[Model]], list[Any]] = defaultdict(list)
+        for holder in self.holders(items):
+            rel = self._relation(type(holder), self.segments[-1])
+            groups[(self.alias_for(holder, rel), type(holder))].append(holder)
+        loaded: list[tuple[Any, Any, Any]] = []
+        for (alias, model), holders in groups.items():
+            rel = self._relation(model, self.segments[-1])
+            clones = [_clone(h) for h in holders]
+            self._prefetch(clones, rel, alias, context)
+            for holder, clone in zip(holders, clones, strict=True):
+                loaded.append((holder, dict(clone._state.fields_cache),
+                               dict(clone.__dict__.get("_prefetched_objects_cache", {}))))
+        return loaded
+
+    def _prefetch(self, clones: list[Model], rel: Relation, alias: str,
+                  context: EnrichContext) -> None:
+        connection = connections[alias]
+        queryset = self.get_queryset(rel, alias, context)
+        # A to-many queryset is sliced, which Django prefetches into `to_attr` only; the
+        # related manager's cache is then filled as prefetch_related would fill it.
+        to_attr = None if rel.single else _TO_ATTR
+        lookup = Prefetch(rel.name, queryset=queryset, to_attr=to_attr)
+        try:
+            with statement_timeout(connection, context.remaining):
+                prefetch_related_objects(clones, lookup)
+        except (OperationalError, InterfaceError):
+            # A dead or timed-out connection: drop it so the next use reconnects.
+            if not connection.in_atomic_block:
+                with contextlib.suppress(DatabaseError):
+                    connection.close()
+            raise
+        if to_attr is not None:
+            for clone in clones:
+                rows = clone.__dict__.pop(to_attr)
+                manager_qs = getattr(clone, rel.name).get_queryset()
+                manager_qs._result_cache = rows
+                manager_qs._prefetch_done = True
+                clone.__dict__.setdefault("_prefetched_objects_cache", {})[rel.cache_name] = \
+                    manager_qs
+
+    def apply(self, items: list[Any], loaded: list[tuple[Any, Any, Any]],
+              context: EnrichContext) -> None:
+        """Attach what :meth:`load` read to the real rows (on the calling thread)."""
+        for holder, fields_cache, prefetched in loaded:
+            holder._state.fields_cache.update(fields_cache)
+            if prefetched:
+                holder.__dict__.setdefault("_prefetched_objects_cache", {}).update(prefetched)
+
+    def __repr__(self) -> str:
+        return f"<PrefetchEnricher {self.relation!r}>"

@@ -1,0 +1,309 @@
+"""CompositeEnricher: parallel pool, one deadline, required and optional failures, nested
+paths, ``always``; and the enrich stage around it (no database: plain objects and lists)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from datapipe_django import DeadlineExceeded, EnrichmentFailed, Pipeline
+from datapipe_django.enrichers import BaseEnricher, CompositeEnricher, EnrichContext
+from datapipe_django.test import InMemoryFetcher
+from tests.testapp.models import Item
+
+BASE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+class Sleepy(BaseEnricher):
+    """Two-phase: sleeps in ``load`` (the worker), sets ``<name>`` in ``apply`` (the caller)."""
+
+    def __init__(self, name, delay=0.0, *, fail=None, probe=None, **kwargs):
+        super().__init__(name, **kwargs)
+        self.delay, self.fail, self.probe = delay, fail, probe
+        self.loaded_at = None
+
+    def runs_inline(self, items, context):
+        return False
+
+    def load(self, items, context):
+        if self.probe is not None:
+            self.probe.enter()
+        try:
+            time.sleep(self.delay)
+            if self.fail is not None:
+                raise self.fail
+            self.loaded_at = time.monotonic()
+            return f"{self.name}!"
+        finally:
+            if self.probe is not None:
+                self.probe.leave()
+
+    def apply(self, items, loaded, context):
+        for item in items:
+            setattr(item, self.name.replace(".", "_"), loaded)
+
+
+class OnePhase(BaseEnricher):
+    """Only ``enrich``: mutates the items from the worker."""
+
+    def __init__(self, name, delay=0.0, **kwargs):
+        super().__init__(name, **kwargs)
+        self.delay = delay
+
+    def runs_inline(self, items, context):
+        return False
+
+    def enrich(self, items, context):
+        time.sleep(self.delay)
+        for item in items:
+            setattr(item, self.name, "done")
+
+
+class Probe:
+    """Counts enrichers loading at the same time."""
+
+    def __init__(self):
+        self.lock, self.now, self.peak = threading.Lock(), 0, 0
+
+    def enter(self):
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+
+    def leave(self):
+        with self.lock:
+            self.now -= 1
+
+
+def context(timeout=None, expand=()):
+    return EnrichContext(pipeline="t", expand=frozenset(expand),
+                         deadline=time.monotonic() + timeout if timeout is not None else None)
+
+
+def items(n=3):
+    return [SimpleNamespace(id=i) for i in range(n)]
+
+
+def run(enrichers, *, timeout=None, parallel=True, max_workers=5, page=None):
+    composite = CompositeEnricher(enrichers, parallel=parallel, max_workers=max_workers)
+    page = page if page is not None else items()
+    start = time.monotonic()
+    errors = composite.run(page, context(timeout), enrichers)
+    return page, errors, time.monotonic() - start
+
+
+# -- parallelism -------------------------------------------------------------------------------
+
+def test_three_enrichers_of_200ms_run_in_parallel():
+    page, errors, elapsed = run([Sleepy("a", 0.2), Sleepy("b", 0.2), Sleepy("c", 0.2)])
+    assert errors == []
+    assert elapsed < 0.45, elapsed  # sequential would be 0.6 s
+    assert [(i.a, i.b, i.c) for i in page] == [("a!", "b!", "c!")] * 3
+
+
+def test_sequential_runs_one_at_a_time_in_declaration_order():
+    probe = Probe()
+    enrichers = [Sleepy(n, 0.05, probe=probe) for n in "abc"]
+    _page, errors, elapsed = run(enrichers, parallel=False, timeout=5)
+    assert errors == [] and probe.peak == 1 and elapsed >= 0.15
+    assert enrichers[0].loaded_at < enrichers[1].loaded_at < enrichers[2].loaded_at
+
+
+def test_the_pool_is_bounded_by_max_workers():
+    probe = Probe()
+    enrichers = [Sleepy(n, 0.1, probe=probe) for n in "abcd"]
+    page, errors, elapsed = run(enrichers, max_workers=2)
+    assert errors == [] and probe.peak == 2
+    assert 0.2 <= elapsed < 0.35
+    assert all(hasattr(i, "d") for i in page)
+
+
+def test_without_deadline_or_parallelism_enrichers_run_on_the_calling_thread():
+    seen = []
+
+    class Here(BaseEnricher):
+        def enrich(self, items, context):
+            seen.append(threading.current_thread())
+
+    run([Here("a"), Here("b")], parallel=False)
+    assert seen == [threading.current_thread()] * 2
+
+
+# -- one deadline ------------------------------------------------------------------------------
+
+def test_an_optional_enricher_still_running_at_the_deadline_is_abandoned_and_reported():
+    slow, fast = Sleepy("slow", 0.6), Sleepy("fast", 0.01)
+    page, errors, elapsed = run([slow, fast], timeout=0.2)
+    assert elapsed < 0.35, elapsed  # returns at the deadline, not when `slow` ends
+    assert errors == [{"enricher": "slow", "code": "deadline_exceeded"}]
+    assert all(i.fast == "fast!" for i in page)
+    time.sleep(0.6)  # `slow` has finished loading by now...
+    assert slow.loaded_at is not None
+    assert not any(hasattr(i, "slow") for i in page)  # ...and never touched the page
+
+
+def test_a_required_enricher_at_the_deadline_is_a_deadline_exceeded():
+    start = time.monotonic()
+    with pytest.raises(DeadlineExceeded) as info:
+        run([Sleepy("slow", 0.6, required=True), Sleepy("fast")], timeout=0.15)
+    assert time.monotonic() - start < 0.3
+    assert info.value.op == "slow" and info.value.status_code == 504
+
+
+def test_sequential_enrichment_keeps_the_deadline_too():
+    page, errors, elapsed = run([Sleepy("a", 0.05), Sleepy("slow", 0.6), Sleepy("c")],
+                                parallel=False, timeout=0.2)
+    assert elapsed < 0.35
+    assert errors == [{"enricher": "slow", "code": "deadline_exceeded"},
+                      {"enricher": "c", "code": "deadline_exceeded"}]
+    assert all(i.a == "a!" and not hasattr(i, "c") for i in page)
+
+
+def test_an_enricher_starting_after_the_deadline_is_not_run():
+    late = Sleepy("late")
+    _page, errors, _ = run([late], timeout=-1, parallel=False)  # the deadline has passed
+    assert errors == [{"enricher": "late", "code": "deadline_exceeded"}]
+    assert late.loaded_at is None
+
+
+# -- failures ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("exc", "code"), [
+    (ConnectionError("down"), "failed"),
+    (TimeoutError("slow service"), "timeout"),
+    (type("Coded", (Exception,), {"code": "ledger_down"})(), "ledger_down"),
+])
+def test_an_optional_failure_is_reported_and_the_rest_is_applied(exc, code):
+    page, errors, _ = run([Sleepy("bad", fail=exc), Sleepy("good")], timeout=2)
+    assert errors == [{"enricher": "bad", "code": code}]
+    assert all(i.good == "good!" and not hasattr(i, "bad") for i in page)
+
+
+def test_a_required_failure_is_enrichment_failed_with_the_cause():
+    cause = ConnectionError("down")
+    with pytest.raises(EnrichmentFailed) as info:
+        run([Sleepy("bad", fail=cause, required=True)], timeout=2)
+    assert info.value.cause is cause and info.value.op == "bad"
+    assert info.value.status_code == 502
+
+
+def test_a_declaration_mistake_is_never_reported_as_an_outage():
+    with pytest.raises(ImproperlyConfigured):
+        run([Sleepy("bad", fail=ImproperlyConfigured("typo"))], timeout=2)
+
+
+# -- nested paths ------------------------------------------------------------------------------
+
+def test_a_parent_path_runs_before_the_paths_below_it():
+    seen = {}
+
+    class Child(Sleepy):
+        def load(self, items, context):
+            seen["parent"] = [getattr(i, "a", None) for i in items]
+            return super().load(items, context)
+
+    parent, child = Sleepy("a", 0.1), Child("a.b")
+    page, errors, _ = run([child, parent], timeout=2)
+    assert errors == [] and seen["parent"] == ["a!"] * 3
+    assert all(i.a_b == "a.b!" for i in page)
+
+
+def test_below_a_failed_parent_nothing_runs():
+    child = Sleepy("a.b")
+    _page, errors, _ = run([Sleepy("a", fail=ConnectionError()), child], timeout=2)
+    assert errors == [{"enricher": "a", "code": "failed"},
+                      {"enricher": "a.b", "code": "dependency_failed"}]
+    assert child.loaded_at is None
+    with pytest.raises(EnrichmentFailed):
+        run([Sleepy("a", fail=ConnectionError()), Sleepy("a.b", required=True)], timeout=2)
+
+
+def test_select_takes_asked_always_and_parent_enrichers_allowed_for_the_caller():
+    a, ab = Sleepy("a"), Sleepy("a.b")
+    private = Sleepy("p", auth_types={"private"})
+    below_private = Sleepy("p.q")
+    always = Sleepy("always", always=True)
+    composite = CompositeEnricher([a, ab, private, below_private, always])
+    assert composite.select(frozenset({"a.b"}), "public") == [a, ab, always]
+    assert composite.select(frozenset({"p.q"}), "public") == [always]
+    assert composite.select(frozenset({"p.q"}), "private") == [private, below_private, always]
+
+
+# -- through a pipeline ------------------------------------------------------------------------
+
+def rows(n=4):
+    return [Item(id=i, tenant="t1", name=f"n{i}", status="queued", amount=i,
+                 created_at=BASE + dt.timedelta(minutes=i), day=BASE.date())
+            for i in range(1, n + 1)]
+
+
+def make(enrichers, **kwargs):
+    kwargs.setdefault("fetchers", [InMemoryFetcher(rows())])
+    return Pipeline("enrich-test", model=Item, enrichers=enrichers, register=False, **kwargs)
+
+
+def test_result_expand_says_what_was_loaded():
+    p = make([Sleepy("a"), Sleepy("a.b", fail=ConnectionError()), Sleepy("c", always=True),
+              Sleepy("d")], parallel_enrichment=True)
+    result = p.execute(expand={"a.b"})
+    assert result.expand == {"a", "c"}  # asked a.b (so a), always c, minus the failed a.b
+    assert result.errors == [{"enricher": "a.b", "code": "failed"}]
+    assert all(item.c == "c!" for item in result.items)
+
+
+def test_an_abandoned_one_phase_enricher_is_not_rendered_as_expanded():
+    p = make([OnePhase("slow", 0.5), OnePhase("fast")], parallel_enrichment=True, timeout=0.2)
+    result = p.execute(expand={"slow", "fast"})
+    assert result.expand == {"fast"}
+    assert result.errors == [{"enricher": "slow", "code": "deadline_exceeded"}]
+
+
+def test_a_dotted_enricher_needs_one_for_its_parent_path():
+    with pytest.raises(ImproperlyConfigured, match=r"'a\.b' expands below 'a'"):
+        make([Sleepy("a.b")])
+
+
+def test_expandable_paths_hide_what_sits_below_a_forbidden_parent():
+    p = make([Sleepy("a", auth_types={"private"}), Sleepy("a.b"), Sleepy("c"),
+              Sleepy("k", always=True)])
+    assert p.expandable("public") == {"c", "k"}
+    assert p.expandable("private") == {"a", "a.b", "c", "k"}
+
+
+def test_enricher_declarations_are_checked():
+    with pytest.raises(ImproperlyConfigured, match="collection of auth types"):
+        Sleepy("a", auth_types="private")
+    with pytest.raises(ImproperlyConfigured, match="give the enricher a name"):
+        BaseEnricher()
+    with pytest.raises(NotImplementedError, match="must implement enrich"):
+        BaseEnricher("x").enrich([], context())
+
+
+def test_every_enricher_outcome_is_reported_to_the_metrics():
+    class Recorder:
+        def __init__(self):
+            self.enrichers = []
+
+        def stage(self, *args):
+            pass
+
+        def source(self, *args):
+            pass
+
+        def enricher(self, pipeline, name, outcome, duration):
+            self.enrichers.append((pipeline, name, outcome, duration))
+
+    metrics = Recorder()
+    p = make([Sleepy("a", 0.05), Sleepy("a.b", fail=ConnectionError()), Sleepy("slow", 0.5)],
+             parallel_enrichment=True, timeout=0.2, metrics=metrics)
+    p.execute(expand={"a.b", "slow"})
+    outcomes = {name: (outcome, duration) for _, name, outcome, duration in metrics.enrichers}
+    assert {n: o for n, (o, _) in outcomes.items()} == {
+        "a": "ok", "a.b": "failed", "slow": "deadline_exceeded"}
+    assert outcomes["a"][1] >= 0.05 and outcomes["slow"][1] >= 0.15
+    assert {p for p, *_ in metrics.enrichers} == {"enrich-test"}

@@ -1,0 +1,308 @@
+"""PrefetchEnricher on real engines: every relation kind, nested paths, bounded to-many, query
+counts constant in page size, rows and related rows on different aliases, failures."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+
+import pytest
+from django.core import checks
+from django.db import OperationalError, connections
+from django.db.models import Prefetch, prefetch_related_objects
+from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
+
+from datapipe_django import EnrichmentFailed, FallbackMode, Pipeline
+from datapipe_django.checks import check_pipelines
+from datapipe_django.enrichers import BatchEnricher, PrefetchEnricher
+from datapipe_django.fetchers import ORMFetcher
+from datapipe_django.test import InMemoryFetcher, unregister_pipeline
+from tests.conftest import engine_databases, require_alias
+from tests.testapp.models import Category, Comment, Item, ItemDetail, Owner, Tag
+
+BASE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+ALL = engine_databases()
+DB = pytest.mark.django_db(databases=ALL)
+
+RELATIONS = ["owner", "category", "tags", "comments", "comments.author", "detail",
+             "detail.reviewer"]
+
+
+def seed(alias, n=12, *, first=1, owner_prefix="", tenant="t1"):
+    """``n`` items of ``tenant`` on ``alias`` with every kind of relation filled in."""
+    db = alias
+    Owner.objects.using(db).bulk_create(
+        [Owner(id=i, name=f"{owner_prefix}owner {i}") for i in range(1, 4)], ignore_conflicts=True)
+    Category.objects.using(db).bulk_create(
+        [Category(id=i, name=f"cat {i}") for i in (1, 2)], ignore_conflicts=True)
+    Tag.objects.using(db).bulk_create([Tag(id=i, name=f"tag {i}") for i in range(1, 5)],
+                                      ignore_conflicts=True)
+    ids = range(first, first + n)
+    Item.objects.using(db).bulk_create([
+        Item(id=i, tenant=tenant, name=f"item {i}", status="queued", amount=i,
+             created_at=BASE + dt.timedelta(minutes=i), day=BASE.date(),
+             owner_id=i % 3 + 1, category_id=(i % 3) or None)
+        for i in ids
+    ])
+    Item.tags.through.objects.using(db).bulk_create(
+        [Item.tags.through(item_id=i, tag_id=t) for i in ids for t in (i % 4 + 1, (i + 1) % 4 + 1)])
+    Comment.objects.using(db).bulk_create([
+        Comment(id=i * 10 + k, item_id=i, author_id=(i + k) % 3 + 1, body=f"c{k}",
+                tenant="t1" if k != 3 else "t2")
+        for i in ids for k in range(4)
+    ])
+    ItemDetail.objects.using(db).bulk_create(
+        [ItemDetail(id=i, item_id=i, note=f"note {i}", reviewer_id=i % 3 + 1)
+         for i in ids if i % 2 == 0])
+
+
+def pipeline(fetchers, enrichers, **kwargs):
+    if isinstance(fetchers, str):
+        fetchers = [ORMFetcher(fetchers)]
+    return Pipeline("prefetch-test", model=Item, tenant_field="tenant", ordering=("id",),
+                    fetchers=fetchers, enrichers=enrichers, register=False, **kwargs)
+
+
+def all_enrichers(**kwargs):
+    return [PrefetchEnricher(path, **kwargs) for path in RELATIONS]
+
+
+def expanded(item):
+    """What the enrichers attached, read from the caches only (never a query)."""
+    detail = item._state.fields_cache.get("detail")
+    return {
+        "owner": item._state.fields_cache["owner"].name,
+        "category": getattr(item._state.fields_cache["category"], "name", None),
+        "tags": sorted(t.name for t in item._prefetched_objects_cache["tags"]),
+        "comments": [(c.body, c._state.fields_cache["author"].name)
+                     for c in item._prefetched_objects_cache["comments"]],
+        "detail": None if detail is None else (detail.note,
+                                               detail._state.fields_cache["reviewer"].name),
+    }
+
+
+def reference(alias, ids):
+    """The same data through Django's own prefetch_related, for comparison."""
+    rows = list(Item.objects.using(alias).filter(pk__in=ids).order_by("id"))
+    prefetch_related_objects(
+        rows, "owner", "category", "tags",
+        Prefetch("comments", queryset=Comment.objects.using(alias).order_by("id")),
+        "comments__author", "detail", "detail__reviewer")
+    return [expanded(r) for r in rows]
+
+
+@contextlib.contextmanager
+def queries_on_every_alias():
+    with contextlib.ExitStack() as stack:
+        yield {alias: stack.enter_context(CaptureQueriesContext(connections[alias]))
+               for alias in ALL}
+
+
+def counts(captured):
+    return {alias: len(c) for alias, c in captured.items() if len(c)}
+
+
+# -- every relation kind -----------------------------------------------------------------------
+
+@DB
+def test_every_relation_kind_matches_djangos_prefetch_related(engine_alias):
+    seed(engine_alias)
+    result = pipeline(engine_alias, all_enrichers()).execute(
+        tenant="t1", limit=12, expand={"owner", "category", "tags", "comments.author",
+                                       "detail.reviewer"})
+    assert result.errors == []
+    assert result.expand == set(RELATIONS)
+    assert [expanded(i) for i in result.items] == reference(engine_alias, range(1, 13))
+    assert expanded(result.items[1])["detail"] == ("note 2", "owner 3")
+    assert expanded(result.items[0])["detail"] is None
+
+
+@DB
+def test_forward_one_to_one(engine_alias):
+    seed(engine_alias, n=4)
+    p = Pipeline("prefetch-o2o", model=ItemDetail, ordering=("id",), register=False,
+                 fetchers=[ORMFetcher(engine_alias)],
+                 enrichers=[PrefetchEnricher("item"), PrefetchEnricher("item.owner")])
+    result = p.execute(expand={"item.owner"})
+    assert [(d.item.name, d.item.owner.name) for d in result.items] == [
+        ("item 2", "owner 3"), ("item 4", "owner 2")]
+
+
+@DB
+def test_the_double_underscore_form_names_the_same_relation():
+    seed("default", n=2)
+    p = pipeline("default", [PrefetchEnricher("comments"), PrefetchEnricher("comments__author")])
+    assert {e.name for e in p.enrichers} == {"comments", "comments.author"}
+    assert p.execute(tenant="t1", expand={"comments.author"}).expand == {"comments",
+                                                                        "comments.author"}
+
+
+# -- one query per relation level per page -----------------------------------------------------
+
+@DB
+def test_queries_are_constant_in_the_page_size_on_every_alias(engine_alias):
+    seed(engine_alias, n=120)
+    p = pipeline(engine_alias, all_enrichers())
+    expand = {"owner", "category", "tags", "comments.author", "detail.reviewer"}
+    per_size = {}
+    for size in (5, 100):
+        with queries_on_every_alias() as captured:
+            result = p.execute(tenant="t1", limit=size, expand=expand)
+        assert len(result.items) == size and result.errors == []
+        per_size[size] = counts(captured)
+    # The page, then one query per relation level: 1 + 7, on the alias the rows came from.
+    assert per_size[5] == per_size[100] == {engine_alias: 8}
+
+
+@DB
+def test_a_loaded_relation_is_not_queried_again():
+    seed("default", n=5)
+    fetcher = ORMFetcher("default", queryset=lambda r: Item.objects.select_related("owner"))
+    p = pipeline([fetcher], [PrefetchEnricher("owner")])
+    with queries_on_every_alias() as captured:
+        result = p.execute(tenant="t1", expand={"owner"})
+    assert counts(captured) == {"default": 1}
+    assert result.items[0].owner.name == "owner 2"
+
+
+# -- bounded to-many ---------------------------------------------------------------------------
+
+@DB
+def test_to_many_expansions_are_bounded_per_parent(engine_alias):
+    seed(engine_alias, n=6)
+    p = pipeline(engine_alias, [PrefetchEnricher("comments", limit=2), PrefetchEnricher("tags",
+                                                                                        limit=1)])
+    result = p.execute(tenant="t1", expand={"comments", "tags"})
+    for item in result.items:
+        assert [c.body for c in item.comments.all()] == ["c0", "c1"]  # the first two, by id
+        assert len(item.tags.all()) == 1
+    with override_settings(DATAPIPE={"EXPAND_LIMIT": 3}):
+        result = pipeline(engine_alias, [PrefetchEnricher("comments")]).execute(
+            tenant="t1", expand={"comments"})
+    assert {len(i.comments.all()) for i in result.items} == {3}
+
+
+@DB
+def test_a_queryset_orders_and_filters_the_related_rows():
+    seed("default", n=3)
+    p = pipeline("default", [
+        PrefetchEnricher("comments", queryset=Comment.objects.order_by("-id"), limit=2,
+                         tenant_field="tenant"),
+    ])
+    result = p.execute(tenant="t1", expand={"comments"})
+    # c3 belongs to tenant t2: filtered out before the limit applies.
+    assert [[c.body for c in i.comments.all()] for i in result.items] == [["c2", "c1"]] * 3
+
+
+# -- across aliases ----------------------------------------------------------------------------
+
+@pytest.mark.django_db(databases=ALL)
+def test_items_from_the_archive_enriched_from_the_primary():
+    require_alias("archive")
+    require_alias("primary")
+    seed("archive", n=4, owner_prefix="archived ")
+    seed("primary", n=0, owner_prefix="primary ")
+    p = pipeline("archive", [PrefetchEnricher("owner", using="primary"),
+                             PrefetchEnricher("tags")])
+    with queries_on_every_alias() as captured:
+        result = p.execute(tenant="t1", expand={"owner", "tags"})
+    assert [i.owner.name for i in result.items] == ["primary owner 2", "primary owner 3",
+                                                    "primary owner 1", "primary owner 2"]
+    assert [len(i.tags.all()) for i in result.items] == [2] * 4  # tags: from the archive
+    assert counts(captured) == {"archive": 2, "primary": 1}
+
+
+@pytest.mark.django_db(databases=ALL)
+def test_a_page_from_two_aliases_reads_each_rows_relations_where_the_row_came_from():
+    require_alias("archive")
+    seed("default", n=3, first=4, owner_prefix="recent ")
+    seed("archive", n=6, first=1, owner_prefix="archived ")
+    p = pipeline([ORMFetcher("default"), ORMFetcher("archive")],
+                 [PrefetchEnricher("owner"), PrefetchEnricher("comments")],
+                 fallback=FallbackMode.PARALLEL)
+    with queries_on_every_alias() as captured:
+        result = p.execute(tenant="t1", limit=6, expand={"owner", "comments"})
+    by_id = {i.pk: (i._state.db, i.owner.name) for i in result.items}
+    assert by_id[4] == ("default", "recent owner 2")  # the primary's copy wins the merge
+    assert by_id[1] == ("archive", "archived owner 2")
+    # Per alias: the page, then one query per relation.
+    assert counts(captured) == {"default": 3, "archive": 3}
+
+
+# -- failures ----------------------------------------------------------------------------------
+
+def test_an_unavailable_alias_is_an_optional_failure_without_expansion(down_alias):
+    rows = [Item(id=i, tenant="t1", name="i", status="queued", amount=1, owner_id=1,
+                 created_at=BASE, day=BASE.date()) for i in (1, 2)]
+    p = pipeline([InMemoryFetcher(rows)], [PrefetchEnricher("owner", using=down_alias)])
+    result = p.execute(tenant="t1", expand={"owner"})
+    assert result.errors == [{"enricher": "owner", "code": "failed"}]
+    assert result.expand == set()
+    assert not any(Item.owner.field.is_cached(i) for i in result.items)
+    required = pipeline([InMemoryFetcher(rows)],
+                        [PrefetchEnricher("owner", using=down_alias, required=True)])
+    with pytest.raises(EnrichmentFailed) as info:
+        required.execute(tenant="t1", expand={"owner"})
+    assert isinstance(info.value.cause, OperationalError)
+
+
+# -- threads -----------------------------------------------------------------------------------
+
+@pytest.mark.django_db(databases=ALL, transaction=True)
+def test_outside_a_transaction_enrichers_run_on_the_pool_and_return_their_connections():
+    require_alias("primary")
+    seed("primary", n=5)
+    seen = []
+
+    class Watching(PrefetchEnricher):
+        def load(self, items, context):
+            seen.append(connections["primary"])
+            return super().load(items, context)
+
+    p = pipeline("primary", [Watching("owner"), Watching("tags")], parallel_enrichment=True)
+    with CaptureQueriesContext(connections["primary"]) as here:
+        result = p.execute(tenant="t1", expand={"owner", "tags"})
+    assert result.errors == []
+    assert [i.owner.name for i in result.items] == ["owner 2", "owner 3", "owner 1", "owner 2",
+                                                    "owner 3"]
+    assert len(here) == 1  # only the page ran on this thread
+    assert len(seen) == 2 and all(c is not connections["primary"] for c in seen)
+    assert all(c.connection is None for c in seen)  # closed when the task ended
+
+
+@DB
+def test_inside_a_transaction_enrichers_run_here_and_see_its_writes():
+    Owner.objects.create(id=1, name="uncommitted")
+    Item.objects.create(id=1, tenant="t1", name="i", status="queued", amount=1,
+                        created_at=BASE, day=BASE.date(), owner_id=1)
+    p = pipeline("default", [PrefetchEnricher("owner")], parallel_enrichment=True)
+    assert p.execute(tenant="t1", expand={"owner"}).items[0].owner.name == "uncommitted"
+
+
+# -- declarations ------------------------------------------------------------------------------
+
+def test_declaration_mistakes_are_system_check_errors():
+    p = Pipeline("prefetch-checks", model=Item, fetchers=[ORMFetcher("default")], enrichers=[
+        PrefetchEnricher("owner"), PrefetchEnricher("owner.nope"),
+        PrefetchEnricher("comments", using="nowhere", tenant_field="missing"),
+        BatchEnricher("name", key="id", load=dict),
+    ])
+    try:
+        messages = [m for m in check_pipelines() if "prefetch-checks" in m.msg]
+    finally:
+        unregister_pipeline(p.name)
+    assert sorted(m.id for m in messages) == ["datapipe_django.E004", "datapipe_django.E005",
+                                              "datapipe_django.E006", "datapipe_django.E006"]
+    assert all(isinstance(m, checks.Error) for m in messages)
+    text = "\n".join(m.msg for m in messages)
+    assert "'nope' is not a relation of testapp.Owner (relations: items)" in text
+    assert "alias 'nowhere'" in text and "would overwrite the field 'name'" in text
+
+
+@pytest.mark.parametrize("bad", ["", "a..b", "owner.", "1owner", "owner id"])
+def test_a_malformed_relation_is_improperly_configured(bad):
+    from django.core.exceptions import ImproperlyConfigured
+
+    with pytest.raises(ImproperlyConfigured, match="not a relation path"):
+        PrefetchEnricher(bad)
