@@ -1,6 +1,7 @@
-"""The DRF integration: ``PipelineViewSet`` and ``ExpandableField``."""
+"""The DRF integration: ``PipelineViewSet``, ``ExpandableField`` and ``AuthTypeFieldsMixin``."""
 
 from datapipe_django.rest.expand import ExpandableField, parse_expand
+from datapipe_django.rest.serializers import AuthTypeFieldsMixin
 from datapipe_django.rest.viewsets import PipelineViewSet
 
-__all__ = ["ExpandableField", "PipelineViewSet", "parse_expand"]
+__all__ = ["AuthTypeFieldsMixin", "ExpandableField", "PipelineViewSet", "parse_expand"]

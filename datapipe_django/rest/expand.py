@@ -9,12 +9,17 @@ from django.core.exceptions import FieldDoesNotExist
 from django.db import models
 from rest_framework import serializers
 
+from datapipe_django.enrichers.prefetch import cache_name_of
+
 __all__ = ["ExpandableField", "parse_expand"]
 
 
 def parse_expand(query_params: Any) -> frozenset[str]:
-    """``expand[]=a&expand[]=b.c`` and ``expand=a,b`` (both may repeat) → ``{"a", "b.c", "b"}``
-    minus nothing: validation (unknown names, depth, auth type) is the pipeline's job."""
+    """``expand[]=a&expand[]=b.c`` or ``expand=a,b.c`` (both forms may repeat and mix) →
+    ``{"a", "b.c"}``.
+
+    Names are only split and stripped here; validation (unknown names, depth, auth type) is the
+    pipeline's job, in its validate stage."""
     raw: list[str] = []
     for key in ("expand[]", "expand"):
         for value in query_params.getlist(key):
@@ -51,11 +56,11 @@ class ExpandableField(serializers.Field):
         source = self.source or self.field_name or ""
         expanded = self.path in self.context.get("expand", frozenset())
         if expanded and _is_loaded(instance, source):
-            value = getattr(instance, source)
+            value = _loaded_value(instance, source)
             if value is None:
                 return None
-            if self.many or isinstance(value, models.Manager):
-                value = list(value.all()) if isinstance(value, models.Manager) else list(value)
+            if self.many or isinstance(value, models.Manager | models.QuerySet):
+                value = list(value.all()) if hasattr(value, "all") else list(value)
             context = {**self.context, "expand_prefix": f"{self.path}."}
             return self.serializer_class(value, many=self.many or isinstance(value, list),
                                          context=context).data
@@ -70,7 +75,7 @@ class ExpandableField(serializers.Field):
         if field is not None and (field.many_to_many or field.one_to_many):
             related = getattr(instance, "_prefetched_objects_cache", {}).get(_cache_name(field))
             return [obj.pk for obj in related] if related is not None else None
-        value = getattr(instance, source, None) if _is_loaded(instance, source) else None
+        value = _loaded_value(instance, source) if _is_loaded(instance, source) else None
         return getattr(value, "pk", value)
 
 
@@ -83,12 +88,24 @@ def _field_of(model: type[models.Model], name: str) -> Any:
     try:
         return model._meta.get_field(name)
     except FieldDoesNotExist:
-        return None
+        pass
+    for rel in model._meta.related_objects:  # a reverse relation by its accessor (`foo_set`)
+        if rel.get_accessor_name() == name:
+            return rel
+    return None
 
 
 def _cache_name(field: Any) -> str:
     """Key of a to-many relation in ``_prefetched_objects_cache``."""
-    return field.name if field.concrete else field.get_accessor_name()
+    return cache_name_of(field)
+
+
+def _loaded_value(instance: Any, name: str) -> Any:
+    """``instance.<name>`` once loaded; a missing reverse one-to-one is None (not an error)."""
+    field = _model_field(instance, name)
+    if field is not None and field.is_relation and (field.many_to_one or field.one_to_one):
+        return field.get_cached_value(instance, default=None)
+    return getattr(instance, name, None)
 
 
 def _is_loaded(instance: Any, name: str) -> bool:
