@@ -312,8 +312,6 @@ class Pipeline:
         """Called by the fetch stage for every source considered."""
         self.metrics.source(self.name, attempt.source, attempt.outcome, attempt.duration)
 
-    def __repr__(self) -> str:
-        return f"<Pipeline {self.name!r} model={self.model._meta.label}>"
     def _observe_fetch(self, state: State, span: Any) -> None:
         """Report the fetch's fallbacks (metrics) and what it did (the fetch stage's span)."""
         steps = fallbacks(state.attempts, [f.name for f in self.fetchers])
@@ -337,3 +335,5 @@ class Pipeline:
                 span.add_event(f"datapipe.source.{attempt.outcome}", {
                     "datapipe.source": attempt.source, "datapipe.reason": attempt.reason})
 
+    def __repr__(self) -> str:
+        return f"<Pipeline {self.name!r} model={self.model._meta.label}>"
