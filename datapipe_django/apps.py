@@ -9,4 +9,7 @@ class DatapipeConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        if self.apps.is_installed("drf_spectacular"):
+            # OpenAPI for PipelineViewSet: drf-spectacular finds extensions once imported.
+            from datapipe_django.rest import schema  # noqa: F401
         from datapipe_django import checks  # noqa: F401  (registers the system checks)

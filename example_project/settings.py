@@ -14,6 +14,7 @@ between the primary and the archive).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -37,11 +38,32 @@ ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.auth",
+    "django.contrib.staticfiles",  # the browsable API's and Swagger UI's assets
     "django_filters",
     "rest_framework",
     "datapipe_django",
     "example_project.payouts",
+    # OpenTelemetry SDK, Django request spans, Prometheus metrics at /metrics (telemetry.py).
+    "example_project.telemetry.TelemetryConfig",
 ]
+
+#: OpenAPI at /schema/ with Swagger UI and Redoc, when drf-spectacular is installed (the dev
+#: extra installs it, and drf-spectacular-sidecar, which serves the UIs without a CDN).
+OPENAPI = importlib.util.find_spec("drf_spectacular") is not None
+SIDECAR = importlib.util.find_spec("drf_spectacular_sidecar") is not None
+if OPENAPI:
+    INSTALLED_APPS.append("drf_spectacular")
+if SIDECAR:
+    INSTALLED_APPS.append("drf_spectacular_sidecar")
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+    },
+]
+STATIC_URL = "/static/"
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -121,6 +143,23 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "UNAUTHENTICATED_USER": None,
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # JSON, and DRF's browsable API for a browser (with the FilterSet's form under "Filters").
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
 }
+
+if OPENAPI:
+    REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "drf_spectacular.openapi.AutoSchema"
+    SPECTACULAR_SETTINGS = {
+        "TITLE": "Payouts API (datapipe-django example)",
+        "DESCRIPTION": "Payouts read from the application database and the archive by a "
+                       "datapipe pipeline. Callers are identified by the X-Merchant-Id and "
+                       "X-Auth-Type headers.",
+        "VERSION": "1.0.0",
+        "SERVE_INCLUDE_SCHEMA": False,
+        **({"SWAGGER_UI_DIST": "SIDECAR", "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+            "REDOC_DIST": "SIDECAR"} if SIDECAR else {}),
+    }
 

@@ -34,9 +34,15 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "django_filters",
     "rest_framework",
+    "drf_spectacular",  # the OpenAPI extension of PipelineViewSet is tested
     "datapipe_django",
     "tests.testapp",
 ]
+
+# DRF's browsable API renders pipeline endpoints (tested).
+TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True,
+              "OPTIONS": {"context_processors": ["django.template.context_processors.request"]}}]
+STATIC_URL = "/static/"
 
 MIDDLEWARE: list[str] = []
 
@@ -95,6 +101,7 @@ REST_FRAMEWORK: dict[str, object] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 
 DATAPIPE = {

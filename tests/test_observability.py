@@ -4,6 +4,7 @@ and metric reader (providers passed in: no global provider is set by these tests
 from __future__ import annotations
 
 import datetime as dt
+import os
 import subprocess
 import sys
 import threading
@@ -444,3 +445,33 @@ def test_recording_tracer_keeps_the_tree_across_worker_threads():
 def test_fallbacks_follow_the_priority_order(attempts, expected):
     recorded = [Attempt(s, o, count=n) for s, o, n in attempts]
     assert fallbacks(recorded, ["a", "b", "c"]) == expected
+
+
+# -- the example project -------------------------------------------------------------------------
+
+def test_the_example_project_exposes_prometheus_metrics():
+    """Its settings configure the SDK (telemetry.py): /metrics serves our instruments and the
+    Django instrumentation's, in Prometheus' text format."""
+    code = (
+        "import os, django\n"
+        "os.environ['DJANGO_SETTINGS_MODULE'] = 'example_project.settings'\n"
+        "django.setup()\n"
+        "from django.test.utils import setup_test_environment\n"
+        "setup_test_environment()\n"
+        "from django.test import Client\n"
+        "client = Client()\n"
+        "assert client.get('/v1/payouts?limit=0').status_code == 400\n"
+        "response = client.get('/metrics')\n"
+        "print(response.status_code, response['Content-Type'])\n"
+        "print(response.content.decode())\n"
+    )
+    env = {**os.environ, "DATAPIPE_EXAMPLE_DB": ""}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=str(Path(__file__).resolve().parent.parent), env=env)
+    status, _, body = out.stdout.partition("\n")
+    assert status.startswith("200 text/plain")
+    assert ('datapipe_pipeline_duration_seconds_count{datapipe_pipeline="payouts",'
+            'error_type="invalid"') in body
+    assert 'datapipe_stage_duration_seconds_count{datapipe_pipeline="payouts",' in body
+    assert "http_server_duration_milliseconds_count{" in body  # the request span's metrics

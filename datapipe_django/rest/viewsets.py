@@ -16,6 +16,8 @@ from datapipe_django.pipeline import Pipeline
 from datapipe_django.request import PipelineRequest
 from datapipe_django.rest.exceptions import pipeline_error_response
 from datapipe_django.rest.expand import parse_expand
+from datapipe_django.rest.filters import PipelineFilterBackend
+from datapipe_django.rest.pagination import PipelinePagination
 from datapipe_django.result import PipelineResult
 
 __all__ = ["PipelineViewSet"]
@@ -37,6 +39,10 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
     """
 
     pipeline: ClassVar[Pipeline | None] = None
+    #: Not used to filter or page (the pipeline does both): they describe the FilterSet and the
+    #: paging to DRF's browsable API and to schema generators.
+    filter_backends = [PipelineFilterBackend]
+    pagination_class = PipelinePagination
     #: The request being served, set by ``list``/``retrieve``.
     pipeline_request: PipelineRequest | None = None
     #: Query parameter names the view reads itself (everything else goes to the FilterSet).

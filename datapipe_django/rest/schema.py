@@ -1,0 +1,284 @@
+"""OpenAPI for ``PipelineViewSet`` with drf-spectacular.
+
+Imported by ``DatapipeConfig.ready()`` when ``drf_spectacular`` is in ``INSTALLED_APPS`` (the
+extensions register themselves); nothing to configure. With it, every ``PipelineViewSet``
+documents:
+
+* the FilterSet's fields (drf-spectacular's django-filter support, through
+  :class:`~datapipe_django.rest.filters.PipelineFilterBackend`);
+* ``limit``, ``offset`` and ``cursor`` and the collection envelope (through
+  :class:`~datapipe_django.rest.pagination.PipelinePagination`);
+* ``q`` (with the searched fields), ``ordering`` (the allowed values), ``expand[]`` (every path,
+  and which auth types may ask for which), on list and retrieve;
+* the error bodies: 400 (``{param: [messages]}``, or ``{"detail", "code"}`` when no source
+  can serve), 403 without a tenant, 404 on retrieve, 502, 503 (with ``Retry-After``) and 504;
+* the ``X-Datapipe-Source`` and ``X-Datapipe-Unavailable`` response headers;
+* :class:`~datapipe_django.rest.ExpandableField` as "the id, or the nested object".
+
+Your own ``@extend_schema`` on a subclass's ``list``/``retrieve`` still applies and wins where
+it says something (its responses, its parameters of the same name).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
+from django.db import models
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension, OpenApiViewExtension
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.plumbing import build_array_type, build_basic_type, get_class
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
+from rest_framework import serializers
+
+from datapipe_django.conf import datapipe_settings
+from datapipe_django.errors import (
+    DeadlineExceeded,
+    EnrichmentFailed,
+    NoFetcher,
+    SourcesUnavailable,
+)
+from datapipe_django.rest.viewsets import SOURCE_HEADER, UNAVAILABLE_HEADER
+
+__all__ = [
+    "DatapipeErrorSerializer",
+    "ExpandableFieldExtension",
+    "PipelineSchemaMixin",
+    "PipelineViewSetExtension",
+]
+
+ERROR_CODES = [NoFetcher.default_code, EnrichmentFailed.default_code,
+               SourcesUnavailable.default_code, DeadlineExceeded.default_code]
+
+
+class DatapipeErrorSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """The body of a pipeline error that is not about a parameter."""
+
+    detail = serializers.CharField(help_text="What went wrong, for a human.")
+    # Not a ChoiceField: drf-spectacular would hoist a `CodeEnum` component that may collide
+    # with the project's own enums.
+    code = serializers.CharField(help_text="What went wrong, for a program: "
+                                           + ", ".join(f"`{c}`" for c in ERROR_CODES) + ".")
+
+
+class ErrorDetailSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """DRF's own error body (403, 404)."""
+
+    detail = serializers.CharField()
+
+
+_VALIDATION_ERROR: dict[str, Any] = {
+    "type": "object",
+    "description": "Each invalid parameter with its messages.",
+    "additionalProperties": {"type": "array", "items": {"type": "string"}},
+}
+_NO_FETCHER: dict[str, Any] = {
+    "type": "object",
+    "description": "No source can serve this combination of parameters (code `no_fetcher`).",
+    "required": ["detail", "code"],
+    "properties": {"detail": {"type": "string"},
+                   "code": {"type": "string", "example": NoFetcher.default_code}},
+}
+
+
+def _id_schema(model: Any) -> dict[str, Any]:
+    pk = model._meta.pk if model is not None else None
+    while pk is not None and pk.is_relation:
+        pk = pk.target_field
+    if isinstance(pk, models.UUIDField):
+        return build_basic_type(OpenApiTypes.UUID)  # type: ignore[return-value]
+    if isinstance(pk, models.IntegerField | models.AutoField):
+        return build_basic_type(OpenApiTypes.INT)  # type: ignore[return-value]
+    return build_basic_type(OpenApiTypes.STR)  # type: ignore[return-value]
+
+
+class ExpandableFieldExtension(OpenApiSerializerFieldExtension):
+    """``ExpandableField``: the related id, or the nested object when it was expanded."""
+
+    target_class = "datapipe_django.rest.expand.ExpandableField"
+    match_subclasses = True
+
+    def map_serializer_field(self, auto_schema: AutoSchema, direction: Any) -> Any:
+        field = self.target
+        nested = auto_schema.resolve_serializer(field.serializer_class, direction)
+        model = getattr(getattr(field.parent, "Meta", None), "model", None)
+        related = None
+        many = bool(field.many)
+        if model is not None:
+            try:
+                relation = model._meta.get_field(field.source)
+            except FieldDoesNotExist:
+                relation = None
+            if relation is not None and relation.is_relation:
+                related = relation.related_model
+                many = many or bool(relation.many_to_many or relation.one_to_many)
+        id_schema = _id_schema(related)
+        ref = nested.ref if nested else build_basic_type(OpenApiTypes.OBJECT)
+        if many:
+            id_schema, ref = build_array_type(id_schema), build_array_type(ref)
+        return {
+            "oneOf": [id_schema, ref],
+            "description": f"The id, or the object when the request expands "
+                           f"`{field.field_name}` (see `expand[]`).",
+            "readOnly": True,
+        }
+
+
+class PipelineSchemaMixin:
+    """What a pipeline adds to drf-spectacular's ``AutoSchema`` of a ``PipelineViewSet``."""
+
+    view: Any
+
+    def _pipeline(self) -> Any:
+        try:
+            return self.view.get_pipeline()
+        except ImproperlyConfigured:
+            return None
+
+    def get_override_parameters(self) -> list[Any]:
+        parameters = list(super().get_override_parameters())  # type: ignore[misc]
+        pipeline = self._pipeline()
+        if pipeline is None:
+            return parameters
+        given = {p.name for p in parameters if isinstance(p, OpenApiParameter)}
+        ours: list[OpenApiParameter] = []
+        action = getattr(self.view, "action", None)
+        if action == "list":
+            ours += self._list_parameters(pipeline)
+        expand = self._expand_parameter(pipeline)
+        if expand is not None:
+            ours.append(expand)
+        ours += [
+            OpenApiParameter(SOURCE_HEADER, str, OpenApiParameter.HEADER, response=[200],
+                             description="The source(s) that served the response, "
+                                         "comma-separated (e.g. `appdb,archive`)."),
+            OpenApiParameter(UNAVAILABLE_HEADER, str, OpenApiParameter.HEADER, response=[200],
+                             description="Sources that could not answer (down, timing out): "
+                                         "the page may lack rows only they hold."),
+            OpenApiParameter("Retry-After", int, OpenApiParameter.HEADER, response=[503],
+                             description="Seconds to wait before retrying."),
+        ]
+        if action == "retrieve" and pipeline.enrichers:
+            ours.append(OpenApiParameter(
+                "X-Datapipe-Errors", str, OpenApiParameter.HEADER, response=[200],
+                description="Optional enrichers that failed (their expansion is missing)."))
+        return parameters + [p for p in ours if p.name not in given]
+
+    def _list_parameters(self, pipeline: Any) -> list[OpenApiParameter]:
+        view = self.view
+        ours = []
+        if pipeline.search_fields:
+            ours.append(OpenApiParameter(
+                getattr(view, "search_param", "q"), str,
+                description="Free text: every word must appear in one of "
+                            f"{', '.join(pipeline.search_fields)}."))
+        fields = sorted(pipeline.ordering_fields - {"pk"})
+        default = ",".join(("-" if f.descending else "") + f.name
+                           for f in pipeline.default_ordering.fields)
+        ours.append(OpenApiParameter(
+            getattr(view, "ordering_param", "ordering"),
+            {"type": "array", "items": {"type": "string",
+                                        "enum": [v for f in fields for v in (f, f"-{f}")]}},
+            style="form", explode=False,
+            description=f"Comma-separated fields, `-` for descending (default `{default}`). "
+                        f"The primary key always breaks ties."))
+        return ours
+
+    def _expand_parameter(self, pipeline: Any) -> OpenApiParameter | None:
+        if not pipeline.enrichers:
+            return None
+        auth_types = sorted({t for e in pipeline.enrichers
+                             for t in (getattr(e, "auth_types", None) or ())})
+        everyone = pipeline.expandable(None)
+        every_path = set(everyone)
+        lines = []
+        if everyone:
+            lines.append(f"Every caller: {', '.join(sorted(everyone))}.")
+        for auth_type in auth_types:
+            more = pipeline.expandable(auth_type) - everyone
+            every_path |= more
+            if more:
+                lines.append(f"`{auth_type}` callers also: {', '.join(sorted(more))}.")
+        if not every_path:
+            return None
+        depth = int(datapipe_settings.MAX_EXPAND_DEPTH)
+        return OpenApiParameter(
+            "expand[]", {"type": "array",
+                         "items": {"type": "string", "enum": sorted(every_path)}},
+            style="form", explode=True,
+            description="Related objects to include, by path: `expand[]=a&expand[]=b.c`, or "
+                        f"`expand=a,b.c`; at most {depth} levels. " + " ".join(lines)
+                        + " Any other path is a 400.")
+
+    def get_response_serializers(self) -> Any:
+        base = super().get_response_serializers()  # type: ignore[misc]
+        responses = dict(base) if isinstance(base, dict) else {200: base}
+        pipeline = self._pipeline()
+        if pipeline is None:
+            return responses
+        errors = self._error_responses(pipeline, getattr(self.view, "action", None))
+        given = {str(code) for code in responses}
+        responses.update({code: r for code, r in errors.items() if str(code) not in given})
+        return responses
+
+    def _error_responses(self, pipeline: Any, action: str | None) -> dict[int, Any]:
+        errors: dict[int, Any] = {}
+        if action == "list":
+            errors[400] = OpenApiResponse(
+                {"oneOf": [_VALIDATION_ERROR, _NO_FETCHER]},
+                description="Invalid parameters (each named), or no source can serve them.",
+                examples=[OpenApiExample(
+                    "Invalid parameters", status_codes=["400"], response_only=True,
+                    value={"limit": ["Ensure this value is less than or equal to 100."]})])
+        if pipeline.tenant_field:
+            errors[403] = OpenApiResponse(ErrorDetailSerializer,
+                                          description="No tenant for these credentials.")
+        if action == "retrieve":
+            errors[404] = OpenApiResponse(ErrorDetailSerializer,
+                                          description="No source has this id for the caller.")
+        if pipeline.fail_fast or any(e.required for e in pipeline.enrichers):
+            errors[502] = OpenApiResponse(DatapipeErrorSerializer,
+                                          description="A required enrichment failed.")
+        errors[503] = OpenApiResponse(DatapipeErrorSerializer,
+                                      description="Every source that could serve is "
+                                                  "unavailable; retry after `Retry-After`.")
+        if pipeline.timeout is not None:
+            errors[504] = OpenApiResponse(DatapipeErrorSerializer,
+                                          description="The request took longer than its "
+                                                      "deadline.")
+        return errors
+
+
+def _with_mixin(schema_class: type) -> type:
+    return type(f"Pipeline{schema_class.__name__}", (PipelineSchemaMixin, schema_class), {})
+
+
+class PipelineViewSetExtension(OpenApiViewExtension):
+    """Gives every ``PipelineViewSet`` (subclasses included) :class:`PipelineSchemaMixin`."""
+
+    target_class = "datapipe_django.rest.viewsets.PipelineViewSet"
+    match_subclasses = True
+
+    def view_replacement(self) -> type:
+        target = self.target
+        base = get_class(target.schema)
+        if not (isinstance(base, type) and issubclass(base, AutoSchema)):
+            return target  # not drf-spectacular's schema: leave the view as it is
+        attrs: dict[str, Any] = {"schema": _with_mixin(base)(), "__module__": target.__module__}
+        for action in ("list", "retrieve"):
+            method = getattr(target, action)
+            action_schema = getattr(method, "kwargs", {}).get("schema")
+            if action_schema is None:
+                continue
+            # @extend_schema on the action: keep it, with the mixin underneath it.
+
+            @functools.wraps(method)
+            def wrapper(self: Any, *args: Any, __method: Any = method, **kwargs: Any) -> Any:
+                return __method(self, *args, **kwargs)  # pragma: no cover (schema only)
+
+            wrapper.kwargs = {**method.kwargs,  # type: ignore[attr-defined]
+                              "schema": _with_mixin(get_class(action_schema))}
+            attrs[action] = wrapper
+        return type(target.__name__, (target,), attrs)
