@@ -190,7 +190,8 @@ def enrich(state: State) -> None:
         return
     context = EnrichContext(pipeline=pipeline.name, expand=state.expand,
                             auth_type=request.auth_type, tenant=request.tenant,
-                            deadline=state.deadline, workers=pipeline.max_workers)
+                            deadline=state.deadline, workers=pipeline.max_workers,
+                            tracer=pipeline.tracer)
     metric = getattr(pipeline.metrics, "enricher", None)  # optional in the Metrics protocol
     errors = composite.run(
         state.items, context, selected,

@@ -148,9 +148,10 @@ def test_explain_execute_prints_the_tree_and_the_serving_source():
     lines = [line.rstrip() for line in tree.splitlines()]
     assert lines[1].startswith("  test-items list")
     assert lines[1].endswith("served by default, 2 items")
-    assert [line.strip(" │├└─").split()[0] for line in lines[2:8]] == [
-        "validate", "fetch", "source", "transform", "enrich", "build"]
+    assert [line.strip(" │├└─").split()[0] for line in lines[2:9]] == [
+        "validate", "fetch", "source", "transform", "enrich", "enricher", "build"]
     assert "│  └─ source default" in lines[4] and lines[4].endswith("ok, 3 rows")
+    assert "│  └─ enricher owner" in lines[7] and lines[7].endswith("ok")
     assert lines[3].endswith("no fallback")
     assert lines[-1] == "  served by default: 2 items, has_more true"
 

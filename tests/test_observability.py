@@ -28,6 +28,7 @@ from datapipe_django import (
     observability,
 )
 from datapipe_django.chain import Attempt
+from datapipe_django.enrichers import BaseEnricher
 from datapipe_django.fetchers import FetchResult
 from datapipe_django.observability import (
     NullMetrics,
@@ -475,3 +476,47 @@ def test_the_example_project_exposes_prometheus_metrics():
             'error_type="invalid"') in body
     assert 'datapipe_stage_duration_seconds_count{datapipe_pipeline="payouts",' in body
     assert "http_server_duration_milliseconds_count{" in body  # the request span's metrics
+
+
+# -- enrichers -----------------------------------------------------------------------------------
+
+class Tag(BaseEnricher):
+    """Sets an attribute on every item (fails when told to)."""
+
+    def __init__(self, name, *, fail=False, **kwargs):
+        super().__init__(name, **kwargs)
+        self.fail = fail
+
+    def enrich(self, items, context):
+        if self.fail:
+            raise ConnectionError(f"{self.name} service down")
+        for row in items:
+            setattr(row, f"tag_{self.name}", True)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_a_span_and_metrics_per_enricher(spans, meter, parallel):
+    tracer, exporter = spans
+    metrics, reader = meter
+    p = make(InMemoryFetcher([item(1), item(2)]),
+             enrichers=[Tag("user"), Tag("ledger", fail=True), Tag("audit", always=True)],
+             parallel_enrichment=parallel, tracer=tracer, metrics=metrics)
+    result = p.execute(tenant="t1", expand={"user", "ledger"})
+    assert result.errors == [{"enricher": "ledger", "code": "failed"}]
+    named = by_name(exporter)
+    stage = named["datapipe.stage.enrich"]
+    for name in ("user", "ledger", "audit"):
+        span = named[f"datapipe.enricher.{name}"]
+        assert span.parent.span_id == stage.context.span_id
+        assert span.attributes["datapipe.enricher"] == name
+        assert 0 < span.attributes["datapipe.deadline.remaining"] <= 5.0
+    failed = named["datapipe.enricher.ledger"]
+    assert failed.status.status_code is StatusCode.ERROR
+    assert failed.attributes["error.type"] == "ConnectionError"
+    assert named["datapipe.enricher.user"].status.status_code is StatusCode.UNSET
+    outcomes = {(a["datapipe.enricher"], a["datapipe.outcome"]): pt.count
+                for a, pt in points(reader, "datapipe.enricher.duration")}
+    assert outcomes == {("user", "ok"): 1, ("ledger", "failed"): 1, ("audit", "ok"): 1}
+    failures = {a["datapipe.enricher"]: pt.value
+                for a, pt in points(reader, "datapipe.enrichment.failures")}
+    assert failures == {"ledger": 1}

@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, wait
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
@@ -50,7 +51,8 @@ class EnrichContext:
     is left of it. ``workers`` is this enricher's share of the pipeline's ``max_workers`` (a
     :class:`~datapipe_django.enrichers.BatchEnricher` runs that many chunks at once).
     ``memo`` lives for one execution: enrichers may memoise results in it, never across
-    requests or tenants.
+    requests or tenants. ``tracer`` is the pipeline's: each enricher runs in a span
+    ``datapipe.enricher.<name>`` of it (see :mod:`datapipe_django.observability`).
     """
 
     pipeline: str
@@ -61,6 +63,7 @@ class EnrichContext:
     workers: int = 1
     memo: dict[Any, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    tracer: Any = None
 
     @property
     def remaining(self) -> float | None:
@@ -105,6 +108,17 @@ def parent_path(path: str) -> str | None:
     """``"a.b.c"`` → ``"a.b"``; ``"a"`` → None."""
     head, dot, _ = path.rpartition(".")
     return head if dot else None
+
+
+def _span(enricher: Any, context: EnrichContext) -> AbstractContextManager[Any]:
+    """The span an enricher runs in (on the thread that runs it)."""
+    if context.tracer is None:
+        return nullcontext()
+    attributes: dict[str, Any] = {"datapipe.pipeline": context.pipeline,
+                                  "datapipe.enricher": enricher.name}
+    if context.remaining is not None:
+        attributes["datapipe.deadline.remaining"] = context.remaining
+    return context.tracer.span(f"datapipe.enricher.{enricher.name}", attributes)
 
 
 def _two_phase(enricher: Any) -> bool:
@@ -352,10 +366,11 @@ class CompositeEnricher:
     @staticmethod
     def _work(enricher: Any, items: list[Any], context: EnrichContext) -> Any:
         """Worker side: the load phase of a two-phase enricher, else the whole enrich."""
-        if _two_phase(enricher):
-            return enricher.load(items, context)
-        enricher.enrich(items, context)
-        return None
+        with _span(enricher, context):
+            if _two_phase(enricher):
+                return enricher.load(items, context)
+            enricher.enrich(items, context)
+            return None
 
     @staticmethod
     def _inline(task: _Task, items: list[Any], context: EnrichContext) -> bool:
@@ -369,10 +384,11 @@ class CompositeEnricher:
         enricher = task.enricher
         task.start()
         try:
-            if _two_phase(enricher):
-                enricher.apply(items, enricher.load(items, context), context)
-            else:
-                enricher.enrich(items, context)
+            with _span(enricher, context):
+                if _two_phase(enricher):
+                    enricher.apply(items, enricher.load(items, context), context)
+                else:
+                    enricher.enrich(items, context)
         except Exception as exc:
             self._failed(task, exc, errors)
             return False

@@ -507,9 +507,8 @@ def _node(span: RecordedSpan, order: list[str]) -> dict[str, Any]:
                         if a["datapipe.fallback"] else "no fallback")
     elif kind in ("source", "enricher"):
         label = f"{kind} {name}"
-        outcome = a.get("datapipe.outcome")
-        if outcome:
-            info.append(str(outcome))
+        outcome = a.get("datapipe.outcome") or ("ok" if span.error is None else "failed")
+        info.append(str(outcome))
         if "datapipe.item_count" in a:
             info.append(f"{a['datapipe.item_count']} rows")
         if "datapipe.cache" in a:
