@@ -137,6 +137,9 @@ DATAPIPE = {
     "MAX_EXPAND_DEPTH": 2,
 }
 
+#: The ledger service `?expand[]=transaction` reads (start it with `manage.py run_ledger`).
+LEDGER_URL = os.environ.get("LEDGER_URL", "http://127.0.0.1:8001")
+
 REST_FRAMEWORK = {
     # The demo identifies the caller by headers (see payouts/views.py); a real deployment
     # authenticates and derives the merchant from the credentials.

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Run the example payouts API on SQLite: install, migrate, seed, serve.
+# Run the example payouts API on SQLite: install, migrate, seed, serve (with the ledger service).
 #
 #   bash scripts/demo.sh                 # then: curl 'http://127.0.0.1:8000/v1/payouts?limit=2'
-#   PORT=8001 bash scripts/demo.sh
+#   PORT=8080 LEDGER_PORT=8081 bash scripts/demo.sh   # the API's and the ledger's ports
 #   DATAPIPE_EXAMPLE_DB=real bash scripts/demo.sh   # on the servers of scripts/services.sh
 #
 # Needs Python 3.11+ (`python`, else `python3`; or PYTHON=...), ideally in a virtualenv, and
@@ -12,6 +12,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON=${PYTHON:-$(command -v python || command -v python3 || true)}
 PORT=${PORT:-8000}
+LEDGER_PORT=${LEDGER_PORT:-8001}
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 
 log() { echo "[demo] $*" >&2; }
@@ -34,5 +35,12 @@ done
 log "seeding demo data"
 "$PYTHON" manage.py seed_demo
 
+# The ledger service `?expand[]=transaction` reads, in the background for as long as the API runs.
+export LEDGER_URL="http://127.0.0.1:$LEDGER_PORT"
+log "starting the ledger service on $LEDGER_URL"
+"$PYTHON" manage.py run_ledger --port "$LEDGER_PORT" &
+LEDGER_PID=$!
+trap 'kill "$LEDGER_PID" 2>/dev/null || true' EXIT
+
 log "serving on http://127.0.0.1:$PORT/v1/payouts (Ctrl-C stops)"
-exec "$PYTHON" manage.py runserver "127.0.0.1:$PORT"
+"$PYTHON" manage.py runserver "127.0.0.1:$PORT"

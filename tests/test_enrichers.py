@@ -307,3 +307,17 @@ def test_every_enricher_outcome_is_reported_to_the_metrics():
         "a": "ok", "a.b": "failed", "slow": "deadline_exceeded"}
     assert outcomes["a"][1] >= 0.05 and outcomes["slow"][1] >= 0.15
     assert {p for p, *_ in metrics.enrichers} == {"enrich-test"}
+
+
+def test_a_timeout_at_the_deadline_is_the_deadlines():
+    class OwnTimeout(Sleepy):
+        """Uses what is left of the deadline as its own timeout, like an HTTP client would."""
+
+        def load(self, items, context):
+            time.sleep(context.remaining)
+            raise TimeoutError("timed out")
+
+    _page, errors, _ = run([OwnTimeout("svc")], timeout=0.1, parallel=False)
+    assert errors == [{"enricher": "svc", "code": "deadline_exceeded"}]
+    with pytest.raises(DeadlineExceeded):
+        run([OwnTimeout("svc", required=True)], timeout=0.1, parallel=False)

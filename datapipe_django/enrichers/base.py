@@ -42,6 +42,10 @@ __all__ = [
 
 logger = logging.getLogger("datapipe_django.enrichers")
 
+#: A timeout this close to the deadline is the deadline's (an enricher that used
+#: ``context.remaining`` as its own timeout).
+_DEADLINE_SLACK = 0.005
+
 
 @dataclass(frozen=True)
 class EnrichContext:
@@ -390,7 +394,7 @@ class CompositeEnricher:
                 else:
                     enricher.enrich(items, context)
         except Exception as exc:
-            self._failed(task, exc, errors)
+            self._failed(task, exc, errors, context)
             return False
         task.end("ok")
         return True
@@ -403,19 +407,28 @@ class CompositeEnricher:
             if _two_phase(enricher):
                 enricher.apply(items, loaded, context)
         except Exception as exc:
-            self._failed(task, exc, errors)
+            self._failed(task, exc, errors, context)
             return False
         task.end("ok")
         return True
 
     # -- outcomes ----------------------------------------------------------------------------
-    def _failed(self, task: _Task, exc: BaseException, errors: list[dict[str, Any]]) -> None:
+    def _failed(self, task: _Task, exc: BaseException, errors: list[dict[str, Any]],
+                context: EnrichContext) -> None:
         enricher = task.enricher
         code = _error_code(exc)
+        remaining = context.remaining
+        if code == "timeout" and remaining is not None and remaining <= _DEADLINE_SLACK:
+            code = "deadline_exceeded"  # its own timeout was what was left of the deadline
         task.end(code)
         if isinstance(exc, ImproperlyConfigured):
             raise exc  # a declaration mistake is a bug, not an outage
         if enricher.required:
+            if code == "deadline_exceeded" and not isinstance(exc, PipelineError):
+                raise DeadlineExceeded(
+                    f"Required enricher {enricher.name!r} did not finish before the deadline.",
+                    stage="enrich", op=enricher.name, cause=exc,
+                ) from exc
             if isinstance(exc, PipelineError):
                 if exc.stage is None:
                     exc.stage = "enrich"
