@@ -13,6 +13,7 @@ from datapipe_django.errors import (
     SourceUnavailable,
     ValidationFailed,
 )
+from datapipe_django.invalidation import invalidate
 from datapipe_django.pipeline import Pipeline
 from datapipe_django.registry import get_pipeline
 from datapipe_django.request import PipelineRequest
@@ -35,4 +36,5 @@ __all__ = [
     "State",
     "ValidationFailed",
     "get_pipeline",
+    "invalidate",
 ]

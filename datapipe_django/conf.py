@@ -33,8 +33,11 @@ DEFAULTS: dict[str, Any] = {
     # Enrichment.
     "MAX_EXPAND_DEPTH": 2,
     "EXPAND_LIMIT": 100,  # most related rows a to-many expansion gives per parent row
-    # Cache.
-    "CACHE": "default",
+    # Cache (see docs/caching.md).
+    "CACHE": "default",             # Django cache alias CachedFetcher uses
+    "CACHE_TTL": 60.0,              # seconds, when CachedFetcher is given no ttl
+    "CACHE_KEY_PREFIX": "datapipe",  # first part of every key (entries and generations)
+    "CACHE_BREAKER_SECONDS": 5.0,   # after a cache error, answer without the cache this long
     # Seconds a client should wait before retrying a 503.
     "RETRY_AFTER": 1,
 }

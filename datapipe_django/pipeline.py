@@ -128,6 +128,12 @@ class Pipeline:
             Ordering.for_model(model, [field_name], owner=f"{owner} `ordering_fields`")
         if register:
             registry.register(self)
+        for fetcher in self.fetchers:
+            # Optional hook, like Django's contribute_to_class: a fetcher that needs to know its
+            # pipeline (CachedFetcher starts watching the model for writes) gets it here.
+            contribute = getattr(fetcher, "contribute_to_pipeline", None)
+            if callable(contribute):
+                contribute(self)
 
     # -- declaration checks -------------------------------------------------------------------
     @staticmethod

@@ -9,6 +9,7 @@ from datapipe_django.fetchers.orm import ORMFetcher
 
 __all__ = [
     "BaseFetcher",
+    "CachedFetcher",
     "FetchRequest",
     "FetchResult",
     "Fetcher",
@@ -17,7 +18,7 @@ __all__ = [
 ]
 
 # Integrations that need optional client libraries are imported on first use.
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {"CachedFetcher": "datapipe_django.fetchers.cache"}
 
 
 def __getattr__(name: str) -> Any:
