@@ -17,6 +17,12 @@ def require_alias(alias: str) -> None:
         pytest.skip(f"database alias {alias!r} has no server: {START_HINT}")
 
 
+def require_cache(alias: str) -> None:
+    """Skip (outside CI only) when the server behind cache ``alias`` is not running."""
+    if alias not in settings.CACHES and not IN_CI:
+        pytest.skip(f"cache alias {alias!r} has no server: {START_HINT}")
+
+
 def engine_databases() -> list[str]:
     """The engine aliases configured here, for ``django_db(databases=...)``."""
     return [alias for alias in ENGINE_ALIASES if alias in settings.DATABASES]

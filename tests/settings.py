@@ -8,8 +8,11 @@ Database aliases:
 * ``archive``  the real MariaDB (MySQL wire protocol) on 127.0.0.1:3306.
 * ``down``     PostgreSQL on a closed port: a source that is always unavailable.
 
-A server that is not reachable outside CI is left out, and the tests that need it skip with a
-message saying how to start it (see ``tests/conftest.py``). In CI every alias is kept.
+Cache aliases: ``default`` (local memory) and ``redis``, the real Redis on 127.0.0.1:6379.
+
+A server that is not reachable outside CI is left out (database or cache alias), and the tests
+that need it skip with a message saying how to start it (see ``tests/conftest.py``). In CI
+every alias is kept.
 """
 
 from __future__ import annotations
@@ -97,6 +100,22 @@ DATABASES["down"] = {
     "OPTIONS": {"connect_timeout": 2},
     "TEST": {"MIRROR": "default"},
 }
+
+# Caches. ``default``: local memory, no server needed. ``redis``: the real Redis through
+# django-redis (database 3; keys prefixed per DATAPIPE_TEST_DB_SUFFIX), with short socket
+# timeouts so that a Redis outage costs the tests milliseconds, not seconds.
+CACHES: dict[str, dict] = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+}
+
+if "redis" in AVAILABLE:
+    CACHES["redis"] = {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": f"redis://{SERVICES['redis'][0]}:{SERVICES['redis'][1]}/3",
+        "KEY_PREFIX": f"datapipe-tests{SUFFIX}",
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.25, "SOCKET_TIMEOUT": 0.25,
+                    "SERIALIZER": "django_redis.serializers.json.JSONSerializer"},
+    }
 
 REST_FRAMEWORK: dict[str, object] = {
     "UNAUTHENTICATED_USER": None,
