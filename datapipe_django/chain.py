@@ -10,6 +10,8 @@ Semantics (see docs/fetching.md):
   rows are fewer than needed, or when the previous one was unavailable.
 * ``FIRST_SUCCESS``: the first source whose page holds any row serves the page alone.
 * ``PARALLEL``: every candidate at once, merged.
+* A source whose answer is ``complete`` (it holds every matching row, like a search index of
+  the whole model) ends the chain: no later source is read to top its page up.
 
 Only a source's own unavailability (:class:`~datapipe_django.errors.SourceUnavailable`,
 Django's ``OperationalError``/``InterfaceError``) moves the chain on; any other exception is a
@@ -191,6 +193,9 @@ class FetcherChain:
             result = self._call(fetcher, request, attempts)
             if result is not None:
                 answers.append((fetcher.name, result.items))
+                if result.complete:
+                    self._skip_after_complete(fetcher, candidates[i + 1 :], attempts)
+                    break
                 merged = (
                     len(result.items) if len(answers) == 1
                     else len(merge_streams([a for _, a in answers], request.ordering))
@@ -220,9 +225,13 @@ class FetcherChain:
             future.cancel()
             self._record(attempts, Attempt(futures[future].name, "timeout",
                                            "abandoned at the deadline"))
-        answers = [
-            (f.name, r.items) for f in candidates if (r := results.get(f.name)) is not None
-        ]
+        answers = []
+        for fetcher in candidates:
+            result = results.get(fetcher.name)
+            if result is not None:
+                answers.append((fetcher.name, result.items))
+                if result.complete:  # later sources' rows would not be part of its answer
+                    break
         if not answers:
             if pending:
                 raise DeadlineExceeded("No source answered before the deadline.", stage="fetch")
@@ -242,10 +251,13 @@ class FetcherChain:
             if result is None:
                 continue
             answered.append(fetcher.name)
-            if not result.items:
+            if not result.items and not result.complete:
                 continue
             items = result.items[:limit]
             has_more = len(result.items) > limit
+            if result.complete:
+                self._skip_after_complete(fetcher, candidates[i + 1 :], attempts)
+                return ChainResult(items, has_more, (fetcher.name,), attempts)
             for rest in candidates[i + 1 :]:
                 if has_more:
                     self._record(attempts, Attempt(rest.name, "not_needed", "page served"))
@@ -346,6 +358,12 @@ class FetcherChain:
                 if answered else "The deadline passed before any source answered.",
                 stage="fetch",
             )
+
+    def _skip_after_complete(self, fetcher: Any, rest: list[Any],
+                             attempts: list[Attempt]) -> None:
+        for other in rest:
+            self._record(attempts, Attempt(other.name, "not_needed",
+                                           f"{fetcher.name} answered completely"))
 
     def _record(self, attempts: list[Attempt], attempt: Attempt) -> None:
         attempts.append(attempt)

@@ -83,6 +83,9 @@ class FetchResult:
     has_more: bool = False
     #: Anything the source wants to report (cache hit, query, total hits...).
     meta: dict[str, Any] = field(default_factory=dict)
+    #: The source holds every row the request matches (a search index of the whole model),
+    #: so no later source can add one: the chain reads no further source for this page.
+    complete: bool = False
 
 
 @dataclass(frozen=True)
