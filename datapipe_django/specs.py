@@ -17,7 +17,7 @@ of where the rows come from::
 Every spec compiles three ways, and the three agree on any data:
 
 * :meth:`Spec.to_q` — a Django ``Q`` for any database alias;
-* :meth:`Spec.to_search` — an Elasticsearch/OpenSearch query (comes with the search backend);
+* :meth:`Spec.to_search` — an Elasticsearch/OpenSearch query dict (no search client needed);
 * :meth:`Spec.matches` — evaluated in memory on a model instance (or any object).
 
 The in-memory semantics are SQL's, exactly as Django generates it: a comparison with NULL
@@ -344,7 +344,8 @@ class Spec:
     """Base of every specification node.
 
     Subclasses implement :meth:`to_q`, :meth:`matches` and :meth:`fields`; :meth:`to_search`
-    is implemented by the search backend. Combine specs with ``&``, ``|`` and ``~``.
+    dispatches on the node's class (:mod:`datapipe_django.search.query`), so a custom node
+    overrides it only to be searchable. Combine specs with ``&``, ``|`` and ``~``.
     """
 
     def to_q(self) -> Q:
@@ -355,9 +356,17 @@ class Spec:
         """Evaluate in memory on ``obj`` (a model instance, a mapping or any object)."""
         raise NotImplementedError(f"{type(self).__name__}.matches() is not implemented.")
 
-    def to_search(self) -> dict[str, Any]:
-        """Compile to an Elasticsearch/OpenSearch query dict."""
-        raise NotImplementedError("to_search() comes with the search backend")
+    def to_search(self, fields: Any = None, *, model: Any = None) -> dict[str, Any]:
+        """Compile to an Elasticsearch/OpenSearch query dict (plain dicts, no client needed).
+
+        ``fields`` maps field paths to the engine's field names: a
+        :class:`~datapipe_django.search.FieldMap` (built from a Document's mapping) or a dict;
+        by default ``owner__name`` is ``owner.name``. ``model`` prepares values with the model
+        fields, as :meth:`matches` does. See :mod:`datapipe_django.search.query`.
+        """
+        from datapipe_django.search.query import compile_spec
+
+        return compile_spec(self, fields=fields, model=model)
 
     def fields(self) -> set[str]:
         """The field paths this spec reads (e.g. ``{"status", "owner__name"}``)."""

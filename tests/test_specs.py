@@ -189,9 +189,12 @@ class TestTree:
         assert Range("a", gt=1, lte=3).bounds() == {"gt": 1, "lte": 3}
         assert (Eq("a", 1) & ~Eq("b", 2)).children_specs() == (Eq("a", 1), Not(Eq("b", 2)))
 
-    def test_to_search_comes_later(self) -> None:
-        with pytest.raises(NotImplementedError, match="search backend"):
-            Eq("a", 1).to_search()
+    def test_to_search_builds_plain_dicts(self) -> None:
+        # Compiled without a search client (tests/test_search_query.py covers every node).
+        assert Eq("a", 1).to_search() == {"term": {"a": 1}}
+        assert (Eq("owner__name", "x") & ~IsNull("b")).to_search() == {
+            "bool": {"filter": [{"term": {"owner.name": "x"}}, {"exists": {"field": "b"}}]}
+        }
 
     def test_to_q_shapes(self) -> None:
         assert Eq("status", "queued").to_q() == Q(status__exact="queued")
