@@ -266,3 +266,21 @@ def test_field_auth_types_must_name_fields():
 
     with pytest.raises(ImproperlyConfigured, match="collections of auth types"):
         Stringly(Owner(id=1)).data  # noqa: B018
+
+
+def test_nested_serializers_are_built_once_per_field_not_per_row(data, monkeypatch):
+    built = []
+    original = OwnerSerializer.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(kwargs.get("many", False))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(OwnerSerializer, "__init__", counting)
+    Item.objects.bulk_create([
+        Item(id=i, tenant="t1", name=f"item {i}", status="queued", amount=i, created_at=BASE,
+             day=BASE.date(), owner_id=1) for i in range(3, 23)])
+    response = get("limit=22&expand=owner")
+    assert len(response.data["items"]) == 22
+    assert all(isinstance(row["owner"], dict) for row in response.data["items"])
+    assert len(built) == 1

@@ -35,6 +35,9 @@ class ExpandableField(serializers.Field):
     serializer context. An expansion is rendered only when the related data is already loaded
     (by an enricher), so rendering never issues a query per item. ``id_source`` names the
     attribute that holds the id when not expanded (default: the foreign key's ``<name>_id``).
+
+    Like a DRF nested serializer, the nested serializer is built once per field (not once per
+    row) and reused for every row of the page.
     """
 
     def __init__(self, serializer_class: type[serializers.BaseSerializer[Any]], *,
@@ -44,6 +47,8 @@ class ExpandableField(serializers.Field):
         self.serializer_class = serializer_class
         self.id_source = id_source
         self.many = many
+        self._expanded: bool | None = None
+        self._nested: dict[bool, serializers.BaseSerializer[Any]] = {}
 
     @property
     def path(self) -> str:
@@ -54,17 +59,27 @@ class ExpandableField(serializers.Field):
 
     def to_representation(self, instance: Any) -> Any:
         source = self.source or self.field_name or ""
-        expanded = self.path in self.context.get("expand", frozenset())
-        if expanded and _is_loaded(instance, source):
+        if self._expanded is None:  # the context is fixed for the serializer's lifetime
+            self._expanded = self.path in self.context.get("expand", frozenset())
+        if self._expanded and _is_loaded(instance, source):
             value = _loaded_value(instance, source)
             if value is None:
                 return None
-            if self.many or isinstance(value, models.Manager | models.QuerySet):
+            many = self.many or isinstance(value, models.Manager | models.QuerySet | list |
+                                           tuple)
+            if many:
                 value = list(value.all()) if hasattr(value, "all") else list(value)
-            context = {**self.context, "expand_prefix": f"{self.path}."}
-            return self.serializer_class(value, many=self.many or isinstance(value, list),
-                                         context=context).data
+            return self.nested(many).to_representation(value)
         return self._id(instance, source)
+
+    def nested(self, many: bool) -> serializers.BaseSerializer[Any]:
+        """The serializer of the expanded value (built on first use, with the path below)."""
+        serializer = self._nested.get(many)
+        if serializer is None:
+            context = {**self.context, "expand_prefix": f"{self.path}."}
+            serializer = self.serializer_class(many=many, context=context)
+            self._nested[many] = serializer
+        return serializer
 
     def _id(self, instance: Any, source: str) -> Any:
         if self.id_source:
