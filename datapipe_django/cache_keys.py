@@ -26,6 +26,7 @@ import json
 import re
 import uuid
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from django.db import models
@@ -57,65 +58,88 @@ def canonical(value: Any) -> Any:
     other type becomes ``[tag, ...]``. Sets and mappings are sorted, so their order never
     matters. Model instances become their label and pk; specifications their class and fields.
     """
-    if value is None:
-        return None
-    kind = type(value)
-    if kind is str:
-        return value
-    if kind is bool:
-        return ["b", value]
-    if kind is int:
-        return value
+    handler = _HANDLERS.get(type(value))
+    if handler is not None:
+        return handler(value)
+    return _canonical_other(value)
+
+
+def _order(value: Any) -> tuple[int, str]:
+    """Sort key of canonical forms: strings by themselves, anything else by its JSON."""
+    return (0, value) if type(value) is str else (1, _json(value))
+
+
+def _sorted(values: Any) -> list[Any]:
+    return sorted(values, key=_order)
+
+
+def _mapping(value: Any) -> list[Any]:
+    pairs = [[canonical(k), canonical(x)] for k, x in value.items()]
+    pairs.sort(key=lambda pair: _order(pair[0]))
+    return ["m", pairs]
+
+
+_HANDLERS: dict[type, Any] = {
+    type(None): lambda v: None,
+    str: lambda v: v,
+    int: lambda v: v,
+    bool: lambda v: ["b", v],
+    float: lambda v: ["f", repr(v)],
+    decimal.Decimal: lambda v: ["D", str(v)],
+    dt.datetime: lambda v: ["dt", v.isoformat()],
+    dt.date: lambda v: ["d", v.isoformat()],
+    dt.time: lambda v: ["t", v.isoformat()],
+    dt.timedelta: lambda v: ["td", v.days, v.seconds, v.microseconds],
+    uuid.UUID: lambda v: ["u", v.hex],
+    bytes: lambda v: ["y", v.hex()],
+    bytearray: lambda v: ["y", bytes(v).hex()],
+    memoryview: lambda v: ["y", bytes(v).hex()],
+    list: lambda v: ["l", [canonical(x) for x in v]],
+    tuple: lambda v: ["l", [canonical(x) for x in v]],
+    set: lambda v: ["s", _sorted(canonical(x) for x in v)],
+    frozenset: lambda v: ["s", _sorted(canonical(x) for x in v)],
+    dict: _mapping,
+}
+
+#: Subclasses of the types above are canonicalised as their base type (``SafeString`` is a
+#: ``str``); an enum member as its value (a ``TextChoices`` member is the string stored).
+_BASES = (bool, str, int, float, decimal.Decimal, dt.datetime, dt.date, dt.time, dt.timedelta,
+          uuid.UUID, bytes, bytearray, list, tuple, set, frozenset, dict)
+
+
+def _canonical_other(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return canonical(value.value)
-    if isinstance(value, bool):
-        return ["b", bool(value)]
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return ["f", repr(float(value))]
-    if isinstance(value, decimal.Decimal):
-        return ["D", str(value)]
-    if isinstance(value, dt.datetime):
-        return ["dt", value.isoformat()]
-    if isinstance(value, dt.date):
-        return ["d", value.isoformat()]
-    if isinstance(value, dt.time):
-        return ["t", value.isoformat()]
-    if isinstance(value, dt.timedelta):
-        return ["td", value.days, value.seconds, value.microseconds]
-    if isinstance(value, uuid.UUID):
-        return ["u", value.hex]
-    if isinstance(value, bytes | bytearray | memoryview):
-        return ["y", bytes(value).hex()]
     if isinstance(value, models.Model):
         if value.pk is None:
             raise Uncacheable(f"an unsaved {value._meta.label} instance")
         return ["M", value._meta.label_lower, canonical(value.pk)]
-    if isinstance(value, list | tuple):
-        return ["l", [canonical(v) for v in value]]
-    if isinstance(value, set | frozenset):
-        return ["s", sorted((canonical(v) for v in value), key=_json)]
+    for base in _BASES:
+        if isinstance(value, base):
+            return _HANDLERS[base](value)
     if isinstance(value, Mapping):
-        items = [[canonical(k), canonical(v)] for k, v in value.items()]
-        return ["m", sorted(items, key=lambda kv: _json(kv[0]))]
-    return _canonical_object(value)
+        return _HANDLERS[dict](dict(value))
+    handler = _spec_handler(type(value))
+    if handler is None:
+        raise Uncacheable(f"no canonical form for a {class_path(value)} value")
+    _HANDLERS[type(value)] = handler  # the next spec of this class goes straight there
+    return handler(value)
 
 
-def _canonical_object(value: Any) -> Any:
+def _spec_handler(cls: type) -> Any:
+    """How to canonicalise a specification class: its path and its fields (a leaf, a dataclass)
+    or its children (``And``, ``Or``, ``Not``); None for a class that is not a ``Spec``."""
     from datapipe_django.specs import Spec
 
-    if isinstance(value, Spec):
-        children = getattr(value, "children_specs", None)
-        if dataclasses.is_dataclass(value):
-            return ["S", class_path(value), [
-                [f.name, canonical(getattr(value, f.name))] for f in dataclasses.fields(value)
-            ]]
-        if callable(children):
-            return ["S", class_path(value), [canonical(c) for c in children()]]
-    raise Uncacheable(f"no canonical form for a {class_path(value)} value")
+    if not issubclass(cls, Spec):
+        return None
+    path = class_path(cls)
+    if dataclasses.is_dataclass(cls):
+        names = tuple(f.name for f in dataclasses.fields(cls))
+        return lambda v: ["S", path, [[n, canonical(getattr(v, n))] for n in names]]
+    if callable(getattr(cls, "children_specs", None)):
+        return lambda v: ["S", path, [canonical(c) for c in v.children_specs()]]
+    return None
 
 
 def digest(value: Any, *, size: int = 64) -> str:
@@ -126,6 +150,7 @@ def digest(value: Any, *, size: int = 64) -> str:
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
+@lru_cache(maxsize=1024)
 def slug(text: str, *, limit: int = 40) -> str:
     """A readable, key-safe form of a name (memcached-safe: no spaces or control characters).
 

@@ -41,6 +41,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
@@ -200,14 +201,27 @@ def model_generation_key(model: type[models.Model]) -> str:
     return f"{_prefix()}:{slug(_label(model), limit=80)}"
 
 
+_suffixes: dict[tuple[str, type, Any], str] = {}
+
+
 def _tenant_suffix(attname: str, value: Any) -> str:
-    return f"{attname}:{digest(value, size=32)}"
+    try:
+        key = (attname, type(value), value)
+        found = _suffixes.get(key)
+    except TypeError:  # an unhashable value: no memo
+        return f"{attname}:{digest(value, size=32)}"
+    if found is None:
+        if len(_suffixes) > 10_000:
+            _suffixes.clear()
+        found = _suffixes[key] = f"{attname}:{digest(value, size=32)}"
+    return found
 
 
 def _tenant_generation_key(model: type[models.Model], suffix: str) -> str:
     return f"{model_generation_key(model)}:{suffix}"
 
 
+@lru_cache(maxsize=256)
 def tenant_attname(model: type[models.Model], tenant_field: str | None) -> str | None:
     """The attribute holding the tenant on an instance, when ``tenant_field`` is a local
     concrete field (``merchant``, ``merchant_id``); None otherwise (``merchant__slug``)."""
@@ -225,8 +239,12 @@ def tenant_attname(model: type[models.Model], tenant_field: str | None) -> str |
 def _tenant_value(model: type[models.Model], attname: str, value: Any) -> Any:
     """``value`` as the tenant field's Python value: ``"1"`` and ``1`` are one tenant for an
     integer field, exactly as for the database query. Raises ``ValidationError``."""
-    field = model._meta.get_field(attname)
-    return field.to_python(value)  # type: ignore[union-attr]
+    return _field(model, attname).to_python(value)
+
+
+@lru_cache(maxsize=256)
+def _field(model: type[models.Model], attname: str) -> Any:
+    return model._meta.get_field(attname)
 
 
 def generation_keys(
@@ -489,6 +507,8 @@ def _aliases(model: type[models.Model]) -> set[str]:
 
 
 _pending: dict[str, set[str]] = {}
+#: Per thread: ``deferred`` is true once a token change waited for a commit (see pending_write).
+_local = threading.local()
 _pending_lock = threading.Lock()
 
 
@@ -543,17 +563,25 @@ def _schedule(targets: set[tuple[type[models.Model], str | None]], using: str | 
             last.targets |= targets
             return
     transaction.on_commit(_Bump(targets), using=conn.alias)
+    _local.deferred = True
 
 
 def pending_write(model: type[models.Model]) -> bool:
     """Whether a transaction open in this thread wrote ``model`` (its tokens change on commit)."""
+    if not getattr(_local, "deferred", False):
+        return False  # this thread never deferred a token change to a commit
     model = _concrete(model)
+    deferred = False
     for conn in connections.all(initialized_only=True):
         if not conn.in_atomic_block:
             continue
-        for _sids, func, _robust in getattr(conn, "run_on_commit", ()):
-            if isinstance(func, _Bump) and not func.done and model in func.models():
-                return True
+        for entry in getattr(conn, "run_on_commit", ()):
+            func = entry[1]
+            if isinstance(func, _Bump) and not func.done:
+                deferred = True
+                if model in func.models():
+                    return True
+    _local.deferred = deferred
     return False
 
 

@@ -711,14 +711,33 @@ def test_invalidate_inside_a_transaction_also_acts_on_commit(django_capture_on_c
     assert p.execute(tenant="t1").items[0].name == "later"
 
 
+@DB
+def test_rows_read_inside_a_transaction_are_published_on_commit_only():
+    Item.objects.bulk_create([make(1)])
+    p = orm_pipeline()
+    with transaction.atomic():
+        Item.objects.bulk_create([make(2)])  # no signal: the cache cannot know
+        inside = p.execute(tenant="t1")
+        assert ids(inside) == [2, 1]
+        assert inside.attempts[0].meta == {"cache": "miss", "cache_store": "on_commit"}
+        transaction.set_rollback(True)
+    assert ids(p.execute(tenant="t1")) == [1]  # the rolled-back row was never published
+    with transaction.atomic():
+        p.execute(tenant="t1")
+    assert outcome(p.execute(tenant="t1")) == "hit"
+
+
 @pytest.mark.django_db
-def test_in_a_test_case_capture_on_commit_callbacks_publishes_writes(
+def test_in_a_test_case_entries_and_invalidations_wait_for_on_commit_callbacks(
         django_capture_on_commit_callbacks):
     p = orm_pipeline()
     with django_capture_on_commit_callbacks(execute=True):
         Item.objects.create(**{f.attname: getattr(make(1), f.attname)
                                for f in Item._meta.concrete_fields})
     assert outcome(p.execute(tenant="t1")) == "miss"
+    assert outcome(p.execute(tenant="t1")) == "miss"  # the test's transaction never commits
+    with django_capture_on_commit_callbacks(execute=True):
+        p.execute(tenant="t1")
     assert outcome(p.execute(tenant="t1")) == "hit"
 
 

@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import decimal
+import functools
 import json
 import logging
 import math
@@ -61,7 +62,7 @@ from typing import TYPE_CHECKING, Any
 from django.core import checks
 from django.core.cache import caches
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured, ValidationError
-from django.db import models
+from django.db import connections, models, transaction
 
 from datapipe_django.cache_keys import CACHE_FORMAT, Uncacheable, canonical, class_path, digest
 from datapipe_django.cache_keys import slug as key_slug
@@ -557,8 +558,17 @@ class CachedFetcher(BaseFetcher):
             if None not in tokens:
                 payload = self._dump(request, plan, tokens, result)
                 if payload is not None:
-                    self._call(guard, cache.set, plan.key, payload,
-                               timeout=self._timeout(self.ttl + self.stale_ttl))
+                    alias = self._atomic_alias()
+                    if alias is None:
+                        self._store(cache, plan.key, payload, guard)
+                    else:
+                        # Rows read inside a transaction are published when it commits, and
+                        # never if it rolls back (a test case's transaction, for one).
+                        transaction.on_commit(
+                            functools.partial(self._store_quietly, self.cache_alias, plan.key,
+                                              payload),
+                            using=alias, robust=True)
+                        meta["cache_store"] = "on_commit"
             if lock is not None:
                 self._unlock(cache, plan, lock, guard)
         except _CacheDown as exc:
@@ -566,6 +576,24 @@ class CachedFetcher(BaseFetcher):
         self.stats.incr("misses")
         self._emit(request, "miss")
         return FetchResult(result.items, result.has_more, meta={**result.meta, **meta})
+
+    def _store(self, cache: Any, key: str, payload: str, guard: CacheGuard) -> None:
+        self._call(guard, cache.set, key, payload,
+                   timeout=self._timeout(self.ttl + self.stale_ttl))
+
+    def _store_quietly(self, alias: str, key: str, payload: str) -> None:
+        guard = get_guard(alias)
+        if guard.allow():
+            with contextlib.suppress(_CacheDown):
+                self._store(caches[alias], key, payload, guard)
+                guard.succeeded()
+
+    def _atomic_alias(self) -> str | None:
+        """The inner fetcher's database alias when this thread is inside a transaction on it."""
+        alias = getattr(self.fetcher, "using", None)
+        if not isinstance(alias, str) or alias not in connections.settings:
+            return None
+        return alias if connections[alias].in_atomic_block else None
 
     def _lock(self, cache: Any, plan: _Plan, request: FetchRequest, guard: CacheGuard
               ) -> str | None:
