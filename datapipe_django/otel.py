@@ -23,6 +23,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Status, StatusCode
 
 from datapipe_django.errors import PipelineError
+from datapipe_django.observability import NullTracer
 
 __all__ = ["DURATION_BUCKETS", "SCOPE", "OpenTelemetryMetrics", "OpenTelemetryTracer"]
 
@@ -92,10 +93,25 @@ class OpenTelemetryTracer:
     """
 
     def __init__(self, tracer_provider: otel_trace.TracerProvider | None = None) -> None:
+        self._follows_global = tracer_provider is None
+        if self._follows_global:
+            # A provider named by OTEL_PYTHON_TRACER_PROVIDER is loaded on first request.
+            otel_trace.get_tracer_provider()
         self._tracer = otel_trace.get_tracer(SCOPE, _version(), tracer_provider=tracer_provider)
+        self._null = NullTracer()
 
-    def span(self, name: str, attributes: Mapping[str, Any]) -> _SpanContext:
+    def span(self, name: str, attributes: Mapping[str, Any]) -> Any:
+        if self._follows_global and _no_global_provider():
+            # No SDK configured (yet): the span would be a no-op; skip its few microseconds.
+            return self._null.span(name, attributes)
         return _SpanContext(self._tracer, name, attributes)
+
+
+def _no_global_provider() -> bool:
+    """True while no tracer provider is set globally (a ~50 ns check; the public
+    ``get_tracer_provider()`` costs microseconds). If a future API drops the attribute, this
+    says False and every span goes through the API, which is correct, only slower."""
+    return getattr(otel_trace, "_TRACER_PROVIDER", False) is None
 
 
 def _observe_replica_lag(options: CallbackOptions) -> Iterator[Observation]:

@@ -355,6 +355,21 @@ def test_the_default_hooks_are_opentelemetry_when_its_api_is_installed(monkeypat
     assert [r.pk for r in p.execute(tenant="t1").items] == [1]
 
 
+def test_the_default_tracer_follows_the_global_provider_even_one_set_later(provider,
+                                                                           monkeypatch):
+    from opentelemetry import trace
+
+    sdk_provider, exporter = provider
+    tracer = OpenTelemetryTracer()
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
+    with tracer.span("datapipe.pipeline", {}) as span:
+        assert not span.is_recording()  # no SDK: nothing is created at all
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", sdk_provider)  # what set_tracer_provider does
+    with tracer.span("datapipe.pipeline", {"datapipe.pipeline": "p"}) as span:
+        assert span.is_recording()
+    assert [s.name for s in exporter.get_finished_spans()] == ["datapipe.pipeline"]
+
+
 def test_without_the_opentelemetry_api_the_defaults_do_nothing(monkeypatch):
     monkeypatch.setattr(observability, "_defaults", {})
     monkeypatch.setitem(sys.modules, "opentelemetry", None)
