@@ -10,6 +10,10 @@ so the demo needs nothing installed:
 ``default`` PostgreSQL on 127.0.0.1:5432, ``replica`` its streaming hot standby on 5433 and
 ``archive`` MariaDB on 3306. Only then is there a ``replica`` alias (the pipeline reads it
 between the primary and the archive).
+
+Cache. The pipeline keeps the primary's pages in the ``default`` cache (``CachedFetcher``, see
+docs/caching.md): this process's memory in the demo, the real Redis on 127.0.0.1:6379 (through
+django-redis) with ``DATAPIPE_EXAMPLE_DB=real``.
 """
 
 from __future__ import annotations
@@ -127,6 +131,23 @@ else:
         "archive": {"ENGINE": "django.db.backends.sqlite3", "NAME": VAR_DIR / "archive.sqlite3"},
     }
 
+# Where CachedFetcher keeps pages (payouts/pipelines.py). A write to a payout invalidates them
+# (on commit). Redis is shared by every process; its short socket timeouts bound what an
+# unreachable Redis costs: one failed call, then the database answers without it for
+# DATAPIPE["CACHE_BREAKER_SECONDS"].
+if USE_REAL_SERVERS:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/1"),
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.25, "SOCKET_TIMEOUT": 0.25,
+                        "SERIALIZER": "django_redis.serializers.json.JSONSerializer"},
+        },
+    }
+else:
+    # One process (runserver): its own memory is enough, and needs no server.
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
 DATAPIPE = {
     "PRIMARY": "default",
     "REPLICAS": ["replica"] if "replica" in DATABASES else [],
@@ -135,6 +156,7 @@ DATAPIPE = {
     "DEFAULT_LIMIT": 10,
     "MAX_LIMIT": 100,
     "MAX_EXPAND_DEPTH": 2,
+    "CACHE": "default",
 }
 
 #: The ledger service `?expand[]=transaction` reads (start it with `manage.py run_ledger`).

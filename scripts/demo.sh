@@ -23,7 +23,9 @@ die() { echo "[demo] ERROR: $*" >&2; exit 1; }
     || die "$PYTHON is $("$PYTHON" -V 2>&1); datapipe-django needs Python 3.11+"
 
 log "installing datapipe-django (editable) and its dependencies"
-"$PYTHON" -m pip install -q -e .
+extras=""  # the real servers' client libraries (PostgreSQL, MariaDB, Redis) when asked for
+[[ ${DATAPIPE_EXAMPLE_DB:-} == real ]] && extras="[postgres,mysql,redis]"
+"$PYTHON" -m pip install -q -e ".$extras"
 
 # Every writable alias: `default` (the application database) and `archive`. With
 # DATAPIPE_EXAMPLE_DB=real the `replica` alias is a hot standby and follows the primary.

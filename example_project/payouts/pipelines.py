@@ -23,7 +23,7 @@ from django.utils.dateparse import parse_datetime
 
 from datapipe_django import FallbackMode, Pipeline
 from datapipe_django.enrichers import BatchEnricher, PrefetchEnricher
-from datapipe_django.fetchers import FetchRequest, ORMFetcher
+from datapipe_django.fetchers import CachedFetcher, FetchRequest, ORMFetcher
 from example_project.ledger.client import LedgerClient
 from example_project.payouts.filters import PayoutFilterSet
 from example_project.payouts.models import Payout
@@ -78,7 +78,12 @@ def recent_only(request: FetchRequest) -> bool:
 #: The ledger service (``manage.py run_ledger``), at ``settings.LEDGER_URL``.
 ledger = LedgerClient()
 
-_fetchers: list[Any] = [ORMFetcher(using="default", name="appdb", can_handle=recent_only)]
+_fetchers: list[Any] = [
+    # The primary's pages are cached for 30 s (keyed by merchant, auth type and the request);
+    # saving or deleting a payout invalidates its merchant's pages when the write commits.
+    # Still called "appdb" in X-Datapipe-Source: the rows are the application database's.
+    CachedFetcher(ORMFetcher(using="default", name="appdb", can_handle=recent_only), ttl=30),
+]
 if "replica" in settings.DATABASES:  # DATAPIPE_EXAMPLE_DB=real
     _fetchers.append(ORMFetcher(using="replica", can_handle=recent_only))
 _fetchers.append(ORMFetcher(using="archive", name="archive"))

@@ -29,6 +29,7 @@ from django.db import connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from datapipe_django import invalidate
 from datapipe_django.conf import datapipe_settings
 from example_project.payouts.models import Contact, FundAccount, Merchant, MerchantUser, Payout
 from example_project.payouts.pipelines import RETENTION
@@ -208,6 +209,9 @@ class Command(BaseCommand):
                     if rows:
                         type(rows[0]).objects.using(alias).bulk_create(rows, batch_size=500)
             _reset_sequences(alias)
+            # bulk_create and queryset deletes of related rows send no signal per payout:
+            # drop the cached pages of every merchant (CachedFetcher, payouts/pipelines.py).
+            invalidate(Payout)
             scope = "all" if alias in archives else f"last {RETENTION.days} days"
             self.stdout.write(
                 f"{alias}: {len(data.merchants)} merchants, {len(data.users)} users, "
