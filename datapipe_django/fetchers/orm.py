@@ -8,6 +8,7 @@ from collections.abc import Callable
 from functools import reduce
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.db.models import Q, QuerySet
 
@@ -38,6 +39,12 @@ class ORMFetcher(BaseFetcher):
     same rows in the same order on SQLite, PostgreSQL and MySQL/MariaDB.
 
     Override :meth:`get_queryset` to start from another manager or add ``select_related``.
+
+    ``search`` says how ``q`` matches ``search_fields``: ``"contains"`` (default, DRF
+    ``SearchFilter``: every word is a case-insensitive substring of some field) or
+    ``"fulltext"``: PostgreSQL full-text search with ``search_config`` on a PostgreSQL alias
+    (whole words, like a search engine; see :mod:`datapipe_django.search.database`), and
+    ``"contains"`` on any other database.
     """
 
     def __init__(
@@ -48,10 +55,17 @@ class ORMFetcher(BaseFetcher):
         priority: int | None = None,
         can_handle: Callable[[FetchRequest], bool] | None = None,
         queryset: Callable[[FetchRequest], QuerySet[Any]] | None = None,
+        search: str = "contains",
+        search_config: str = "simple",
     ) -> None:
         super().__init__(name=name or using, priority=priority, can_handle=can_handle)
+        if search not in ("contains", "fulltext"):
+            raise ImproperlyConfigured(
+                f"ORMFetcher({using!r}): search must be 'contains' or 'fulltext', not {search!r}.")
         self.using = using
         self._queryset = queryset
+        self.search = search
+        self.search_config = search_config
 
     def can_handle(self, request: FetchRequest) -> bool | Verdict:
         if self.using not in connections.settings:
@@ -80,11 +94,20 @@ class ORMFetcher(BaseFetcher):
         if request.pk is not None:
             qs = qs.filter(pk=request.pk)
         if request.search and request.search_fields:
-            qs = qs.filter(search_q(request.search, request.search_fields))
+            qs = qs.filter(self.search_filter(request))
         if request.after is not None:
             qs = qs.filter(request.ordering.after_q(request.after))
         qs = qs.order_by(*request.ordering.order_by())
         return qs[request.offset : request.offset + request.size]
+
+    def search_filter(self, request: FetchRequest) -> Any:
+        """The condition ``q`` adds (see ``search``). Override to search differently."""
+        if self.search == "fulltext" and connections[self.using].vendor == "postgresql":
+            from datapipe_django.search.database import fulltext_condition
+
+            return fulltext_condition(request.search or "", request.search_fields,
+                                      config=self.search_config)
+        return search_q(request.search or "", request.search_fields)
 
     def explain(self, request: FetchRequest) -> dict[str, Any]:
         """What this fetcher would run for ``request`` (``manage.py datapipe explain``): the
