@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from django.core.exceptions import ImproperlyConfigured
 
-from datapipe_django.errors import PipelineError
+from datapipe_django.errors import PipelineError, ValidationFailed
 
 if TYPE_CHECKING:
     from datapipe_django.state import State
@@ -88,7 +88,8 @@ class LoggingMiddleware:
     not needed). The same facts are on the record as a dict, ``record.datapipe`` (``pipeline``,
     ``operation``, ``tenant``, ``auth_type``, ``items``, ``has_more``, ``served_by``,
     ``sources``, ``enrichment_errors``, ``recovered``, ``stages_ms``, ``duration_ms``,
-    ``error``, ``status``), for a JSON formatter.
+    ``error``, ``invalid`` (the names of invalid parameters, never their values), ``status``),
+    for a JSON formatter.
 
     Levels: ``INFO`` for a success, ``WARNING`` for a degraded one (a source was unavailable,
     an optional enricher or stage failed) and for a client error (4xx), ``ERROR`` for a 5xx or
@@ -130,6 +131,8 @@ class LoggingMiddleware:
                     f"{fields['duration_ms']:.1f} ms")
         else:
             text = f"{head} failed: {fields['error']} in {fields['duration_ms']:.1f} ms"
+            if fields.get("invalid"):
+                text += f" (invalid: {', '.join(fields['invalid'])})"
         if sources:
             text += f" [{sources}]"
         if fields["enrichment_errors"]:
@@ -150,6 +153,7 @@ class LoggingMiddleware:
             status, error = exc.status_code, exc.code
         elif exc is not None:
             status, error = 500, type(exc).__name__
+        invalid = sorted(exc.errors) if isinstance(exc, ValidationFailed) else []
         return {
             "pipeline": state.pipeline.name,
             "operation": "retrieve" if request.pk is not None else "list",
@@ -167,6 +171,7 @@ class LoggingMiddleware:
             "enrichment_errors": list(state.errors),
             "recovered": list(state.extra.get("recovered", ())),
             "error": error,
+            "invalid": invalid,
             "status": status,
         }
 

@@ -175,6 +175,16 @@ REST_FRAMEWORK = {
     ],
 }
 
+# The pipeline's log lines (LoggingMiddleware, TimingMiddleware) on the console.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {"datapipe_django": {"handlers": ["console"], "level": "INFO",
+                                    "propagate": False}},
+}
+
 if OPENAPI:
     REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "drf_spectacular.openapi.AutoSchema"
     SPECTACULAR_SETTINGS = {

@@ -117,6 +117,27 @@ def test_explain_shows_declines_and_the_sequential_strategy(only):
     assert text.count("LIMIT 8") == 2
 
 
+@pytest.mark.django_db
+def test_explain_a_caching_wrapper_shows_its_key_and_what_it_wraps(only):
+    class Cached(InMemoryFetcher):  # the shape of CachedFetcher: cache_alias, cache_key, fetcher
+        cache_alias = "default"
+
+        def __init__(self, fetcher):
+            super().__init__(name=fetcher.name)
+            self.fetcher = fetcher
+
+        def cache_key(self, request):
+            return f"datapipe:{request.pipeline}:{self.name}:{request.size}"
+
+    only(pipeline("cmd-cached", Cached(ORMFetcher("default", name="appdb"))))
+    text = run("explain", "cmd-cached", "limit=4", "--tenant", "t1")
+    assert "  1. appdb (Cached) serves" in text
+    assert "       cache alias: default" in text
+    assert "       cache key: datapipe:cmd-cached:appdb:5" in text
+    assert "       wraps: ORMFetcher 'appdb'" in text
+    assert "       database: default" in text and "LIMIT 5" in text
+
+
 def test_explain_a_request_that_no_source_serves(only):
     only(pipeline("cmd-none", InMemoryFetcher(name="a", can_handle=declines)))
     text = run("explain", "cmd-none", "", "--tenant", "t1")

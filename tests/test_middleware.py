@@ -101,6 +101,9 @@ def test_a_failed_execution_is_logged_once_with_its_error(caplog, pipeline_kwarg
     assert record.datapipe["status"] == status
     assert record.datapipe["error"] == error.default_code
     assert f"failed: {error.default_code}" in record.getMessage()
+    if error is ValidationFailed:
+        assert record.datapipe["invalid"] == ["limit"]
+        assert record.getMessage().endswith(" ms (invalid: limit)")
 
 
 def test_an_unexpected_exception_is_an_error_line(caplog):

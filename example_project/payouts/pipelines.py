@@ -24,6 +24,7 @@ from django.utils.dateparse import parse_datetime
 from datapipe_django import FallbackMode, Pipeline
 from datapipe_django.enrichers import BatchEnricher, PrefetchEnricher
 from datapipe_django.fetchers import CachedFetcher, FetchRequest, ORMFetcher
+from datapipe_django.middleware import LoggingMiddleware, TimingMiddleware
 from example_project.ledger.client import LedgerClient
 from example_project.payouts.filters import PayoutFilterSet
 from example_project.payouts.models import Payout
@@ -117,4 +118,8 @@ payouts = Pipeline(
     parallel_enrichment=True,
     max_workers=5,
     timeout=2.0,  # one budget for the whole request, in seconds
+    # One log line per request (the sources tried and why, items, duration) and a warning for
+    # a stage slower than half a second. Spans and metrics need no declaration: they go to
+    # OpenTelemetry (configured in example_project/telemetry.py).
+    middleware=[LoggingMiddleware(), TimingMiddleware(slow=0.5)],
 )

@@ -345,7 +345,7 @@ def describe_fetcher(fetcher: Any, request: Any, *, db_plan: bool = False) -> di
     details: dict[str, Any] = {}
     cache_key = getattr(fetcher, "cache_key", None)
     if callable(cache_key):
-        details["cache"] = getattr(fetcher, "cache_alias", None)
+        details["cache alias"] = getattr(fetcher, "cache_alias", None)
         try:
             details["cache key"] = cache_key(request)
         except Exception as exc:  # an uncacheable request: say why
