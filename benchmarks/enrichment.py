@@ -1,0 +1,390 @@
+"""Enrichment: parallel enrichers against one and against sequential; queries per page against
+DRF views with nested serializers.
+
+    python benchmarks/enrichment.py [--requests 40] [--sqlite]
+
+1. Latency. A page of 50 rows fetched from the database, then 0, 1 or 3 service enrichers
+   (``BatchEnricher`` whose ``load`` takes 20 ms, as a remote call would), run in parallel or
+   one after the other. Goal: 3 in parallel within 1.3x of 1.
+2. Queries per page, at page sizes 10, 50 and 100, expanding owner, category, tags (M2M) and
+   comments with their authors (reverse FK, then FK):
+   * ours: ``PipelineViewSet`` + ``PrefetchEnricher`` per relation, ``ExpandableField``;
+   * naive DRF: ``ListAPIView`` with nested serializers (what one writes first: a query per
+     item and relation);
+   * DRF + prefetch: the same view with ``select_related``/``prefetch_related`` done by hand.
+   Queries are counted on every connection of every thread (enrichers run on worker threads).
+
+It uses the real PostgreSQL of ``scripts/services.sh`` (database ``datapipe_bench_enrich``,
+created if missing, psycopg pool), or an SQLite file with ``--sqlite`` (or when PostgreSQL is
+not reachable). Medians are the numbers to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+PG_HOST = os.environ.get("DATAPIPE_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("DATAPIPE_PG_PORT", "5432"))
+PG_NAME = "datapipe_bench_enrich"
+TENANT, ROWS, COMMENTS = "t1", 300, 3
+SERVICE_DELAY = 0.020
+PAGE_SIZES = (10, 50, 100)
+
+
+# -- set-up ------------------------------------------------------------------------------------
+
+def postgres_reachable() -> bool:
+    try:
+        with socket.create_connection((PG_HOST, PG_PORT), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def configure(use_sqlite: bool) -> str:
+    from django.conf import settings
+
+    if use_sqlite:
+        path = Path(tempfile.mkdtemp(prefix="datapipe-bench-")) / "bench.sqlite3"
+        database = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(path)}
+        label = f"SQLite ({path})"
+    else:
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres",
+                             autocommit=True, connect_timeout=3) as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                (PG_NAME,)).fetchone():
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(PG_NAME)))
+        database = {"ENGINE": "django.db.backends.postgresql", "HOST": PG_HOST, "PORT": PG_PORT,
+                    "NAME": PG_NAME, "USER": "postgres", "PASSWORD": "",
+                    "OPTIONS": {"pool": {"min_size": 4, "max_size": 16}}}
+        label = f"PostgreSQL {PG_HOST}:{PG_PORT}/{PG_NAME} (psycopg pool)"
+    settings.configure(
+        SECRET_KEY="datapipe-benchmarks-not-secret", DEBUG=False, USE_TZ=True, TIME_ZONE="UTC",
+        ALLOWED_HOSTS=["*"], DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
+        INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "django_filters",
+                        "rest_framework", "datapipe_django", "tests.testapp"],
+        DATABASES={"default": database}, MIDDLEWARE=[], ROOT_URLCONF=__name__,
+        REST_FRAMEWORK={"UNAUTHENTICATED_USER": None, "DEFAULT_AUTHENTICATION_CLASSES": [],
+                        "DEFAULT_PERMISSION_CLASSES": [],
+                        "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]},
+        DATAPIPE={"PRIMARY": "default", "MAX_LIMIT": 100, "MAX_WORKERS": 16},
+    )
+    import django
+
+    django.setup()
+    return label
+
+
+urlpatterns: list = []
+
+
+def seed() -> None:
+    from django.core.management import call_command
+
+    from tests.testapp.models import Category, Comment, Item, Owner, Tag
+
+    call_command("migrate", run_syncdb=True, verbosity=0)
+    if Item.objects.filter(tenant=TENANT).count() == ROWS:
+        return
+    for model in (Comment, Item.tags.through, Item, Tag, Owner, Category):
+        model.objects.all().delete()
+    Owner.objects.bulk_create([Owner(id=i, name=f"owner {i}", email=f"o{i}@x") for i in
+                               range(1, 21)])
+    Category.objects.bulk_create([Category(id=i, name=f"category {i}") for i in range(1, 6)])
+    Tag.objects.bulk_create([Tag(id=i, name=f"tag {i}") for i in range(1, 9)])
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    Item.objects.bulk_create([
+        Item(id=i, tenant=TENANT, name=f"item {i}", status="processed", amount=i,
+             created_at=start + dt.timedelta(minutes=i), day=start.date(),
+             owner_id=i % 20 + 1, category_id=i % 5 + 1)
+        for i in range(1, ROWS + 1)
+    ])
+    Item.tags.through.objects.bulk_create([
+        Item.tags.through(item_id=i, tag_id=t)
+        for i in range(1, ROWS + 1) for t in (i % 8 + 1, (i + 3) % 8 + 1)
+    ])
+    Comment.objects.bulk_create([
+        Comment(item_id=i, author_id=(i + k) % 20 + 1, tenant=TENANT, body=f"comment {k}")
+        for i in range(1, ROWS + 1) for k in range(COMMENTS)
+    ])
+
+
+class QueryCounter:
+    """Counts the queries of every connection, in every thread."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        with self._lock:
+            self.count += 1
+        return execute(sql, params, many, context)
+
+    def install(self) -> None:
+        from django.db import connections
+        from django.db.backends.signals import connection_created
+
+        # First in the list: wrappers installed with `connection.execute_wrapper()` (the
+        # statement timeout) pop the last entry when their block ends, which must stay theirs.
+        def attach(sender, connection, **kwargs):  # type: ignore[no-untyped-def]
+            if self not in connection.execute_wrappers:
+                connection.execute_wrappers.insert(0, self)
+
+        connection_created.connect(attach, weak=False)
+        for conn in connections.all():
+            if self not in conn.execute_wrappers:
+                conn.execute_wrappers.insert(0, self)
+
+
+# -- 1. latency: parallel against one and against sequential -----------------------------------
+
+def service(name: str):  # type: ignore[no-untyped-def]
+    """A remote service's batch call: ``SERVICE_DELAY`` per call, whatever the batch."""
+
+    def load(keys):  # type: ignore[no-untyped-def]
+        time.sleep(SERVICE_DELAY)
+        return {k: {"id": k, "service": name} for k in keys}
+
+    return load
+
+
+def latency(n: int) -> None:
+    from datapipe_django import Pipeline, PipelineRequest
+    from datapipe_django.enrichers import BatchEnricher
+    from datapipe_django.fetchers import ORMFetcher
+    from tests.testapp.models import Item
+
+    def pipeline(name: str, count: int, parallel: bool) -> Pipeline:
+        return Pipeline(
+            f"bench-{name}", model=Item, tenant_field="tenant", ordering=("-created_at", "-id"),
+            fetchers=[ORMFetcher("default")], register=False, timeout=5.0,
+            parallel_enrichment=parallel, max_workers=5,
+            enrichers=[BatchEnricher(s, key="pk", load=service(s))
+                       for s in ("ledger", "risk", "fx")[:count]])
+
+    cases = [
+        ("fetch only", pipeline("none", 0, True), set()),
+        ("fetch + 1 enricher", pipeline("one", 1, True), {"ledger"}),
+        ("fetch + 3 enrichers, parallel", pipeline("par", 3, True), {"ledger", "risk", "fx"}),
+        ("fetch + 3 enrichers, sequential", pipeline("seq", 3, False), {"ledger", "risk", "fx"}),
+    ]
+    samples: dict[str, list[float]] = {label: [] for label, _, _ in cases}
+    for i in range(n + 5):
+        for label, p, expand in cases:
+            start = time.perf_counter()
+            result = p.execute(PipelineRequest(tenant=TENANT, limit=50, expand=expand))
+            elapsed = time.perf_counter() - start
+            if result.errors or len(result.items) != 50:
+                raise SystemExit(f"{label}: unexpected result {result.errors}")
+            if i >= 5:  # warm-up
+                samples[label].append(elapsed)
+    single = statistics.median(samples["fetch + 1 enricher"])
+    print(f"1. Latency: page of 50 rows, enrichers of {SERVICE_DELAY * 1e3:.0f} ms each, "
+          f"{n} runs per row after 5 warm-up (interleaved)\n")
+    head = f"{'':<34} {'median ms':>10} {'p90 ms':>8} {'x 1 enricher':>13}"
+    print(head)
+    print("-" * len(head))
+    for label, _, _ in cases:
+        values = samples[label]
+        med = statistics.median(values)
+        p90 = statistics.quantiles(values, n=10)[8]
+        print(f"{label:<34} {med * 1e3:>10.1f} {p90 * 1e3:>8.1f} {med / single:>13.2f}")
+    ratio = statistics.median(samples["fetch + 3 enrichers, parallel"]) / single
+    print(f"\n3 parallel / 1 enricher = {ratio:.2f}x (goal <= 1.3x): "
+          f"{'met' if ratio <= 1.3 else 'NOT met'}")
+
+
+# -- 2. queries per page -----------------------------------------------------------------------
+
+def views():  # type: ignore[no-untyped-def]
+    from django.db.models import Prefetch
+    from rest_framework import generics, serializers
+    from rest_framework.pagination import BasePagination
+    from rest_framework.response import Response
+
+    from datapipe_django import Pipeline
+    from datapipe_django.enrichers import PrefetchEnricher
+    from datapipe_django.fetchers import ORMFetcher
+    from datapipe_django.rest import ExpandableField, PipelineViewSet
+    from tests.testapp.models import Category, Comment, Item, Owner, Tag
+
+    class OwnerSerializer(serializers.ModelSerializer):
+        class Meta:
+            model = Owner
+            fields = ("id", "name", "email")
+
+    class CategorySerializer(serializers.ModelSerializer):
+        class Meta:
+            model = Category
+            fields = ("id", "name")
+
+    class TagSerializer(serializers.ModelSerializer):
+        class Meta:
+            model = Tag
+            fields = ("id", "name")
+
+    # Ours: relations render as ids unless expanded; enrichers load them per page.
+    class CommentSerializer(serializers.ModelSerializer):
+        author = ExpandableField(OwnerSerializer)
+
+        class Meta:
+            model = Comment
+            fields = ("id", "body", "author")
+
+    class ItemSerializer(serializers.ModelSerializer):
+        owner = ExpandableField(OwnerSerializer)
+        category = ExpandableField(CategorySerializer)
+        tags = ExpandableField(TagSerializer, many=True)
+        comments = ExpandableField(CommentSerializer, many=True)
+
+        class Meta:
+            model = Item
+            fields = ("id", "name", "amount", "created_at", "owner", "category", "tags",
+                      "comments")
+
+    pipeline = Pipeline(
+        "bench-expand", model=Item, tenant_field="tenant", ordering=("-created_at", "-id"),
+        fetchers=[ORMFetcher("default")], register=False, timeout=5.0,
+        parallel_enrichment=True, max_workers=5,
+        enrichers=[PrefetchEnricher(r) for r in ("owner", "category", "tags", "comments",
+                                                  "comments.author")])
+
+    class Ours(PipelineViewSet):
+        serializer_class = ItemSerializer
+
+        def get_tenant(self):  # type: ignore[no-untyped-def]
+            return TENANT
+
+    Ours.pipeline = pipeline  # type: ignore[assignment]
+
+    # DRF: nested serializers, as one writes them first.
+    class NestedComment(serializers.ModelSerializer):
+        author = OwnerSerializer()
+
+        class Meta:
+            model = Comment
+            fields = ("id", "body", "author")
+
+    class NestedItem(serializers.ModelSerializer):
+        owner = OwnerSerializer()
+        category = CategorySerializer()
+        tags = TagSerializer(many=True)
+        comments = NestedComment(many=True)
+
+        class Meta:
+            model = Item
+            fields = ("id", "name", "amount", "created_at", "owner", "category", "tags",
+                      "comments")
+
+    class Envelope(BasePagination):
+        """limit + 1 rows, our envelope, no COUNT(*)."""
+
+        def paginate_queryset(self, queryset, request, view=None):  # type: ignore[no-untyped-def]
+            limit = int(request.query_params.get("limit", 10))
+            rows = list(queryset[: limit + 1])
+            self.has_more = len(rows) > limit
+            return rows[:limit]
+
+        def get_paginated_response(self, data):  # type: ignore[no-untyped-def]
+            return Response({"entity": "collection", "count": len(data),
+                             "has_more": self.has_more, "next_cursor": None, "items": data})
+
+    class Naive(generics.ListAPIView):
+        serializer_class = NestedItem
+        pagination_class = Envelope
+
+        def get_queryset(self):  # type: ignore[no-untyped-def]
+            return Item.objects.filter(tenant=TENANT).order_by("-created_at", "-id")
+
+    class Prefetched(Naive):
+        def get_queryset(self):  # type: ignore[no-untyped-def]
+            return super().get_queryset().select_related("owner", "category").prefetch_related(
+                "tags", Prefetch("comments", queryset=Comment.objects.select_related("author")))
+
+    return (("ours (PipelineViewSet + PrefetchEnricher)", Ours.as_view({"get": "list"}), True),
+            ("naive DRF (nested serializers)", Naive.as_view(), False),
+            ("DRF + select/prefetch_related by hand", Prefetched.as_view(), False))
+
+
+def queries(n: int, counter: QueryCounter) -> None:
+    import json
+
+    from django.test import RequestFactory
+
+    factory = RequestFactory()
+    expand = "owner,category,tags,comments.author"
+    implementations = views()
+
+    def call(view, size, ours):  # type: ignore[no-untyped-def]
+        params = {"limit": size, **({"expand": expand} if ours else {})}
+        before = counter.count
+        start = time.perf_counter()
+        response = view(factory.get("/items", params))
+        response.render()
+        elapsed = time.perf_counter() - start
+        if response.status_code != 200:
+            raise SystemExit(f"HTTP {response.status_code}: {response.content[:300]!r}")
+        return elapsed, counter.count - before, json.loads(response.content)
+
+    # The three return the same JSON (tags have no ordering: compared as sets).
+    def normal(items):  # type: ignore[no-untyped-def]
+        return [{**i, "tags": sorted(i["tags"], key=lambda t: t["id"])} for i in items]
+
+    bodies = [normal(call(view, 100, ours)[2]["items"]) for _, view, ours in implementations]
+    for (label, _, _), other in zip(implementations[1:], bodies[1:], strict=True):
+        for theirs, mine in zip(other, bodies[0], strict=True):
+            if json.dumps(theirs, sort_keys=True) != json.dumps(mine, sort_keys=True):
+                raise SystemExit(f"{label} disagrees with ours:\n{theirs}\n{mine}")
+
+    print(f"\n2. Queries per page and median time, expanding owner, category, tags and "
+          f"comments.author ({COMMENTS} comments per item), {n} requests per cell\n")
+    head = f"{'':<42}" + "".join(f" {f'page {s}':>18}" for s in PAGE_SIZES)
+    print(head)
+    print(f"{'':<42}" + "".join(f" {'queries':>8} {'ms':>9}" for _ in PAGE_SIZES))
+    print("-" * len(head))
+    for label, view, ours in implementations:
+        cells = []
+        for size in PAGE_SIZES:
+            runs = [call(view, size, ours) for _ in range(n + 2)][2:]
+            counts = {r[1] for r in runs}
+            cells.append(f" {'/'.join(map(str, sorted(counts))):>8} "
+                         f"{statistics.median(r[0] for r in runs) * 1e3:>9.1f}")
+        print(f"{label:<42}" + "".join(cells))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=40, help="runs per cell (default 40)")
+    parser.add_argument("--sqlite", action="store_true",
+                        help="an SQLite file instead of the real PostgreSQL")
+    args = parser.parse_args()
+    use_sqlite = args.sqlite or not postgres_reachable()
+    if use_sqlite and not args.sqlite:
+        print(f"PostgreSQL is not reachable at {PG_HOST}:{PG_PORT}; using SQLite "
+              f"(start it with `bash scripts/services.sh start`).\n")
+    label = configure(use_sqlite)
+    seed()
+    counter = QueryCounter()
+    counter.install()
+    print(f"Database: {label}; {ROWS} items, Python {sys.version.split()[0]}\n")
+    latency(args.requests)
+    queries(args.requests, counter)
+
+
+if __name__ == "__main__":
+    main()
