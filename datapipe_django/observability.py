@@ -297,21 +297,26 @@ def fallbacks(attempts: Iterable[Attempt], order: Sequence[str]) -> list[tuple[s
     """The fallbacks a fetch made: ``(from_source, to_source, reason)`` per source that was
     read although a source before it (in priority ``order``) was preferred.
 
-    ``reason`` says why the sources before it did not give the whole page: ``declined`` (it
-    declined the request), ``unavailable`` / ``timeout`` (it failed), ``incomplete`` (it
-    answered, but with fewer rows than the page needs) or ``empty`` (it answered no row).
+    ``reason`` says why the source read before it did not give the whole page: ``unavailable``
+    / ``timeout`` (it failed), ``incomplete`` (it answered, but with fewer rows than the page
+    needs) or ``empty`` (it answered no row); ``declined`` when no source was read before it
+    because those before it declined the request. (Sources that declined between two that were
+    read are skipped over: they are not why the chain went on.)
     """
     rank = {name: i for i, name in enumerate(order)}
     ranked = sorted(attempts, key=lambda a: rank.get(a.source, len(rank)))
     result: list[tuple[str, str, str]] = []
-    previous: Attempt | None = None
+    read: Attempt | None = None
+    declined: Attempt | None = None
     for attempt in ranked:
-        if attempt.outcome == "not_needed":
-            continue
-        if (previous is not None and attempt.outcome in _CONSULTED
-                and attempt.source != previous.source):
-            result.append((previous.source, attempt.source, _why(previous)))
-        previous = attempt
+        if attempt.outcome == "declined":
+            declined = attempt
+        elif attempt.outcome in _CONSULTED:
+            if read is not None and attempt.source != read.source:
+                result.append((read.source, attempt.source, _why(read)))
+            elif read is None and declined is not None:
+                result.append((declined.source, attempt.source, "declined"))
+            read = attempt
     return result
 
 

@@ -453,9 +453,10 @@ def test_recording_tracer_keeps_the_tree_across_worker_threads():
         ([("a", "unavailable", 0), ("b", "timeout", 0), ("c", "ok", 5)],
          [("a", "b", "unavailable"), ("b", "c", "timeout")]),
         ([("a", "ok", 0), ("b", "ok", 2), ("c", "not_needed", 0)], [("a", "b", "empty")]),
-        # Attempts are recorded declines first; priority order decides.
+        # Attempts are recorded declines first; priority order decides, and a decline between
+        # two sources read is not why the chain went on.
         ([("b", "declined", 0), ("a", "ok", 2), ("c", "ok", 2)],
-         [("b", "c", "declined")]),
+         [("a", "c", "incomplete")]),
     ],
 )
 def test_fallbacks_follow_the_priority_order(attempts, expected):
