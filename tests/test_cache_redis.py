@@ -389,5 +389,8 @@ def test_redis_stopped_during_a_run(redis, caplog):
     assert not inv._pending.get("redis")
     final = p.execute(tenant="t1", limit=5)
     assert [(r.pk, r.name) for r in final.items] == after and outcome(final) == "hit"
+    bypass_times = sorted(end - start for start, end, o, _ in log if o == "bypass")
     print(f"\n{len(log)} requests during the run: " + ", ".join(
-        f"{o}={outcomes.count(o)}" for o in ("hit", "miss", "bypass")))
+        f"{o}={outcomes.count(o)}" for o in ("hit", "miss", "bypass"))
+        + f"; bypasses took median {bypass_times[len(bypass_times) // 2] * 1e3:.1f} ms, "
+          f"max {bypass_times[-1] * 1e3:.1f} ms; cache errors {cached.stats['errors']}")
