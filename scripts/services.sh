@@ -4,9 +4,12 @@
 #   bash scripts/services.sh [start|stop|status]
 #   bash scripts/services.sh start-postgres|stop-postgres|start-replica|stop-replica
 #   bash scripts/services.sh start-mariadb|stop-mariadb|start-redis|stop-redis
+#   bash scripts/services.sh start-search|stop-search
 #
 # PostgreSQL 15 primary 127.0.0.1:5432 and hot standby 127.0.0.1:5433 (trust auth),
-# MariaDB 127.0.0.1:3306 (root, empty password), Redis 127.0.0.1:6379.
+# MariaDB 127.0.0.1:3306 (root, empty password), Redis 127.0.0.1:6379, and the search engine:
+# an Elasticsearch node on 127.0.0.1:9200 run by scripts/search-node.sh (the first start
+# builds its Maven project, ~30 s; see scripts/search-node/README.md).
 set -euo pipefail
 
 PG_VER=15
@@ -25,6 +28,8 @@ MYSQL_PID=$MYSQL_RUN/mysqld.pid
 MYSQL_SOCK=$MYSQL_RUN/mysqld.sock
 MYSQL_LOG=/var/log/mysql/error.log
 REDIS_PORT=6379
+SEARCH_NODE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/search-node.sh"
+SEARCH_PORT=${SEARCH_PORT:-9200}
 WAIT_SECS=${SERVICES_WAIT_SECS:-30}
 PACKAGES=("postgresql-$PG_VER" "postgresql-client-$PG_VER" mariadb-server mariadb-client
           redis-server redis-tools libmariadb-dev pkg-config build-essential)
@@ -276,11 +281,28 @@ stop_redis() {
     wait_for 10 "redis to exit" redis_gone || die "redis did not stop"
 }
 
+# ---------------------------------------------------------------- search engine
+# scripts/search-node.sh owns the node (its own lock, pid file and log); fd 9 (our lock) is
+# not passed on.
+start_search() { bash "$SEARCH_NODE" start 9>&-; }
+stop_search() { bash "$SEARCH_NODE" stop 9>&-; }
+
+# "up (Elasticsearch 9.5.3)", "starting" or "down".
+search_state() {
+    local out rc=0
+    out=$(bash "$SEARCH_NODE" status 9>&- 2>/dev/null) || rc=$?
+    case $rc in
+        0) echo "up (Elasticsearch $(sed -n 's/.*Elasticsearch \([^)]*\)).*/\1/p' <<<"$out"))" ;;
+        1) echo "starting (not healthy yet)" ;;
+        *) echo down ;;
+    esac
+}
+
 # ---------------------------------------------------------------- commands
 # One line per service; exit status 3 when any is down.
 status() {
     local down=0 svc port state
-    for svc in postgres replica mariadb redis; do
+    for svc in postgres replica mariadb redis search; do
         case $svc in
             postgres) port=$PG_PORT; pg_ready && state=up || state=down ;;
             replica) port=$REPLICA_PORT; state=down
@@ -288,6 +310,7 @@ status() {
                      [[ $state != down ]] && replica_streaming 2>/dev/null && state="up (streaming)" ;;
             mariadb) port=$MYSQL_PORT; mysql_ready >/dev/null 2>&1 && state=up || state=down ;;
             redis) port=$REDIS_PORT; redis_ready && state=up || state=down ;;
+            search) port=$SEARCH_PORT; state=$(search_state) ;;
         esac
         [[ $state == down ]] && down=3
         printf '%-9s 127.0.0.1:%-5s %s\n' "$svc" "$port" "$state"
@@ -305,12 +328,13 @@ main() {
         start)
             local t0=$SECONDS
             ensure_packages
-            start_postgres; start_replica; start_mariadb; start_redis
+            start_postgres; start_replica; start_mariadb; start_redis; start_search
             log "all services up ($((SECONDS - t0))s)" ;;
-        stop) stop_replica; stop_postgres; stop_mariadb; stop_redis ;;
+        stop) stop_search; stop_replica; stop_postgres; stop_mariadb; stop_redis ;;
         start-postgres|start-replica|start-mariadb|start-redis) ensure_packages; "start_${cmd#start-}" ;;
-        stop-postgres|stop-replica|stop-mariadb|stop-redis) "stop_${cmd#stop-}" ;;
-        *) die "usage: $0 [start|stop|status|start-SVC|stop-SVC] (SVC: postgres replica mariadb redis)" ;;
+        start-search) start_search ;;
+        stop-postgres|stop-replica|stop-mariadb|stop-redis|stop-search) "stop_${cmd#stop-}" ;;
+        *) die "usage: $0 [start|stop|status|start-SVC|stop-SVC] (SVC: postgres replica mariadb redis search)" ;;
     esac
 }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.conf import settings
 
-from tests.services import IN_CI, START_HINT
+from tests.services import AVAILABLE, IN_CI, START_HINT
 
 #: Every alias the ORM tests run against, each a different engine.
 ENGINE_ALIASES = ("default", "primary", "archive")
@@ -21,6 +21,12 @@ def require_cache(alias: str) -> None:
     """Skip (outside CI only) when the server behind cache ``alias`` is not running."""
     if alias not in settings.CACHES and not IN_CI:
         pytest.skip(f"cache alias {alias!r} has no server: {START_HINT}")
+
+
+def require_search() -> None:
+    """Skip (outside CI only) when the search engine node is not running."""
+    if "search" not in AVAILABLE and not IN_CI:
+        pytest.skip(f"the search engine node is not running: {START_HINT}")
 
 
 def engine_databases() -> list[str]:

@@ -17,6 +17,8 @@ SERVICES = {
     "replica": ("127.0.0.1", int(os.environ.get("DATAPIPE_REPLICA_PORT", "5433"))),
     "mariadb": ("127.0.0.1", int(os.environ.get("DATAPIPE_MYSQL_PORT", "3306"))),
     "redis": ("127.0.0.1", int(os.environ.get("DATAPIPE_REDIS_PORT", "6379"))),
+    # The search engine node of scripts/search-node.sh (Elasticsearch, HTTP).
+    "search": ("127.0.0.1", int(os.environ.get("DATAPIPE_SEARCH_PORT", "9200"))),
 }
 
 
