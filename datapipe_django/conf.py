@@ -38,6 +38,9 @@ DEFAULTS: dict[str, Any] = {
     "CACHE_TTL": 60.0,              # seconds, when CachedFetcher is given no ttl
     "CACHE_KEY_PREFIX": "datapipe",  # first part of every key (entries and generations)
     "CACHE_BREAKER_SECONDS": 5.0,   # after a cache error, answer without the cache this long
+    # Search index sync (see docs/search.md).
+    "SEARCH_SYNC_TIMEOUT": 2.0,     # seconds a write's bulk request to the engine may take
+    "SEARCH_SYNC_COOLDOWN": 5.0,    # after an engine outage, writes skip it this long (marked)
     # Seconds a client should wait before retrying a 503.
     "RETRY_AFTER": 1,
 }

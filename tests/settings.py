@@ -10,6 +10,9 @@ Database aliases:
 
 Cache aliases: ``default`` (local memory) and ``redis``, the real Redis on 127.0.0.1:6379.
 
+Search: the real Elasticsearch node on 127.0.0.1:9200 (``scripts/search-node.sh``), for
+django-elasticsearch-dsl and django-opensearch-dsl Documents alike.
+
 A server that is not reachable outside CI is left out (database or cache alias), and the tests
 that need it skip with a message saying how to start it (see ``tests/conftest.py``). In CI
 every alias is kept.
@@ -17,6 +20,7 @@ every alias is kept.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 from tests.services import AVAILABLE, SERVICES
@@ -116,6 +120,23 @@ if "redis" in AVAILABLE:
         "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.25, "SOCKET_TIMEOUT": 0.25,
                     "SERIALIZER": "django_redis.serializers.json.JSONSerializer"},
     }
+
+# The search engine: the Elasticsearch node of scripts/search-node.sh (127.0.0.1:9200). Both
+# Document libraries are installed and talk to it (opensearch-py works against it for what
+# the tests use); index names carry a per-run prefix (tests/search_documents.py). The
+# on-commit index sync is the signal processor, switched on (AUTOSYNC) by its own tests only.
+SEARCH_URL = f"http://{SERVICES['search'][0]}:{SERVICES['search'][1]}"
+for _app in ("django_elasticsearch_dsl", "django_opensearch_dsl"):
+    if importlib.util.find_spec(_app) is not None:
+        INSTALLED_APPS.append(_app)
+ELASTICSEARCH_DSL = {"default": {"hosts": SEARCH_URL, "request_timeout": 10, "max_retries": 0}}
+ELASTICSEARCH_DSL_SIGNAL_PROCESSOR = "datapipe_django.search.sync.OnCommitSignalProcessor"
+ELASTICSEARCH_DSL_AUTOSYNC = False
+ELASTICSEARCH_DSL_AUTO_REFRESH = True
+OPENSEARCH_DSL = {"default": {"hosts": [SEARCH_URL], "timeout": 10, "max_retries": 0}}
+OPENSEARCH_DSL_SIGNAL_PROCESSOR = "datapipe_django.search.sync.OnCommitSignalProcessor"
+OPENSEARCH_DSL_AUTOSYNC = False
+OPENSEARCH_DSL_AUTO_REFRESH = True
 
 REST_FRAMEWORK: dict[str, object] = {
     "UNAUTHENTICATED_USER": None,
