@@ -58,6 +58,8 @@ def check_pipelines(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
 #   E007 tenant_field unknown                E008 ordering field unknown
 #   E009 search Document for another model   E010 two fetchers share a name
 #   E011 DATAPIPE names an unknown database  W001 unknown DATAPIPE key
+#   E012 (W012, W013) search fetchers' own checks (datapipe_django.fetchers.search): a field
+#        the engine cannot serve (tenant, ordering, q), millisecond dates, unservable filters
 
 
 def _field_path_error(model: Any, path: str) -> str | None:

@@ -14,11 +14,15 @@ __all__ = [
     "FetchResult",
     "Fetcher",
     "ORMFetcher",
+    "SearchFetcher",
     "Verdict",
 ]
 
 # Integrations that need optional client libraries are imported on first use.
-_LAZY: dict[str, str] = {"CachedFetcher": "datapipe_django.fetchers.cache"}
+_LAZY: dict[str, str] = {
+    "CachedFetcher": "datapipe_django.fetchers.cache",
+    "SearchFetcher": "datapipe_django.fetchers.search",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,380 @@
+"""`SearchFetcher`: an Elasticsearch or OpenSearch index as a source.
+
+The request becomes one search (:func:`datapipe_django.search.query.search_body`): the tenant
+filter and the spec as non-scoring filters, ``q`` as a ``multi_match`` over the pipeline's
+``search_fields``, the total ordering as ``sort`` (missing values last, pk last), an offset
+page as ``from``/``size``, a cursor page as ``search_after``, the deadline as both the
+client's request timeout and the engine's own ``timeout``. The hits become model instances:
+read from a database alias in hit order with one query (``using="default"``), or built from
+each hit's ``_source`` (``using=None``).
+
+An engine that cannot answer (connection refused or lost, a timeout, a 5xx or 429, the index
+missing, a timed-out or partial search) raises :class:`~datapipe_django.errors.SourceUnavailable`,
+so the chain falls back; any other error (a 400 for a bad query) is a bug and propagates.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections, models
+
+from datapipe_django.errors import SourceUnavailable
+from datapipe_django.fetchers.base import BaseFetcher, FetchRequest, FetchResult, Verdict
+from datapipe_django.search.documents import DocumentAdapter, adapter_for
+from datapipe_django.search.query import (
+    FieldMap,
+    NotSearchable,
+    search_body,
+)
+
+__all__ = ["SearchFetcher"]
+
+_MISSING = object()
+
+
+class SearchFetcher(BaseFetcher):
+    """Reads the pipeline's model from a search index.
+
+    ``document``: a django-elasticsearch-dsl or django-opensearch-dsl ``Document`` of the
+    pipeline's model. ``using``: the database alias the hits are read from (one
+    ``in_bulk`` query, in hit order; rows gone from the database are dropped and rows that no
+    longer match the filters too, with ``recheck``), or None to build the instances from
+    ``_source`` (fields the Document does not store are deferred). ``handles``: ``"search"``
+    (default) takes only requests with ``q``; ``"all"`` takes every request, lists and
+    retrieves. ``connection``: the library's connection alias. ``track_total_hits``: passed
+    to the engine; the total is reported in the attempt's ``meta``. ``max_result_window``:
+    the deepest offset page (default: the index setting, else 10,000); deeper offset pages
+    are declined (a cursor has no limit). ``complete``: the index holds every row, so when it
+    answers no later source is read to top the page up (different matching rules must not
+    mix). ``cooldown``: after an outage, seconds during which the engine is not called (the
+    source fails at once, so the chain falls back without waiting for timeouts). ``names``:
+    engine field names of paths the mapping cannot tell (``{"owner__name": "owner_name"}``).
+    """
+
+    def __init__(
+        self,
+        document: type[Any],
+        *,
+        name: str | None = None,
+        priority: int | None = None,
+        can_handle: Callable[[FetchRequest], bool] | None = None,
+        using: str | None = None,
+        handles: str = "search",
+        connection: str | None = None,
+        track_total_hits: bool | int = False,
+        max_result_window: int | None = None,
+        complete: bool = True,
+        recheck: bool = True,
+        cooldown: float = 1.0,
+        names: dict[str, str] | None = None,
+    ) -> None:
+        if handles not in ("search", "all"):
+            raise ImproperlyConfigured(
+                f"SearchFetcher({document!r}): handles must be 'search' (requests with q) or "
+                f"'all', not {handles!r}.")
+        super().__init__(name=name or "search", priority=priority, can_handle=can_handle)
+        self.document = document
+        self.adapter: DocumentAdapter = adapter_for(document, connection)
+        self.using = using
+        self.handles = handles
+        self.track_total_hits = track_total_hits
+        self._max_result_window = max_result_window
+        self.complete = complete
+        self.recheck = recheck
+        self.cooldown = cooldown
+        self.names = dict(names or {})
+        self._field_maps: dict[type[models.Model], FieldMap] = {}
+        self._down: tuple[float, str] | None = None
+
+    # -- configuration ---------------------------------------------------------------------
+    @property
+    def max_result_window(self) -> int:
+        if self._max_result_window is not None:
+            return self._max_result_window
+        return self.adapter.max_result_window
+
+    def field_map(self, model: type[models.Model]) -> FieldMap:
+        """Field names and types of the Document's mapping, for ``model``."""
+        found = self._field_maps.get(model)
+        if found is None:
+            found = self._field_maps[model] = self.adapter.field_map(model, self.names)
+        return found
+
+    # -- the protocol -------------------------------------------------------------------------
+    def can_handle(self, request: FetchRequest) -> bool | Verdict:
+        if self.handles == "search" and not request.search:
+            return Verdict(False, "not a search (no q); this source takes searches only")
+        if self.using is not None and self.using not in connections.settings:
+            return Verdict(False, f"database alias {self.using!r} is not configured")
+        if request.model is not self.adapter.model:
+            return Verdict(False, f"{self.document.__name__} indexes "
+                                  f"{self.adapter.model._meta.label}, not "
+                                  f"{request.model._meta.label}")
+        verdict = super().can_handle(request)
+        if not verdict:
+            return verdict
+        window = self.max_result_window
+        if request.after is None and request.offset + request.size > window:
+            return Verdict(False, f"offset {request.offset} + {request.size} rows is past the "
+                                  f"index's max_result_window ({window}); pages that deep need "
+                                  f"the cursor")
+        try:
+            self.build_body(request)
+        except NotSearchable as exc:
+            return Verdict(False, f"not exactly searchable: {exc.reason}")
+        return Verdict(True)
+
+    def get_search_query(self, request: FetchRequest) -> dict[str, Any] | None:
+        """The query ``q`` becomes, or None for the default: every word in one of the
+        ``search_fields`` (``multi_match``, ``cross_fields``, ``operator: and``). Override to
+        search differently (fuzziness, phrase, boosts...)."""
+        return None
+
+    def build_body(self, request: FetchRequest, *,
+                   timeout: float | None = None) -> dict[str, Any]:
+        """The search body for ``request`` (``explain`` shows it)."""
+        return search_body(
+            spec=request.full_spec,
+            size=request.size,
+            ordering=request.ordering,
+            fields=self.field_map(request.model),
+            offset=request.offset,
+            after=request.after,
+            search=request.search,
+            search_fields=request.search_fields,
+            search_query=self.get_search_query(request) if request.search else None,
+            pk=request.pk,
+            track_total_hits=self.track_total_hits,
+            source=self.using is None,
+            timeout=timeout,
+        )
+
+    def fetch(self, request: FetchRequest) -> FetchResult:
+        self._check_cooldown()
+        body = self.build_body(request, timeout=request.remaining)
+        response = self._search(body, request)
+        hits = response["hits"]["hits"]
+        engine_more = len(hits) >= request.size
+        items = self.to_instances(request, hits)
+        rounds = 0
+        # Rows dropped while reading them back (deleted, or changed so they no longer match)
+        # leave the page short: read the hits after the last one until it is full again.
+        while engine_more and len(items) < request.size and rounds < 3 and hits:
+            rounds += 1
+            more = dict(body, size=request.size - len(items), search_after=hits[-1]["sort"])
+            more.pop("from", None)
+            response = self._search(more, request)
+            hits = response["hits"]["hits"]
+            engine_more = len(hits) >= more["size"]
+            items.extend(self.to_instances(request, hits))
+        meta: dict[str, Any] = {"index": self.adapter.index, "took_ms": response.get("took")}
+        total = response["hits"].get("total")
+        if isinstance(total, dict):
+            meta["total_hits"] = total.get("value")
+            meta["total_hits_relation"] = total.get("relation")
+        return FetchResult(items[: request.size], has_more=engine_more, meta=meta,
+                           complete=self.complete)
+
+    # -- the engine ------------------------------------------------------------------------
+    def _check_cooldown(self) -> None:
+        down = self._down
+        if down is None:
+            return
+        since, reason = down
+        age = time.monotonic() - since
+        if age < self.cooldown:
+            raise SourceUnavailable(self.name, f"{reason} ({age:.1f}s ago; not retried for "
+                                               f"{self.cooldown:g}s)")
+
+    def _search(self, body: dict[str, Any], request: FetchRequest) -> dict[str, Any]:
+        try:
+            response = self.adapter.search(body, timeout=request.remaining)
+        except Exception as exc:
+            reason = self.adapter.unavailable_reason(exc)
+            if reason is None:
+                raise  # not an outage: a bad query or mapping is a bug
+            self._down = (time.monotonic(), reason)
+            raise SourceUnavailable(self.name, reason, cause=exc) from exc
+        if response.get("timed_out"):
+            self._down = (time.monotonic(), "the search timed out")
+            raise SourceUnavailable(self.name, "the search timed out (its hits are partial)")
+        shards = response.get("_shards") or {}
+        if shards.get("failed"):
+            raise SourceUnavailable(self.name, f"{shards['failed']} of {shards.get('total')} "
+                                               f"shards failed (the hits are partial)")
+        self._down = None
+        return response
+
+    def health(self) -> tuple[bool, str]:
+        """For ``manage.py datapipe health``: the cluster's status and the index's size."""
+        state = self.adapter.cluster_health(timeout=3.0)
+        status = state.get("status")
+        count = self.adapter.count()
+        return (status in ("green", "yellow"),
+                f"{self.adapter.flavor} cluster {state.get('cluster_name')!r} {status}; index "
+                f"{self.adapter.index!r}: {count} documents")
+
+    def explain(self, request: FetchRequest) -> dict[str, Any]:
+        """What this fetcher would send for ``request`` (``manage.py datapipe explain``)."""
+        return {"engine": self.adapter.flavor, "index": self.adapter.index,
+                "hydrate": f"database {self.using!r}" if self.using else "_source",
+                "query": json.dumps(self.build_body(request, timeout=request.remaining),
+                                    default=str)}
+
+    # -- checks ----------------------------------------------------------------------------
+    def check(self, pipeline: Any) -> list[checks.CheckMessage]:
+        """System checks of this source in ``pipeline`` (see :func:`check_search_fetchers`)."""
+        owner = f"Pipeline {pipeline.name!r}: fetcher {self.name!r}"
+        document = self.document.__name__
+        if self.adapter.model is not pipeline.model:
+            return []  # E009 says it
+        messages: list[checks.CheckMessage] = []
+        fields = self.field_map(pipeline.model)
+        needed = [("tenant_field", pipeline.tenant_field)] if pipeline.tenant_field else []
+        needed += [("ordering", name) for name in sorted(
+            {f.name for f in pipeline.default_ordering.fields}
+            | (set(pipeline.ordering_fields) - {"pk"}))]
+        for role, path in needed:
+            try:
+                target = fields.filter_field(path)
+            except NotSearchable as exc:
+                messages.append(checks.Error(
+                    f"{owner}: {document} cannot serve the {role} field {path!r}: {exc.reason}",
+                    hint=f"Map {path!r} in {document} as a keyword, number or date field (text "
+                         f"needs a keyword sub-field); the pk must be a field to sort by.",
+                    obj=pipeline, id="datapipe_django.E012"))
+                continue
+            model_field = fields.model_field(path)
+            if role == "ordering" and target.type == "date" and \
+                    isinstance(model_field, models.DateTimeField):
+                messages.append(checks.Warning(
+                    f"{owner}: {document} maps the ordering field {path!r} as 'date', which keeps "
+                    f"milliseconds: rows less than a millisecond apart sort differently than in "
+                    f"the database, and cursor pages can skip them.",
+                    hint="Map it as 'date_nanos' (datapipe_django.search.fields.DateNanosField).",
+                    obj=pipeline, id="datapipe_django.W012"))
+        if self.handles == "search" or pipeline.search_fields:
+            for path in pipeline.search_fields:
+                try:
+                    fields.search_field(path)
+                except NotSearchable as exc:
+                    messages.append(checks.Error(
+                        f"{owner}: {document} cannot search {path!r}: {exc.reason}",
+                        hint=f"Map {path!r} in {document} as a text field.",
+                        obj=pipeline, id="datapipe_django.E012"))
+        filterset = pipeline.filterset_class
+        for name, filter_ in sorted(getattr(filterset, "base_filters", {}).items()):
+            path = getattr(filter_, "field_name", None)
+            if not path or getattr(filter_, "method", None) is not None:
+                continue
+            try:
+                fields.exists_field(path) if getattr(filter_, "lookup_expr", "") == "isnull" \
+                    else fields.filter_field(path)
+            except NotSearchable as exc:
+                messages.append(checks.Warning(
+                    f"{owner}: filter {name!r} cannot be served by {document}: {exc.reason} "
+                    f"Requests using it are declined by this source.",
+                    hint=f"Map {path!r} in {document} as a keyword, number or date field.",
+                    obj=pipeline, id="datapipe_django.W013"))
+        return messages
+
+    # -- hits → instances --------------------------------------------------------------------
+    def to_instances(self, request: FetchRequest, hits: list[dict[str, Any]]) -> list[Any]:
+        """Model instances for ``hits``, in hit order."""
+        model = request.model
+        pk_field: Any = model._meta.pk
+        pks = [pk_field.to_python(hit["sort"][-1] if hit.get("sort") else hit["_id"])
+               for hit in hits]
+        if self.using is None:
+            return [self.from_source(model, hit, pk) for hit, pk in zip(hits, pks, strict=True)]
+        found = self.get_queryset(request).in_bulk(pks)
+        items = [found[pk] for pk in pks if pk in found]
+        spec = request.full_spec
+        if self.recheck and spec is not None:
+            items = [obj for obj in items if spec.matches(obj)]
+        return items
+
+    def get_queryset(self, request: FetchRequest) -> models.QuerySet[Any]:
+        """The queryset hits are read back from (``using``); it selects the relations the
+        spec reads, so re-checking them costs no query per row. Override to add your own."""
+        qs = request.model._default_manager.using(self.using).all()
+        related = _relations(request.model, request.full_spec.fields()
+                             if self.recheck and request.full_spec is not None else ())
+        return qs.select_related(*related) if related else qs
+
+    def from_source(self, model: type[models.Model], hit: dict[str, Any], pk: Any) -> Any:
+        """An instance built from ``hit["_source"]``: the concrete fields the Document stores
+        (a foreign key as its key, or an object holding it), the others deferred."""
+        source = hit.get("_source") or {}
+        names: list[str] = []
+        values: list[Any] = []
+        for field in model._meta.concrete_fields:
+            if field.primary_key:
+                raw: Any = pk
+            else:
+                raw = _source_value(source, field)
+                if raw is _MISSING:
+                    continue
+            target = field.target_field if field.is_relation else field
+            names.append(field.attname)
+            values.append(None if raw is None else target.to_python(raw))
+        return model.from_db(None, names, values)
+
+
+def _source_value(source: dict[str, Any], field: Any) -> Any:
+    for key in (field.attname, field.name):
+        if key in source:
+            value = source[key]
+            if field.is_relation and isinstance(value, dict):
+                for inner in (field.target_field.name, "id", "pk"):
+                    if inner in value:
+                        return value[inner]
+                return None if not value else _MISSING
+            return value
+    return _MISSING
+
+
+def _relations(model: type[models.Model], paths: Any) -> list[str]:
+    """The forward one-to-one/foreign-key prefixes of ``paths`` (for select_related)."""
+    found: set[str] = set()
+    for path in paths:
+        current: Any = model
+        parts: list[str] = []
+        for name in path.split("__")[:-1]:
+            try:
+                field = current._meta.get_field(name)
+            except Exception:
+                break
+            if not (field.is_relation and field.concrete and
+                    (field.many_to_one or field.one_to_one)):
+                break
+            parts.append(name)
+            current = field.related_model
+        if parts:
+            found.add("__".join(parts))
+    return sorted(found)
+
+
+# -- system checks ---------------------------------------------------------------------------
+
+@checks.register("datapipe_django")
+def check_search_fetchers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E012: a field the pipeline needs (tenant, ordering, search) is not in the Document's
+    mapping the way the engine needs it. W012: a DateTimeField the pipeline orders by is
+    mapped as ``date`` (milliseconds). W013: a filter of the FilterSet the engine cannot
+    serve exactly (requests using it go to the next source)."""
+    from datapipe_django.registry import all_pipelines
+
+    messages: list[checks.CheckMessage] = []
+    for pipeline in all_pipelines():
+        for fetcher in pipeline.fetchers:
+            for candidate in (fetcher, getattr(fetcher, "fetcher", None)):
+                if isinstance(candidate, SearchFetcher):
+                    messages.extend(candidate.check(pipeline))
+    return messages
