@@ -87,9 +87,10 @@ def relation_of(model: type[Model], name: str) -> Relation:
         if not f.is_relation or f.related_model is None:
             continue  # GenericForeignKey has no single related model to prefetch from
         if isinstance(f, ForeignObjectRel):
-            if f.hidden:
-                continue
-            relations[f.get_accessor_name()] = f
+            accessor = f.get_accessor_name()
+            if f.hidden or accessor is None:
+                continue  # related_name="+": no accessor to expand
+            relations[accessor] = f
         else:
             relations[f.name] = f
     if name not in relations:
