@@ -329,6 +329,16 @@ class CompositeEnricher:
         task_context = replace(context, workers=share)
         ready = [t for t in tasks if t.parent is None]
         running: dict[Future[Any], _Task] = {}
+        try:
+            self._schedule(ready, running, items, context, task_context, workers, errors)
+        except BaseException:
+            for future in running:  # a required failure ends the request: drop what waits
+                future.cancel()
+            raise
+
+    def _schedule(self, ready: list[_Task], running: dict[Future[Any], _Task],
+                  items: list[Any], context: EnrichContext, task_context: EnrichContext,
+                  workers: int, errors: list[dict[str, Any]]) -> None:
         while ready or running:
             # Start what may start: inline ones right here, the others while slots are free.
             waiting: list[_Task] = []
