@@ -175,7 +175,8 @@ class BaseEnricher:
 
     def runs_inline(self, items: list[Any], context: EnrichContext) -> bool:
         """Whether to run on the calling thread rather than the pool. Default: when the caller
-        is inside a transaction (its writes are visible to its own connection only)."""
+        is inside a transaction (its writes are visible to its own connection only). Return
+        False in an enricher that never reads the database (a service call)."""
         return caller_in_transaction()
 
     def enrich(self, items: list[Any], context: EnrichContext) -> None:
