@@ -335,7 +335,8 @@ class Pipeline:
             span.set_attribute("datapipe.fallback.reason", steps[0][2])
             span.set_attribute("datapipe.fallback.detail", "; ".join(
                 f"{a.source}: {a.outcome}" + (f" ({a.reason})" if a.reason else "")
-                for a in state.attempts if a.outcome not in ("ok", "not_needed")))
+                + (f", {a.count} rows" if a.outcome == "ok" else "")
+                for a in state.attempts if a.outcome != "not_needed"))
         for attempt in state.attempts:
             if attempt.outcome in ("declined", "not_needed"):
                 span.add_event(f"datapipe.source.{attempt.outcome}", {

@@ -23,9 +23,11 @@ die() { echo "[demo] ERROR: $*" >&2; exit 1; }
     || die "$PYTHON is $("$PYTHON" -V 2>&1); datapipe-django needs Python 3.11+"
 
 log "installing datapipe-django (editable) and its dependencies"
-extras=""  # the real servers' client libraries (PostgreSQL, MariaDB, Redis) when asked for
-[[ ${DATAPIPE_EXAMPLE_DB:-} == real ]] && extras="[postgres,mysql,redis]"
-"$PYTHON" -m pip install -q -e ".$extras"
+# OpenTelemetry (/metrics) and drf-spectacular (/schema/), and the real servers' client
+# libraries (PostgreSQL, MariaDB, Redis) when asked for.
+extras="example"
+[[ ${DATAPIPE_EXAMPLE_DB:-} == real ]] && extras="example,postgres,mysql,redis"
+"$PYTHON" -m pip install -q -e ".[$extras]"
 
 # Every writable alias: `default` (the application database) and `archive`. With
 # DATAPIPE_EXAMPLE_DB=real the `replica` alias is a hot standby and follows the primary.

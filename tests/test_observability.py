@@ -148,7 +148,8 @@ def test_a_span_per_execution_per_stage_and_per_source_read(spans):
     assert fetch.attributes["datapipe.fallback.reason"] == "declined"
     assert fetch.attributes["datapipe.fallback.mode"] == "sequential"
     assert fetch.attributes["datapipe.fallback.detail"] == (
-        "recent: declined (declined by declines); replica: unavailable (switched off)")
+        "recent: declined (declined by declines); replica: unavailable (switched off); "
+        "archive: ok, 2 rows")
     declined = [e for e in fetch.events if e.name == "datapipe.source.declined"]
     assert [dict(e.attributes) for e in declined] == [
         {"datapipe.source": "recent", "datapipe.reason": "declined by declines"}]
