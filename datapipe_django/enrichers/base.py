@@ -175,7 +175,8 @@ class BaseEnricher:
 
     def runs_inline(self, items: list[Any], context: EnrichContext) -> bool:
         """Whether to run on the calling thread rather than the pool. Default: when the caller
-        is inside a transaction (its writes are visible to its own connection only)."""
+        is inside a transaction (its writes are visible to its own connection only). Return
+        False in an enricher that never reads the database (a service call)."""
         return caller_in_transaction()
 
     def enrich(self, items: list[Any], context: EnrichContext) -> None:
@@ -329,6 +330,16 @@ class CompositeEnricher:
         task_context = replace(context, workers=share)
         ready = [t for t in tasks if t.parent is None]
         running: dict[Future[Any], _Task] = {}
+        try:
+            self._schedule(ready, running, items, context, task_context, workers, errors)
+        except BaseException:
+            for future in running:  # a required failure ends the request: drop what waits
+                future.cancel()
+            raise
+
+    def _schedule(self, ready: list[_Task], running: dict[Future[Any], _Task],
+                  items: list[Any], context: EnrichContext, task_context: EnrichContext,
+                  workers: int, errors: list[dict[str, Any]]) -> None:
         while ready or running:
             # Start what may start: inline ones right here, the others while slots are free.
             waiting: list[_Task] = []
