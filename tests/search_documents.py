@@ -3,7 +3,8 @@
 ``ItemDocument`` (django-elasticsearch-dsl) and ``ItemOpenSearchDocument``
 (django-opensearch-dsl) index :class:`tests.testapp.models.Item` the way docs/search.md
 recommends: every filterable string as a ``keyword`` (``name`` as analyzed text with a
-``raw`` keyword sub-field), datetimes as ``date_nanos``, the pk as a field to sort by, the
+``raw`` keyword sub-field), a ``folded`` keyword sub-field (lowercase normalizer) for
+case-insensitive lookups, datetimes as ``date_nanos``, the pk as a field to sort by, the
 owner as an object holding its id and name.
 
 Index names carry a per-run prefix (``DATAPIPE_TEST_INDEX_PREFIX``, else a random one), so
@@ -31,6 +32,8 @@ from django_elasticsearch_dsl.registries import registry
 from django_opensearch_dsl import Document as OpenSearchDocument
 from django_opensearch_dsl import fields as os_fields
 from django_opensearch_dsl.registries import registry as os_registry
+from elasticsearch.dsl import normalizer
+from opensearchpy import normalizer as os_normalizer
 
 from datapipe_django.search.documents import adapter_for
 from datapipe_django.search.fields import DateNanosField, OpenSearchDateNanosField
@@ -43,15 +46,23 @@ INDEX_SETTINGS = {"number_of_shards": 1, "number_of_replicas": 0}
 HAS_SEARCH = "search" in AVAILABLE or IN_CI
 
 
+#: Case-insensitive lookups use keyword sub-fields with this normalizer.
+FOLD = normalizer("datapipe_fold", filter=["lowercase"])
+OS_FOLD = os_normalizer("datapipe_fold", filter=["lowercase"])
+
+
 @registry.register_document
 class ItemDocument(Document):
     tenant = fields.KeywordField()
-    name = fields.TextField(fields={"raw": fields.KeywordField()})
+    name = fields.TextField(fields={"raw": fields.KeywordField(),
+                                    "folded": fields.KeywordField(normalizer=FOLD)})
     status = fields.KeywordField()
     created_at = DateNanosField()
     category = fields.LongField(attr="category_id")
-    owner = fields.ObjectField(properties={"id": fields.LongField(),
-                                           "name": fields.KeywordField()})
+    owner = fields.ObjectField(properties={
+        "id": fields.LongField(),
+        "name": fields.KeywordField(fields={"folded": fields.KeywordField(normalizer=FOLD)}),
+    })
 
     class Index:
         name = f"{PREFIX}-items"
@@ -74,12 +85,16 @@ class ItemDocument(Document):
 @os_registry.register_document
 class ItemOpenSearchDocument(OpenSearchDocument):
     tenant = os_fields.KeywordField()
-    name = os_fields.TextField(fields={"raw": os_fields.KeywordField()})
+    name = os_fields.TextField(fields={"raw": os_fields.KeywordField(),
+                                       "folded": os_fields.KeywordField(normalizer=OS_FOLD)})
     status = os_fields.KeywordField()
     created_at = OpenSearchDateNanosField()
     category = os_fields.LongField(attr="category_id")
-    owner = os_fields.ObjectField(properties={"id": os_fields.LongField(),
-                                              "name": os_fields.KeywordField()})
+    owner = os_fields.ObjectField(properties={
+        "id": os_fields.LongField(),
+        "name": os_fields.KeywordField(fields={
+            "folded": os_fields.KeywordField(normalizer=OS_FOLD)}),
+    })
 
     class Index:
         name = f"{PREFIX}-os-items"

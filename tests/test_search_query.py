@@ -149,6 +149,37 @@ class TestLeaves:
         with pytest.raises(ValueError, match="None"):
             q(Contains("name", None))
 
+    def test_case_insensitive_lookups_fold_like_postgresql_or_decline(self) -> None:
+        # Without a folding normalizer the engine folds ASCII letters only...
+        assert q(IEq("name", "Ab")) == {
+            "term": {"name.raw": {"value": "Ab", "case_insensitive": True}}}
+        with pytest.raises(NotSearchable, match="folds ASCII letters only, not 'ä'"):
+            q(IEq("name", "bär"))
+        with pytest.raises(NotSearchable, match="ASCII"):
+            q(Contains("owner__name", "É", case_insensitive=True))
+        assert q(Contains("name", "É")) == {"wildcard": {"name.raw": {"value": "*É*"}}}
+        # ...with a keyword sub-field whose normalizer folds case, every letter folds.
+        folded = FieldMap({"properties": {"name": {"type": "text", "fields": {
+            "raw": {"type": "keyword"}, "folded": {"type": "keyword", "normalizer": "fold"}}},
+            "status": {"type": "keyword", "normalizer": "lowercase"}}},
+            model=Item, normalizers={"fold": {"type": "custom", "filter": ["lowercase"]}})
+        assert compile_spec(IEq("name", "Bär"), fields=folded) == {
+            "term": {"name.folded": {"value": "Bär"}}}
+        assert compile_spec(StartsWith("name", "bÄ", case_insensitive=True), fields=folded) \
+            == {"prefix": {"name.folded": {"value": "bÄ"}}}
+        assert compile_spec(Eq("name", "Bär"), fields=folded) == {"term": {"name.raw": "Bär"}}
+        assert compile_spec(IEq("status", "Q"), fields=folded) == {  # the built-in normalizer
+            "term": {"status": {"value": "Q"}}}
+        # Letters whose upper and lower case do not pair one to one (dotless i, sharp s,
+        # final sigma) compare differently in lower case than in UPPER(): not exact.
+        for text in ("\u0131", "stra\u00dfe", "\u03c3"):
+            with pytest.raises(NotSearchable, match="folds differently"):
+                compile_spec(IEq("name", text), fields=folded)
+        other = FieldMap({"properties": {"name": {"type": "keyword", "normalizer": "ascii"}}},
+                         normalizers={"ascii": {"type": "custom",
+                                                "filter": ["lowercase", "asciifolding"]}})
+        assert other.folded_field("name") is None
+
     def test_isnull(self) -> None:
         assert q(IsNull("score")) == {"bool": {"must_not": [{"exists": {"field": "score"}}]}}
         assert q(IsNull("score", False)) == {"exists": {"field": "score"}}

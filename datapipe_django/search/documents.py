@@ -99,7 +99,9 @@ class DocumentAdapter:
 
     def field_map(self, model: type[models.Model] | None = None,
                   names: dict[str, str] | None = None) -> FieldMap:
-        return FieldMap(self.mapping(), model=model or self.model, names=names)
+        analysis = (self.index_body().get("settings") or {}).get("analysis") or {}
+        return FieldMap(self.mapping(), model=model or self.model, names=names,
+                        normalizers=analysis.get("normalizer") or {})
 
     def index_body(self) -> dict[str, Any]:
         """Settings and mappings to create the index with."""

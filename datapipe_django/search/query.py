@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -180,9 +181,11 @@ class FieldMap:
 
     def __init__(self, mapping: Mapping[str, Any] | None = None, *,
                  model: type[models.Model] | None = None,
-                 names: Mapping[str, str] | None = None) -> None:
+                 names: Mapping[str, str] | None = None,
+                 normalizers: Mapping[str, Any] | None = None) -> None:
         self.model = model
         self.names = dict(names or {})
+        self.normalizers = dict(normalizers or {})
         if mapping is not None and "properties" in mapping:
             mapping = mapping["properties"]
         self.flat: dict[str, dict[str, Any]] | None = (
@@ -291,6 +294,35 @@ class FieldMap:
                 if spec is not None and spec["type"] in TEXT_TYPES and not spec["_nested"]:
                     return EngineField(name, spec["type"])
             raise
+
+    def folding(self, normalizer: str | None) -> str | None:
+        """``"lowercase"``/``"uppercase"`` when ``normalizer`` only folds case, else None."""
+        if not normalizer:
+            return None
+        definition = self.normalizers.get(normalizer)
+        if definition is None:
+            return "lowercase" if normalizer == "lowercase" else None  # the built-in one
+        if definition.get("char_filter") or definition.get("type", "custom") != "custom":
+            return None
+        filters = list(definition.get("filter") or [])
+        return filters[0] if filters in (["lowercase"], ["uppercase"]) else None
+
+    def folded_field(self, path: str) -> tuple[EngineField, str] | None:
+        """A keyword field of ``path`` whose normalizer folds case (what case-insensitive
+        lookups use), with the folding; None when the mapping has none."""
+        if self.flat is None:
+            return None
+        for name in self.candidates(path):
+            spec = self.flat.get(name)
+            if spec is None or spec["_nested"]:
+                continue
+            options = [(name, spec)] + [(f"{name}.{sub}", sub_spec) for sub, sub_spec in
+                                        (spec.get("fields") or {}).items()]
+            for full, option in options:
+                kind = self.folding(option.get("normalizer"))
+                if option.get("type") in KEYWORD_TYPES and kind is not None:
+                    return EngineField(full, option["type"]), kind
+        return None
 
     def search_field(self, path: str) -> str:
         """The field ``q`` searches: analyzed text (a text sub-field of a keyword)."""
@@ -480,8 +512,8 @@ class _Compiler:
     def _IEq(self, spec: IEq) -> dict[str, Any]:
         if spec.value is None:
             return self._IsNull(IsNull(spec.field, True))
-        target = self._text_target(spec.field, "iexact")
-        return {"term": {target.name: {"value": str(spec.value), "case_insensitive": True}}}
+        target, extra = self._insensitive(spec.field, "iexact", str(spec.value))
+        return {"term": {target.name: {"value": str(spec.value), **extra}}}
 
     def _In(self, spec: In) -> dict[str, Any]:
         values = [v for v in spec.values if v is not None]
@@ -525,14 +557,40 @@ class _Compiler:
                                 f"field; {target.name!r} is {target.type!r}.", field=path)
         return target
 
+    def _insensitive(self, path: str, lookup: str,
+                     text: str) -> tuple[EngineField, dict[str, Any]]:
+        """The field and options of a case-insensitive lookup that folds like PostgreSQL's
+        ``UPPER()``: a keyword with a case-folding normalizer (Unicode), else
+        ``case_insensitive`` (ASCII letters only: a value with other cased letters is not
+        searchable exactly)."""
+        folded = self.fields.folded_field(path)
+        if folded is not None:
+            target, kind = folded
+            odd = [c for c in text if ord(c) > 127 and c in _fold_trouble()
+                   ] if kind == "lowercase" else []
+            if odd:
+                raise NotSearchable(
+                    f"the case-insensitive {lookup!r} of {text!r} on {path!r}: {odd[0]!r} folds "
+                    f"differently in lower case (the normalizer) than in PostgreSQL's "
+                    f"UPPER().", field=path)
+            return target, {}
+        target = self._text_target(path, lookup)
+        odd = [c for c in text if ord(c) > 127 and c.upper() != c.lower()]
+        if odd:
+            raise NotSearchable(
+                f"the case-insensitive {lookup!r} of {text!r} on {path!r}: the engine's "
+                f"case_insensitive folds ASCII letters only, not {odd[0]!r}; give the field "
+                f"a keyword sub-field with a lowercase normalizer.", field=path)
+        return target, {"case_insensitive": True}
+
     def _pattern(self, spec: Any, kind: str, value: str) -> dict[str, Any]:
         if spec.value is None:
             raise ValueError("Cannot use None as a query value")
-        target = self._text_target(spec.field, spec.lookup)
-        body: dict[str, Any] = {"value": value}
         if spec.case_insensitive:
-            body["case_insensitive"] = True
-        return {kind: {target.name: body}}
+            target, extra = self._insensitive(spec.field, spec.lookup, str(spec.value))
+        else:
+            target, extra = self._text_target(spec.field, spec.lookup), {}
+        return {kind: {target.name: {"value": value, **extra}}}
 
     def _Contains(self, spec: Contains) -> dict[str, Any]:
         return self._pattern(spec, "wildcard", f"*{_escape(str(spec.value))}*")
@@ -542,6 +600,37 @@ class _Compiler:
 
     def _EndsWith(self, spec: EndsWith) -> dict[str, Any]:
         return self._pattern(spec, "wildcard", f"*{_escape(str(spec.value))}")
+
+
+@functools.cache
+def _fold_trouble() -> frozenset[str]:
+    """Non-ASCII letters for which "same lower case" (a lowercase normalizer, one character
+    at a time) and "same upper case" (PostgreSQL's ``UPPER()``) disagree with some other
+    letter: dotless and dotted i (with ``i``/``I``), sharp s, final sigma, the Kelvin
+    sign... A case-insensitive lookup of a value holding one is not exact on the engine.
+    (A stored value holding one can still differ from the database for an ASCII query; see
+    docs/search.md.)"""
+    from datapipe_django.specs import _pg_upper
+
+    lower_of: dict[str, str] = {}
+    by_lower: dict[str, set[str]] = {}
+    by_upper: dict[str, set[str]] = {}
+    for code in range(0x10000):
+        if 0xD800 <= code <= 0xDFFF:
+            continue
+        char = chr(code)
+        lower = char.lower()[0]  # the simple mapping: "İ".lower() is "i" + a combining dot
+        lower_of[char] = lower
+        by_lower.setdefault(lower, set()).add(char)
+        by_upper.setdefault(_pg_upper(char), set()).add(char)
+    trouble: set[str] = set()
+    for group in by_lower.values():
+        if len({_pg_upper(c) for c in group}) > 1:
+            trouble |= group
+    for group in by_upper.values():
+        if len({lower_of[c] for c in group}) > 1:
+            trouble |= group
+    return frozenset(c for c in trouble if ord(c) > 127)
 
 
 def _escape(text: str) -> str:
