@@ -159,6 +159,22 @@ DATAPIPE = {
     "CACHE": "default",
 }
 
+# The search engine serves ?q= when there is one: with the real servers (scripts/services.sh
+# starts an Elasticsearch node on 127.0.0.1:9200), or wherever DATAPIPE_EXAMPLE_SEARCH=1. In
+# the SQLite demo there is none and the databases answer q themselves.
+SEARCH_URL = os.environ.get("DATAPIPE_EXAMPLE_SEARCH_URL", "http://127.0.0.1:9200")
+PAYOUTS_SEARCH = (_env_flag("DATAPIPE_EXAMPLE_SEARCH", USE_REAL_SERVERS)
+                  and importlib.util.find_spec("django_elasticsearch_dsl") is not None)
+PAYOUTS_INDEX = os.environ.get("DATAPIPE_EXAMPLE_INDEX", "payouts")
+if PAYOUTS_SEARCH:
+    INSTALLED_APPS.append("django_elasticsearch_dsl")
+    ELASTICSEARCH_DSL = {"default": {"hosts": SEARCH_URL, "request_timeout": 2,
+                                     "max_retries": 0}}
+    # Index updates when the write commits, in bulk; an engine outage never fails a write
+    # (the rows are marked, `manage.py datapipe_index pending` re-indexes them).
+    ELASTICSEARCH_DSL_SIGNAL_PROCESSOR = "datapipe_django.search.sync.OnCommitSignalProcessor"
+    ELASTICSEARCH_DSL_AUTO_REFRESH = True
+
 #: The ledger service `?expand[]=transaction` reads (start it with `manage.py run_ledger`).
 LEDGER_URL = os.environ.get("LEDGER_URL", "http://127.0.0.1:8001")
 

@@ -24,9 +24,9 @@ die() { echo "[demo] ERROR: $*" >&2; exit 1; }
 
 log "installing datapipe-django (editable) and its dependencies"
 # OpenTelemetry (/metrics) and drf-spectacular (/schema/), and the real servers' client
-# libraries (PostgreSQL, MariaDB, Redis) when asked for.
+# libraries (PostgreSQL, MariaDB, Redis, Elasticsearch: q goes to the engine) when asked for.
 extras="example"
-[[ ${DATAPIPE_EXAMPLE_DB:-} == real ]] && extras="example,postgres,mysql,redis"
+[[ ${DATAPIPE_EXAMPLE_DB:-} == real ]] && extras="example,postgres,mysql,redis,elasticsearch"
 "$PYTHON" -m pip install -q -e ".[$extras]"
 
 # Every writable alias: `default` (the application database) and `archive`. With

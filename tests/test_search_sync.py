@@ -18,7 +18,7 @@ from django.utils import timezone
 from datapipe_django.models import PendingIndex
 from datapipe_django.search.documents import DocumentAdapter, EmptyDocument, adapter_for
 from datapipe_django.search.indexing import process_pending
-from datapipe_django.search.sync import index_later, reset_cooldowns, sync_stats
+from datapipe_django.search.sync import index_later, paused, reset_cooldowns, sync_stats
 from tests.search_documents import (
     ItemDocument,
     ItemOpenSearchDocument,
@@ -162,6 +162,15 @@ def test_writes_are_not_synced_when_the_library_says_so() -> None:
     with autosync(), override_settings(ELASTICSEARCH_DSL_AUTOSYNC=False):
         new_item(2).save()
     assert indexed_source(2) is None
+
+
+def test_paused_writes_are_left_to_a_rebuild() -> None:
+    with autosync():
+        with paused():
+            new_item(1).save()
+        new_item(2).save()
+    assert indexed_source(1) is None
+    assert indexed_source(2) is not None
 
 
 def test_documents_embedding_a_related_row_follow_it() -> None:

@@ -35,7 +35,9 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +57,7 @@ __all__ = [
     "OnCommitSignalProcessor",
     "SyncReport",
     "index_later",
+    "paused",
     "reset_cooldowns",
     "sync_stats",
     "write_documents",
@@ -66,6 +69,19 @@ logger = logging.getLogger("datapipe_django.search")
 BULK_CHUNK = 1_000
 
 _BATCH_ATTR = "_datapipe_search_batch"
+
+_paused: ContextVar[bool] = ContextVar("datapipe_search_sync_paused", default=False)
+
+
+@contextmanager
+def paused() -> Iterator[None]:
+    """Writes inside the block are not synced by the signal processor (this thread or task
+    only): for bulk loads followed by ``manage.py datapipe_index rebuild``."""
+    token = _paused.set(True)
+    try:
+        yield
+    finally:
+        _paused.reset(token)
 
 
 @dataclass
@@ -372,6 +388,8 @@ class OnCommitSignalProcessor:
     def changed(self, instance: models.Model, using: str | None,
                 *, related: bool = True) -> None:
         """``instance`` was written on ``using``: its documents and those embedding it."""
+        if _paused.get():
+            return
         alias = using or instance._state.db or router.db_for_write(type(instance))
         for document in registered_documents(type(instance)):
             if self._synced(document):
@@ -392,6 +410,8 @@ class OnCommitSignalProcessor:
     def handle_pre_delete(self, sender: Any, instance: models.Model,
                           using: str | None = None, **kwargs: Any) -> None:
         # Before the row goes, while the rows that embed it can still be found.
+        if _paused.get():
+            return
         alias = using or instance._state.db or router.db_for_write(type(instance))
         for document in related_documents(type(instance)):
             if self._synced(document):
@@ -401,7 +421,7 @@ class OnCommitSignalProcessor:
                            model: type[models.Model] | None = None,
                            pk_set: set[Any] | None = None, using: str | None = None,
                            **kwargs: Any) -> None:
-        if action not in ("post_add", "post_remove", "post_clear"):
+        if action not in ("post_add", "post_remove", "post_clear") or _paused.get():
             return
         self.changed(instance, using)
         if model is not None and pk_set:  # the rows on the other side changed too

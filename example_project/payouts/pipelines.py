@@ -88,6 +88,14 @@ _fetchers: list[Any] = [
 if "replica" in settings.DATABASES:  # DATAPIPE_EXAMPLE_DB=real
     _fetchers.append(ORMFetcher(using="replica", can_handle=recent_only))
 _fetchers.append(ORMFetcher(using="archive", name="archive"))
+if getattr(settings, "PAYOUTS_SEARCH", False):  # a search engine is configured
+    from datapipe_django.fetchers import SearchFetcher
+    from example_project.payouts.documents import PayoutDocument
+
+    # ?q= goes to the engine, which indexes every payout; the hits are read back from the
+    # archive (it holds them all) in one query. Its answer is complete: the databases below
+    # serve q only while the engine is down.
+    _fetchers.insert(0, SearchFetcher(PayoutDocument, name="search", using="archive"))
 
 payouts = Pipeline(
     "payouts",
