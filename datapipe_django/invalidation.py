@@ -54,6 +54,7 @@ from datapipe_django.cache_keys import CACHE_FORMAT, Uncacheable, digest, slug
 from datapipe_django.conf import datapipe_settings
 
 __all__ = [
+    "LOADED_TENANTS",
     "CacheGuard",
     "generation_keys",
     "get_guard",
@@ -62,7 +63,9 @@ __all__ = [
     "model_generation_key",
     "new_token",
     "pending_write",
+    "remember_tenants",
     "tenant_attname",
+    "tenant_attnames",
     "watch",
     "write_pending",
 ]
@@ -71,7 +74,7 @@ logger = logging.getLogger("datapipe_django.cache")
 
 _MISSING: Any = object()
 #: Attribute names (in the instance ``__dict__``) for the tenant values a row was loaded with.
-_LOADED = "_datapipe_tenants"
+LOADED_TENANTS = _LOADED = "_datapipe_tenants"
 _BEFORE = "_datapipe_tenants_before"
 
 
@@ -305,7 +308,7 @@ def watch(
         attname = tenant_attname(model, tenant_field)
         if attname is not None and attname not in entry.tenant_attnames:
             entry.tenant_attnames.add(attname)
-            post_init.connect(_on_init, sender=model, weak=False,
+            post_init.connect(remember_tenants, sender=model, weak=False,
                               dispatch_uid=f"datapipe_django:init:{_label(model)}")
         deps: dict[type[models.Model], bool] = {_concrete(m): False for m in depends_on}
         for parent in model._meta.get_parent_list():
@@ -357,14 +360,20 @@ def _targets(sender: type[models.Model]) -> list[tuple[type[models.Model], str, 
 
 # -- signal receivers --------------------------------------------------------------------------
 
-def _on_init(sender: Any, instance: models.Model, **kwargs: Any) -> None:
+def tenant_attnames(model: type[models.Model]) -> tuple[str, ...]:
+    """The tenant attributes whose loaded values are remembered for ``model``'s rows."""
+    watched = _watched.get(_concrete(model))
+    return tuple(sorted(watched.tenant_attnames)) if watched is not None else ()
+
+
+def remember_tenants(sender: Any, instance: models.Model, **kwargs: Any) -> None:
+    """``post_init`` receiver: the tenant values a row was loaded with (to tell, when it is
+    saved, whether it moved to another tenant)."""
     watched = _watched.get(_concrete(sender))
     if watched is None:
         return
     values = instance.__dict__
-    loaded = {a: values[a] for a in watched.tenant_attnames if a in values}
-    if loaded:
-        values[_LOADED] = loaded
+    values[_LOADED] = {a: values[a] for a in watched.tenant_attnames if a in values}
 
 
 def _stored_tenants(instance: models.Model) -> dict[str, Any]:

@@ -309,6 +309,68 @@ def test_deferred_fields_stay_deferred():
     assert second._state.db is None  # as it was (an unsaved row from memory)
 
 
+def _twins(model, rows):
+    """Rows rebuilt by decode_rows, and the same rows rebuilt by Model.from_db."""
+    for row in rows:
+        row._state.db = "default"
+    fieldsets, records = encode_rows(model, rows, "default")
+    decoded = decode_rows(model, fieldsets, records, "default")
+    names = fieldsets[0]
+    by_from_db = [model.from_db("default", names, [getattr(r, n) for n in names]) for r in rows]
+    return decoded, by_from_db
+
+
+def test_rebuilt_rows_are_what_from_db_builds():
+    inv.watch(Item, tenant_field="tenant")  # rows remember their tenant (post_init)
+    decoded, expected = _twins(Item, [make(1, owner=Owner(pk=3)), make(2)])
+    assert cache_module._builder(Item) is not Item.from_db  # nobody observes __init__: fast
+    for got, want in zip(decoded, expected, strict=True):
+        assert type(got) is Item
+        assert got.__dict__.keys() - {"_state"} == want.__dict__.keys() - {"_state"}
+        assert {k: v for k, v in got.__dict__.items() if k != "_state"} == {
+            k: v for k, v in want.__dict__.items() if k != "_state"}
+        assert (got._state.db, got._state.adding) == (want._state.db, want._state.adding)
+        assert got.__dict__[inv.LOADED_TENANTS] == {"tenant": "t1"}
+        assert got.owner_id == want.owner_id and got.get_deferred_fields() == set()
+
+
+def test_rows_go_through_from_db_when_someone_observes_init():
+    from django.db.models.signals import post_init, pre_init
+
+    seen = []
+
+    def observer(sender, **kwargs):
+        seen.append(sender)
+
+    for signal in (post_init, pre_init):
+        signal.connect(observer, sender=Item)
+        try:
+            assert cache_module._builder(Item) == Item.from_db
+            _twins(Item, [make(1), make(2)])
+        finally:
+            signal.disconnect(observer, sender=Item)
+    assert seen.count(Item) >= 2 * 2  # each signal saw every rebuilt row
+
+
+@isolate_apps("tests.testapp")
+def test_a_model_with_its_own_from_db_gets_it_called():
+    class Tracked(models.Model):
+        name = models.CharField(max_length=10)
+
+        class Meta:
+            app_label = "testapp"
+
+        @classmethod
+        def from_db(cls, db, field_names, values):
+            instance = super().from_db(db, field_names, values)
+            instance._loaded_values = dict(zip(field_names, values, strict=True))
+            return instance
+
+    (row,) = decode_rows(Tracked, *encode_rows(Tracked, [Tracked(id=1, name="a")], "x")[:2],
+                         "x")
+    assert row._loaded_values == {"id": 1, "name": "a"}
+
+
 # -- serving -----------------------------------------------------------------------------------
 
 def test_a_hit_skips_the_source_and_keeps_its_name():
