@@ -71,9 +71,9 @@ class Metrics(Protocol):
     * ``source(pipeline, source, outcome, duration)``: the chain considered a source
       (``ok``, ``declined``, ``unavailable``, ``timeout``, ``not_needed``).
     * ``execution(pipeline, duration, error)``: a whole execution ended. *Optional.*
-    * ``fallback(pipeline, source, reason)``: a source was read because the one before it did
-      not give the whole page (``declined``, ``unavailable``, ``timeout``, ``incomplete``,
-      ``empty``). *Optional.*
+    * ``fallback(pipeline, source, reason)``: a source was read because the one read before it
+      did not give the whole page (``unavailable``, ``timeout``, ``incomplete``, ``empty``).
+      *Optional.*
     * ``enricher(pipeline, enricher, outcome, duration)``: an enricher ran (``ok``,
       ``failed``, ``deadline_exceeded``...). *Optional.*
     * ``cache(pipeline, source, outcome)``: a cached fetcher answered (``hit``, ``stale``,
@@ -295,27 +295,21 @@ _CONSULTED = frozenset({"ok", "unavailable", "timeout"})
 
 def fallbacks(attempts: Iterable[Attempt], order: Sequence[str]) -> list[tuple[str, str, str]]:
     """The fallbacks a fetch made: ``(from_source, to_source, reason)`` per source that was
-    read although a source before it (in priority ``order``) was preferred.
+    read because the source read before it (in priority ``order``) did not give the page.
 
-    ``reason`` says why the source read before it did not give the whole page: ``unavailable``
-    / ``timeout`` (it failed), ``incomplete`` (it answered, but with fewer rows than the page
-    needs) or ``empty`` (it answered no row); ``declined`` when no source was read before it
-    because those before it declined the request. (Sources that declined between two that were
-    read are skipped over: they are not why the chain went on.)
+    ``reason``: ``unavailable`` / ``timeout`` (it failed), ``incomplete`` (it answered fewer
+    rows than the page needs) or ``empty`` (it answered no row). A source that *declined* the
+    request is not a fallback but routing (a replica too far behind, a source that keeps recent
+    rows only, a search engine asked no search): the chain never meant to read it.
     """
     rank = {name: i for i, name in enumerate(order)}
     ranked = sorted(attempts, key=lambda a: rank.get(a.source, len(rank)))
     result: list[tuple[str, str, str]] = []
     read: Attempt | None = None
-    declined: Attempt | None = None
     for attempt in ranked:
-        if attempt.outcome == "declined":
-            declined = attempt
-        elif attempt.outcome in _CONSULTED:
+        if attempt.outcome in _CONSULTED:
             if read is not None and attempt.source != read.source:
                 result.append((read.source, attempt.source, _why(read)))
-            elif read is None and declined is not None:
-                result.append((declined.source, attempt.source, "declined"))
             read = attempt
     return result
 

@@ -142,6 +142,7 @@ class OpenTelemetryMetrics:
     ``datapipe.stage.duration``       histogram  pipeline, stage, ``error.type`` on failure
     ``datapipe.source.duration``      histogram  pipeline, source, outcome (sources read)
     ``datapipe.source.errors``        counter    pipeline, source, outcome (unavailable, timeout)
+    ``datapipe.source.declines``      counter    pipeline, source (it declined the request)
     ``datapipe.fallbacks``            counter    pipeline, source (read instead), fallback.reason
     ``datapipe.enricher.duration``    histogram  pipeline, enricher, outcome
     ``datapipe.enrichment.failures``  counter    pipeline, enricher, outcome
@@ -170,9 +171,12 @@ class OpenTelemetryMetrics:
         self._source_errors = meter.create_counter(
             "datapipe.source.errors", unit="{error}",
             description="Reads from a source that failed (unavailable, timed out).")
+        self._source_declines = meter.create_counter(
+            "datapipe.source.declines", unit="{request}",
+            description="Requests a source declined (routing: lag, retention, no search...).")
         self._fallbacks = meter.create_counter(
             "datapipe.fallbacks", unit="{fallback}",
-            description="Sources read because the sources before them did not give the page.")
+            description="Sources read because the source read before did not give the page.")
         self._enricher = histogram("datapipe.enricher.duration", "Duration of enrichers.")
         self._enrichment_failures = meter.create_counter(
             "datapipe.enrichment.failures", unit="{failure}",
@@ -203,8 +207,12 @@ class OpenTelemetryMetrics:
         self._stage.record(duration, attributes)
 
     def source(self, pipeline: str, source: str, outcome: str, duration: float) -> None:
-        if outcome in ("declined", "not_needed"):
-            return  # not read: the fallback counter says what declining cost
+        if outcome == "declined":
+            self._source_declines.add(1, {"datapipe.pipeline": pipeline,
+                                          "datapipe.source": source})
+            return
+        if outcome == "not_needed":
+            return
         attributes = {"datapipe.pipeline": pipeline, "datapipe.source": source,
                       "datapipe.outcome": outcome}
         if duration:

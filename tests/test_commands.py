@@ -138,6 +138,21 @@ def test_explain_a_caching_wrapper_shows_its_key_and_what_it_wraps(only):
     assert "       database: default" in text and "LIMIT 5" in text
 
 
+def test_explain_prints_a_search_fetchers_query_as_json(only):
+    class Search(InMemoryFetcher):
+        def explain(self, request):
+            return {"index": "payouts", "query": json.dumps(
+                {"query": {"bool": {"filter": [{"term": {"tenant": request.tenant}}]}},
+                 "size": request.size})}
+
+    only(pipeline("cmd-search", Search(name="search")))
+    text = run("explain", "cmd-search", "limit=2", "--tenant", "t1")
+    assert "       index: payouts" in text
+    assert ('       query: {\n         "query": {\n           "bool": {\n             "filter": ['
+            in text)
+    assert '"size": 3' in text
+
+
 def test_explain_a_request_that_no_source_serves(only):
     only(pipeline("cmd-none", InMemoryFetcher(name="a", can_handle=declines)))
     text = run("explain", "cmd-none", "", "--tenant", "t1")
@@ -183,7 +198,7 @@ def test_explain_execute_shows_fallback_and_outages(only):
                   InMemoryFetcher(name="replica", available=False),
                   InMemoryFetcher([item(1), item(2)], name="archive")))
     text = run("explain", "cmd-fallback", "", "--tenant", "t1", "--execute")
-    assert "fallback: declined" in text
+    assert "fallback: unavailable" in text
     assert "source replica" in text and "unavailable, switched off, error SourceUnavailable" \
         in text
     assert "source recent" in text and "declined: declined by declines" in text

@@ -145,7 +145,7 @@ def test_a_span_per_execution_per_stage_and_per_source_read(spans):
     assert [e.name for e in replica.events] == ["exception"]
     # The fetch stage says why the page came from elsewhere.
     assert fetch.attributes["datapipe.fallback"] is True
-    assert fetch.attributes["datapipe.fallback.reason"] == "declined"
+    assert fetch.attributes["datapipe.fallback.reason"] == "unavailable"
     assert fetch.attributes["datapipe.fallback.mode"] == "sequential"
     assert fetch.attributes["datapipe.fallback.detail"] == (
         "recent: declined (declined by declines); replica: unavailable (switched off); "
@@ -271,7 +271,10 @@ def test_stage_source_execution_and_fallback_metrics(meter):
     assert errors == {"replica": 2}
     fell_back = {(a["datapipe.source"], a["datapipe.fallback.reason"]): pt.value
                  for a, pt in points(reader, "datapipe.fallbacks")}
-    assert fell_back == {("replica", "declined"): 2, ("archive", "unavailable"): 2}
+    assert fell_back == {("archive", "unavailable"): 2}  # declining is routing, not fallback
+    declined = {a["datapipe.source"]: pt.value
+                for a, pt in points(reader, "datapipe.source.declines")}
+    assert declined == {"recent": 2}
 
 
 def test_a_failed_execution_is_measured_with_its_error(meter):
@@ -449,8 +452,7 @@ def test_recording_tracer_keeps_the_tree_across_worker_threads():
     [
         ([("a", "ok", 11)], []),
         ([("a", "ok", 3), ("b", "ok", 8)], [("a", "b", "incomplete")]),
-        ([("a", "declined", 0), ("b", "declined", 0), ("c", "ok", 1)],
-         [("b", "c", "declined")]),
+        ([("a", "declined", 0), ("b", "declined", 0), ("c", "ok", 1)], []),
         ([("a", "unavailable", 0), ("b", "timeout", 0), ("c", "ok", 5)],
          [("a", "b", "unavailable"), ("b", "c", "timeout")]),
         ([("a", "ok", 0), ("b", "ok", 2), ("c", "not_needed", 0)], [("a", "b", "empty")]),

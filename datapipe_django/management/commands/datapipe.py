@@ -22,6 +22,7 @@ source of a pipeline. Replicas (skipped when behind) and caches (bypassed) are o
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import time
@@ -196,6 +197,9 @@ class Command(BaseCommand):
                     for row in sqlparse.format(value, reindent=True, wrap_after=80).splitlines():
                         self.line(f"         {row}")
                 elif key == "query":
+                    if isinstance(value, str | bytes):
+                        with contextlib.suppress(ValueError):
+                            value = json.loads(value)  # a body given as JSON text
                     text = json.dumps(value, indent=2, default=str).replace("\n", "\n       ")
                     self.line(f"       query: {text}")
                 elif key == "db_plan":
