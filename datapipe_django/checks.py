@@ -132,7 +132,8 @@ def check_declarations(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
             indexed = _document_model(document) if document is not None else None
             if indexed is not None and indexed is not pipeline.model:
                 messages.append(checks.Error(
-                    f"{owner}: fetcher {fetcher.name!r} searches {document.__name__}, which "
+                    f"{owner}: fetcher {fetcher.name!r} searches "
+                    f"{getattr(document, '__name__', document)}, which "
                     f"indexes {indexed._meta.label}, not the pipeline's model {label}.",
                     hint=f"Give the fetcher a Document whose Django.model is {label}.",
                     obj=pipeline, id="datapipe_django.E009",

@@ -115,7 +115,8 @@ class ExpandableFieldExtension(OpenApiSerializerFieldExtension):
                 related = relation.related_model
                 many = many or bool(relation.many_to_many or relation.one_to_many)
         id_schema = _id_schema(related)
-        ref = nested.ref if nested else build_basic_type(OpenApiTypes.OBJECT)
+        ref: dict[str, Any] = (nested.ref if nested else None) or dict(
+            build_basic_type(OpenApiTypes.OBJECT) or {})
         if many:
             id_schema, ref = build_array_type(id_schema), build_array_type(ref)
         return {
