@@ -321,8 +321,7 @@ class TestBody:
                            search_fields=("name", "owner__name"), timeout=0.25)
         assert body == {
             "query": {"bool": {
-                "filter": [{"bool": {"filter": [{"term": {"tenant": "t1"}},
-                                                {"term": {"status": "queued"}}]}}],
+                "filter": [{"term": {"tenant": "t1"}}, {"term": {"status": "queued"}}],
                 "must": [multi_match("big red", ["name", "owner.name"])],
             }},
             "size": 11,

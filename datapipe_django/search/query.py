@@ -699,7 +699,10 @@ def search_body(
     filters = []
     if spec is not None:
         compiled = _Compiler(field_map).compile(spec)
-        if compiled != MATCH_ALL:
+        inner = compiled.get("bool", {})
+        if list(compiled) == ["bool"] and list(inner) == ["filter"]:
+            filters.extend(inner["filter"])  # an And: its parts are filters of their own
+        elif compiled != MATCH_ALL:
             filters.append(compiled)
     if pk is not None:
         filters.append({"ids": {"values": [str(pk)]}})
