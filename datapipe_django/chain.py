@@ -184,13 +184,16 @@ class FetcherChain:
     ) -> list[tuple[str, list[Any]]]:
         answers: list[tuple[str, list[Any]]] = []
         merged = 0
+        why: str | None = None  # why this source is read: the previous one fell short
         for i, fetcher in enumerate(candidates):
             if merged >= need:
                 for rest in candidates[i:]:
                     self._record(attempts, Attempt(rest.name, "not_needed", "page already full"))
                 break
             self._check_deadline(request, attempts, answered=bool(answers))
-            result = self._call(fetcher, request, attempts)
+            result = self._call(fetcher, request, attempts, fallback=why)
+            why = "unavailable" if result is None else "empty" if not result.items \
+                else "incomplete"
             if result is not None:
                 answers.append((fetcher.name, result.items))
                 if result.complete:
@@ -245,9 +248,11 @@ class FetcherChain:
         page_request, _ = self.source_request(request, candidates=len(candidates),
                                               offset=offset, limit=limit)
         answered: list[str] = []
+        why: str | None = None
         for i, fetcher in enumerate(candidates):
             self._check_deadline(request, attempts, answered=bool(answered))
-            result = self._call(fetcher, page_request, attempts)
+            result = self._call(fetcher, page_request, attempts, fallback=why)
+            why = "unavailable" if result is None else "empty"
             if result is None:
                 continue
             answered.append(fetcher.name)
@@ -265,7 +270,7 @@ class FetcherChain:
                 # The page ran out here: ask the later sources whether they hold rows past it.
                 probe = replace(request, offset=0, size=1,
                                 after=request.ordering.values(items[-1]))
-                found = self._call(rest, probe, attempts)
+                found = self._call(rest, probe, attempts, probe=True)
                 if found is not None and found.items:
                     has_more = True  # a source without such rows says nothing of the next one
                     break
@@ -292,11 +297,16 @@ class FetcherChain:
             sources = tuple(n for n, _ in answers if n in on_page) or tuple(n for n, _ in answers)
         return ChainResult(page, len(merged) > offset + limit, sources, attempts)
 
-    def _fetch(self, fetcher: Any, request: FetchRequest) -> FetchResult:
-        """``fetcher.fetch(request)`` in its span."""
+    def _fetch(self, fetcher: Any, request: FetchRequest, *, fallback: str | None = None,
+               probe: bool = False) -> FetchResult:
+        """``fetcher.fetch(request)`` in its span (``fallback``: why the chain reads it)."""
         attributes: dict[str, Any] = {"datapipe.pipeline": request.pipeline,
                                       "datapipe.source": fetcher.name,
                                       "datapipe.request.size": request.size}
+        if fallback is not None:
+            attributes["datapipe.fallback.reason"] = fallback
+        if probe:
+            attributes["datapipe.probe"] = True  # FIRST_SUCCESS: is there a row past the page?
         remaining = request.remaining
         if remaining is not None:
             attributes["datapipe.deadline.remaining"] = remaining
@@ -323,11 +333,12 @@ class FetcherChain:
         return self._fetch(fetcher, request), time.perf_counter() - start
 
     def _call(
-        self, fetcher: Any, request: FetchRequest, attempts: list[Attempt]
+        self, fetcher: Any, request: FetchRequest, attempts: list[Attempt], *,
+        fallback: str | None = None, probe: bool = False,
     ) -> FetchResult | None:
         start = time.perf_counter()
         try:
-            result = self._fetch(fetcher, request)
+            result = self._fetch(fetcher, request, fallback=fallback, probe=probe)
         except UNAVAILABLE_ERRORS as exc:
             self._record(attempts, Attempt(fetcher.name, "unavailable", _reason(exc),
                                            duration=time.perf_counter() - start))

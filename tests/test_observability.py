@@ -136,6 +136,9 @@ def test_a_span_per_execution_per_stage_and_per_source_read(spans):
         assert 0 < span.attributes["datapipe.deadline.remaining"] <= 5.0
     assert archive.attributes["datapipe.outcome"] == "ok"
     assert archive.attributes["datapipe.item_count"] == 2
+    # Why each source was read: the first candidate for itself, the archive as a fallback.
+    assert "datapipe.fallback.reason" not in replica.attributes
+    assert archive.attributes["datapipe.fallback.reason"] == "unavailable"
     assert archive.status.status_code is StatusCode.UNSET
     # The unavailable source: outcome, reason, the exception and an error status.
     assert replica.attributes["datapipe.outcome"] == "unavailable"
@@ -165,6 +168,18 @@ def test_a_served_page_without_fallback_says_so(spans):
     assert "datapipe.fallback.reason" not in fetch.attributes
     assert [dict(e.attributes) for e in fetch.events] == [
         {"datapipe.source": "b", "datapipe.reason": "page already full"}]
+
+
+def test_first_success_fallbacks_and_probes_are_marked_on_their_spans(spans):
+    tracer, exporter = spans
+    make(InMemoryFetcher([], name="a"), InMemoryFetcher([item(2, minutes=2)], name="b"),
+         InMemoryFetcher([item(1, minutes=1)], name="c"),
+         fallback=FallbackMode.FIRST_SUCCESS, tracer=tracer).execute(tenant="t1", limit=1)
+    spans_of = {s.name: s for s in exporter.get_finished_spans()}
+    assert "datapipe.fallback.reason" not in spans_of["datapipe.source.a"].attributes
+    assert spans_of["datapipe.source.b"].attributes["datapipe.fallback.reason"] == "empty"
+    probe = spans_of["datapipe.source.c"].attributes
+    assert probe["datapipe.probe"] is True and probe["datapipe.request.size"] == 1
 
 
 def test_the_cache_outcome_of_a_read_is_on_its_span(spans):
