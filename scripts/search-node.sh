@@ -149,8 +149,9 @@ start() {
     jvm_flags+=(-Dorg.elasticsearch.nativeaccess.enableVectorLibrary=false)
     log "starting Elasticsearch ($LINE, $JDK) at $URL; data $NODE_HOME, log $LOG_FILE"
     # Flags follow the distribution's jvm.options where they matter for an in-process node.
-    # 9>&- : the node must not inherit the lock held by this script.
-    nohup "$JDK/bin/java" -Xms256m -Xmx"$HEAP" -XX:+UseSerialGC -Xss1m \
+    # 9>&- : the node must not inherit the lock held by this script. setsid: its own session,
+    # so killing whatever started it (a test run's process group) does not kill the node.
+    setsid nohup "$JDK/bin/java" -Xms256m -Xmx"$HEAP" -XX:+UseSerialGC -Xss1m \
         -XX:-OmitStackTraceInFastThrow --enable-native-access=ALL-UNNAMED "${jvm_flags[@]}" \
         -Dfile.encoding=UTF-8 -Djava.locale.providers=CLDR -Djna.nosys=true \
         -Dio.netty.noUnsafe=true -Dio.netty.noKeySetOptimization=true \

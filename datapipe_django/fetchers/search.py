@@ -321,7 +321,7 @@ class SearchFetcher(BaseFetcher):
                 raw = _source_value(source, field)
                 if raw is _MISSING:
                     continue
-            target = field.target_field if field.is_relation else field
+            target: Any = getattr(field, "target_field", field) if field.is_relation else field
             names.append(field.attname)
             values.append(None if raw is None else target.to_python(raw))
         return model.from_db(None, names, values)

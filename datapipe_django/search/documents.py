@@ -311,9 +311,13 @@ def _os_unavailable(exc: BaseException) -> str | None:
     return None
 
 
+def adapter_for(document: Any, connection: str | None = None) -> DocumentAdapter:
+    """The (cached) adapter of ``document`` (a Document class)."""
+    return _adapter(document, connection)
+
+
 @functools.lru_cache(maxsize=256)
-def adapter_for(document: type[Any], connection: str | None = None) -> DocumentAdapter:
-    """The (cached) adapter of ``document``."""
+def _adapter(document: Any, connection: str | None) -> DocumentAdapter:
     return DocumentAdapter(document, connection)
 
 

@@ -56,7 +56,8 @@ class PendingReport:
 class Progress:
     """A one-line progress bar on a terminal (a line per tenth elsewhere)."""
 
-    def __init__(self, label: str, *, stream: TextIO | None = None, width: int = 30) -> None:
+    def __init__(self, label: str, *, stream: TextIO | OutputWrapper | None = None,
+                 width: int = 30) -> None:
         self.label = label
         self.stream = stream or sys.stderr
         self.width = width

@@ -235,8 +235,9 @@ class FieldMap:
                 # holding the related row's key, or under the column's name.
                 prefix = "".join(f"{s.name}." for s in steps[:-1])
                 last = steps[-1]
-                target = final.target_field.name if getattr(final, "is_relation", False) \
-                    else getattr(final, "name", "id")
+                related: Any = final
+                target = related.target_field.name if getattr(related, "is_relation", False) \
+                    else getattr(related, "name", "id")
                 found += [f"{prefix}{last.name}", f"{prefix}{last.name}.{target}",
                           f"{prefix}{last.attname}"]
         return list(dict.fromkeys(found))
@@ -246,7 +247,7 @@ class FieldMap:
         if field is None:
             return None
         if field.is_relation:
-            field = field.target_field
+            field = getattr(field, "target_field", field)
         return _DJANGO_TYPES.get(field.get_internal_type())
 
     # -- engine side ----------------------------------------------------------------------

@@ -56,7 +56,7 @@ def select_documents(names: list[str]) -> list[type[Any]]:
             raise CommandError("No Document is registered (django-elasticsearch-dsl or "
                                "django-opensearch-dsl) or read by a pipeline.")
         return documents
-    chosen = []
+    chosen: list[type[Any]] = []
     for name in names:
         matches = [d for d in documents
                    if name in (document_label(d), d.__name__, adapter_for(d).index)]
@@ -158,7 +158,7 @@ class Command(BaseCommand):
             except Exception as exc:
                 if adapter.unavailable_reason(exc) is None:
                     raise
-                size, where = "unreachable", adapter.unavailable_reason(exc)
+                size, where = "unreachable", adapter.unavailable_reason(exc) or ""
             pending = []
             aliases = [datapipe_settings.PRIMARY, *datapipe_settings.ARCHIVES]
             for alias in (a for a in dict.fromkeys(aliases) if a in connections.settings):
