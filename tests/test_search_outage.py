@@ -1,5 +1,6 @@
-"""A real engine outage: the test stops the search node (``scripts/services.sh
-stop-search``), checks what searches and writes do meanwhile, and starts it again.
+"""A real engine outage: the test starts a node of its own (``scripts/search-node.sh`` on
+free ports, with its own state directory, so runs sharing the machine's node are not
+disturbed), stops it, checks what searches and writes do meanwhile, and starts it again.
 
 * ``q`` is served by PostgreSQL full-text search (the next source), with a 200 and the
   engine named in ``X-Datapipe-Unavailable``; without a database fallback it is a 503.
@@ -12,8 +13,13 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import os
+import shutil
+import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +37,9 @@ from tests.conftest import require_alias
 from tests.search_documents import (
     ItemDocument,
     autosync,
-    empty_indices_fixture,  # noqa: F401
     index_rows,
     indexed_source,
+    recreate,
     search_indices_fixture,  # noqa: F401
 )
 from tests.testapp.filters import ItemFilterSet
@@ -43,16 +49,52 @@ from tests.testapp.serializers import ItemSerializer
 pytestmark = [pytest.mark.search, pytest.mark.postgres,
               pytest.mark.django_db(databases=["default", "primary"], transaction=True)]
 
-SERVICES = Path(__file__).resolve().parent.parent / "scripts" / "services.sh"
+NODE = Path(__file__).resolve().parent.parent / "scripts" / "search-node.sh"
 BASE = dt.datetime(2024, 7, 1, tzinfo=dt.UTC)
 NAMES = ["monthly invoice", "invoice reminder", "salary July", "reinvoice fee"]
 
 
-def services(command: str) -> float:
-    start = time.monotonic()
-    subprocess.run(["bash", str(SERVICES), command], check=True, capture_output=True,
-                   timeout=300)
-    return time.monotonic() - start
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Node:
+    """A search node of this test's own (``search-node.sh`` with its own home and ports)."""
+
+    def __init__(self, home: Path) -> None:
+        self.port = free_port()
+        self.env = {**os.environ, "SEARCH_HOME": str(home), "SEARCH_PORT": str(self.port),
+                    "SEARCH_TRANSPORT_PORT": str(free_port())}
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def run(self, command: str) -> float:
+        start = time.monotonic()
+        subprocess.run(["bash", str(NODE), command], check=True, capture_output=True,
+                       env=self.env, timeout=300)
+        return time.monotonic() - start
+
+
+@pytest.fixture
+def node(search_indices: None) -> Iterator[Node]:
+    """The node, as the Documents' default connection (the machine's node afterwards)."""
+    from django.conf import settings
+    from elasticsearch.dsl import connections
+
+    home = Path(tempfile.mkdtemp(prefix="datapipe-search-outage-"))
+    node = Node(home)
+    started = node.run("start")
+    print(f"own search node started in {started:.1f}s")
+    connections.create_connection("default", hosts=node.url, max_retries=0)
+    try:
+        recreate(ItemDocument)
+        yield node
+    finally:
+        connections.create_connection("default", **settings.ELASTICSEARCH_DSL["default"])
+        node.run("stop")
+        shutil.rmtree(home, ignore_errors=True)
+        reset_cooldowns()
 
 
 def pipeline() -> Pipeline:
@@ -82,7 +124,7 @@ def get(params: dict[str, Any]) -> Any:
 
 
 def test_searches_fall_back_and_writes_are_marked_while_the_engine_is_down(
-        empty_indices: None) -> None:
+        node: Node) -> None:
     require_alias("primary")
     rows = Item.objects.using("primary").bulk_create([
         Item(id=pk, tenant="t1", name=name, status="queued", amount=pk,
@@ -94,7 +136,7 @@ def test_searches_fall_back_and_writes_are_marked_while_the_engine_is_down(
     assert up["X-Datapipe-Source"] == "search"
     assert [i["id"] for i in json.loads(up.content)["items"]] == [2, 1]
 
-    stopped = services("stop-search")
+    stopped = node.run("stop")
     try:
         down = get({"q": "invoice"})
         assert down.status_code == 200
@@ -121,7 +163,7 @@ def test_searches_fall_back_and_writes_are_marked_while_the_engine_is_down(
         marks = PendingIndex.objects.using("primary").order_by("object_pk")
         assert [m.object_pk for m in marks] == ["3", "5"]
     finally:
-        started = services("start-search")
+        started = node.run("start")
         reset_cooldowns()
     print(f"search node: stopped in {stopped:.1f}s, started again in {started:.1f}s")
 
