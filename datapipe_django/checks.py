@@ -21,7 +21,7 @@ __all__ = ["check_declarations", "check_pipelines"]
 def check_pipelines(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """E001: a fetcher names an unknown database alias. E002: the FilterSet's model is not the
     pipeline's model. Enrichers check their own declaration (``enricher.check(pipeline)``):
-    E004 to E006."""
+    E004 to E006, E013."""
     messages: list[checks.CheckMessage] = []
     for pipeline in all_pipelines():
         for fetcher in pipeline.fetchers:
@@ -54,12 +54,13 @@ def check_pipelines(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
 # Ids (one list for the whole library; see docs/operations.md):
 #   E001 fetcher database alias unknown      E002 FilterSet model differs
 #   E003 (W003) cache fetchers' own checks  E004 enricher relation path unknown
-#   E005 enricher database alias unknown     E006 enricher field (tenant_field, attribute)
+#   E005 enricher database alias unknown     E006 PrefetchEnricher tenant_field unknown
 #   E007 tenant_field unknown                E008 ordering field unknown
 #   E009 search Document for another model   E010 two fetchers share a name
 #   E011 DATAPIPE names an unknown database  W001 unknown DATAPIPE key
 #   E012 (W012, W013) search fetchers' own checks (datapipe_django.fetchers.search): a field
 #        the engine cannot serve (tenant, ordering, q), millisecond dates, unservable filters
+#   E013 a BatchEnricher would overwrite a model field
 
 
 def _field_path_error(model: Any, path: str) -> str | None:

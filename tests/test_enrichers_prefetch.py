@@ -293,7 +293,7 @@ def test_declaration_mistakes_are_system_check_errors():
     finally:
         unregister_pipeline(p.name)
     assert sorted(m.id for m in messages) == ["datapipe_django.E004", "datapipe_django.E005",
-                                              "datapipe_django.E006", "datapipe_django.E006"]
+                                              "datapipe_django.E006", "datapipe_django.E013"]
     assert all(isinstance(m, checks.Error) for m in messages)
     text = "\n".join(m.msg for m in messages)
     assert "'nope' is not a relation of testapp.Owner (relations: items)" in text

@@ -87,7 +87,7 @@ class BatchEnricher(BaseEnricher):
             f"field {self.name!r} of {pipeline.model._meta.label}.",
             hint="Name the enricher after the attribute to add, e.g. 'transaction' for "
                  "key='transaction_id'.",
-            obj=pipeline, id="datapipe_django.E006",
+            obj=pipeline, id="datapipe_django.E013",
         )]
 
     def runs_inline(self, items: list[Any], context: EnrichContext) -> bool:
