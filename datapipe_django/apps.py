@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.apps import apps as django_apps
 from django.utils.module_loading import autodiscover_modules
 
 
@@ -10,7 +11,7 @@ class DatapipeConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        if self.apps.is_installed("drf_spectacular"):
+        if django_apps.is_installed("drf_spectacular"):
             # OpenAPI for PipelineViewSet: drf-spectacular finds extensions once imported.
             from datapipe_django.rest import schema  # noqa: F401
         from datapipe_django import checks  # noqa: F401  (registers the system checks)

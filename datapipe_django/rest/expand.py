@@ -95,7 +95,8 @@ class ExpandableField(serializers.Field):
 
 
 def _model_field(instance: Any, name: str) -> Any:
-    return _field_of(type(instance), name) if hasattr(instance, "_meta") else None
+    model: Any = type(instance)
+    return _field_of(model, name) if hasattr(instance, "_meta") else None
 
 
 @functools.lru_cache(maxsize=512)
