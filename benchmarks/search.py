@@ -1,0 +1,327 @@
+"""Search requests through the endpoint against the same query sent by the client alone.
+
+    python benchmarks/search.py [--requests 300] [--page 20]
+
+Needs PostgreSQL on 127.0.0.1:5432 and the search node on 127.0.0.1:9200 (``bash
+scripts/services.sh start``). It creates the database ``datapipe_bench_search`` if missing,
+the ``tests.testapp`` tables with 20,000 ``Item`` rows in two tenants (names of three words
+out of 60), and the index ``datapipe-bench-items`` (rebuilt from the table when their sizes
+differ; a ``DateNanosField`` for ``created_at``, keywords for the filters).
+
+Per scenario (tenant ``t1``, ``q``, page size ``--page``) it measures, interleaved:
+
+* ``endpoint (db)``: ``PipelineViewSet`` over ``SearchFetcher(using="default")``:
+  RequestFactory request → view → ``render()``: validation, the FilterSet compiled to the
+  query, one search, one ``in_bulk`` query on PostgreSQL, the serializer, JSON;
+* ``endpoint (_source)``: the same with ``SearchFetcher(using=None)``: instances built from
+  the hits' ``_source``, no database query;
+* ``client alone``: the body the fetcher sends for that request, sent with the
+  Elasticsearch client and its response decoded (``_source`` included): what any code
+  calling the engine pays at least.
+
+It first checks that the three return the same ids, then prints median, p90 and p99 per
+side, the endpoint's overhead over the client at the median, and p99 against the 200 ms
+target of the seed. p99 of a few hundred requests on a shared machine is noisy; medians are
+the numbers to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+PG_HOST = os.environ.get("DATAPIPE_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("DATAPIPE_PG_PORT", "5432"))
+PG_NAME = "datapipe_bench_search"
+SEARCH_URL = os.environ.get("DATAPIPE_BENCH_SEARCH", "http://127.0.0.1:9200")
+INDEX = "datapipe-bench-items-v2"
+HINT = "start it with `bash scripts/services.sh start`"
+ROWS, TENANT = 20_000, "t1"
+WARMUP = 30
+TARGET_P99 = 0.200
+WORDS = (
+    "amber", "ash", "azure", "beige", "black", "blue", "bronze", "brown", "coral", "cream",
+    "crimson", "cyan", "gold", "gray", "green", "indigo", "ivory", "jade", "khaki", "lemon",
+    "lilac", "lime", "linen", "magenta", "maroon", "mint", "navy", "olive", "orange", "peach",
+    "pearl", "pink", "plum", "purple", "red", "rose", "ruby", "rust", "saffron", "salmon",
+    "sand", "scarlet", "sepia", "silver", "sky", "slate", "snow", "steel", "tan", "taupe",
+    "teal", "tomato", "topaz", "umber", "violet", "wheat", "white", "wine", "yellow",
+)
+
+
+def configure() -> None:
+    from django.conf import settings
+
+    settings.configure(
+        SECRET_KEY="datapipe-benchmarks-not-secret",
+        DEBUG=False,  # DEBUG=True would record every query
+        USE_TZ=True,
+        TIME_ZONE="UTC",
+        ALLOWED_HOSTS=["*"],
+        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
+        INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "django_filters",
+                        "rest_framework", "datapipe_django", "tests.testapp",
+                        "django_elasticsearch_dsl"],
+        DATABASES={"default": {
+            "ENGINE": "django.db.backends.postgresql", "HOST": PG_HOST, "PORT": PG_PORT,
+            "NAME": PG_NAME, "USER": "postgres", "PASSWORD": "", "CONN_MAX_AGE": None,
+        }},
+        ELASTICSEARCH_DSL={"default": {"hosts": SEARCH_URL, "request_timeout": 10}},
+        ELASTICSEARCH_DSL_AUTOSYNC=False,
+        REST_FRAMEWORK={"UNAUTHENTICATED_USER": None, "DEFAULT_AUTHENTICATION_CLASSES": [],
+                        "DEFAULT_PERMISSION_CLASSES": [],
+                        "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]},
+        DATAPIPE={"PRIMARY": "default", "MAX_LIMIT": 100, "TIMEOUT": 2.0},
+    )
+
+
+def ensure_services() -> None:
+    import urllib.request
+
+    import psycopg
+    from psycopg import sql
+
+    try:
+        with psycopg.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres",
+                             connect_timeout=3, autocommit=True) as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                (PG_NAME,)).fetchone():
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(PG_NAME)))
+    except psycopg.OperationalError as exc:
+        sys.exit(f"PostgreSQL is not reachable at {PG_HOST}:{PG_PORT} ({exc}); {HINT}")
+    try:
+        urllib.request.urlopen(f"{SEARCH_URL}/_cluster/health", timeout=3).read()
+    except OSError as exc:
+        sys.exit(f"The search node is not reachable at {SEARCH_URL} ({exc}); {HINT}")
+
+
+def document() -> type[Any]:
+    from django_elasticsearch_dsl import Document, fields
+    from django_elasticsearch_dsl.registries import registry
+
+    from datapipe_django.search.fields import DateNanosField
+    from tests.testapp.models import Item
+
+    @registry.register_document
+    class BenchItemDocument(Document):
+        tenant = fields.KeywordField()
+        name = fields.TextField(fields={"raw": fields.KeywordField()})
+        status = fields.KeywordField()
+        created_at = DateNanosField()
+        category = fields.LongField(attr="category_id")
+        owner = fields.LongField(attr="owner_id")
+
+        class Index:
+            name = INDEX
+            settings = {"number_of_shards": 1, "number_of_replicas": 0}
+
+        class Django:
+            model = Item
+            fields = ["id", "amount", "active", "day", "score"]
+
+    return BenchItemDocument
+
+
+def seed(doc: type[Any]) -> None:
+    from django.core.management import call_command
+    from django.db import connection
+
+    from datapipe_django.search.documents import adapter_for
+    from datapipe_django.search.indexing import Progress, rebuild
+    from tests.testapp.models import Item
+
+    call_command("migrate", run_syncdb=True, verbosity=0)
+    if Item.objects.count() != ROWS:
+        Item.objects.all().delete()
+        rng = random.Random(11)
+        start = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+        rows = []
+        for i in range(ROWS):
+            created = start + dt.timedelta(seconds=rng.uniform(0, 180 * 86_400))
+            rows.append(Item(
+                id=i + 1, tenant=("t1", "t2")[i % 2], name=" ".join(rng.sample(WORDS, 3)),
+                status=rng.choice(Item.Status.values), amount=rng.randrange(1, 1_000_000),
+                active=rng.random() < 0.8, created_at=created, day=created.date(),
+                score=None if rng.random() < 0.2 else rng.randrange(100)))
+        Item.objects.bulk_create(rows, batch_size=2_000)
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {Item._meta.db_table}")
+    adapter = adapter_for(doc)
+    try:
+        indexed = adapter.count()
+    except Exception as exc:
+        if adapter.unavailable_reason(exc) is None:
+            raise
+        indexed = -1
+    if indexed != ROWS:
+        report = rebuild(doc, using="default", batch_size=2_000,
+                         progress=Progress(f"indexing {INDEX}"))
+        print(f"indexed {report.indexed} rows into {report.built} in {report.seconds:.1f}s")
+
+
+def views(doc: type[Any]) -> dict[str, Any]:
+    from datapipe_django import Pipeline
+    from datapipe_django.fetchers import ORMFetcher, SearchFetcher
+    from datapipe_django.rest import PipelineViewSet
+    from tests.testapp.filters import ItemFilterSet
+    from tests.testapp.models import Item
+    from tests.testapp.serializers import ItemSerializer
+
+    def view(using: str | None) -> Any:
+        pipeline = Pipeline("bench-search", model=Item, filterset_class=ItemFilterSet,
+                            search_fields=("name",), tenant_field="tenant",
+                            ordering=("-created_at", "-id"),
+                            ordering_fields=("created_at", "amount", "score"),
+                            fetchers=[SearchFetcher(doc, using=using), ORMFetcher("default")],
+                            register=False)
+
+        class SearchViewSet(PipelineViewSet):
+            serializer_class = ItemSerializer
+
+            def get_pipeline(self) -> Pipeline:
+                return pipeline
+
+            def get_tenant(self) -> str:
+                return TENANT
+
+        SearchViewSet.pipeline = pipeline
+        return SearchViewSet.as_view({"get": "list"})
+
+    return {"endpoint (db)": view("default"), "endpoint (_source)": view(None)}
+
+
+def call(view: Any, params: dict[str, Any]) -> tuple[float, dict[str, Any], str]:
+    from django.test import RequestFactory
+
+    request = RequestFactory().get("/items", params)
+    start = time.perf_counter()
+    response = view(request)
+    response.render()
+    elapsed = time.perf_counter() - start
+    if response.status_code != 200:
+        raise SystemExit(f"{params}: HTTP {response.status_code}: {response.content[:300]!r}")
+    return elapsed, json.loads(response.content), response["X-Datapipe-Source"]
+
+
+def client_body(view: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """The body the search fetcher sends for ``params`` (with ``_source``, the timeout off)."""
+    from datapipe_django import PipelineRequest
+    from datapipe_django.stages import fetch_request, validate
+    from datapipe_django.state import State
+
+    pipeline = view.cls.pipeline
+    filters = {k: v for k, v in params.items() if k not in ("q", "limit", "cursor", "ordering")}
+    state = State(pipeline=pipeline, request=PipelineRequest(
+        tenant=TENANT, search=params.get("q"), limit=params.get("limit"),
+        cursor=params.get("cursor"), ordering=params.get("ordering"), filters=filters),
+        deadline=None)
+    validate(state)
+    body = pipeline.fetchers[0].build_body(fetch_request(state))
+    body["_source"] = True
+    return body
+
+
+def client_call(client: Any, body: dict[str, Any]) -> tuple[float, list[int]]:
+    start = time.perf_counter()
+    response = client.search(index=INDEX, body=body)
+    hits = response.body["hits"]["hits"]  # decoded JSON, _source included
+    elapsed = time.perf_counter() - start
+    return elapsed, [int(hit["_id"]) for hit in hits]
+
+
+def scenarios(endpoints: dict[str, Any], page: int) -> list[tuple[str, dict[str, Any]]]:
+    first = next(iter(endpoints.values()))
+    params: dict[str, Any] = {"q": "red", "limit": page}
+    cursor = None
+    for _ in range(200 // page):  # the cursor of a page ~200 rows in
+        cursor = call(first, {**params, **({"cursor": cursor} if cursor else {})})[1][
+            "next_cursor"]
+    return [
+        ("q=red", {"q": "red", "limit": page}),
+        ("q=red blue", {"q": "red blue", "limit": page}),
+        ("q=red status=processed", {"q": "red", "status": "processed", "limit": page}),
+        ("q=red ordering=-amount", {"q": "red", "ordering": "-amount", "limit": page}),
+        ("q=red, cursor ~200 rows in", {"q": "red", "limit": page, "cursor": cursor}),
+    ]
+
+
+def pct(values: list[float], p: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[p - 1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=300, help="per scenario and side")
+    parser.add_argument("--page", type=int, default=20, help="page size (default 20)")
+    args = parser.parse_args()
+
+    ensure_services()
+    configure()
+    import django
+
+    django.setup()
+    doc = document()
+    seed(doc)
+    from datapipe_django.search.documents import adapter_for
+
+    client = adapter_for(doc).client()
+    endpoints = views(doc)
+    cases = scenarios(endpoints, args.page)
+    bodies = {label: client_body(endpoints["endpoint (db)"], params) for label, params in cases}
+
+    for label, params in cases:  # the same hits everywhere
+        expected = client_call(client, bodies[label])[1][: args.page]
+        for name, view in endpoints.items():
+            _, body, source = call(view, params)
+            ids = [item["id"] for item in body["items"]]
+            if source != "search" or ids != expected or not ids:
+                raise SystemExit(f"{label}: {name} disagrees with the client ({source}): "
+                                 f"{ids[:5]} vs {expected[:5]}")
+    for _ in range(WARMUP):
+        for label, params in cases:
+            client_call(client, bodies[label])
+            for view in endpoints.values():
+                call(view, params)
+
+    samples: dict[tuple[str, str], list[float]] = {}
+    for _ in range(args.requests):
+        for label, params in cases:
+            samples.setdefault((label, "client alone"), []).append(
+                client_call(client, bodies[label])[0])
+            for name, view in endpoints.items():
+                samples.setdefault((label, name), []).append(call(view, params)[0])
+
+    version = client.info()["version"]["number"]
+    print(f"Elasticsearch {version}, {ROWS:,} rows ({ROWS // 2:,} in the tenant), page "
+          f"{args.page}, {args.requests} requests per scenario and side, interleaved")
+    sides = ["endpoint (db)", "endpoint (_source)", "client alone"]
+    head = f"{'scenario':<28} {'side':<19} {'med':>7} {'p90':>7} {'p99':>7}  {'p99 < 200 ms':<12}"
+    print(head)
+    print("-" * len(head))
+    worst = 0.0
+    for label, _ in cases:
+        client_med = statistics.median(samples[label, "client alone"])
+        for side in sides:
+            values = samples[label, side]
+            med, p90, p99 = statistics.median(values), pct(values, 90), pct(values, 99)
+            worst = max(worst, p99) if side != "client alone" else worst
+            extra = "" if side == "client alone" else f"  +{(med - client_med) * 1e3:.1f} ms"
+            print(f"{label:<28} {side:<19} {med * 1e3:>7.2f} {p90 * 1e3:>7.2f} "
+                  f"{p99 * 1e3:>7.2f}  {'yes' if p99 < TARGET_P99 else 'NO':<12}{extra}")
+    print("(ms; +N ms: the endpoint's median over the client's for the same query)")
+    print(f"worst endpoint p99: {worst * 1e3:.1f} ms against the {TARGET_P99 * 1e3:.0f} ms "
+          f"target: {'met' if worst < TARGET_P99 else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()
