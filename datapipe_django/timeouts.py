@@ -49,8 +49,9 @@ def _postgresql(ms: int) -> Callable[..., Any]:
                 context: dict[str, Any]) -> Any:
         # On the driver connection (not this cursor, whose results the caller still reads, and
         # not through Django, whose wrappers would call this one again).
-        raw = context["connection"].connection
-        with raw.cursor() as side:
+        connection = context["connection"]
+        raw = connection.connection
+        with connection.wrap_database_errors, raw.cursor() as side:  # Django's error classes
             side.execute(f"SET statement_timeout = {ms:d}")
         try:
             return execute(sql, params, many, context)
