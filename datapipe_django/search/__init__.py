@@ -9,11 +9,14 @@ libraries (django-elasticsearch-dsl, django-opensearch-dsl).
     │                 errors that mean "engine unavailable", bulk
     ├── sync.py       index updates on transaction commit, in bulk; outages recorded
     ├── indexing.py   rebuild an index from a database alias; re-index what is pending
+    ├── fields.py     ``DateNanosField`` (datetimes with microseconds) for both libraries
     └── database.py   PostgreSQL full-text search, the database fallback for ``q``
 
-The fetcher is :class:`datapipe_django.fetchers.SearchFetcher`. Only ``documents.py``,
-``sync.py`` and ``indexing.py`` import a search client, and only when they are called: this
-package (and :meth:`datapipe_django.specs.Spec.to_search`) imports without one.
+The fetcher is :class:`datapipe_django.fetchers.SearchFetcher`, the command ``manage.py
+datapipe_index``, the model of rows to re-index :class:`datapipe_django.models.PendingIndex`.
+No module here imports a search client at import time (``documents.py`` imports one to
+classify an error, ``fields.py`` when a field class is first used): this package and
+:meth:`datapipe_django.specs.Spec.to_search` work without one. See docs/search.md.
 """
 
 from datapipe_django.search.query import (
