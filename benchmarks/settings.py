@@ -45,4 +45,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
 }
 
-DATAPIPE = {"PRIMARY": "default", "MAX_LIMIT": 100}
+# DATAPIPE_BENCH_TIMEOUT=none measures without a deadline (so without statement timeouts).
+_timeout = os.environ.get("DATAPIPE_BENCH_TIMEOUT", "5")
+DATAPIPE = {"PRIMARY": "default", "MAX_LIMIT": 100,
+            "TIMEOUT": None if _timeout.lower() == "none" else float(_timeout)}

@@ -51,6 +51,17 @@ def _postgresql(ms: int) -> Callable[..., Any]:
         # not through Django, whose wrappers would call this one again).
         connection = context["connection"]
         raw = connection.connection
+        if _pipeline_supported(raw):
+            # psycopg 3 pipeline mode: SET, the query and RESET travel in one round trip. An
+            # error (the timeout itself) surfaces when the pipeline syncs, and rolls the SET
+            # back with the statement that failed.
+            with connection.wrap_database_errors, raw.pipeline():
+                with raw.cursor() as side:
+                    side.execute(f"SET statement_timeout = {ms:d}")
+                result = execute(sql, params, many, context)
+                with raw.cursor() as side:
+                    side.execute("RESET statement_timeout")
+            return result
         with connection.wrap_database_errors, raw.cursor() as side:  # Django's error classes
             side.execute(f"SET statement_timeout = {ms:d}")
         try:
@@ -60,6 +71,18 @@ def _postgresql(ms: int) -> Callable[..., Any]:
                 side.execute("RESET statement_timeout")  # fails only on a dead connection
 
     return wrapper
+
+
+def _pipeline_supported(raw: Any) -> bool:
+    """psycopg 3 with a libpq that has pipeline mode (psycopg2 has none)."""
+    pipeline_class = getattr(type(raw), "pipeline", None)
+    if pipeline_class is None:
+        return False
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg2 deployments
+        return False
+    return bool(psycopg.Pipeline.is_supported())
 
 
 def _mysql(ms: int, connection: Any) -> Callable[..., Any]:

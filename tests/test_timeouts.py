@@ -45,3 +45,27 @@ def test_fast_queries_pass_and_no_budget_means_no_timeout(engine_alias):
     with statement_timeout(connection, None), connection.cursor() as cursor:
         cursor.execute("SELECT 2")
         assert cursor.fetchone()[0] == 2
+
+
+@pytest.mark.django_db(databases=[a for a in engine_databases() if a != "archive"],
+                       transaction=True)
+def test_postgresql_session_keeps_its_own_statement_timeout():
+    from tests.conftest import require_alias
+
+    require_alias("primary")
+    connection = connections["primary"]
+
+    def current() -> str:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW statement_timeout")
+            return cursor.fetchone()[0]
+
+    before = current()
+    with statement_timeout(connection, 0.2), connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone()[0] == 1  # results survive the reset sent after the query
+    assert current() == before
+    with statement_timeout(connection, 0.2), connection.cursor() as cursor, \
+            pytest.raises(OperationalError):
+        cursor.execute("SELECT pg_sleep(2)")
+    assert current() == before
