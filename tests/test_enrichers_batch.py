@@ -192,3 +192,18 @@ def test_declaration_mistakes_are_improperly_configured(kwargs, message):
     args = {"name": "x", "key": "pk", "load": dict, **kwargs}
     with pytest.raises(ImproperlyConfigured, match=message):
         BatchEnricher(args.pop("name"), **args)
+
+
+def test_a_late_chunk_run_on_this_thread_abandons_the_rest_of_the_batch():
+    def never(fn, *args):
+        return Future()  # no pool thread ever picks the chunk up: this thread runs each one
+
+    calls = []
+
+    def slow(chunk):
+        calls.append(chunk)
+        time.sleep(0.2)
+
+    with pytest.raises(DeadlineExceeded):
+        run_chunks(slow, [[1], [2], [3]], workers=3, context=context(0.1), submit=never)
+    assert len(calls) == 1  # the first local chunk outlived the deadline: nothing else ran

@@ -166,6 +166,7 @@ def run_chunks(
                 _abandon(running)
             i = queue.pop(0)
             results[i] = fn(chunks[i])
+            _check_deadline(context, queue, running)
             continue
         # Nothing left to start: run here what no pool thread has picked up yet.
         for future in [f for f in running if f.cancel()]:
@@ -173,6 +174,7 @@ def run_chunks(
             if context.remaining == 0.0:
                 _abandon(running)
             results[i] = fn(chunks[i])
+            _check_deadline(context, queue, running)
         if not running:
             continue
         done, _ = wait(running, timeout=context.remaining, return_when="FIRST_COMPLETED")
@@ -181,6 +183,14 @@ def run_chunks(
         for future in done:
             results[running.pop(future)] = future.result()
     return results
+
+
+def _check_deadline(context: EnrichContext, queue: list[int],
+                    running: dict[Future[Any], int]) -> None:
+    """After this thread ran a chunk (which nothing can interrupt): past the deadline with
+    work still outstanding, the batch is abandoned, whatever the pool threads did meanwhile."""
+    if context.remaining == 0.0 and (queue or running):
+        _abandon(running)
 
 
 def _abandon(running: dict[Future[Any], int]) -> NoReturn:
