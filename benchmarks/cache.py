@@ -22,9 +22,7 @@ and prints the median and p99 of each and the ratio cache / db.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import random
 import statistics
 import sys
 import time
@@ -33,11 +31,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.common import HINT, ensure_postgres_database, first_line, seed_items
+
 PG_HOST = os.environ.get("DATAPIPE_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("DATAPIPE_PG_PORT", "5432"))
 PG_NAME = "datapipe_bench_cache"
 REDIS_URL = os.environ.get("DATAPIPE_BENCH_REDIS", "redis://127.0.0.1:6379/4")
-HINT = "start it with `bash scripts/services.sh start`"
 ROWS, TENANTS, TENANT = 10_000, ("t1", "t2"), "t1"
 WARMUP = 50
 
@@ -67,52 +66,22 @@ def configure() -> None:
 
 def ensure_servers() -> None:
     """Create the benchmark database if missing; exit with a hint when a server is down."""
-    import psycopg
     import redis
-    from psycopg import sql
 
-    try:
-        with psycopg.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres",
-                             connect_timeout=3, autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                                (PG_NAME,)).fetchone():
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(PG_NAME)))
-    except psycopg.OperationalError as exc:
-        sys.exit(f"PostgreSQL is not reachable at {PG_HOST}:{PG_PORT} ({first_line(exc)}); "
-                 f"{HINT}")
+    ensure_postgres_database(PG_HOST, PG_PORT, PG_NAME)
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
     except redis.RedisError as exc:
         sys.exit(f"Redis is not reachable at {REDIS_URL} ({first_line(exc)}); {HINT}")
 
 
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def seed() -> None:
-    from django.core.management import call_command
     from django.db import connection
 
     from datapipe_django import invalidate
     from tests.testapp.models import Item
 
-    call_command("migrate", run_syncdb=True, verbosity=0)
-    if Item.objects.count() != ROWS:
-        Item.objects.all().delete()
-        rng = random.Random(7)
-        start = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
-        rows = []
-        for i in range(ROWS):
-            created = start + dt.timedelta(minutes=rng.randrange(200_000))
-            rows.append(Item(
-                id=i + 1, tenant=TENANTS[i % len(TENANTS)], name=f"item {i}",
-                status=rng.choice(Item.Status.values), amount=rng.randrange(1, 1_000_000),
-                active=rng.random() < 0.8, created_at=created, day=created.date(),
-                score=None if rng.random() < 0.2 else rng.randrange(100),
-            ))
-        Item.objects.bulk_create(rows, batch_size=2_000)
+    if seed_items(ROWS, TENANTS):
         invalidate(Item)  # bulk_create sends no signal
     table = Item._meta.db_table
     with connection.cursor() as cursor:

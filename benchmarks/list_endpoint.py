@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import datetime as dt
 import json
 import os
 import pstats
-import random
 import statistics
 import sys
 import time
@@ -23,52 +21,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.settings"
 
 from benchmarks import settings as bench_settings
+from benchmarks.common import ensure_postgres_database, seed_items
 
-HINT = "start it with `bash scripts/services.sh start`"
 ROWS, TENANTS, TENANT, PAGE = 10_000, ("t1", "t2"), "t1", 50
 WARMUP = 30
 
 
 def ensure_database() -> None:
     """Create the benchmark database if missing; exit with a hint when PostgreSQL is down."""
-    import psycopg
-    from psycopg import sql
-
-    host, port, name = bench_settings.PG_HOST, bench_settings.PG_PORT, bench_settings.PG_NAME
-    try:
-        with psycopg.connect(host=host, port=port, user="postgres", dbname="postgres",
-                             connect_timeout=3, autocommit=True) as conn:
-            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-                return
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        sys.exit(f"PostgreSQL is not reachable at {host}:{port} ({reason}); {HINT}")
+    ensure_postgres_database(bench_settings.PG_HOST, bench_settings.PG_PORT,
+                             bench_settings.PG_NAME)
 
 
 def seed(nulls_last_index: bool) -> None:
     """The Item table with ROWS rows (two tenants) and an index on (tenant, created_at, id);
     with ``nulls_last_index``, also one in the exact order of our ORDER BY (NULLS LAST)."""
-    from django.core.management import call_command
     from django.db import connection
 
     from tests.testapp.models import Item
 
-    call_command("migrate", run_syncdb=True, verbosity=0)
-    if Item.objects.count() != ROWS:
-        Item.objects.all().delete()
-        rng = random.Random(7)
-        start = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
-        rows = []
-        for i in range(ROWS):
-            created = start + dt.timedelta(minutes=rng.randrange(200_000))
-            rows.append(Item(
-                id=i + 1, tenant=TENANTS[i % len(TENANTS)], name=f"item {i}",
-                status=rng.choice(Item.Status.values), amount=rng.randrange(1, 1_000_000),
-                active=rng.random() < 0.8, created_at=created, day=created.date(),
-                score=None if rng.random() < 0.2 else rng.randrange(100),
-            ))
-        Item.objects.bulk_create(rows, batch_size=2_000)
+    seed_items(ROWS, TENANTS)
     table = Item._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(f"CREATE INDEX IF NOT EXISTS bench_item_tenant_created_id "

@@ -40,12 +40,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.common import HINT, ensure_postgres_database
+
 PG_HOST = os.environ.get("DATAPIPE_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("DATAPIPE_PG_PORT", "5432"))
 PG_NAME = "datapipe_bench_search"
 SEARCH_URL = os.environ.get("DATAPIPE_BENCH_SEARCH", "http://127.0.0.1:9200")
 INDEX = "datapipe-bench-items-v2"
-HINT = "start it with `bash scripts/services.sh start`"
 ROWS, TENANT = 20_000, "t1"
 WARMUP = 30
 TARGET_P99 = 0.200
@@ -88,17 +89,7 @@ def configure() -> None:
 def ensure_services() -> None:
     import urllib.request
 
-    import psycopg
-    from psycopg import sql
-
-    try:
-        with psycopg.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres",
-                             connect_timeout=3, autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                                (PG_NAME,)).fetchone():
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(PG_NAME)))
-    except psycopg.OperationalError as exc:
-        sys.exit(f"PostgreSQL is not reachable at {PG_HOST}:{PG_PORT} ({exc}); {HINT}")
+    ensure_postgres_database(PG_HOST, PG_PORT, PG_NAME)
     try:
         urllib.request.urlopen(f"{SEARCH_URL}/_cluster/health", timeout=3).read()
     except OSError as exc:
