@@ -14,19 +14,19 @@ ENGINE_ALIASES = ("default", "primary", "archive")
 def require_alias(alias: str) -> None:
     """Skip (outside CI only) when the server behind ``alias`` is not running."""
     if alias not in settings.DATABASES and not IN_CI:
-        pytest.skip(f"database alias {alias!r} has no server: {START_HINT}")
+        pytest.skip(f"database alias {alias!r} has no server: {START_HINT}")  # not in CI
 
 
 def require_cache(alias: str) -> None:
     """Skip (outside CI only) when the server behind cache ``alias`` is not running."""
     if alias not in settings.CACHES and not IN_CI:
-        pytest.skip(f"cache alias {alias!r} has no server: {START_HINT}")
+        pytest.skip(f"cache alias {alias!r} has no server: {START_HINT}")  # not in CI
 
 
 def require_search() -> None:
     """Skip (outside CI only) when the search engine node is not running."""
     if "search" not in AVAILABLE and not IN_CI:
-        pytest.skip(f"the search engine node is not running: {START_HINT}")
+        pytest.skip(f"the search engine node is not running: {START_HINT}")  # not in CI
 
 
 def engine_databases() -> list[str]:
