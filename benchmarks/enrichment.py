@@ -221,31 +221,15 @@ def views():  # type: ignore[no-untyped-def]
     from datapipe_django.enrichers import PrefetchEnricher
     from datapipe_django.fetchers import ORMFetcher
     from datapipe_django.rest import ExpandableField, PipelineViewSet
-    from tests.testapp.models import Category, Comment, Item, Owner, Tag
-
-    class OwnerSerializer(serializers.ModelSerializer):
-        class Meta:
-            model = Owner
-            fields = ("id", "name", "email")
-
-    class CategorySerializer(serializers.ModelSerializer):
-        class Meta:
-            model = Category
-            fields = ("id", "name")
-
-    class TagSerializer(serializers.ModelSerializer):
-        class Meta:
-            model = Tag
-            fields = ("id", "name")
+    from tests.testapp.models import Comment, Item
+    from tests.testapp.serializers import (
+        CategorySerializer,
+        CommentSerializer,
+        OwnerSerializer,
+        TagSerializer,
+    )
 
     # Ours: relations render as ids unless expanded; enrichers load them per page.
-    class CommentSerializer(serializers.ModelSerializer):
-        author = ExpandableField(OwnerSerializer)
-
-        class Meta:
-            model = Comment
-            fields = ("id", "body", "author")
-
     class ItemSerializer(serializers.ModelSerializer):
         owner = ExpandableField(OwnerSerializer)
         category = ExpandableField(CategorySerializer)
