@@ -39,6 +39,8 @@ __all__ = [
 COOKIE_NAME = "datapipe_pin"
 _SALT = "datapipe_django.pin"
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_CLOCK_SKEW = 1.0  # seconds a signed stamp may be ahead of this server's clock
+_clock = time.time
 
 _pinned: contextvars.ContextVar[bool] = contextvars.ContextVar("datapipe_pinned", default=False)
 
@@ -103,7 +105,9 @@ class ReadYourWritesMiddleware:
         finally:
             _pinned.reset(token)
         if window > 0 and request.method in _UNSAFE and response.status_code < 400:
-            response.set_signed_cookie(COOKIE_NAME, f"{time.time():.3f}", salt=_SALT,
+            # Truncated, never rounded: a rounded-up stamp would read as "in the future".
+            stamp = f"{math.floor(_clock() * 1000) / 1000:.3f}"
+            response.set_signed_cookie(COOKIE_NAME, stamp, salt=_SALT,
                                        max_age=math.ceil(window), httponly=True, samesite="Lax")
         return response
 
@@ -114,7 +118,8 @@ class ReadYourWritesMiddleware:
             return False
         value = request.get_signed_cookie(COOKIE_NAME, default=None, salt=_SALT)
         try:
-            return value is not None and 0 <= time.time() - float(value) <= window
+            # Web servers' clocks differ a little; a stamp slightly ahead still pins.
+            return value is not None and -_CLOCK_SKEW <= _clock() - float(value) <= window
         except ValueError:
             return False
 

@@ -164,3 +164,16 @@ def test_the_middleware_pins_a_client_that_wrote_for_pin_after_write_seconds():
     with override_settings(DATAPIPE={"PIN_AFTER_WRITE": 0.2}):  # the same cookie, now too old
         assert pinned(middleware(follow)) is False
     assert not is_pinned()
+
+
+def test_a_write_stamp_never_reads_as_written_in_the_future(monkeypatch):
+    # 100.0006 would round to 100.001, ahead of a clock that then reads 100.0007.
+    clock = iter([100.0006, 100.0007])
+    monkeypatch.setattr("datapipe_django.pinning._clock", lambda: next(clock))
+    middleware = ReadYourWritesMiddleware(_probe)
+    factory = RequestFactory()
+    with override_settings(DATAPIPE={"PIN_AFTER_WRITE": 3.0}):
+        cookie = middleware(factory.post("/")).cookies[COOKIE_NAME]
+        follow = factory.get("/")
+        follow.COOKIES[COOKIE_NAME] = cookie.value
+        assert pinned(middleware(follow)) is True
