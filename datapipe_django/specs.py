@@ -54,6 +54,7 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.constants import LOOKUP_SEP
 from django.db.models.expressions import Col
+from django.utils import translation
 from django.utils.datastructures import MultiValueDict
 from django_filters import filters as df
 from django_filters.constants import EMPTY_VALUES
@@ -834,9 +835,73 @@ def compile_filterset(
         queryset=model._default_manager.none(),
         request=request,
     )
+    _reuse_form_fields(filterset)
     if not filterset.is_valid():
         raise ValidationFailed(_errors_of(filterset.form))
     return spec_from_filterset(filterset)
+
+
+# django-filter builds a new form class, and every field of it, for each FilterSet instance:
+# most of the cost of binding a request's parameters. A field that cannot depend on the
+# instance is built once per FilterSet class (and language, for its label) and shared by the
+# form classes; Django forms deep-copy their fields per form, so sharing them is safe.
+_STATIC_FIELDS: dict[tuple[type[BaseFilterSet], str | None], dict[str, Any]] = {}
+_FORM_CLASSES: dict[tuple[type[BaseFilterSet], str | None], type] = {}
+_STATIC_FILTERS: dict[type[BaseFilterSet], frozenset[str] | None] = {}
+_STATIC_FIELD_OWNERS = (df.Filter, df.NumberFilter, df.LookupChoiceFilter)
+
+
+def _reuse_form_fields(filterset: BaseFilterSet) -> None:
+    cls = type(filterset)
+    if cls not in _STATIC_FILTERS:
+        _STATIC_FILTERS[cls] = _static_filters(cls)
+    static = _STATIC_FILTERS[cls]
+    if static is None:
+        return
+    key = (cls, translation.get_language())
+    if len(static) == len(filterset.filters):
+        form_class = _FORM_CLASSES.get(key)
+        if form_class is None:
+            form_class = _FORM_CLASSES.setdefault(key, filterset.get_form_class())
+        filterset.get_form_class = lambda: form_class  # type: ignore[method-assign]
+        return
+    fields = _STATIC_FIELDS.get(key)
+    if fields is None:
+        fields = {name: filterset.filters[name].field for name in static}
+        fields = _STATIC_FIELDS.setdefault(key, fields)
+
+    def get_form_class() -> type:
+        form_fields = {}
+        for name, filter_ in filterset.filters.items():  # in declaration order
+            shared = fields.get(name)
+            form_fields[name] = filter_.field if shared is None else shared
+        return type(f"{cls.__name__}Form", (cls._meta.form,), form_fields)
+
+    # An instance attribute: ``BaseFilterSet.form`` calls ``self.get_form_class()``.
+    filterset.get_form_class = get_form_class  # type: ignore[method-assign]
+
+
+def _static_filters(cls: type[BaseFilterSet]) -> frozenset[str] | None:
+    """The names of ``cls``'s filters whose form field is the same for every instance.
+
+    None when ``cls`` overrides ``__init__`` or ``get_form_class`` (either may shape the
+    filters per request). Not static: a filter with a callable ``queryset=`` (it takes the
+    request), ``AllValuesFilter`` (its choices come from the database), and any filter with
+    its own ``field`` property.
+    """
+    if cls.__init__ is not BaseFilterSet.__init__ or (
+        cls.get_form_class is not BaseFilterSet.get_form_class
+    ):
+        return None
+    static = set()
+    for name, filter_ in cls.base_filters.items():
+        owner = next(k for k in type(filter_).__mro__ if "field" in vars(k))
+        if owner is df.QuerySetRequestMixin:
+            if not callable(getattr(filter_, "queryset", None)):
+                static.add(name)
+        elif owner in _STATIC_FIELD_OWNERS:
+            static.add(name)
+    return frozenset(static)
 
 
 def _as_multivalue(filterset_class: type[BaseFilterSet], data: Mapping[str, Any]) -> Any:

@@ -827,3 +827,91 @@ def test_opaque_filter_declines_on_every_data() -> None:
     # The FilterSet itself can still filter with it; only the spec cannot express it.
     filterset = ItemFilterSet({"opaque": "^a"}, queryset=Item.objects.using("primary").all())
     assert list(filterset.qs) == []
+
+
+# -- binding: form fields shared between requests only where they cannot differ -----------------
+
+class StaticFilters(django_filters.FilterSet):
+    amount = django_filters.NumberFilter()
+    status = django_filters.ChoiceFilter(choices=Item.Status.choices)
+
+    class Meta:
+        model = Item
+        fields: list[str] = []
+
+
+def test_a_shared_form_keeps_no_state_between_requests() -> None:
+    for _ in range(2):
+        with pytest.raises(ValidationFailed) as info:
+            compile_filterset(StaticFilters, {"amount": "lots", "status": "gone"})
+        assert set(info.value.errors) == {"amount", "status"}
+        assert compile_filterset(StaticFilters, {"amount": "5"}) == Eq("amount", Decimal("5"))
+        assert compile_filterset(StaticFilters, {}) == MatchAll()
+
+
+class _Request:
+    def __init__(self, allowed: str) -> None:
+        self.allowed = allowed
+
+
+class PerRequestChoices(django_filters.FilterSet):
+    amount = django_filters.NumberFilter()
+    category = django_filters.ModelChoiceFilter(
+        queryset=lambda request: Category.objects.filter(name=request.allowed))
+
+    class Meta:
+        model = Item
+        fields: list[str] = []
+
+
+@pytest.mark.django_db
+def test_a_callable_queryset_is_asked_again_for_every_request() -> None:
+    books, toys = Category.objects.create(name="books"), Category.objects.create(name="toys")
+    books_only, toys_only = _Request("books"), _Request("toys")
+    assert compile_filterset(PerRequestChoices, {"category": str(books.pk)},
+                             request=books_only) == Eq("category", books.pk)
+    with pytest.raises(ValidationFailed) as info:
+        compile_filterset(PerRequestChoices, {"category": str(books.pk)}, request=toys_only)
+    assert set(info.value.errors) == {"category"}
+    assert compile_filterset(PerRequestChoices, {"category": str(toys.pk)},
+                             request=toys_only) == Eq("category", toys.pk)
+
+
+class ChoicesFromTheDatabase(django_filters.FilterSet):
+    name = django_filters.AllValuesFilter()
+
+    class Meta:
+        model = Item
+        fields: list[str] = []
+
+
+@pytest.mark.django_db
+def test_all_values_choices_follow_the_database() -> None:
+    item(1, name="alpha").save()
+    assert compile_filterset(ChoicesFromTheDatabase, {"name": "alpha"}) == Eq("name", "alpha")
+    with pytest.raises(ValidationFailed):
+        compile_filterset(ChoicesFromTheDatabase, {"name": "beta"})
+    item(2, name="beta").save()
+    assert compile_filterset(ChoicesFromTheDatabase, {"name": "beta"}) == Eq("name", "beta")
+
+
+class ShapedPerRequest(django_filters.FilterSet):
+    amount = django_filters.NumberFilter()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if getattr(self.request, "allowed", None) == "strict":
+            self.filters["amount"].extra["max_value"] = 10
+
+    class Meta:
+        model = Item
+        fields: list[str] = []
+
+
+def test_a_filterset_that_shapes_its_filters_per_request_is_bound_per_request() -> None:
+    assert compile_filterset(ShapedPerRequest, {"amount": "50"},
+                             request=_Request("lax")) == Eq("amount", Decimal("50"))
+    with pytest.raises(ValidationFailed):
+        compile_filterset(ShapedPerRequest, {"amount": "50"}, request=_Request("strict"))
+    assert compile_filterset(ShapedPerRequest, {"amount": "50"},
+                             request=_Request("lax")) == Eq("amount", Decimal("50"))
