@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import math
 import operator
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, wait
 from typing import Any, NoReturn
 
 from django.core import checks
+from django.core.cache import caches
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 
+from datapipe_django.cache_keys import Uncacheable, digest, slug
+from datapipe_django.conf import datapipe_settings
 from datapipe_django.enrichers.base import BaseEnricher, EnrichContext
 from datapipe_django.errors import DeadlineExceeded
 from datapipe_django.executor import submit as pool_submit
+from datapipe_django.fetchers.cache import CacheStats
+from datapipe_django.invalidation import get_guard, is_cache_error
 
 __all__ = ["BatchEnricher", "run_chunks"]
+
+logger = logging.getLogger("datapipe_django.enrichers")
+
+#: Bumped when the format of cached enrichment values changes.
+ENRICH_CACHE_FORMAT = 1
 
 
 class BatchEnricher(BaseEnricher):
@@ -45,6 +58,9 @@ class BatchEnricher(BaseEnricher):
         always: bool = False,
         batch_size: int = 100,
         max_workers: int | None = None,
+        cache_ttl: float | None = None,
+        cache: str | None = None,
+        cache_version: Any = None,
     ) -> None:
         super().__init__(name, auth_types=auth_types, required=required, always=always)
         owner = f"BatchEnricher({name!r})"
@@ -76,6 +92,19 @@ class BatchEnricher(BaseEnricher):
             self._memo_key = id(load)
         self.batch_size = batch_size
         self.max_workers = max_workers
+        if cache_ttl is not None and (isinstance(cache_ttl, bool) or not isinstance(
+                cache_ttl, int | float) or cache_ttl <= 0):
+            raise ImproperlyConfigured(f"{owner}: `cache_ttl` must be positive seconds, got "
+                                       f"{cache_ttl!r}.")
+        self.cache_ttl = cache_ttl
+        self._cache = cache
+        self.cache_version = cache_version
+        self.stats = CacheStats()
+        self._warned = False
+
+    @property
+    def cache_alias(self) -> str:
+        return self._cache or str(datapipe_settings.CACHE)
 
     def check(self, pipeline: Any) -> list[checks.CheckMessage]:
         try:
@@ -107,6 +136,10 @@ class BatchEnricher(BaseEnricher):
         """``{key: value or None}`` for ``keys``: memoised per request, loaded in chunks."""
         memo: dict[Any, Any] = context.memo.setdefault(("batch", self._memo_key), {})
         missing = [k for k in dict.fromkeys(keys) if k not in memo]
+        cache_keys = self._cache_keys(missing, context) if missing and self.cache_ttl else {}
+        if cache_keys:
+            missing = self._read_cache(cache_keys, missing, memo)
+        loaded = missing
         chunks = [missing[i : i + self.batch_size]
                   for i in range(0, len(missing), self.batch_size)]
         workers = self.max_workers or max(1, context.workers)
@@ -115,7 +148,78 @@ class BatchEnricher(BaseEnricher):
                                  strict=True):
             for k in chunk:
                 memo[k] = answer.get(k)
+        if cache_keys and loaded:
+            self._write_cache({cache_keys[k]: memo[k] for k in loaded if k in cache_keys})
         return {k: memo.get(k) for k in keys}
+
+    # -- the cache across requests ------------------------------------------------------------
+    def _cache_keys(self, keys: list[Any], context: EnrichContext) -> dict[Any, str]:
+        prefix = (f"{datapipe_settings.CACHE_KEY_PREFIX}:enrich{ENRICH_CACHE_FORMAT}:"
+                  f"{slug(context.pipeline)}:{slug(self.name)}")
+        scope = [context.pipeline, self.name, self.cache_version, context.tenant,
+                 context.auth_type]
+        result = {}
+        for key in keys:
+            try:
+                result[key] = f"{prefix}:{digest([*scope, key], size=32)}"
+            except Uncacheable:
+                self._warn(f"keys like {key!r} cannot be part of a cache key")
+        return result
+
+    def _read_cache(self, cache_keys: dict[Any, str], missing: list[Any],
+                    memo: dict[Any, Any]) -> list[Any]:
+        """Fill ``memo`` from the cache; the keys still to load from the service."""
+        guard = get_guard(self.cache_alias)
+        if not guard.allow():
+            self.stats.incr("bypasses")
+            return missing
+        try:
+            found = caches[self.cache_alias].get_many(list(cache_keys.values()))
+        except Exception as exc:
+            self._cache_failed(guard, exc)
+            self.stats.incr("bypasses")
+            return missing
+        guard.succeeded()
+        rest = []
+        for key in missing:
+            raw = found.get(cache_keys.get(key, ""))
+            if raw is None:
+                rest.append(key)
+                self.stats.incr("misses")
+            else:
+                memo[key] = json.loads(raw)
+                self.stats.incr("hits")
+        return rest
+
+    def _write_cache(self, entries: dict[str, Any]) -> None:
+        payloads = {}
+        for cache_key, value in entries.items():
+            if _is_json(value):
+                payloads[cache_key] = json.dumps(value, separators=(",", ":"))
+            else:
+                self._warn(f"a value of type {type(value).__name__} is not JSON")
+        guard = get_guard(self.cache_alias)
+        if not payloads or not guard.allow():
+            return
+        try:
+            caches[self.cache_alias].set_many(payloads, timeout=math.ceil(self.cache_ttl or 1))
+        except Exception as exc:
+            self._cache_failed(guard, exc)
+        else:
+            guard.succeeded()
+
+    def _cache_failed(self, guard: Any, exc: Exception) -> None:
+        if not is_cache_error(exc):
+            guard.release_probe()
+            raise exc
+        self.stats.incr("errors")
+        guard.failed(exc)
+
+    def _warn(self, what: str) -> None:
+        if not self._warned:
+            self._warned = True
+            logger.warning("BatchEnricher(%r): %s, so those values are loaded on every "
+                           "request, not cached.", self.name, what)
 
     def _call(self, chunk: list[Any], context: EnrichContext) -> Mapping[Any, Any]:
         if getattr(self.loader, "requires_context", False):
@@ -135,6 +239,19 @@ class BatchEnricher(BaseEnricher):
         for item in items:
             value = self.key(item)
             setattr(item, self.name, loaded.get(value) if value is not None else None)
+
+
+def _is_json(value: Any) -> bool:
+    """Whether ``value`` comes back from a JSON round trip as it is (same types)."""
+    if value is None or isinstance(value, str | bool):
+        return True
+    if isinstance(value, int | float):
+        return type(value) in (int, float) and math.isfinite(value)
+    if type(value) is list:
+        return all(_is_json(v) for v in value)
+    if type(value) is dict:
+        return all(type(k) is str and _is_json(v) for k, v in value.items())
+    return False
 
 
 def run_chunks(
