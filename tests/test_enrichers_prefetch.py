@@ -287,17 +287,20 @@ def test_declaration_mistakes_are_system_check_errors():
         PrefetchEnricher("owner"), PrefetchEnricher("owner.nope"),
         PrefetchEnricher("comments", using="nowhere", tenant_field="missing"),
         BatchEnricher("name", key="id", load=dict),
+        BatchEnricher("txn", key="id", load=dict, cache_ttl=5, cache="nowhere"),
     ])
     try:
         messages = [m for m in check_pipelines() if "prefetch-checks" in m.msg]
     finally:
         unregister_pipeline(p.name)
-    assert sorted(m.id for m in messages) == ["datapipe_django.E004", "datapipe_django.E005",
-                                              "datapipe_django.E006", "datapipe_django.E013"]
+    assert sorted(m.id for m in messages) == ["datapipe_django.E003", "datapipe_django.E004",
+                                              "datapipe_django.E005", "datapipe_django.E006",
+                                              "datapipe_django.E013"]
     assert all(isinstance(m, checks.Error) for m in messages)
     text = "\n".join(m.msg for m in messages)
     assert "'nope' is not a relation of testapp.Owner (relations: items)" in text
     assert "alias 'nowhere'" in text and "would overwrite the field 'name'" in text
+    assert "BatchEnricher('txn') uses cache alias 'nowhere'" in text
 
 
 @pytest.mark.parametrize("bad", ["", "a..b", "owner.", "1owner", "owner id"])

@@ -107,17 +107,29 @@ class BatchEnricher(BaseEnricher):
         return self._cache or str(datapipe_settings.CACHE)
 
     def check(self, pipeline: Any) -> list[checks.CheckMessage]:
+        from django.conf import settings
+
+        messages: list[checks.CheckMessage] = []
         try:
             pipeline.model._meta.get_field(self.name)
         except FieldDoesNotExist:
-            return []
-        return [checks.Error(
-            f"Pipeline {pipeline.name!r}: BatchEnricher({self.name!r}) would overwrite the "
-            f"field {self.name!r} of {pipeline.model._meta.label}.",
-            hint="Name the enricher after the attribute to add, e.g. 'transaction' for "
-                 "key='transaction_id'.",
-            obj=pipeline, id="datapipe_django.E013",
-        )]
+            pass
+        else:
+            messages.append(checks.Error(
+                f"Pipeline {pipeline.name!r}: BatchEnricher({self.name!r}) would overwrite the "
+                f"field {self.name!r} of {pipeline.model._meta.label}.",
+                hint="Name the enricher after the attribute to add, e.g. 'transaction' for "
+                     "key='transaction_id'.",
+                obj=pipeline, id="datapipe_django.E013",
+            ))
+        if self.cache_ttl is not None and self.cache_alias not in settings.CACHES:
+            messages.append(checks.Error(
+                f"Pipeline {pipeline.name!r}: BatchEnricher({self.name!r}) uses cache alias "
+                f"{self.cache_alias!r}, which is not in settings.CACHES.",
+                hint="Add it to CACHES, or pass cache='<alias>' / set DATAPIPE['CACHE'].",
+                obj=pipeline, id="datapipe_django.E003",
+            ))
+        return messages
 
     def runs_inline(self, items: list[Any], context: EnrichContext) -> bool:
         return False  # a service call: no database transaction to see
