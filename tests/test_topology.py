@@ -103,6 +103,17 @@ def test_an_unreachable_replica_is_unhealthy_and_declined(down_alias):
     forget_replica_status()
 
 
+@pytest.mark.django_db(databases=["default", "archive"])
+def test_a_mariadb_that_replicates_nothing_reports_no_lag():
+    # SHOW SLAVE STATUS on the real MariaDB, which is no replica: an empty answer, no lag.
+    require_alias("archive")
+    forget_replica_status()
+    with override_settings(DATAPIPE={"REPLICAS": ["archive"], "REPLICA_MAX_LAG": 0.5}):
+        status = replica_status("archive")
+    forget_replica_status()
+    assert status.healthy and status.lag == 0.0 and status.reason == ""
+
+
 @pytest.mark.django_db(databases=["default", "primary", "replica"], transaction=True)
 def test_router_reads_from_the_replica_and_writes_to_the_primary(standby):
     router = PrimaryReplicaRouter()
