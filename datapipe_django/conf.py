@@ -43,6 +43,8 @@ DEFAULTS: dict[str, Any] = {
     "SEARCH_SYNC_COOLDOWN": 5.0,    # after an engine outage, writes skip it this long (marked)
     # Seconds a client should wait before retrying a 503.
     "RETRY_AFTER": 1,
+    # PipelineViewSet adds a Server-Timing header (stages and sources) to every response.
+    "SERVER_TIMING": False,
 }
 
 

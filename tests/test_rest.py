@@ -212,3 +212,24 @@ def test_a_source_that_could_not_answer_is_named_in_a_header(client, rows, monke
     assert response["X-Datapipe-Source"] == "default"
     assert response["X-Datapipe-Unavailable"] == "cache"
     assert client.get("/v1/items/3")["X-Datapipe-Unavailable"] == "cache"
+
+
+def test_server_timing_names_each_stage_and_each_source_asked(client, rows, monkeypatch,
+                                                               settings):
+    from datapipe_django.fetchers import ORMFetcher
+    from datapipe_django.test import InMemoryFetcher
+
+    assert "Server-Timing" not in client.get("/v1/items", {"limit": 2})  # off by default
+    settings.DATAPIPE = {**getattr(settings, "DATAPIPE", {}), "SERVER_TIMING": True}
+    monkeypatch.setattr(pipelines.items, "fetchers", [
+        InMemoryFetcher(name="hot cache", available=False), ORMFetcher("default"),
+        InMemoryFetcher(name="never", can_handle=lambda request: False)])
+    for response in (client.get("/v1/items", {"limit": 2}), client.get("/v1/items/3")):
+        entries = [e.strip().split(";") for e in response["Server-Timing"].split(",")]
+        names = [e[0] for e in entries]
+        assert names == ["validate", "fetch", "transform", "enrich", "build",
+                         "source.hot-cache", "source.default"]
+        durations = {e[0]: float(e[1].removeprefix("dur=")) for e in entries}
+        assert all(d >= 0 for d in durations.values())
+        assert durations["fetch"] >= durations["source.default"]
+        assert entries[-2][2] == 'desc="unavailable"' and entries[-1][2] == 'desc="ok"'
