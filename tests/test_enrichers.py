@@ -18,14 +18,27 @@ from tests.testapp.models import Item
 
 BASE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
+#: The longest a gated enricher waits for its gate: far beyond every deadline of these tests
+#: (each test opens its gates when it ends, so no worker is left waiting).
+GATE_SECONDS = 30
+
 
 class Sleepy(BaseEnricher):
-    """Two-phase: sleeps in ``load`` (the worker), sets ``<name>`` in ``apply`` (the caller)."""
+    """Two-phase: sleeps in ``load`` (the worker), sets ``<name>`` in ``apply`` (the caller).
 
-    def __init__(self, name, delay=0.0, *, fail=None, probe=None, **kwargs):
+    ``barrier``: ``load`` first waits there for the other loads sharing it (a load that runs
+    alone breaks it, after its timeout). ``gate``: ``load`` first waits for the test to set
+    that event (at most :data:`GATE_SECONDS`): "slower than any deadline", without timing.
+    ``finished`` is set when ``load`` ends, however it ends.
+    """
+
+    def __init__(self, name, delay=0.0, *, fail=None, probe=None, barrier=None, gate=None,
+                 **kwargs):
         super().__init__(name, **kwargs)
         self.delay, self.fail, self.probe = delay, fail, probe
+        self.barrier, self.gate = barrier, gate
         self.loaded_at = None
+        self.finished = threading.Event()
 
     def runs_inline(self, items, context):
         return False
@@ -34,6 +47,10 @@ class Sleepy(BaseEnricher):
         if self.probe is not None:
             self.probe.enter()
         try:
+            if self.barrier is not None:
+                self.barrier.wait()
+            if self.gate is not None:
+                self.gate.wait(GATE_SECONDS)
             time.sleep(self.delay)
             if self.fail is not None:
                 raise self.fail
@@ -42,6 +59,7 @@ class Sleepy(BaseEnricher):
         finally:
             if self.probe is not None:
                 self.probe.leave()
+            self.finished.set()
 
     def apply(self, items, loaded, context):
         for item in items:
@@ -49,16 +67,18 @@ class Sleepy(BaseEnricher):
 
 
 class OnePhase(BaseEnricher):
-    """Only ``enrich``: mutates the items from the worker."""
+    """Only ``enrich``: mutates the items from the worker (after its ``gate``, if any)."""
 
-    def __init__(self, name, delay=0.0, **kwargs):
+    def __init__(self, name, delay=0.0, *, gate=None, **kwargs):
         super().__init__(name, **kwargs)
-        self.delay = delay
+        self.delay, self.gate = delay, gate
 
     def runs_inline(self, items, context):
         return False
 
     def enrich(self, items, context):
+        if self.gate is not None:
+            self.gate.wait(GATE_SECONDS)
         time.sleep(self.delay)
         for item in items:
             setattr(item, self.name, "done")
@@ -99,10 +119,12 @@ def run(enrichers, *, timeout=None, parallel=True, max_workers=5, page=None):
 
 # -- parallelism -------------------------------------------------------------------------------
 
-def test_three_enrichers_of_200ms_run_in_parallel():
-    page, errors, elapsed = run([Sleepy("a", 0.2), Sleepy("b", 0.2), Sleepy("c", 0.2)])
+def test_three_enrichers_run_in_parallel():
+    # Each load waits until all three are loading: one at a time, the first would break the
+    # barrier (after 5 s) and fail.
+    together = threading.Barrier(3, timeout=5)
+    page, errors, _ = run([Sleepy(n, barrier=together) for n in "abc"])
     assert errors == []
-    assert elapsed < 0.45, elapsed  # sequential would be 0.6 s
     assert [(i.a, i.b, i.c) for i in page] == [("a!", "b!", "c!")] * 3
 
 
@@ -115,11 +137,13 @@ def test_sequential_runs_one_at_a_time_in_declaration_order():
 
 
 def test_the_pool_is_bounded_by_max_workers():
-    probe = Probe()
-    enrichers = [Sleepy(n, 0.1, probe=probe) for n in "abcd"]
+    # Loads meet in pairs (two at once, always), then hold 0.1 s: a third one let in meanwhile
+    # would raise the peak above 2, and four at once would end in about 0.1 s, not 0.2 s.
+    probe, pairs = Probe(), threading.Barrier(2, timeout=5)
+    enrichers = [Sleepy(n, 0.1, probe=probe, barrier=pairs) for n in "abcd"]
     page, errors, elapsed = run(enrichers, max_workers=2)
     assert errors == [] and probe.peak == 2
-    assert 0.2 <= elapsed < 0.35
+    assert elapsed >= 0.2
     assert all(hasattr(i, "d") for i in page)
 
 
@@ -137,31 +161,46 @@ def test_without_deadline_or_parallelism_enrichers_run_on_the_calling_thread():
 # -- one deadline ------------------------------------------------------------------------------
 
 def test_an_optional_enricher_still_running_at_the_deadline_is_abandoned_and_reported():
-    slow, fast = Sleepy("slow", 0.6), Sleepy("fast", 0.01)
-    page, errors, elapsed = run([slow, fast], timeout=0.2)
-    assert elapsed < 0.35, elapsed  # returns at the deadline, not when `slow` ends
-    assert errors == [{"enricher": "slow", "code": "deadline_exceeded"}]
-    assert all(i.fast == "fast!" for i in page)
-    time.sleep(0.6)  # `slow` has finished loading by now...
-    assert slow.loaded_at is not None
+    gate = threading.Event()
+    slow, fast = Sleepy("slow", gate=gate), Sleepy("fast", 0.01)
+    try:
+        page, errors, elapsed = run([slow, fast], timeout=0.5)
+        # Returns at the deadline: `slow` cannot end before the gate opens (after this).
+        assert elapsed < 2.0, elapsed
+        assert errors == [{"enricher": "slow", "code": "deadline_exceeded"}]
+        assert all(i.fast == "fast!" for i in page)
+    finally:
+        gate.set()
+    assert slow.finished.wait(5)
+    assert slow.loaded_at is not None  # `slow` has finished loading now...
     assert not any(hasattr(i, "slow") for i in page)  # ...and never touched the page
 
 
 def test_a_required_enricher_at_the_deadline_is_a_deadline_exceeded():
+    gate = threading.Event()
     start = time.monotonic()
-    with pytest.raises(DeadlineExceeded) as info:
-        run([Sleepy("slow", 0.6, required=True), Sleepy("fast")], timeout=0.15)
-    assert time.monotonic() - start < 0.3
+    try:
+        with pytest.raises(DeadlineExceeded) as info:
+            run([Sleepy("slow", gate=gate, required=True), Sleepy("fast")], timeout=0.2)
+        assert time.monotonic() - start < 2.0  # at the deadline, not when `slow` ends
+    finally:
+        gate.set()
     assert info.value.op == "slow" and info.value.status_code == 504
 
 
 def test_sequential_enrichment_keeps_the_deadline_too():
-    page, errors, elapsed = run([Sleepy("a", 0.05), Sleepy("slow", 0.6), Sleepy("c")],
-                                parallel=False, timeout=0.2)
-    assert elapsed < 0.35
+    gate = threading.Event()
+    c = Sleepy("c")
+    try:
+        page, errors, elapsed = run([Sleepy("a", 0.05), Sleepy("slow", gate=gate), c],
+                                    parallel=False, timeout=0.5)
+        assert elapsed < 2.0, elapsed  # at the deadline, not when `slow` ends
+    finally:
+        gate.set()
     assert errors == [{"enricher": "slow", "code": "deadline_exceeded"},
                       {"enricher": "c", "code": "deadline_exceeded"}]
     assert all(i.a == "a!" and not hasattr(i, "c") for i in page)
+    assert c.loaded_at is None
 
 
 def test_an_enricher_starting_after_the_deadline_is_not_run():
@@ -257,8 +296,13 @@ def test_result_expand_says_what_was_loaded():
 
 
 def test_an_abandoned_one_phase_enricher_is_not_rendered_as_expanded():
-    p = make([OnePhase("slow", 0.5), OnePhase("fast")], parallel_enrichment=True, timeout=0.2)
-    result = p.execute(expand={"slow", "fast"})
+    gate = threading.Event()
+    p = make([OnePhase("slow", gate=gate), OnePhase("fast")], parallel_enrichment=True,
+             timeout=0.5)
+    try:
+        result = p.execute(expand={"slow", "fast"})
+    finally:
+        gate.set()
     assert result.expand == {"fast"}
     assert result.errors == [{"enricher": "slow", "code": "deadline_exceeded"}]
 
@@ -299,13 +343,19 @@ def test_every_enricher_outcome_is_reported_to_the_metrics():
             self.enrichers.append((pipeline, name, outcome, duration))
 
     metrics = Recorder()
-    p = make([Sleepy("a", 0.05), Sleepy("a.b", fail=ConnectionError()), Sleepy("slow", 0.5)],
-             parallel_enrichment=True, timeout=0.2, metrics=metrics)
-    p.execute(expand={"a.b", "slow"})
+    gate = threading.Event()
+    p = make([Sleepy("a", 0.05), Sleepy("a.b", fail=ConnectionError()),
+              Sleepy("slow", gate=gate)],
+             parallel_enrichment=True, timeout=1.0, metrics=metrics)
+    try:
+        p.execute(expand={"a.b", "slow"})
+    finally:
+        gate.set()
     outcomes = {name: (outcome, duration) for _, name, outcome, duration in metrics.enrichers}
     assert {n: o for n, (o, _) in outcomes.items()} == {
         "a": "ok", "a.b": "failed", "slow": "deadline_exceeded"}
-    assert outcomes["a"][1] >= 0.05 and outcomes["slow"][1] >= 0.15
+    # `slow` ran from about the start of the 1 s budget to its end.
+    assert outcomes["a"][1] >= 0.05 and outcomes["slow"][1] >= 0.5
     assert {p for p, *_ in metrics.enrichers} == {"enrich-test"}
 
 
