@@ -22,10 +22,17 @@ BASE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 class Service:
-    """A fake remote service: records every call, answers ``{key: "v<key>"}`` for known keys."""
+    """A fake remote service: records every call, answers ``{key: "v<key>"}`` for known keys.
 
-    def __init__(self, known=None, delay=0.0, fail=None):
+    ``meet=n``: the first ``n`` calls wait until all ``n`` are in progress (5 s at most, then
+    they fail): proof that they ran at the same time. ``gate``: every call first waits for the
+    test to set that event (at most 30 s): a service slower than any deadline, without timing.
+    """
+
+    def __init__(self, known=None, delay=0.0, fail=None, meet=0, gate=None):
         self.known, self.delay, self.fail = known, delay, fail
+        self.meeting = threading.Barrier(meet, timeout=5) if meet else None
+        self.gate = gate
         self.calls: list[list] = []
         self.lock = threading.Lock()
         self.active = self.peak = 0
@@ -33,9 +40,14 @@ class Service:
     def get_many(self, keys):
         with self.lock:
             self.calls.append(list(keys))
+            meets = self.meeting is not None and len(self.calls) <= self.meeting.parties
             self.active += 1
             self.peak = max(self.peak, self.active)
         try:
+            if meets:
+                self.meeting.wait()
+            if self.gate is not None:
+                self.gate.wait(30)
             time.sleep(self.delay)
             if self.fail is not None:
                 raise self.fail
@@ -75,17 +87,18 @@ def test_keys_are_sent_in_chunks_of_batch_size():
 
 
 def test_chunks_run_concurrently_within_the_enrichers_share_of_workers():
-    service = Service(delay=0.15)
+    # The four calls wait for each other: run one after the other, the first would fail.
+    service = Service(meet=4)
     p = make([BatchEnricher("extra", key="pk", load=service.get_many, batch_size=2)],
              scores=range(8), parallel_enrichment=True, max_workers=4)
-    start = time.monotonic()
-    p.execute(expand={"extra"})
+    result = p.execute(expand={"extra"})
+    assert result.errors == []
     assert len(service.calls) == 4 and service.peak == 4
-    assert time.monotonic() - start < 0.4  # one after the other would take 0.6 s
+    assert [i.extra for i in result.items] == [f"v{i}" for i in range(1, 9)]
 
 
 def test_max_workers_caps_the_chunks_in_flight():
-    service = Service(delay=0.05)
+    service = Service(delay=0.05, meet=2)  # the first two calls surely overlap
     p = make([BatchEnricher("extra", key="pk", load=service.get_many, batch_size=1,
                             max_workers=2)], scores=range(6), parallel_enrichment=True,
              max_workers=8)
@@ -139,15 +152,22 @@ def test_requires_context_passes_the_deadline_and_tenant():
 
 
 def test_the_deadline_abandons_a_slow_service():
-    service = Service(delay=0.5)
+    gate = threading.Event()  # the service answers once the test has its result
+    service = Service(gate=gate)
     p = make([BatchEnricher("extra", key="pk", load=service.get_many, batch_size=2)],
-             timeout=0.15, parallel_enrichment=True)
+             timeout=0.2, parallel_enrichment=True)
     start = time.monotonic()
-    result = p.execute(expand={"extra"})
-    assert time.monotonic() - start < 0.3
+    try:
+        result = p.execute(expand={"extra"})
+        assert time.monotonic() - start < 2.0  # at the deadline, not when the service answers
+    finally:
+        gate.set()
     assert result.errors == [{"enricher": "extra", "code": "deadline_exceeded"}]
-    time.sleep(0.5)
-    assert not any(hasattr(i, "extra") for i in result.items)
+    deadline = time.monotonic() + 5
+    while service.active and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert service.calls and not service.active  # the service has answered by now...
+    assert not any(hasattr(i, "extra") for i in result.items)  # ...and nothing was set
 
 
 # -- run_chunks --------------------------------------------------------------------------------
