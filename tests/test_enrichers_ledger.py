@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
+from types import SimpleNamespace
 from urllib.parse import urlencode
 
 import pytest
@@ -18,6 +20,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIRequestFactory
 
+from example_project.ledger import server as ledger_server
 from example_project.ledger.book import transaction_for
 from example_project.ledger.server import MAX_IDS, LedgerServer
 from example_project.payouts.management.commands.seed_demo import build, data_cutoff
@@ -125,11 +128,19 @@ def test_a_ledger_outage_is_a_partial_response(ledger):
 
 
 def test_a_slow_ledger_is_abandoned_at_the_deadline(ledger, monkeypatch):
-    ledger.latency = 1.0
-    monkeypatch.setattr(payouts_pipeline, "_timeout", 0.4)
+    # The ledger's latency waits for this gate (30 s at most): it answers once the test has
+    # its response, however slow the machine.
+    gate = threading.Event()
+    monkeypatch.setattr(ledger_server, "time", SimpleNamespace(sleep=gate.wait))
+    ledger.latency = 30
+    monkeypatch.setattr(payouts_pipeline, "_timeout", 1.0)
     start = time.monotonic()
-    response = get("limit=20&expand=transaction")
-    assert time.monotonic() - start < 0.9
+    try:
+        response = get("limit=20&expand=transaction")
+        assert time.monotonic() - start < 3.0  # at the deadline...
+        assert ledger.calls == []  # ...while the ledger has not answered yet
+    finally:
+        gate.set()
     assert body(response)["errors"] == [{"enricher": "transaction",
                                          "code": "deadline_exceeded"}]
 
