@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import django_filters
 import pytest
@@ -514,8 +515,13 @@ def test_rows_of_another_tenant_are_never_stored(caplog):
 
 # -- outages -----------------------------------------------------------------------------------
 
-def test_a_cache_outage_is_a_bypass_with_a_warning_and_a_short_circuit(settings, caplog):
+def test_a_cache_outage_is_a_bypass_with_a_warning_and_a_short_circuit(settings, caplog,
+                                                                        monkeypatch):
     settings.DATAPIPE = {**settings.DATAPIPE, "CACHE_BREAKER_SECONDS": 0.3}
+    # The breaker's clock moves only when this test says: the circuit stays open as long as
+    # the test needs, however slow the machine.
+    clock = [1000.0]
+    monkeypatch.setattr(inv, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     source = InMemoryFetcher([make(i) for i in range(1, 4)], name="appdb")
     cached = CachedFetcher(source, ttl=30, cache="flaky")
     p = pipeline(cached)
@@ -529,11 +535,15 @@ def test_a_cache_outage_is_a_bypass_with_a_warning_and_a_short_circuit(settings,
     assert all(ids(r) == [3, 2, 1] and outcome(r) == "bypass" for r in down)
     assert cached.stats["errors"] == 1 and cached.stats["bypasses"] == 5
     assert "Cache 'flaky' is unavailable (ConnectionRefusedError" in caplog.text
-    time.sleep(0.35)
+    clock[0] += 0.25
+    assert outcome(p.execute(tenant="t1")) == "bypass"  # still open: no probe yet
+    assert FlakyCache.calls == calls
+    clock[0] += 0.1
     assert outcome(p.execute(tenant="t1")) == "bypass"  # the probe fails: open again
     assert cached.stats["errors"] == 2
     FlakyCache.down = False
-    time.sleep(0.35)
+    assert outcome(p.execute(tenant="t1")) == "bypass"  # open for another 0.3 s
+    clock[0] += 0.35
     assert outcome(p.execute(tenant="t1")) == "hit"  # the probe succeeds: closed
     assert "reachable again" in caplog.text
     assert not cached.guard.is_open
