@@ -4,12 +4,13 @@
 #   bash scripts/services.sh [start|stop|status]
 #   bash scripts/services.sh start-postgres|stop-postgres|start-replica|stop-replica
 #   bash scripts/services.sh start-mariadb|stop-mariadb|start-redis|stop-redis
-#   bash scripts/services.sh start-search|stop-search
+#   bash scripts/services.sh start-search|stop-search|start-opensearch|stop-opensearch
 #
 # PostgreSQL 15 primary 127.0.0.1:5432 and hot standby 127.0.0.1:5433 (trust auth),
-# MariaDB 127.0.0.1:3306 (root, empty password), Redis 127.0.0.1:6379, and the search engine:
-# an Elasticsearch node on 127.0.0.1:9200 run by scripts/search-node.sh (the first start
-# builds its Maven project, ~30 s; see scripts/search-node/README.md).
+# MariaDB 127.0.0.1:3306 (root, empty password), Redis 127.0.0.1:6379, and two search engines:
+# an Elasticsearch node on 127.0.0.1:9200 run by scripts/search-node.sh and an OpenSearch node
+# on 127.0.0.1:9201 run by scripts/opensearch-node.sh (the first start of each builds its Maven
+# project, ~10-30 s; see scripts/search-node/README.md and scripts/opensearch-node/README.md).
 set -euo pipefail
 
 PG_VER=15
@@ -30,6 +31,8 @@ MYSQL_LOG=/var/log/mysql/error.log
 REDIS_PORT=6379
 SEARCH_NODE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/search-node.sh"
 SEARCH_PORT=${SEARCH_PORT:-9200}
+OPENSEARCH_NODE="$(dirname "$SEARCH_NODE")/opensearch-node.sh"
+OPENSEARCH_PORT=${OPENSEARCH_NODE_PORT:-9201}
 WAIT_SECS=${SERVICES_WAIT_SECS:-30}
 PACKAGES=("postgresql-$PG_VER" "postgresql-client-$PG_VER" mariadb-server mariadb-client
           redis-server redis-tools libmariadb-dev pkg-config build-essential)
@@ -281,18 +284,20 @@ stop_redis() {
     wait_for 10 "redis to exit" redis_gone || die "redis did not stop"
 }
 
-# ---------------------------------------------------------------- search engine
-# scripts/search-node.sh owns the node (its own lock, pid file and log); fd 9 (our lock) is
-# not passed on.
+# ---------------------------------------------------------------- search engines
+# scripts/search-node.sh and scripts/opensearch-node.sh own their nodes (each its own lock, pid
+# file and log); fd 9 (our lock) is not passed on.
 start_search() { bash "$SEARCH_NODE" start 9>&-; }
 stop_search() { bash "$SEARCH_NODE" stop 9>&-; }
+start_opensearch() { bash "$OPENSEARCH_NODE" start 9>&-; }
+stop_opensearch() { bash "$OPENSEARCH_NODE" stop 9>&-; }
 
-# "up (Elasticsearch 9.5.3)", "starting" or "down".
-search_state() {
+# node_state SCRIPT ENGINE: "up (Elasticsearch 9.5.3)", "starting (not healthy yet)" or "down".
+node_state() {
     local out rc=0
-    out=$(bash "$SEARCH_NODE" status 9>&- 2>/dev/null) || rc=$?
+    out=$(bash "$1" status 9>&- 2>/dev/null) || rc=$?
     case $rc in
-        0) echo "up (Elasticsearch $(sed -n 's/.*Elasticsearch \([^)]*\)).*/\1/p' <<<"$out"))" ;;
+        0) echo "up ($2 $(sed -n "s/.*$2 \([^)]*\)).*/\1/p" <<<"$out"))" ;;
         1) echo "starting (not healthy yet)" ;;
         *) echo down ;;
     esac
@@ -302,7 +307,7 @@ search_state() {
 # One line per service; exit status 3 when any is down.
 status() {
     local down=0 svc port state
-    for svc in postgres replica mariadb redis search; do
+    for svc in postgres replica mariadb redis search opensearch; do
         case $svc in
             postgres) port=$PG_PORT; pg_ready && state=up || state=down ;;
             replica) port=$REPLICA_PORT; state=down
@@ -310,10 +315,11 @@ status() {
                      [[ $state != down ]] && replica_streaming 2>/dev/null && state="up (streaming)" ;;
             mariadb) port=$MYSQL_PORT; mysql_ready >/dev/null 2>&1 && state=up || state=down ;;
             redis) port=$REDIS_PORT; redis_ready && state=up || state=down ;;
-            search) port=$SEARCH_PORT; state=$(search_state) ;;
+            search) port=$SEARCH_PORT; state=$(node_state "$SEARCH_NODE" Elasticsearch) ;;
+            opensearch) port=$OPENSEARCH_PORT; state=$(node_state "$OPENSEARCH_NODE" OpenSearch) ;;
         esac
         [[ $state == down ]] && down=3
-        printf '%-9s 127.0.0.1:%-5s %s\n' "$svc" "$port" "$state"
+        printf '%-10s 127.0.0.1:%-5s %s\n' "$svc" "$port" "$state"
     done
     return "$down"
 }
@@ -328,13 +334,13 @@ main() {
         start)
             local t0=$SECONDS
             ensure_packages
-            start_postgres; start_replica; start_mariadb; start_redis; start_search
+            start_postgres; start_replica; start_mariadb; start_redis; start_search; start_opensearch
             log "all services up ($((SECONDS - t0))s)" ;;
-        stop) stop_search; stop_replica; stop_postgres; stop_mariadb; stop_redis ;;
+        stop) stop_opensearch; stop_search; stop_replica; stop_postgres; stop_mariadb; stop_redis ;;
         start-postgres|start-replica|start-mariadb|start-redis) ensure_packages; "start_${cmd#start-}" ;;
-        start-search) start_search ;;
-        stop-postgres|stop-replica|stop-mariadb|stop-redis|stop-search) "stop_${cmd#stop-}" ;;
-        *) die "usage: $0 [start|stop|status|start-SVC|stop-SVC] (SVC: postgres replica mariadb redis search)" ;;
+        start-search|start-opensearch) "start_${cmd#start-}" ;;
+        stop-postgres|stop-replica|stop-mariadb|stop-redis|stop-search|stop-opensearch) "stop_${cmd#stop-}" ;;
+        *) die "usage: $0 [start|stop|status|start-SVC|stop-SVC] (SVC: postgres replica mariadb redis search opensearch)" ;;
     esac
 }
 
