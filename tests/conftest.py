@@ -7,6 +7,9 @@ from django.conf import settings
 
 from tests.services import AVAILABLE, IN_CI, START_HINT
 
+OPENSEARCH_HINT = ("start it with `bash scripts/services.sh start-opensearch` (or every server "
+                   "with `bash scripts/services.sh start`)")
+
 #: Every alias the ORM tests run against, each a different engine.
 ENGINE_ALIASES = ("default", "primary", "archive")
 
@@ -27,6 +30,12 @@ def require_search() -> None:
     """Skip (outside CI only) when the search engine node is not running."""
     if "search" not in AVAILABLE and not IN_CI:
         pytest.skip(f"the search engine node is not running: {START_HINT}")  # not in CI
+
+
+def require_opensearch() -> None:
+    """Skip (outside CI only) when the OpenSearch node is not running."""
+    if "opensearch" not in AVAILABLE and not IN_CI:
+        pytest.skip(f"the OpenSearch node is not running: {OPENSEARCH_HINT}")  # not in CI
 
 
 def engine_databases() -> list[str]:

@@ -1,14 +1,18 @@
-"""Search Documents of the test suite, and helpers to run tests against the real engine.
+"""Search Documents of the test suite, and helpers to run tests against the real engines.
 
-``ItemDocument`` (django-elasticsearch-dsl) and ``ItemOpenSearchDocument``
-(django-opensearch-dsl) index :class:`tests.testapp.models.Item` the way docs/search.md
-recommends: every filterable string as a ``keyword`` (``name`` as analyzed text with a
-``raw`` keyword sub-field), a ``folded`` keyword sub-field (lowercase normalizer) for
-case-insensitive lookups, datetimes as ``date_nanos``, the pk as a field to sort by, the
-owner as an object holding its id and name.
+``ItemDocument`` (django-elasticsearch-dsl, on the Elasticsearch node) and
+``ItemOpenSearchDocument`` (django-opensearch-dsl, on the OpenSearch node) index
+:class:`tests.testapp.models.Item` the way docs/search.md recommends: every filterable string
+as a ``keyword`` (``name`` as analyzed text with a ``raw`` keyword sub-field), a ``folded``
+keyword sub-field (lowercase normalizer) for case-insensitive lookups, datetimes as
+``date_nanos``, the pk as a field to sort by, the owner as an object holding its id and name.
 
 Index names carry a per-run prefix (``DATAPIPE_TEST_INDEX_PREFIX``, else a random one), so
-runs sharing the node never touch each other's indices.
+runs sharing the nodes never touch each other's indices.
+
+Outside CI, when the OpenSearch node is not running, ``ItemOpenSearchDocument`` is not
+registered (the index sync and the rebuild command do not see it) and the tests that use it
+skip (``require_opensearch``); the Elasticsearch tests run as usual.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ INDEX_SETTINGS = {"number_of_shards": 1, "number_of_replicas": 0}
 
 #: The search engine is running (or we are in CI, where it must be).
 HAS_SEARCH = "search" in AVAILABLE or IN_CI
+#: The OpenSearch node is running (or we are in CI, where it must be).
+HAS_OPENSEARCH = "opensearch" in AVAILABLE or IN_CI
 
 
 #: Case-insensitive lookups use keyword sub-fields with this normalizer.
@@ -82,7 +88,6 @@ class ItemDocument(Document):
         return None
 
 
-@os_registry.register_document
 class ItemOpenSearchDocument(OpenSearchDocument):
     tenant = os_fields.KeywordField()
     name = os_fields.TextField(fields={"raw": os_fields.KeywordField(),
@@ -105,7 +110,12 @@ class ItemOpenSearchDocument(OpenSearchDocument):
         fields = ["id", "amount", "active", "day", "score"]
 
 
-DOCUMENTS = (ItemDocument, ItemOpenSearchDocument)
+if HAS_OPENSEARCH:
+    os_registry.register_document(ItemOpenSearchDocument)
+
+#: The Documents whose engine is here: their indices are created and dropped for every run.
+DOCUMENTS: tuple[type[Any], ...] = (
+    (ItemDocument, ItemOpenSearchDocument) if HAS_OPENSEARCH else (ItemDocument,))
 
 
 def recreate(*documents: type[Any]) -> None:

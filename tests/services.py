@@ -19,6 +19,8 @@ SERVICES = {
     "redis": ("127.0.0.1", int(os.environ.get("DATAPIPE_REDIS_PORT", "6379"))),
     # The search engine node of scripts/search-node.sh (Elasticsearch, HTTP).
     "search": ("127.0.0.1", int(os.environ.get("DATAPIPE_SEARCH_PORT", "9200"))),
+    # The OpenSearch node of scripts/opensearch-node.sh (HTTP), for django-opensearch-dsl.
+    "opensearch": ("127.0.0.1", int(os.environ.get("DATAPIPE_OPENSEARCH_PORT", "9201"))),
 }
 
 

@@ -10,8 +10,9 @@ Database aliases:
 
 Cache aliases: ``default`` (local memory) and ``redis``, the real Redis on 127.0.0.1:6379.
 
-Search: the real Elasticsearch node on 127.0.0.1:9200 (``scripts/search-node.sh``), for
-django-elasticsearch-dsl and django-opensearch-dsl Documents alike.
+Search: the real Elasticsearch node on 127.0.0.1:9200 (``scripts/search-node.sh``) for
+django-elasticsearch-dsl Documents, and the real OpenSearch node on 127.0.0.1:9201
+(``scripts/opensearch-node.sh``) for django-opensearch-dsl Documents.
 
 A server that is not reachable outside CI is left out (database or cache alias), and the tests
 that need it skip with a message saying how to start it (see ``tests/conftest.py``). In CI
@@ -121,11 +122,13 @@ if "redis" in AVAILABLE:
                     "SERIALIZER": "django_redis.serializers.json.JSONSerializer"},
     }
 
-# The search engine: the Elasticsearch node of scripts/search-node.sh (127.0.0.1:9200). Both
-# Document libraries are installed and talk to it (opensearch-py works against it for what
-# the tests use); index names carry a per-run prefix (tests/search_documents.py). The
-# on-commit index sync is the signal processor, switched on (AUTOSYNC) by its own tests only.
+# The search engines: django-elasticsearch-dsl talks to the Elasticsearch node of
+# scripts/search-node.sh (127.0.0.1:9200), django-opensearch-dsl to the OpenSearch node of
+# scripts/opensearch-node.sh (127.0.0.1:9201). Index names carry a per-run prefix
+# (tests/search_documents.py). The on-commit index sync is the signal processor, switched on
+# (AUTOSYNC) by its own tests only.
 SEARCH_URL = f"http://{SERVICES['search'][0]}:{SERVICES['search'][1]}"
+OPENSEARCH_URL = f"http://{SERVICES['opensearch'][0]}:{SERVICES['opensearch'][1]}"
 for _app in ("django_elasticsearch_dsl", "django_opensearch_dsl"):
     if importlib.util.find_spec(_app) is not None:
         INSTALLED_APPS.append(_app)
@@ -133,7 +136,7 @@ ELASTICSEARCH_DSL = {"default": {"hosts": SEARCH_URL, "request_timeout": 10, "ma
 ELASTICSEARCH_DSL_SIGNAL_PROCESSOR = "datapipe_django.search.sync.OnCommitSignalProcessor"
 ELASTICSEARCH_DSL_AUTOSYNC = False
 ELASTICSEARCH_DSL_AUTO_REFRESH = True
-OPENSEARCH_DSL = {"default": {"hosts": [SEARCH_URL], "timeout": 10, "max_retries": 0}}
+OPENSEARCH_DSL = {"default": {"hosts": [OPENSEARCH_URL], "timeout": 10, "max_retries": 0}}
 OPENSEARCH_DSL_SIGNAL_PROCESSOR = "datapipe_django.search.sync.OnCommitSignalProcessor"
 OPENSEARCH_DSL_AUTOSYNC = False
 OPENSEARCH_DSL_AUTO_REFRESH = True

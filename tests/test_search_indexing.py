@@ -12,6 +12,7 @@ from django.core.management import CommandError, call_command
 from datapipe_django.models import PendingIndex
 from datapipe_django.search.documents import adapter_for
 from datapipe_django.search.indexing import Progress, rebuild
+from tests.conftest import require_opensearch
 from tests.search_documents import (
     ItemDocument,
     ItemOpenSearchDocument,
@@ -61,6 +62,7 @@ def test_rebuild_swaps_in_a_new_index_atomically() -> None:
 
 
 def test_rebuild_in_place_and_the_opensearch_library() -> None:
+    require_opensearch()
     rows(5)
     report = rebuild(ItemOpenSearchDocument, using="default", swap=False)
     adapter = adapter_for(ItemOpenSearchDocument)

@@ -1,8 +1,9 @@
 """django-opensearch-dsl Documents go through the same query building, fetcher and index sync.
 
-opensearch-py talks to the test node (Elasticsearch) for everything used here: indices,
-bulk, search, aliases. The rows, queries and expected pages are those of the
-django-elasticsearch-dsl Document, so the two libraries must answer alike.
+opensearch-py talks to the real OpenSearch node (``scripts/opensearch-node.sh``),
+elasticsearch-py to the real Elasticsearch node. The rows, queries and expected pages are those
+of the django-elasticsearch-dsl Document, so the two libraries, on two engines, must answer
+alike.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datapipe_django import Pipeline, PipelineRequest
 from datapipe_django.errors import SourceUnavailable
 from datapipe_django.fetchers import ORMFetcher, SearchFetcher
 from datapipe_django.search.documents import adapter_for
+from tests.conftest import require_opensearch
 from tests.search_documents import (
     ItemDocument,
     ItemOpenSearchDocument,
@@ -34,6 +36,7 @@ BASE = dt.datetime(2024, 2, 1, tzinfo=dt.UTC)
 
 @pytest.fixture
 def world(empty_indices: None) -> None:
+    require_opensearch()
     Owner.objects.bulk_create([Owner(id=1, name="Zoë"), Owner(id=2, name="max")])
     rows = Item.objects.bulk_create([
         Item(id=pk, tenant="t1", name=["Blue Box", "blue bag", "Red Box"][pk % 3] + f" {pk}",

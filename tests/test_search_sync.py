@@ -19,6 +19,7 @@ from datapipe_django.models import PendingIndex
 from datapipe_django.search.documents import DocumentAdapter, EmptyDocument, adapter_for
 from datapipe_django.search.indexing import process_pending
 from datapipe_django.search.sync import index_later, paused, reset_cooldowns, sync_stats
+from tests.conftest import require_opensearch
 from tests.search_documents import (
     ItemDocument,
     ItemOpenSearchDocument,
@@ -127,6 +128,7 @@ def test_a_rollback_leaves_no_document() -> None:
 
 
 def test_a_transaction_is_one_bulk_request(bulk_calls: list[tuple[str, int]]) -> None:
+    require_opensearch()  # index_later reaches the OpenSearch Document too
     index = adapter_for(ItemDocument).index
     with autosync(), transaction.atomic():
         for pk in range(1, 41):
@@ -144,6 +146,7 @@ def test_a_transaction_is_one_bulk_request(bulk_calls: list[tuple[str, int]]) ->
 
 def test_index_later_without_autosync_and_for_every_document(
         bulk_calls: list[tuple[str, int]]) -> None:
+    require_opensearch()
     rows = Item.objects.bulk_create([new_item(pk) for pk in (1, 2, 3)])
     index_later(rows)
     assert sorted(bulk_calls) == sorted([(adapter_for(ItemDocument).index, 3),
