@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from django.conf import settings as django_settings
@@ -301,7 +302,11 @@ def test_concurrent_misses_on_redis_compute_once(redis):
 # -- outages -----------------------------------------------------------------------------------
 
 @PRIMARY
-def test_a_slow_redis_costs_one_socket_timeout_then_is_skipped(redis, caplog):
+def test_a_slow_redis_costs_one_socket_timeout_then_is_skipped(redis, caplog, monkeypatch):
+    # The breaker's clock moves only when this test says: the ten requests all fall in the
+    # open circuit however long they take.
+    clock = [1000.0]
+    monkeypatch.setattr(inv, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     seed(*(make(i) for i in range(1, 4)))
     p = primary_pipeline()
     p.execute(tenant="t1")
@@ -321,9 +326,10 @@ def test_a_slow_redis_costs_one_socket_timeout_then_is_skipped(redis, caplog):
     finally:
         redis_cli("CLIENT", "UNPAUSE")
     assert "is unavailable" in caplog.text and "TimeoutError" in caplog.text
-    time.sleep(0.6)
+    clock[0] += 0.6  # past CACHE_BREAKER_SECONDS: the next request probes Redis
     deadline = time.monotonic() + 5
     while outcome(p.execute(tenant="t1")) == "bypass" and time.monotonic() < deadline:
+        clock[0] += 0.6
         time.sleep(0.1)
     assert outcome(p.execute(tenant="t1")) == "hit"
 
@@ -346,7 +352,7 @@ def test_redis_stopped_during_a_run(redis, caplog):
 
     before = [(i, f"n{i}") for i in range(8, 3, -1)]
     after = [(8, "written while Redis was down"), *before[1:]]
-    written_at = [float("inf")]
+    writing_from = written_at = float("inf")
     log: list[tuple[float, float, str, list[tuple[int, str]]]] = []
     errors: list[BaseException] = []
     stop = threading.Event()
@@ -371,15 +377,16 @@ def test_redis_stopped_during_a_run(redis, caplog):
         time.sleep(1.0)
         row = Item.objects.using("primary").get(pk=8)
         row.name = "written while Redis was down"
+        writing_from = time.monotonic()
         row.save()
-        written_at[0] = time.monotonic()
+        written_at = time.monotonic()
         time.sleep(1.0)
     finally:
         services("start-redis")
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            if log and log[-1][2] in {"hit", "miss"} and log[-1][0] > written_at[0]:
+            if log and log[-1][2] in {"hit", "miss"} and log[-1][0] > written_at:
                 break
             time.sleep(0.1)
         time.sleep(0.3)
@@ -391,10 +398,10 @@ def test_redis_stopped_during_a_run(redis, caplog):
     outcomes = [o for _, _, o, _ in log]
     assert "bypass" in outcomes and outcomes[-1] in {"hit", "miss"}
     for start, end, _outcome, page in log:
-        if end < written_at[0] - 0.5:
+        if end < writing_from:  # ended before the write began
             assert page == before
-        elif start > written_at[0]:
-            assert page == after, (start - written_at[0], _outcome)
+        elif start > written_at:  # began after it was committed
+            assert page == after, (start - written_at, _outcome)
         else:
             assert page in (before, after)
     assert max(end - start for start, end, _, _ in log) < 1.0
