@@ -167,3 +167,12 @@ def test_cache_ttl_must_be_positive_seconds():
     for bad in (0, -1, "60", True):
         with pytest.raises(ImproperlyConfigured, match="cache_ttl"):
             BatchEnricher("txn", key="txn_id", load=Service(), cache_ttl=bad)
+
+
+def test_keys_equal_as_text_but_of_other_types_do_not_share_entries():
+    service = Service()
+    txn = enricher(service)
+    got = txn.load_many([1, "1", 1.5, "1.5"], context())
+    assert txn.load_many([1, "1", 1.5, "1.5"], context()) == got
+    assert [type(v["key"]) for v in got.values()] == [int, str, float, str]
+    assert service.calls == [[1, "1", 1.5, "1.5"]]

@@ -166,14 +166,21 @@ class BatchEnricher(BaseEnricher):
 
     # -- the cache across requests ------------------------------------------------------------
     def _cache_keys(self, keys: list[Any], context: EnrichContext) -> dict[Any, str]:
+        try:
+            scope = digest([context.pipeline, self.name, self.cache_version, context.tenant,
+                            context.auth_type], size=24)
+        except Uncacheable:
+            self._warn(f"the tenant {context.tenant!r} cannot be part of a cache key")
+            return {}
         prefix = (f"{datapipe_settings.CACHE_KEY_PREFIX}:enrich{ENRICH_CACHE_FORMAT}:"
-                  f"{slug(context.pipeline)}:{slug(self.name)}")
-        scope = [context.pipeline, self.name, self.cache_version, context.tenant,
-                 context.auth_type]
+                  f"{slug(context.pipeline)}:{slug(self.name)}:{scope}")
         result = {}
         for key in keys:
+            if type(key) is int:  # the common case, spelled out: no hashing needed
+                result[key] = f"{prefix}:i{key}"
+                continue
             try:
-                result[key] = f"{prefix}:{digest([*scope, key], size=32)}"
+                result[key] = f"{prefix}:{digest(key, size=32)}"
             except Uncacheable:
                 self._warn(f"keys like {key!r} cannot be part of a cache key")
         return result
