@@ -159,7 +159,20 @@ def fetch_request(state: State) -> FetchRequest:
         deadline=state.deadline,
         pipeline=pipeline.name,
         uncompilable=state.uncompilable,
+        select_related=_joins(state),
     )
+
+
+def _joins(state: State) -> tuple[str, ...]:
+    """The ``select_related`` paths of the joining enrichers this request runs (usually none)."""
+    pipeline = state.pipeline
+    joining = [e for e in pipeline.enrichers if getattr(e, "join", False) is True]
+    if not joining:
+        return ()
+    selected = {id(e) for e in
+                pipeline.composite_enricher.select(state.expand, state.request.auth_type)}
+    return tuple(path for e in joining
+                 if id(e) in selected and (path := e.join_path(pipeline.model)))
 
 
 def fetch(state: State) -> None:

@@ -8,6 +8,7 @@ import datetime as dt
 
 import pytest
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
 from django.db import OperationalError, connections
 from django.db.models import Prefetch, prefetch_related_objects
 from django.test import override_settings
@@ -309,3 +310,105 @@ def test_a_malformed_relation_is_improperly_configured(bad):
 
     with pytest.raises(ImproperlyConfigured, match="not a relation path"):
         PrefetchEnricher(bad)
+
+
+# -- join=True: forward to-one relations joined into the fetch query ----------------------------
+
+def joined(**kwargs):
+    return [PrefetchEnricher("owner", join=True), PrefetchEnricher("category", join=True),
+            PrefetchEnricher("detail"), PrefetchEnricher("detail.reviewer", join=True),
+            PrefetchEnricher("tags", **kwargs)]
+
+
+@DB
+def test_joined_relations_come_with_the_rows_in_one_query(engine_alias):
+    seed(engine_alias)
+    Item.objects.using(engine_alias).filter(pk=5).update(owner_id=99)  # a dangling key
+    asked = {"owner", "category", "tags"}
+    with queries_on_every_alias() as captured:
+        result = pipeline(engine_alias, joined()).execute(tenant="t1", limit=12, expand=asked)
+    assert counts(captured) == {engine_alias: 2}  # the rows with owner and category; tags
+    fetch_sql = captured[engine_alias][0]["sql"]
+    assert fetch_sql.count("JOIN") == 2
+    plain = pipeline(engine_alias, all_enrichers()).execute(tenant="t1", limit=12, expand=asked)
+    assert [(i.pk, i.owner, i.category, [t.pk for t in i.tags.all()]) for i in result.items] \
+        == [(i.pk, i.owner, i.category, [t.pk for t in i.tags.all()]) for i in plain.items]
+    assert result.items[4].owner is None and result.items[0].owner.name == "owner 2"
+    assert result.expand == asked
+
+
+@DB
+def test_only_what_the_request_expands_and_may_see_is_joined():
+    seed("default", n=3)
+    enrichers = [PrefetchEnricher("owner", join=True, auth_types={"private"}),
+                 PrefetchEnricher("category", join=True)]
+    for expand, auth_type, joins in [(set(), "private", 0), ({"category"}, "public", 1),
+                                     ({"owner", "category"}, "private", 2)]:
+        with CaptureQueriesContext(connections["default"]) as captured:
+            pipeline("default", enrichers).execute(tenant="t1", expand=expand,
+                                                   auth_type=auth_type)
+        assert captured[0]["sql"].count("JOIN") == joins
+        assert len(captured) == 1
+
+
+@DB
+def test_rows_from_a_source_that_cannot_join_are_enriched_as_before():
+    seed("default", n=3)
+    rows = list(Item.objects.order_by("id"))
+    for row in rows:
+        row._state.fields_cache.clear()
+    p = pipeline([InMemoryFetcher(rows, name="memory")], joined())
+    with CaptureQueriesContext(connections["default"]) as captured:
+        result = p.execute(tenant="t1", expand={"owner", "detail.reviewer"})
+    assert [i.owner.name for i in result.items] == ["owner 2", "owner 3", "owner 1"]
+    assert len(captured) == 3  # owner, detail, detail.reviewer: prefetched
+
+
+@DB
+def test_a_nested_join_loads_its_parent_too():
+    seed("default", n=4)
+    p = Pipeline("prefetch-o2o-join", model=ItemDetail, ordering=("id",), register=False,
+                 fetchers=[ORMFetcher("default")],
+                 enrichers=[PrefetchEnricher("item"), PrefetchEnricher("item.owner", join=True)])
+    with CaptureQueriesContext(connections["default"]) as captured:
+        result = p.execute(expand={"item.owner"})
+    assert len(captured) == 1
+    assert [(d.item.name, d.item.owner.name) for d in result.items] == [
+        ("item 2", "owner 3"), ("item 4", "owner 2")]
+
+
+def test_join_is_only_for_forward_to_one_relations():
+    with pytest.raises(ImproperlyConfigured, match="join=True"):
+        PrefetchEnricher("owner", join=True, using="default")
+    p = Pipeline("prefetch-join-checks", model=Item, fetchers=[ORMFetcher("default")],
+                 enrichers=[PrefetchEnricher("tags", join=True),
+                            PrefetchEnricher("comments", join=True),
+                            PrefetchEnricher("owner", join=True)])
+    try:
+        messages = [m for m in check_pipelines() if "prefetch-join-checks" in m.msg]
+    finally:
+        unregister_pipeline(p.name)
+    assert [(m.id, m.msg.split(": ")[1]) for m in messages] == [
+        ("datapipe_django.E014", "PrefetchEnricher('tags')"),
+        ("datapipe_django.E014", "PrefetchEnricher('comments')")]
+
+
+@pytest.mark.django_db(databases=ALL, transaction=True)  # nothing is cached inside a transaction
+def test_behind_a_cache_the_join_runs_on_a_miss_and_the_enricher_on_a_hit(settings):
+    from datapipe_django.fetchers import CachedFetcher
+
+    settings.CACHES = {**settings.CACHES, "join-test": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "join-test"}}
+    seed("default", n=3)
+    p = pipeline([CachedFetcher(ORMFetcher("default"), ttl=60, cache="join-test")],
+                 [PrefetchEnricher("owner", join=True)])
+    for outcome, fetch_queries in (("miss", 1), ("hit", 0)):
+        with CaptureQueriesContext(connections["default"]) as captured:  # this thread's
+            result = p.execute(tenant="t1", expand={"owner"})
+        assert result.attempts[0].meta["cache"] == outcome
+        assert all("owner" in i._state.fields_cache for i in result.items)  # loaded, either way
+        assert [i.owner.name for i in result.items] == ["owner 2", "owner 3", "owner 1"]
+        # The miss joined the owners into the fetch; a hit's owners came from the enricher
+        # (on a pool thread, outside a transaction).
+        assert len(captured) == fetch_queries
+        assert all("JOIN" in q["sql"] for q in captured)

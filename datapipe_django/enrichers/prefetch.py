@@ -134,6 +134,13 @@ class PrefetchEnricher(BaseEnricher):
       ordering). It is re-pointed at the alias of each group of rows.
     * ``tenant_field``: a field of the related model that must equal the request's tenant
       (for relations that may reach other tenants' rows, such as reverse or M2M ones).
+    * ``join``: for a path of forward to-one relations (foreign keys, one-to-one fields) only:
+      when the request expands it, an ``ORMFetcher`` adds it to its query's
+      ``select_related()``, so the rows arrive with it loaded and this enricher has nothing
+      left to do (rows from other sources, or from a cache, are still enriched here). One
+      query fewer per relation; but the join runs inside the fetch, so a failure there is
+      the source's failure, not this enricher's. Not with ``using``, ``queryset`` or
+      ``tenant_field`` (a join reads the related row on the row's alias, unfiltered).
     * ``auth_types``, ``required``, ``always``: see :class:`BaseEnricher`.
     """
 
@@ -148,6 +155,7 @@ class PrefetchEnricher(BaseEnricher):
         limit: int | None = None,
         queryset: QuerySet[Any] | None = None,
         tenant_field: str | None = None,
+        join: bool = False,
     ) -> None:
         path = relation.replace("__", ".") if isinstance(relation, str) else ""
         segments = path.split(".")
@@ -171,6 +179,13 @@ class PrefetchEnricher(BaseEnricher):
         self.limit = limit
         self.queryset = queryset
         self.tenant_field = tenant_field
+        if join and (using is not None or queryset is not None or tenant_field is not None):
+            raise ImproperlyConfigured(
+                f"PrefetchEnricher({path!r}): `join=True` reads the related rows in the fetch "
+                f"query, on the row's own alias and unfiltered; it cannot honour `using`, "
+                f"`queryset` or `tenant_field`. Drop one or the other."
+            )
+        self.join = bool(join)
         self._relations: dict[tuple[type[Model], str], Relation] = {}
 
     # -- declaration -------------------------------------------------------------------------
@@ -205,6 +220,14 @@ class PrefetchEnricher(BaseEnricher):
                 hint="Add the alias to DATABASES or fix the enricher's `using`.",
                 obj=pipeline, id="datapipe_django.E005",
             ))
+        if self.join and self.join_path(pipeline.model) is None:
+            messages.append(checks.Error(
+                f"{owner}: `join=True` needs a path of foreign keys or one-to-one fields "
+                f"(followed forward), which select_related() can join, and the enricher's own "
+                f"get_queryset().",
+                hint="Drop join=True: the relation is then prefetched in one query.",
+                obj=pipeline, id="datapipe_django.E014",
+            ))
         if self.tenant_field is not None:
             try:
                 model._meta.get_field(self.tenant_field.split("__")[0])
@@ -215,6 +238,21 @@ class PrefetchEnricher(BaseEnricher):
                     obj=pipeline, id="datapipe_django.E006",
                 ))
         return messages
+
+    def join_path(self, model: type[Model]) -> str | None:
+        """The ``select_related()`` path that loads this relation in the fetch query of
+        ``model``'s rows, or None (not ``join``, or not a path of forward to-one relations)."""
+        if not self.join or type(self).get_queryset is not PrefetchEnricher.get_queryset:
+            return None
+        for segment in self.segments:
+            try:
+                rel = self._relation(model, segment)
+            except ImproperlyConfigured:
+                return None
+            if not (rel.single and rel.forward):
+                return None
+            model = rel.related_model
+        return self.lookup
 
     # -- the rows to load for ----------------------------------------------------------------
     def holders(self, items: list[Any]) -> list[Any]:

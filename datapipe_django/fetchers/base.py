@@ -48,6 +48,9 @@ class FetchRequest:
     pipeline: str = ""
     #: Why ``spec`` is None: the name of the filter that cannot be compiled.
     uncompilable: str | None = None
+    #: To-one relation paths (``select_related()`` form) the enrich stage will expand for this
+    #: request and that a SQL source may join into its query (``PrefetchEnricher(join=True)``).
+    select_related: tuple[str, ...] = ()
 
     # Convenience pass-throughs, so a ``can_handle`` predicate can read the request directly.
     @property

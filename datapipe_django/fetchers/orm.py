@@ -98,6 +98,10 @@ class ORMFetcher(BaseFetcher):
         if request.after is not None:
             qs = qs.filter(request.ordering.after_q(request.after))
         qs = qs.order_by(*request.ordering.order_by())
+        if request.select_related and qs.query.deferred_loading == (frozenset(), True):
+            # Relations the enrichers would load next, joined here instead (not with only()
+            # or defer(): a deferred foreign key cannot be followed).
+            qs = qs.select_related(*request.select_related)
         return qs[request.offset : request.offset + request.size]
 
     def search_filter(self, request: FetchRequest) -> Any:
