@@ -32,13 +32,12 @@ LOG_FILE=$NODE_HOME/logs/opensearch-node.log
 BUILD_LOG=$NODE_HOME/logs/build.log
 JAR=$PROJECT/target/opensearch-node.jar
 URL=http://127.0.0.1:$PORT
-
-log() { echo "[opensearch-node] $*" >&2; }
-die() { echo "[opensearch-node] ERROR: $*" >&2; exit 1; }
+NAME=opensearch-node PRODUCT=OpenSearch STATE_DIR=$NODE_HOME
+JAR_PATTERN='/target/opensearch-node\.jar'
+# shellcheck source=scripts/jvm-node-common.sh
+source "$ROOT/scripts/jvm-node-common.sh"
 
 # ---------------------------------------------------------------- Java
-java_major() { "$1/bin/java" -version 2>&1 | sed -n '1s/.*version "\([0-9]*\).*/\1/p'; }
-
 # OpenSearch 2.19 is built for Java 17 (3.x would need 21): the first JDK 17-21 (with javac),
 # $JAVA_HOME first, then /usr/lib/jvm. Sets JDK.
 find_jdk() {
@@ -62,43 +61,12 @@ ensure_tools() {
 }
 
 # ---------------------------------------------------------------- build
-# Up to date when the jar and its lib/ are newer than the pom and every source file.
-build_is_current() {
-    [[ -f $JAR && -d $PROJECT/target/lib ]] || return 1
-    [[ -z "$(find "$PROJECT/pom.xml" "$PROJECT/src" -newer "$JAR" -print -quit)" ]]
-}
-
 build() {
     ensure_tools
-    build_is_current && return 0
-    mkdir -p "$(dirname "$BUILD_LOG")"
-    log "building with $JDK (mvn package; a cold ~/.m2 downloads ~45 MB from Maven Central)"
-    rm -rf "${PROJECT:?}/target/lib"  # no stale jars on the classpath after a version change
-    if ! (cd "$PROJECT" && JAVA_HOME=$JDK mvn -q -B package) >"$BUILD_LOG" 2>&1; then
-        tail -n 40 "$BUILD_LOG" >&2
-        die "maven build failed (full log: $BUILD_LOG)"
-    fi
-    touch "$JAR"
+    build_jar "OpenSearch" "~45 MB"
 }
 
 # ---------------------------------------------------------------- process
-# (No `grep -q`/early-exit readers in pipes: the writer's SIGPIPE would fail them under pipefail.)
-# The pid in PID_FILE is a live java process running an opensearch-node jar (from any checkout).
-running() {
-    local pid
-    [[ -f $PID_FILE ]] && pid=$(head -n1 "$PID_FILE") && [[ $pid =~ ^[0-9]+$ ]] || return 1
-    [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == java ]] || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -E '/target/opensearch-node\.jar' >/dev/null
-}
-
-pid() { head -n1 "$PID_FILE"; }
-
-healthy() {
-    curl -sf --max-time 2 "$URL/_cluster/health" 2>/dev/null | grep -E '"status":"(green|yellow)"' >/dev/null
-}
-
-version() { curl -sf --max-time 2 "$URL/" 2>/dev/null | sed -n 's/.*"number" *: *"\([^"]*\)".*/\1/p'; }
-
 start() {
     if running; then
         healthy || wait_healthy
@@ -132,67 +100,4 @@ start() {
     log "up (pid $(pid), OpenSearch $(version)) after $((SECONDS - t0))s"
 }
 
-fail_with_log() {
-    log "$1; last log lines ($LOG_FILE):"
-    tail -n 40 "$LOG_FILE" >&2 || true
-    exit 1
-}
-
-wait_healthy() {
-    local deadline=$((SECONDS + WAIT_SECS))
-    until healthy; do
-        running || { rm -f "$PID_FILE"; fail_with_log "node exited during startup"; }
-        ((SECONDS < deadline)) || fail_with_log "not green/yellow after ${WAIT_SECS}s (pid $(pid) left running)"
-        sleep 0.5
-    done
-}
-
-stop() {
-    if ! running; then
-        rm -f "$PID_FILE"
-        log "not running"
-        return 0
-    fi
-    local pid deadline
-    pid=$(pid)
-    log "stopping (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    deadline=$((SECONDS + STOP_GRACE_SECS))
-    while kill -0 "$pid" 2>/dev/null; do
-        if ((SECONDS >= deadline)); then
-            log "still running after ${STOP_GRACE_SECS}s; sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-            break
-        fi
-        sleep 0.2
-    done
-    rm -f "$PID_FILE"
-}
-
-status() {
-    if running && healthy; then
-        echo "up (pid $(pid), OpenSearch $(version)) $URL"
-    elif running; then
-        echo "running but not healthy (pid $(pid)) $URL"
-        return 1
-    else
-        echo "down"
-        return 3
-    fi
-}
-
-# One start/stop/build at a time; the lock goes away when this script exits.
-lock() {
-    mkdir -p "$NODE_HOME"
-    exec 9>"$NODE_HOME/.lock"
-    flock -w 180 9 || die "another opensearch-node.sh holds $NODE_HOME/.lock"
-}
-
-case ${1:-start} in
-    start) lock; start ;;
-    stop) lock; stop ;;
-    restart) lock; stop; start ;;
-    status) status ;;
-    build) lock; build ;;
-    *) echo "usage: $0 [start|stop|status|restart|build]" >&2; exit 2 ;;
-esac
+node_main "$@"
