@@ -20,7 +20,7 @@ from datapipe_django.enrichers import BatchEnricher, PrefetchEnricher
 from datapipe_django.fetchers import ORMFetcher
 from datapipe_django.test import InMemoryFetcher, unregister_pipeline
 from tests.conftest import engine_databases, require_alias
-from tests.testapp.models import Category, Comment, Item, ItemDetail, Owner, Tag
+from tests.testapp.models import Category, Comment, Item, ItemDetail, Node, Owner, Tag
 
 BASE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 ALL = engine_databases()
@@ -364,17 +364,49 @@ def test_rows_from_a_source_that_cannot_join_are_enriched_as_before():
     assert len(captured) == 3  # owner, detail, detail.reviewer: prefetched
 
 
+def nodes(alias):
+    """Three generations and an orphan whose root and parent rows do not exist."""
+    Node.objects.using(alias).bulk_create([
+        Node(id=1, name="grandparent", parent_id=None, root_id=1),
+        Node(id=2, name="parent", parent_id=1, root_id=1),
+        Node(id=3, name="child", parent_id=2, root_id=1),
+        Node(id=4, name="orphan", parent_id=98, root_id=99),
+    ])
+
+
+def node_pipeline(alias, enrichers):
+    return Pipeline("prefetch-nodes", model=Node, ordering=("id",), register=False,
+                    fetchers=[ORMFetcher(alias)], enrichers=enrichers)
+
+
 @DB
-def test_a_nested_join_loads_its_parent_too():
-    seed("default", n=4)
-    p = Pipeline("prefetch-o2o-join", model=ItemDetail, ordering=("id",), register=False,
-                 fetchers=[ORMFetcher("default")],
-                 enrichers=[PrefetchEnricher("item"), PrefetchEnricher("item.owner", join=True)])
-    with CaptureQueriesContext(connections["default"]) as captured:
-        result = p.execute(expand={"item.owner"})
-    assert len(captured) == 1
-    assert [(d.item.name, d.item.owner.name) for d in result.items] == [
-        ("item 2", "owner 3"), ("item 4", "owner 2")]
+def test_a_nested_join_loads_its_parent_too(engine_alias):
+    nodes(engine_alias)
+    p = node_pipeline(engine_alias, [PrefetchEnricher("parent"),
+                                     PrefetchEnricher("parent.parent", join=True)])
+    with CaptureQueriesContext(connections[engine_alias]) as captured:
+        result = p.execute(expand={"parent.parent"})
+    assert len(captured) == 1 and captured[0]["sql"].count("JOIN") == 2
+    assert [(n.name, n.parent and n.parent.name, n.parent and n.parent.parent
+             and n.parent.parent.name) for n in result.items] == [
+        ("grandparent", None, None), ("parent", "grandparent", None),
+        ("child", "parent", "grandparent"), ("orphan", None, None)]
+
+
+@DB
+def test_a_key_nothing_enforces_is_prefetched_not_joined(engine_alias):
+    # An inner join on `root` would drop the orphan, whose root row does not exist.
+    nodes(engine_alias)
+    p = node_pipeline(engine_alias, [PrefetchEnricher("root", join=True)])
+    with CaptureQueriesContext(connections[engine_alias]) as captured:
+        result = p.execute(expand={"root"})
+    assert "JOIN" not in captured[0]["sql"]
+    assert [n.name for n in result.items] == ["grandparent", "parent", "child", "orphan"]
+    assert [n._state.fields_cache["root"] and n.root.name for n in result.items] == [
+        "grandparent", "grandparent", "grandparent", None]
+    messages = [m for m in PrefetchEnricher("root", join=True).check(p)]
+    assert [m.id for m in messages] == ["datapipe_django.E014"]
+    assert "'root' is NOT NULL without a database constraint" in messages[0].msg
 
 
 def test_join_is_only_for_forward_to_one_relations():

@@ -220,11 +220,10 @@ class PrefetchEnricher(BaseEnricher):
                 hint="Add the alias to DATABASES or fix the enricher's `using`.",
                 obj=pipeline, id="datapipe_django.E005",
             ))
-        if self.join and self.join_path(pipeline.model) is None:
+        refusal = self.join_refusal(pipeline.model) if self.join else None
+        if refusal is not None:
             messages.append(checks.Error(
-                f"{owner}: `join=True` needs a path of foreign keys or one-to-one fields "
-                f"(followed forward), which select_related() can join, and the enricher's own "
-                f"get_queryset().",
+                f"{owner}: `join=True` cannot be honoured: {refusal}.",
                 hint="Drop join=True: the relation is then prefetched in one query.",
                 obj=pipeline, id="datapipe_django.E014",
             ))
@@ -241,18 +240,30 @@ class PrefetchEnricher(BaseEnricher):
 
     def join_path(self, model: type[Model]) -> str | None:
         """The ``select_related()`` path that loads this relation in the fetch query of
-        ``model``'s rows, or None (not ``join``, or not a path of forward to-one relations)."""
-        if not self.join or type(self).get_queryset is not PrefetchEnricher.get_queryset:
+        ``model``'s rows, or None (see :meth:`join_refusal`)."""
+        if not self.join or self.join_refusal(model) is not None:
             return None
+        return self.lookup
+
+    def join_refusal(self, model: type[Model]) -> str | None:
+        """Why this relation cannot be joined into the fetch query of ``model``'s rows."""
+        if type(self).get_queryset is not PrefetchEnricher.get_queryset:
+            return "the enricher overrides get_queryset(), which a join cannot apply"
         for segment in self.segments:
             try:
                 rel = self._relation(model, segment)
             except ImproperlyConfigured:
-                return None
+                return f"{segment!r} is not a relation of {model._meta.label}"
             if not (rel.single and rel.forward):
-                return None
+                return (f"{segment!r} is not a foreign key or one-to-one field followed "
+                        f"forward, which select_related() can join")
+            if not rel.field.null and not rel.field.db_constraint:
+                # select_related() joins a NOT NULL key with an INNER JOIN: a row whose
+                # related row is missing (nothing enforces it) would vanish from the page.
+                return (f"{segment!r} is NOT NULL without a database constraint: the inner "
+                        f"join would drop rows whose {rel.related_model._meta.label} is missing")
             model = rel.related_model
-        return self.lookup
+        return None
 
     # -- the rows to load for ----------------------------------------------------------------
     def holders(self, items: list[Any]) -> list[Any]:

@@ -85,3 +85,17 @@ class ItemDetail(models.Model):
 
     def __str__(self) -> str:
         return f"Detail of item {self.item_id}"
+
+
+class Node(models.Model):
+    """A chain of nullable forward keys (``parent.parent``) and a NOT NULL key with no database
+    constraint (``root``): what ``PrefetchEnricher(join=True)`` may and may not join."""
+
+    name = models.CharField(max_length=50)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL,
+                               db_constraint=False, related_name="+")
+    root = models.ForeignKey("self", on_delete=models.DO_NOTHING, db_constraint=False,
+                             related_name="+")
+
+    def __str__(self) -> str:
+        return self.name
