@@ -156,10 +156,12 @@ def test_every_source_down_is_a_503_with_retry_after(client, rows, monkeypatch):
     from datapipe_django.test import InMemoryFetcher
 
     monkeypatch.setattr(pipelines.items, "fetchers",
-                        [InMemoryFetcher(name="a", available=False)])
+                        [InMemoryFetcher(name="a", available=False),
+                         InMemoryFetcher(name="b", available=False)])
     response = client.get("/v1/items")
     assert response.status_code == 503
     assert response["Retry-After"] == "1"
+    assert response["X-Datapipe-Unavailable"] == "a,b"
     assert response.json()["code"] == "sources_unavailable"
 
 

@@ -17,5 +17,7 @@ def pipeline_error_response(exc: PipelineError) -> Response:
     headers = {}
     if isinstance(exc, SourcesUnavailable):
         headers["Retry-After"] = str(int(datapipe_settings.RETRY_AFTER))
+        if exc.reasons:  # which stores were down, as on a 200 that lacked one
+            headers["X-Datapipe-Unavailable"] = ",".join(exc.reasons)
     return Response({"detail": exc.message, "code": exc.code}, status=exc.status_code,
                     headers=headers)
