@@ -25,8 +25,8 @@ from datapipe_django.result import PipelineResult
 __all__ = ["PipelineViewSet"]
 
 SOURCE_HEADER = "X-Datapipe-Source"
-_NOT_TOKEN = re.compile(r"[^A-Za-z0-9!#$%&'*+.^_`|~-]")
 UNAVAILABLE_HEADER = "X-Datapipe-Unavailable"
+_NOT_TOKEN = re.compile(r"[^A-Za-z0-9!#$%&'*+.^_`|~-]")  # what an HTTP token may not contain
 
 
 class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
