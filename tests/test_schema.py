@@ -95,6 +95,7 @@ def test_list_documents_the_envelope_headers_and_errors(schema):
         "Each invalid parameter with its messages.",
         "No source can serve this combination of parameters (code `no_fetcher`)."]
     assert responses["503"]["headers"]["Retry-After"]["schema"] == {"type": "integer"}
+    assert set(responses["503"]["headers"]) == {"Retry-After", "X-Datapipe-Unavailable"}
     error = schema["components"]["schemas"]["DatapipeError"]
     assert sorted(error["required"]) == ["code", "detail"]
     assert error["properties"]["code"]["description"] == (

@@ -155,9 +155,10 @@ class PipelineSchemaMixin:
             OpenApiParameter(SOURCE_HEADER, str, OpenApiParameter.HEADER, response=[200],
                              description="The source(s) that served the response, "
                                          "comma-separated (e.g. `appdb,archive`)."),
-            OpenApiParameter(UNAVAILABLE_HEADER, str, OpenApiParameter.HEADER, response=[200],
+            OpenApiParameter(UNAVAILABLE_HEADER, str, OpenApiParameter.HEADER,
+                             response=[200, 503],
                              description="Sources that could not answer (down, timing out): "
-                                         "the page may lack rows only they hold."),
+                                         "on a 200 the page may lack rows only they hold."),
             OpenApiParameter("Retry-After", int, OpenApiParameter.HEADER, response=[503],
                              description="Seconds to wait before retrying."),
         ]

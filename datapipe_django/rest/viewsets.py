@@ -16,7 +16,11 @@ from datapipe_django.conf import datapipe_settings
 from datapipe_django.errors import PipelineError, ValidationFailed
 from datapipe_django.pipeline import Pipeline
 from datapipe_django.request import PipelineRequest
-from datapipe_django.rest.exceptions import pipeline_error_response
+from datapipe_django.rest.exceptions import (
+    SOURCE_HEADER,
+    UNAVAILABLE_HEADER,
+    pipeline_error_response,
+)
 from datapipe_django.rest.expand import parse_expand
 from datapipe_django.rest.filters import PipelineFilterBackend
 from datapipe_django.rest.pagination import PipelinePagination
@@ -24,8 +28,6 @@ from datapipe_django.result import PipelineResult
 
 __all__ = ["PipelineViewSet"]
 
-SOURCE_HEADER = "X-Datapipe-Source"
-UNAVAILABLE_HEADER = "X-Datapipe-Unavailable"
 _NOT_TOKEN = re.compile(r"[^A-Za-z0-9!#$%&'*+.^_`|~-]")  # what an HTTP token may not contain
 
 
