@@ -3,11 +3,13 @@
 #
 #   bash scripts/services.sh [start|stop|status]
 #   bash scripts/services.sh start-postgres|stop-postgres|start-replica|stop-replica
-#   bash scripts/services.sh start-mariadb|stop-mariadb|start-redis|stop-redis
+#   bash scripts/services.sh start-mariadb|stop-mariadb|start-mariadb-replica|stop-mariadb-replica
+#   bash scripts/services.sh start-redis|stop-redis
 #   bash scripts/services.sh start-search|stop-search|start-opensearch|stop-opensearch
 #
 # PostgreSQL 15 primary 127.0.0.1:5432 and hot standby 127.0.0.1:5433 (trust auth),
-# MariaDB 127.0.0.1:3306 (root, empty password), Redis 127.0.0.1:6379, and two search engines:
+# MariaDB 127.0.0.1:3306 (root, empty password; binary log on) and its replica 127.0.0.1:3307
+# (GTID replication), Redis 127.0.0.1:6379, and two search engines:
 # an Elasticsearch node on 127.0.0.1:9200 run by scripts/search-node.sh and an OpenSearch node
 # on 127.0.0.1:9201 run by scripts/opensearch-node.sh (the first start of each builds its Maven
 # project, ~10-30 s; see scripts/search-node/README.md and scripts/opensearch-node/README.md).
@@ -28,6 +30,11 @@ MYSQL_RUN=/run/mysqld
 MYSQL_PID=$MYSQL_RUN/mysqld.pid
 MYSQL_SOCK=$MYSQL_RUN/mysqld.sock
 MYSQL_LOG=/var/log/mysql/error.log
+MYSQL_REPLICA_PORT=3307
+MYSQL_REPLICA_DIR=/var/lib/mysql-replica
+MYSQL_REPLICA_PID=$MYSQL_RUN/mysqld-replica.pid
+MYSQL_REPLICA_SOCK=$MYSQL_RUN/mysqld-replica.sock
+MYSQL_REPLICA_LOG=/var/log/mysql/replica.log
 REDIS_PORT=6379
 SEARCH_NODE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/search-node.sh"
 SEARCH_PORT=${SEARCH_PORT:-9200}
@@ -236,22 +243,35 @@ start_mariadb() {
         log "initialising /var/lib/mysql"
         mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
     fi
+    if mysql_pid >/dev/null && mysql_ready >/dev/null 2>&1 \
+            && [[ "$(mysql_sql -N -e 'SELECT @@log_bin' 2>/dev/null)" == 0 ]]; then
+        log "restarting mariadb with its binary log (the replica reads it)"
+        stop_mariadb
+    fi
     if ! mysql_pid >/dev/null; then
         log "starting mariadb on 127.0.0.1:$MYSQL_PORT"
         setsid /usr/sbin/mariadbd --user=mysql --bind-address=127.0.0.1 --port="$MYSQL_PORT" \
             --pid-file="$MYSQL_PID" --socket="$MYSQL_SOCK" --log-error="$MYSQL_LOG" \
-            --innodb-flush-log-at-trx-commit=2 </dev/null >/dev/null 2>&1 9>&- &
+            --innodb-flush-log-at-trx-commit=2 --server-id=1 --log-bin=mysql-bin \
+            --binlog-format=ROW --expire-logs-days=1 </dev/null >/dev/null 2>&1 9>&- &
     fi
     wait_for "$WAIT_SECS" "mariadb on :$MYSQL_PORT" mysql_ready || die "mariadb not accepting connections; see $MYSQL_LOG"
     # Root over TCP with an empty password (Debian only allows unix_socket auth); runs over the socket.
-    mariadb --no-defaults --protocol=socket -S "$MYSQL_SOCK" -uroot <<'SQL' || die "mariadb setup failed"
+    mysql_root_setup mysql_sql || die "mariadb setup failed"
+    mariadb --no-defaults -h127.0.0.1 -P"$MYSQL_PORT" -uroot -e 'SELECT 1' >/dev/null \
+        || die "root cannot log in over TCP"
+}
+
+mysql_sql() { mariadb --no-defaults --protocol=socket -S "$MYSQL_SOCK" -uroot "$@"; }
+
+# mysql_root_setup CLIENT: root over TCP with an empty password, and the archive database.
+mysql_root_setup() {
+    "$1" <<'SQL'
 ALTER USER 'root'@'localhost' IDENTIFIED VIA mysql_native_password USING PASSWORD('') OR unix_socket;
 CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '';
 GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
 CREATE DATABASE IF NOT EXISTS datapipe_archive CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
 SQL
-    mariadb --no-defaults -h127.0.0.1 -P"$MYSQL_PORT" -uroot -e 'SELECT 1' >/dev/null \
-        || die "root cannot log in over TCP"
 }
 
 stop_mariadb() {
@@ -260,6 +280,83 @@ stop_mariadb() {
     log "stopping mariadb"
     kill -TERM "$pid"
     if ! wait_for "$WAIT_SECS" "mariadb to exit" mysql_gone; then
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+}
+
+# ---------------------------------------------------------------- MariaDB replica
+# A second mariadbd replicating the first by GTID: what a MySQL/TiDB read replica looks like to
+# the lag probe (SHOW SLAVE STATUS). Seeded from a dump of the primary's databases.
+replica_sql() { mariadb --no-defaults --protocol=socket -S "$MYSQL_REPLICA_SOCK" -uroot "$@"; }
+mysql_replica_pid() { pid_alive "$MYSQL_REPLICA_PID" mariadbd && head -n1 "$MYSQL_REPLICA_PID"; }
+mysql_replica_gone() { ! pid_alive "$MYSQL_REPLICA_PID" mariadbd; }
+mysql_replica_ready() { mysqladmin --no-defaults --protocol=tcp -h127.0.0.1 -P"$MYSQL_REPLICA_PORT" -uroot ping; }
+mysql_replicating() {
+    [[ "$(replica_sql -e 'SHOW SLAVE STATUS\G' 2>/dev/null | grep -cE 'Slave_(IO|SQL)_Running: Yes')" == 2 ]]
+}
+
+seed_mariadb_replica() {
+    log "seeding the mariadb replica from a dump of the primary"
+    local dbs dump pos
+    dbs=$(mysql_sql -N -e "SELECT schema_name FROM information_schema.schemata WHERE schema_name
+          NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')")
+    replica_sql -e "STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = OFF;"
+    for db in $(replica_sql -N -e "SELECT schema_name FROM information_schema.schemata WHERE
+                schema_name NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')"); do
+        replica_sql -e "DROP DATABASE \`$db\`"
+    done
+    dump=$(mktemp)
+    # shellcheck disable=SC2086  # one word per database
+    mariadb-dump --no-defaults --protocol=socket -S "$MYSQL_SOCK" -uroot --single-transaction \
+        --gtid --master-data=2 --routines --events --databases $dbs >"$dump" \
+        || { rm -f "$dump"; die "dumping the primary failed"; }
+    pos=$(sed -n "s/^-- SET GLOBAL gtid_slave_pos='\([^']*\)';.*/\1/p" "$dump" | head -n1)
+    replica_sql <"$dump" || { rm -f "$dump"; die "loading the dump into the replica failed"; }
+    rm -f "$dump"
+    replica_sql <<SQL || die "configuring replication failed"
+SET GLOBAL gtid_slave_pos = '$pos';
+CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=$MYSQL_PORT, MASTER_USER='root',
+    MASTER_PASSWORD='', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1;
+START SLAVE;
+SET GLOBAL read_only = ON;
+SQL
+}
+
+start_mariadb_replica() {
+    mysql_ready >/dev/null 2>&1 || start_mariadb
+    install -d -o mysql -g mysql -m 755 "$MYSQL_RUN"
+    local fresh=
+    if [[ ! -d $MYSQL_REPLICA_DIR/mysql ]]; then
+        log "initialising $MYSQL_REPLICA_DIR"
+        rm -rf "$MYSQL_REPLICA_DIR"
+        mariadb-install-db --user=mysql --datadir="$MYSQL_REPLICA_DIR" >/dev/null 2>&1 \
+            || die "mariadb-install-db failed for $MYSQL_REPLICA_DIR"
+        fresh=1
+    fi
+    if ! mysql_replica_pid >/dev/null; then
+        log "starting the mariadb replica on 127.0.0.1:$MYSQL_REPLICA_PORT"
+        setsid /usr/sbin/mariadbd --user=mysql --datadir="$MYSQL_REPLICA_DIR" \
+            --bind-address=127.0.0.1 --port="$MYSQL_REPLICA_PORT" --pid-file="$MYSQL_REPLICA_PID" \
+            --socket="$MYSQL_REPLICA_SOCK" --log-error="$MYSQL_REPLICA_LOG" --server-id=2 \
+            --relay-log=relay-bin --read-only --innodb-flush-log-at-trx-commit=2 \
+            </dev/null >/dev/null 2>&1 9>&- &
+    fi
+    wait_for "$WAIT_SECS" "mariadb replica on :$MYSQL_REPLICA_PORT" mysql_replica_ready \
+        || die "mariadb replica not accepting connections; see $MYSQL_REPLICA_LOG"
+    [[ -n $fresh ]] && { mysql_root_setup replica_sql || die "mariadb replica setup failed"; }
+    if [[ -n $fresh ]] || ! wait_for 10 "the mariadb replica to replicate" mysql_replicating; then
+        seed_mariadb_replica
+        wait_for "$WAIT_SECS" "the mariadb replica to replicate" mysql_replicating \
+            || die "the mariadb replica does not replicate; see $MYSQL_REPLICA_LOG"
+    fi
+}
+
+stop_mariadb_replica() {
+    local pid
+    pid=$(mysql_replica_pid) || return 0
+    log "stopping the mariadb replica"
+    kill -TERM "$pid"
+    if ! wait_for "$WAIT_SECS" "the mariadb replica to exit" mysql_replica_gone; then
         kill -KILL "$pid" 2>/dev/null || true
     fi
 }
@@ -307,19 +404,22 @@ node_state() {
 # One line per service; exit status 3 when any is down.
 status() {
     local down=0 svc port state
-    for svc in postgres replica mariadb redis search opensearch; do
+    for svc in postgres replica mariadb mariadb-replica redis search opensearch; do
         case $svc in
             postgres) port=$PG_PORT; pg_ready && state=up || state=down ;;
             replica) port=$REPLICA_PORT; state=down
                      replica_running && state="up (not streaming)"
                      [[ $state != down ]] && replica_streaming 2>/dev/null && state="up (streaming)" ;;
             mariadb) port=$MYSQL_PORT; mysql_ready >/dev/null 2>&1 && state=up || state=down ;;
+            mariadb-replica) port=$MYSQL_REPLICA_PORT; state=down
+                     mysql_replica_ready >/dev/null 2>&1 && state="up (not replicating)"
+                     [[ $state != down ]] && mysql_replicating && state="up (replicating)" ;;
             redis) port=$REDIS_PORT; redis_ready && state=up || state=down ;;
             search) port=$SEARCH_PORT; state=$(node_state "$SEARCH_NODE" Elasticsearch) ;;
             opensearch) port=$OPENSEARCH_PORT; state=$(node_state "$OPENSEARCH_NODE" OpenSearch) ;;
         esac
         [[ $state == down ]] && down=3
-        printf '%-10s 127.0.0.1:%-5s %s\n' "$svc" "$port" "$state"
+        printf '%-15s 127.0.0.1:%-5s %s\n' "$svc" "$port" "$state"
     done
     return "$down"
 }
@@ -334,13 +434,17 @@ main() {
         start)
             local t0=$SECONDS
             ensure_packages
-            start_postgres; start_replica; start_mariadb; start_redis; start_search; start_opensearch
+            start_postgres; start_replica; start_mariadb; start_mariadb_replica; start_redis
+            start_search; start_opensearch
             log "all services up ($((SECONDS - t0))s)" ;;
-        stop) stop_opensearch; stop_search; stop_replica; stop_postgres; stop_mariadb; stop_redis ;;
+        stop) stop_opensearch; stop_search; stop_replica; stop_postgres; stop_mariadb_replica
+              stop_mariadb; stop_redis ;;
         start-postgres|start-replica|start-mariadb|start-redis) ensure_packages; "start_${cmd#start-}" ;;
+        start-mariadb-replica) ensure_packages; start_mariadb_replica ;;
+        stop-mariadb-replica) stop_mariadb_replica ;;
         start-search|start-opensearch) "start_${cmd#start-}" ;;
         stop-postgres|stop-replica|stop-mariadb|stop-redis|stop-search|stop-opensearch) "stop_${cmd#stop-}" ;;
-        *) die "usage: $0 [start|stop|status|start-SVC|stop-SVC] (SVC: postgres replica mariadb redis search opensearch)" ;;
+        *) die "usage: $0 [start|stop|status|start-SVC|stop-SVC] (SVC: postgres replica mariadb mariadb-replica redis search opensearch)" ;;
     esac
 }
 

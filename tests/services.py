@@ -16,6 +16,8 @@ SERVICES = {
     "postgres": ("127.0.0.1", int(os.environ.get("DATAPIPE_PG_PORT", "5432"))),
     "replica": ("127.0.0.1", int(os.environ.get("DATAPIPE_REPLICA_PORT", "5433"))),
     "mariadb": ("127.0.0.1", int(os.environ.get("DATAPIPE_MYSQL_PORT", "3306"))),
+    # A second MariaDB replicating the first (GTID), as a MySQL/TiDB read replica would.
+    "mariadb_replica": ("127.0.0.1", int(os.environ.get("DATAPIPE_MYSQL_REPLICA_PORT", "3307"))),
     "redis": ("127.0.0.1", int(os.environ.get("DATAPIPE_REDIS_PORT", "6379"))),
     # The search engine node of scripts/search-node.sh (Elasticsearch, HTTP).
     "search": ("127.0.0.1", int(os.environ.get("DATAPIPE_SEARCH_PORT", "9200"))),

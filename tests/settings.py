@@ -6,6 +6,7 @@ Database aliases:
 * ``primary``  the real PostgreSQL primary on 127.0.0.1:5432.
 * ``replica``  the real PostgreSQL streaming hot standby on 127.0.0.1:5433.
 * ``archive``  the real MariaDB (MySQL wire protocol) on 127.0.0.1:3306.
+* ``archive_replica``  the real MariaDB replica of it (GTID replication) on 127.0.0.1:3307.
 * ``down``     PostgreSQL on a closed port: a source that is always unavailable.
 
 Cache aliases: ``default`` (local memory) and ``redis``, the real Redis on 127.0.0.1:6379.
@@ -92,6 +93,15 @@ if "mariadb" in AVAILABLE:
         "OPTIONS": {"charset": "utf8mb4"},
         "TEST": {"NAME": f"test_datapipe_archive{SUFFIX}", "CHARSET": "utf8mb4",
                  "COLLATION": "utf8mb4_bin"},
+    }
+
+if "mariadb" in AVAILABLE and "mariadb_replica" in AVAILABLE:
+    # The real replica of the archive server. As a test mirror it reads the archive's test
+    # database through replication (tests that read it commit their writes).
+    DATABASES["archive_replica"] = {
+        **DATABASES["archive"],
+        "PORT": SERVICES["mariadb_replica"][1],
+        "TEST": {"MIRROR": "archive"},
     }
 
 # A source that is always down: PostgreSQL on a closed port. A test mirror, so the test

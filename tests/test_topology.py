@@ -7,7 +7,7 @@ import json
 import time
 
 import pytest
-from django.db import transaction
+from django.db import connections, transaction
 from django.http import JsonResponse
 from django.test import RequestFactory, override_settings
 
@@ -112,6 +112,54 @@ def test_a_mariadb_that_replicates_nothing_reports_no_lag():
         status = replica_status("archive")
     forget_replica_status()
     assert status.healthy and status.lag == 0.0 and status.reason == ""
+
+
+def _replication(statement):
+    with connections["archive_replica"].cursor() as cursor:
+        cursor.execute(statement)
+
+
+def _on_replica(pk, deadline=10.0):
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if Item.objects.using("archive_replica").filter(pk=pk).exists():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.django_db(databases=["default", "archive", "archive_replica"], transaction=True)
+def test_a_mariadb_replica_that_stops_applying_is_skipped_until_it_catches_up():
+    require_alias("archive")
+    require_alias("archive_replica")
+    p = Pipeline("topology-mysql", model=Item, tenant_field="tenant", register=False,
+                 fetchers=[ORMFetcher("archive_replica"), ORMFetcher("archive")])
+    forget_replica_status()
+    with override_settings(DATAPIPE={"REPLICAS": ["archive_replica"], "REPLICA_MAX_LAG": 5.0,
+                                     "REPLICA_CHECK_INTERVAL": 0.0}):
+        try:
+            Item.objects.using("archive").create(**_fields(make(1)))
+            assert _on_replica(1)
+            status = replica_status("archive_replica")
+            assert status.healthy and status.lag == 0.0
+            assert p.execute(tenant="t1").source == "archive_replica"
+
+            _replication("STOP SLAVE SQL_THREAD")  # received, no longer applied
+            Item.objects.using("archive").create(**_fields(make(2)))
+            forget_replica_status()
+            status = replica_status("archive_replica")
+            assert not status.healthy and status.reason == "lag unknown"
+            result = p.execute(tenant="t1")  # the fresh row, from the archive itself
+            assert result.source == "archive" and [i.pk for i in result.items] == [1, 2]
+            reasons = {a.source: a.reason for a in result.attempts}
+            assert "lag unknown" in reasons["archive_replica"]
+        finally:
+            _replication("START SLAVE SQL_THREAD")
+        assert _on_replica(2)
+        forget_replica_status()
+        assert replica_status("archive_replica").healthy
+        assert p.execute(tenant="t1").source == "archive_replica"
+    forget_replica_status()
 
 
 @pytest.mark.django_db(databases=["default", "primary", "replica"], transaction=True)
