@@ -128,3 +128,39 @@ def _request(p: Pipeline) -> Any:
     state = State(pipeline=p, request=PipelineRequest(tenant="t1", search="box"), deadline=None)
     validate(state)
     return fetch_request(state)
+
+
+def test_a_normalizer_that_folds_accents_would_break_iexact_so_it_is_not_used() -> None:
+    # On the real node (it has analysis-common): lowercase + asciifolding matches "cafe" with
+    # "Café", which Django's iexact (and so to_q() and matches()) does not. The library only
+    # trusts a normalizer that folds case alone, so such a field is not used for iexact.
+    from opensearchpy.connection.connections import connections
+
+    from datapipe_django.search.query import FieldMap
+    from datapipe_django.specs import IEq
+
+    client = connections.get_connection()
+    index = f"{ItemOpenSearchDocument._index._name}-fold-probe"
+    analysis = {"normalizer": {
+        "ascii": {"type": "custom", "filter": ["lowercase", "asciifolding"]},
+        "fold": {"type": "custom", "filter": ["lowercase"]}}}
+    mapping = {"properties": {"name": {"type": "keyword", "normalizer": "ascii"},
+                              "folded": {"type": "keyword", "normalizer": "fold"}}}
+    client.indices.create(index=index, body={"settings": {"analysis": analysis},
+                                             "mappings": mapping})
+    try:
+        client.index(index=index, id="1", body={"name": "Café", "folded": "Café"},
+                     refresh=True)
+
+        def hits(field: str, value: str) -> int:
+            body = {"query": {"term": {field: {"value": value}}}}
+            return int(client.count(index=index, body=body)["count"])
+
+        assert hits("name", "cafe") == 1            # what the engine would answer...
+        assert not IEq("name", "cafe").matches(Item(name="Café"))  # ...Django says no
+        assert hits("folded", "CAFÉ") == 1 and hits("folded", "cafe") == 0  # agrees
+        fields = FieldMap(mapping, model=Item, normalizers=analysis["normalizer"])
+        assert fields.folded_field("name") is None          # not trusted for iexact
+        assert fields.folded_field("folded") is not None    # trusted
+    finally:
+        client.indices.delete(index=index)
