@@ -188,6 +188,23 @@ def test_to_many_expansions_are_bounded_per_parent(engine_alias):
 
 
 @DB
+def test_limit_false_is_a_plain_uncapped_prefetch(engine_alias):
+    seed(engine_alias, n=3)
+    with override_settings(DATAPIPE={"EXPAND_LIMIT": 1}), \
+            CaptureQueriesContext(connections[engine_alias]) as captured:
+        result = pipeline(engine_alias, [PrefetchEnricher("comments", limit=False),
+                                         PrefetchEnricher("tags", limit=False)]).execute(
+            tenant="t1", expand={"comments", "tags"})
+    assert [[c.body for c in i.comments.all()] for i in result.items] == [
+        ["c0", "c1", "c2", "c3"]] * 3
+    assert {len(i.tags.all()) for i in result.items} == {2}
+    assert len(captured) == 3 and not any("ROW_NUMBER" in q["sql"].upper() for q in captured)
+    for bad in (True, 0, -1, "10"):
+        with pytest.raises(ImproperlyConfigured, match="limit"):
+            PrefetchEnricher("comments", limit=bad)
+
+
+@DB
 def test_a_queryset_orders_and_filters_the_related_rows():
     seed("default", n=3)
     p = pipeline("default", [

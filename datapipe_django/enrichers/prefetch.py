@@ -130,6 +130,8 @@ class PrefetchEnricher(BaseEnricher):
     * ``limit``: at most this many related rows per parent row for a to-many relation
       (default ``DATAPIPE["EXPAND_LIMIT"]``), in ``queryset``'s order (else the related model's
       ``Meta.ordering``, else pk), with a window function (``Prefetch`` of a sliced queryset).
+      ``limit=False``: no cap, a plain prefetch query (cheaper to build and run), for a
+      relation known to stay small.
     * ``queryset``: the base queryset of the related model (filters, ``select_related``,
       ordering). It is re-pointed at the alias of each group of rows.
     * ``tenant_field``: a field of the related model that must equal the request's tenant
@@ -152,7 +154,7 @@ class PrefetchEnricher(BaseEnricher):
         required: bool = False,
         always: bool = False,
         using: str | None = None,
-        limit: int | None = None,
+        limit: int | bool | None = None,
         queryset: QuerySet[Any] | None = None,
         tenant_field: str | None = None,
         join: bool = False,
@@ -165,10 +167,11 @@ class PrefetchEnricher(BaseEnricher):
                 f"of the pipeline's model, nested with dots: 'user', 'fund_account.contact'."
             )
         super().__init__(path, auth_types=auth_types, required=required, always=always)
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
-                                  or limit < 1):
-            raise ImproperlyConfigured(f"PrefetchEnricher({path!r}): `limit` must be a positive "
-                                       f"whole number or None.")
+        if limit is not None and limit is not False and (
+                isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ImproperlyConfigured(
+                f"PrefetchEnricher({path!r}): `limit` must be a positive whole number, None "
+                f"(DATAPIPE['EXPAND_LIMIT']) or False (no cap).")
         if queryset is not None and not isinstance(queryset, QuerySet):
             raise ImproperlyConfigured(f"PrefetchEnricher({path!r}): `queryset` must be a "
                                        f"QuerySet of the related model.")
@@ -313,8 +316,9 @@ class PrefetchEnricher(BaseEnricher):
         if not rel.single:
             if not qs.ordered:
                 qs = qs.order_by(rel.related_model._meta.pk.name)  # type: ignore[union-attr]
-            limit = self.limit if self.limit is not None else datapipe_settings.EXPAND_LIMIT
-            qs = qs[: int(limit)]
+            if self.limit is not False:
+                limit = self.limit if self.limit is not None else datapipe_settings.EXPAND_LIMIT
+                qs = qs[: int(limit)]
         return qs
 
     def load(self, items: list[Any], context: EnrichContext) -> list[tuple[Any, Any, Any]]:
@@ -337,9 +341,9 @@ class PrefetchEnricher(BaseEnricher):
                   context: EnrichContext) -> None:
         connection = connections[alias]
         queryset = self.get_queryset(rel, alias, context)
-        # A to-many queryset is sliced, which Django prefetches into `to_attr` only; the
+        # A sliced (capped) to-many queryset Django prefetches into `to_attr` only; the
         # related manager's cache is then filled as prefetch_related would fill it.
-        to_attr = None if rel.single else _TO_ATTR
+        to_attr = _TO_ATTR if not rel.single and queryset.query.is_sliced else None
         lookup = Prefetch(rel.name, queryset=queryset, to_attr=to_attr)
         try:
             with statement_timeout(connection, context.remaining):
