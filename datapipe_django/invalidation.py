@@ -161,6 +161,14 @@ class CacheGuard:
             self.alias, self.last_error, seconds,
         )
 
+    def absorb(self, exc: Exception) -> None:
+        """Take ``exc``, raised by a cache call, as the cache being down (the breaker opens);
+        re-raise it when it is a bug rather than an outage (giving back the probe, if any)."""
+        if not is_cache_error(exc):
+            self.release_probe()
+            raise exc
+        self.failed(exc)
+
     def release_probe(self) -> None:
         """End a probe that made no cache call (the breaker stays as it is)."""
         if self._probing:
@@ -527,10 +535,7 @@ def _write_tokens(alias: str, mapping: dict[str, str]) -> None:
         try:
             caches[alias].set_many(mapping, timeout=None)
         except Exception as exc:
-            if not is_cache_error(exc):
-                guard.release_probe()
-                raise
-            guard.failed(exc)
+            guard.absorb(exc)
         else:
             guard.succeeded()
             return

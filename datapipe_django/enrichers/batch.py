@@ -19,8 +19,8 @@ from datapipe_django.conf import datapipe_settings
 from datapipe_django.enrichers.base import BaseEnricher, EnrichContext
 from datapipe_django.errors import DeadlineExceeded
 from datapipe_django.executor import submit as pool_submit
-from datapipe_django.fetchers.cache import CacheStats
-from datapipe_django.invalidation import get_guard, is_cache_error
+from datapipe_django.fetchers.cache import CacheStats, unknown_cache_alias
+from datapipe_django.invalidation import get_guard
 
 __all__ = ["BatchEnricher", "run_chunks"]
 
@@ -107,8 +107,6 @@ class BatchEnricher(BaseEnricher):
         return self._cache or str(datapipe_settings.CACHE)
 
     def check(self, pipeline: Any) -> list[checks.CheckMessage]:
-        from django.conf import settings
-
         messages: list[checks.CheckMessage] = []
         try:
             pipeline.model._meta.get_field(self.name)
@@ -122,13 +120,11 @@ class BatchEnricher(BaseEnricher):
                      "key='transaction_id'.",
                 obj=pipeline, id="datapipe_django.E013",
             ))
-        if self.cache_ttl is not None and self.cache_alias not in settings.CACHES:
-            messages.append(checks.Error(
-                f"Pipeline {pipeline.name!r}: BatchEnricher({self.name!r}) uses cache alias "
-                f"{self.cache_alias!r}, which is not in settings.CACHES.",
-                hint="Add it to CACHES, or pass cache='<alias>' / set DATAPIPE['CACHE'].",
-                obj=pipeline, id="datapipe_django.E003",
-            ))
+        if self.cache_ttl is not None:
+            error = unknown_cache_alias(pipeline, f"BatchEnricher({self.name!r})",
+                                        self.cache_alias)
+            if error is not None:
+                messages.append(error)
         return messages
 
     def runs_inline(self, items: list[Any], context: EnrichContext) -> bool:
@@ -228,11 +224,8 @@ class BatchEnricher(BaseEnricher):
             guard.succeeded()
 
     def _cache_failed(self, guard: Any, exc: Exception) -> None:
-        if not is_cache_error(exc):
-            guard.release_probe()
-            raise exc
+        guard.absorb(exc)
         self.stats.incr("errors")
-        guard.failed(exc)
 
     def _warn(self, what: str) -> None:
         if not self._warned:

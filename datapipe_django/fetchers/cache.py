@@ -80,7 +80,6 @@ from datapipe_django.invalidation import (
     generation_keys,
     get_guard,
     invalidate,
-    is_cache_error,
     new_token,
     pending_write,
     remember_tenants,
@@ -776,11 +775,8 @@ class CachedFetcher(BaseFetcher):
             raise _CacheDown(str(exc)) from exc
 
     def _failed(self, guard: CacheGuard, exc: Exception) -> None:
-        if not is_cache_error(exc):
-            guard.release_probe()
-            raise exc
+        guard.absorb(exc)
         self.stats.incr("errors")
-        guard.failed(exc)
 
     def _emit(self, request: FetchRequest, outcome: str) -> None:
         pipeline = self._pipelines.get(request.pipeline)
@@ -827,18 +823,24 @@ def _cached_fetchers() -> Iterable[tuple[Any, CachedFetcher]]:
 @checks.register(checks.Tags.caches)
 def check_cache_aliases(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """E003: a CachedFetcher names a cache alias that is not in settings.CACHES."""
+    return [error for pipeline, fetcher in _cached_fetchers()
+            if (error := unknown_cache_alias(pipeline, f"CachedFetcher {fetcher.name!r}",
+                                             fetcher.cache_alias)) is not None]
+
+
+def unknown_cache_alias(pipeline: Any, user: str, alias: str) -> checks.Error | None:
+    """E003 when ``user`` (what names the cache alias, e.g. ``CachedFetcher 'appdb'``) names
+    an ``alias`` that is not in settings.CACHES."""
     from django.conf import settings
 
-    messages: list[checks.CheckMessage] = []
-    for pipeline, fetcher in _cached_fetchers():
-        if fetcher.cache_alias not in settings.CACHES:
-            messages.append(checks.Error(
-                f"Pipeline {pipeline.name!r}: CachedFetcher {fetcher.name!r} uses cache alias "
-                f"{fetcher.cache_alias!r}, which is not in settings.CACHES.",
-                hint="Add it to CACHES, or pass cache='<alias>' / set DATAPIPE['CACHE'].",
-                obj=pipeline, id="datapipe_django.E003",
-            ))
-    return messages
+    if alias in settings.CACHES:
+        return None
+    return checks.Error(
+        f"Pipeline {pipeline.name!r}: {user} uses cache alias {alias!r}, which is not in "
+        f"settings.CACHES.",
+        hint="Add it to CACHES, or pass cache='<alias>' / set DATAPIPE['CACHE'].",
+        obj=pipeline, id="datapipe_django.E003",
+    )
 
 
 @checks.register(checks.Tags.caches, deploy=True)
