@@ -233,7 +233,6 @@ start_replica() {
 
 # ---------------------------------------------------------------- MariaDB
 mysql_pid() { pid_alive "$MYSQL_PID" mariadbd && head -n1 "$MYSQL_PID"; }
-mysql_gone() { ! pid_alive "$MYSQL_PID" mariadbd; }
 mysql_ready() { mysqladmin --no-defaults --protocol=tcp -h127.0.0.1 -P"$MYSQL_PORT" -uroot ping; }
 
 start_mariadb() {
@@ -274,22 +273,26 @@ CREATE DATABASE IF NOT EXISTS datapipe_archive CHARACTER SET utf8mb4 COLLATE utf
 SQL
 }
 
-stop_mariadb() {
+# stop_mariadbd PIDFILE WHAT: TERM the mariadbd of PIDFILE; KILL it if it outlives WAIT_SECS.
+stop_mariadbd() {
     local pid
-    pid=$(mysql_pid) || return 0
-    log "stopping mariadb"
+    pid_alive "$1" mariadbd || return 0
+    pid=$(head -n1 "$1")
+    log "stopping $2"
     kill -TERM "$pid"
-    if ! wait_for "$WAIT_SECS" "mariadb to exit" mysql_gone; then
+    if ! wait_for "$WAIT_SECS" "$2 to exit" mariadbd_gone "$1"; then
         kill -KILL "$pid" 2>/dev/null || true
     fi
 }
+
+mariadbd_gone() { ! pid_alive "$1" mariadbd; }
+stop_mariadb() { stop_mariadbd "$MYSQL_PID" mariadb; }
 
 # ---------------------------------------------------------------- MariaDB replica
 # A second mariadbd replicating the first by GTID: what a MySQL/TiDB read replica looks like to
 # the lag probe (SHOW SLAVE STATUS). Seeded from a dump of the primary's databases.
 replica_sql() { mariadb --no-defaults --protocol=socket -S "$MYSQL_REPLICA_SOCK" -uroot "$@"; }
 mysql_replica_pid() { pid_alive "$MYSQL_REPLICA_PID" mariadbd && head -n1 "$MYSQL_REPLICA_PID"; }
-mysql_replica_gone() { ! pid_alive "$MYSQL_REPLICA_PID" mariadbd; }
 mysql_replica_ready() { mysqladmin --no-defaults --protocol=tcp -h127.0.0.1 -P"$MYSQL_REPLICA_PORT" -uroot ping; }
 mysql_replicating() {
     [[ "$(replica_sql -e 'SHOW SLAVE STATUS\G' 2>/dev/null | grep -cE 'Slave_(IO|SQL)_Running: Yes')" == 2 ]]
@@ -351,15 +354,7 @@ start_mariadb_replica() {
     fi
 }
 
-stop_mariadb_replica() {
-    local pid
-    pid=$(mysql_replica_pid) || return 0
-    log "stopping the mariadb replica"
-    kill -TERM "$pid"
-    if ! wait_for "$WAIT_SECS" "the mariadb replica to exit" mysql_replica_gone; then
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-}
+stop_mariadb_replica() { stop_mariadbd "$MYSQL_REPLICA_PID" "the mariadb replica"; }
 
 # ---------------------------------------------------------------- Redis
 redis_ready() { [[ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" == PONG ]]; }
