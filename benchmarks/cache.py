@@ -31,6 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import common
 from benchmarks.common import HINT, ensure_postgres_database, first_line, seed_items
 
 PG_HOST = os.environ.get("DATAPIPE_PG_HOST", "127.0.0.1")
@@ -42,16 +43,7 @@ WARMUP = 50
 
 
 def configure() -> None:
-    from django.conf import settings
-
-    settings.configure(
-        SECRET_KEY="datapipe-benchmarks-not-secret",
-        DEBUG=False,  # DEBUG=True would record every query
-        USE_TZ=True,
-        TIME_ZONE="UTC",
-        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
-        INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "django_filters",
-                        "rest_framework", "datapipe_django", "tests.testapp"],
+    common.configure(
         DATABASES={"default": {
             "ENGINE": "django.db.backends.postgresql", "HOST": PG_HOST, "PORT": PG_PORT,
             "NAME": PG_NAME, "USER": "postgres", "PASSWORD": "", "CONN_MAX_AGE": None,

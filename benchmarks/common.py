@@ -1,13 +1,40 @@
-"""What the benchmark scripts share: the PostgreSQL database they create and the rows they
-seed (the test suite's ``Item`` model, deterministic)."""
+"""What the benchmark scripts share: their Django settings, a timed request, the PostgreSQL
+database they create and the rows they seed (the test suite's ``Item`` model, deterministic)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import random
 import sys
+import time
+from typing import Any
 
 HINT = "start it with `bash scripts/services.sh start`"
+
+
+def configure(**overrides: Any) -> None:
+    """``settings.configure()`` with ``benchmarks/settings.py`` (no middleware, no
+    authentication, DEBUG off, the test app installed), ``overrides`` replacing its values."""
+    from django.conf import settings
+
+    from benchmarks import settings as base
+
+    values = {name: getattr(base, name) for name in dir(base) if name.isupper()}
+    settings.configure(**{**values, **overrides})
+
+
+def timed_get(view: Any, params: dict[str, Any], **headers: Any) -> tuple[float, Any]:
+    """GET ``params`` through ``view``, rendered: (seconds, response); exits on a non-200."""
+    from django.test import RequestFactory
+
+    request = RequestFactory().get("/items", params, **headers)
+    start = time.perf_counter()
+    response = view(request)
+    response.render()
+    elapsed = time.perf_counter() - start
+    if response.status_code != 200:
+        raise SystemExit(f"{params}: HTTP {response.status_code}: {response.content[:300]!r}")
+    return elapsed, response
 
 
 def first_line(exc: BaseException) -> str:

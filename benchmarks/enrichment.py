@@ -34,6 +34,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import common
+
 PG_HOST = os.environ.get("DATAPIPE_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("DATAPIPE_PG_PORT", "5432"))
 PG_NAME = "datapipe_bench_enrich"
@@ -67,34 +69,18 @@ CACHE = ({"BACKEND": "django_redis.cache.RedisCache", "LOCATION": "redis://127.0
 
 
 def configure(use_sqlite: bool) -> str:
-    from django.conf import settings
-
     if use_sqlite:
         path = Path(tempfile.mkdtemp(prefix="datapipe-bench-")) / "bench.sqlite3"
         database = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(path)}
         label = f"SQLite ({path})"
     else:
-        import psycopg
-        from psycopg import sql
-
-        with psycopg.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres",
-                             autocommit=True, connect_timeout=3) as conn:
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                                (PG_NAME,)).fetchone():
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(PG_NAME)))
+        common.ensure_postgres_database(PG_HOST, PG_PORT, PG_NAME)
         database = {"ENGINE": "django.db.backends.postgresql", "HOST": PG_HOST, "PORT": PG_PORT,
                     "NAME": PG_NAME, "USER": "postgres", "PASSWORD": "",
                     "OPTIONS": {"pool": {"min_size": 4, "max_size": 16}}}
         label = f"PostgreSQL {PG_HOST}:{PG_PORT}/{PG_NAME} (psycopg pool)"
-    settings.configure(
-        SECRET_KEY="datapipe-benchmarks-not-secret", DEBUG=False, USE_TZ=True, TIME_ZONE="UTC",
-        ALLOWED_HOSTS=["*"], DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
-        INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "django_filters",
-                        "rest_framework", "datapipe_django", "tests.testapp"],
-        DATABASES={"default": database}, MIDDLEWARE=[], ROOT_URLCONF=__name__,
-        REST_FRAMEWORK={"UNAUTHENTICATED_USER": None, "DEFAULT_AUTHENTICATION_CLASSES": [],
-                        "DEFAULT_PERMISSION_CLASSES": [],
-                        "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]},
+    common.configure(
+        DATABASES={"default": database}, ROOT_URLCONF=__name__,
         DATAPIPE={"PRIMARY": "default", "MAX_LIMIT": 100, "MAX_WORKERS": 16,
                   "CACHE_KEY_PREFIX": f"bench{os.getpid()}"},
         CACHES={"default": CACHE},
@@ -347,21 +333,13 @@ def views():  # type: ignore[no-untyped-def]
 def queries(n: int, counter: QueryCounter) -> None:
     import json
 
-    from django.test import RequestFactory
-
-    factory = RequestFactory()
     expand = "owner,category,tags,comments.author"
     implementations = views()
 
     def call(view, size, ours):  # type: ignore[no-untyped-def]
         params = {"limit": size, **({"expand": expand} if ours else {})}
         before = counter.count
-        start = time.perf_counter()
-        response = view(factory.get("/items", params))
-        response.render()
-        elapsed = time.perf_counter() - start
-        if response.status_code != 200:
-            raise SystemExit(f"HTTP {response.status_code}: {response.content[:300]!r}")
+        elapsed, response = common.timed_get(view, params)
         return elapsed, counter.count - before, json.loads(response.content)
 
     # The three return the same JSON (tags have no ordering: compared as sets).

@@ -14,14 +14,13 @@ import os
 import pstats
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.settings"
 
 from benchmarks import settings as bench_settings
-from benchmarks.common import ensure_postgres_database, seed_items
+from benchmarks.common import ensure_postgres_database, seed_items, timed_get
 
 ROWS, TENANTS, TENANT, PAGE = 10_000, ("t1", "t2"), "t1", 50
 WARMUP = 30
@@ -55,15 +54,7 @@ def seed(nulls_last_index: bool) -> None:
 
 def call(view, params: dict) -> tuple[float, dict]:
     """One request through ``view``, rendered; (seconds, decoded body)."""
-    from django.test import RequestFactory
-
-    request = RequestFactory().get("/items", params, HTTP_X_TENANT=TENANT)
-    start = time.perf_counter()
-    response = view(request)
-    response.render()
-    elapsed = time.perf_counter() - start
-    if response.status_code != 200:
-        raise SystemExit(f"{params}: HTTP {response.status_code}: {response.content[:300]!r}")
+    elapsed, response = timed_get(view, params, HTTP_X_TENANT=TENANT)
     return elapsed, json.loads(response.content)
 
 

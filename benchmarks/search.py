@@ -40,7 +40,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import HINT, ensure_postgres_database
+from benchmarks import common
+from benchmarks.common import HINT, ensure_postgres_database, timed_get
 
 PG_HOST = os.environ.get("DATAPIPE_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("DATAPIPE_PG_PORT", "5432"))
@@ -61,27 +62,16 @@ WORDS = (
 
 
 def configure() -> None:
-    from django.conf import settings
+    from benchmarks import settings as base
 
-    settings.configure(
-        SECRET_KEY="datapipe-benchmarks-not-secret",
-        DEBUG=False,  # DEBUG=True would record every query
-        USE_TZ=True,
-        TIME_ZONE="UTC",
-        ALLOWED_HOSTS=["*"],
-        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
-        INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "django_filters",
-                        "rest_framework", "datapipe_django", "tests.testapp",
-                        "django_elasticsearch_dsl"],
+    common.configure(
+        INSTALLED_APPS=[*base.INSTALLED_APPS, "django_elasticsearch_dsl"],
         DATABASES={"default": {
             "ENGINE": "django.db.backends.postgresql", "HOST": PG_HOST, "PORT": PG_PORT,
             "NAME": PG_NAME, "USER": "postgres", "PASSWORD": "", "CONN_MAX_AGE": None,
         }},
         ELASTICSEARCH_DSL={"default": {"hosts": SEARCH_URL, "request_timeout": 10}},
         ELASTICSEARCH_DSL_AUTOSYNC=False,
-        REST_FRAMEWORK={"UNAUTHENTICATED_USER": None, "DEFAULT_AUTHENTICATION_CLASSES": [],
-                        "DEFAULT_PERMISSION_CLASSES": [],
-                        "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]},
         DATAPIPE={"PRIMARY": "default", "MAX_LIMIT": 100, "TIMEOUT": 2.0},
     )
 
@@ -192,15 +182,7 @@ def views(doc: type[Any]) -> dict[str, Any]:
 
 
 def call(view: Any, params: dict[str, Any]) -> tuple[float, dict[str, Any], str]:
-    from django.test import RequestFactory
-
-    request = RequestFactory().get("/items", params)
-    start = time.perf_counter()
-    response = view(request)
-    response.render()
-    elapsed = time.perf_counter() - start
-    if response.status_code != 200:
-        raise SystemExit(f"{params}: HTTP {response.status_code}: {response.content[:300]!r}")
+    elapsed, response = timed_get(view, params)
     return elapsed, json.loads(response.content), response["X-Datapipe-Source"]
 
 
