@@ -136,6 +136,15 @@ def isolated_cache(settings):
     inv._pending.clear()
 
 
+def run_threads(target, count: int) -> None:
+    """``target()`` on ``count`` threads at once; returns when all have ended."""
+    threads = [threading.Thread(target=target) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def position(cursor: str) -> str:
     """The payload of a signed cursor, without the signing time and signature."""
     return cursor.rsplit(":", 2)[0]
@@ -468,11 +477,7 @@ def test_concurrent_misses_compute_once():
         barrier.wait()
         results.append(p.execute(tenant="t1", limit=2))
 
-    threads = [threading.Thread(target=call) for _ in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(call, 12)
     assert len(source.calls) == 1
     assert all(ids(r) == [3, 2] for r in results) and len(results) == 12
     assert sorted(outcome(r) for r in results) == ["hit"] * 11 + ["miss"]
@@ -491,11 +496,7 @@ def test_waiters_compute_themselves_when_the_lock_holder_fails():
         except SourcesUnavailable as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=call) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(call, 4)
     assert len(errors) == 4  # nobody waits forever, nobody gets a cache error
     assert len(source.calls) >= 2
 

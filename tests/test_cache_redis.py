@@ -35,7 +35,15 @@ from datapipe_django.conf import datapipe_settings
 from datapipe_django.fetchers import CachedFetcher, ORMFetcher
 from tests.conftest import require_alias, require_cache
 from tests.services import SERVICES
-from tests.test_cache import SlowFetcher, ids, isolated_cache, make, outcome, position
+from tests.test_cache import (
+    SlowFetcher,
+    ids,
+    isolated_cache,
+    make,
+    outcome,
+    position,
+    run_threads,
+)
 from tests.testapp.filters import ItemFilterSet
 from tests.testapp.models import Item
 
@@ -287,11 +295,7 @@ def test_concurrent_misses_on_redis_compute_once(redis):
         except Exception as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=call) for _ in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(call, 16)
     assert not errors
     assert len(source.calls) == 1
     assert [ids(r) for r in results] == [[5, 4, 3]] * 16
