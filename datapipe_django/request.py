@@ -34,9 +34,10 @@ class PipelineRequest:
 
     ``filters`` are raw parameter values, as in a query string (a ``QueryDict`` or a plain
     dict whose values may be lists); the validate stage binds them to the pipeline's FilterSet.
-    Give ``offset`` *or* ``cursor``, not both. ``pk`` turns the request into a retrieve of one
-    row. ``context`` carries anything else a custom stage, fetcher or enricher needs (the HTTP
-    request, the user...); the core never reads it.
+    Give ``offset`` *or* ``cursor``, not both. ``only`` narrows the columns the sources
+    read (see :func:`datapipe_django.stages.load_fields`). ``pk`` turns the request into a
+    retrieve of one row. ``context`` carries anything else a custom stage, fetcher or
+    enricher needs (the HTTP request, the user...); the core never reads it.
     """
 
     filters: Mapping[str, Any] = field(default_factory=dict)
@@ -50,11 +51,24 @@ class PipelineRequest:
     auth_type: str | None = None
     pk: Any = None
     context: Mapping[str, Any] = field(default_factory=dict)
+    #: Sparse fieldsets (drf-flex-fields' ``fields`` and ``omit``): response field paths,
+    #: nested with dots like ``expand``. The core never renders; it keeps them for the
+    #: renderer (the view's serializer) and the cache key.
+    fields: frozenset[str] = frozenset()
+    omit: frozenset[str] = frozenset()
+    #: The model fields the response reads (None: every field). The view derives it from
+    #: ``fields``/``omit`` and its serializer; the sources then load only these, plus what the
+    #: pipeline itself needs (the pk, the ordering keys, the tenant field, the enrichers' keys).
+    only: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         # Flexible inputs are normalised once, here.
         object.__setattr__(self, "ordering", normalize_ordering(self.ordering))
         object.__setattr__(self, "expand", normalize_expand(self.expand))
+        object.__setattr__(self, "fields", normalize_expand(self.fields))
+        object.__setattr__(self, "omit", normalize_expand(self.omit))
+        if self.only is not None:
+            object.__setattr__(self, "only", frozenset(self.only))
         if self.search is not None:
             object.__setattr__(self, "search", self.search.strip() or None)
 

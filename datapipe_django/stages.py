@@ -9,12 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.core.exceptions import ValidationError as DjangoValidationError
 
 from datapipe_django.chain import FetcherChain
 from datapipe_django.conf import datapipe_settings
-from datapipe_django.enrichers.base import EnrichContext, enricher_paths
+from datapipe_django.enrichers.base import EnrichContext, enricher_needs, enricher_paths
 from datapipe_django.errors import EnrichmentFailed, ValidationFailed
 from datapipe_django.fetchers.base import FetchRequest
 from datapipe_django.paging import Cursor, Ordering
@@ -24,7 +24,8 @@ from datapipe_django.specs import MatchAll, Uncompilable, compile_filterset
 if TYPE_CHECKING:
     from datapipe_django.state import State
 
-__all__ = ["Stage", "build", "enrich", "fetch", "fetch_request", "transform", "validate"]
+__all__ = ["Stage", "build", "enrich", "fetch", "fetch_request", "load_fields", "transform",
+           "validate"]
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,47 @@ def fetch_request(state: State) -> FetchRequest:
         pipeline=pipeline.name,
         uncompilable=state.uncompilable,
         select_related=_joins(state),
+        only=load_fields(state),
     )
+
+
+def load_fields(state: State) -> tuple[str, ...] | None:
+    """The model fields the sources load for this request (``FetchRequest.only``), or None
+    for every field.
+
+    ``request.only`` (the fields the response reads; the view derives it from ``fields`` and
+    ``omit``) plus what the pipeline reads itself: the pk, the ordering keys (merging and the
+    cursor), the tenant field, and the keys of the enrichers this request runs. None when the
+    request does not narrow the fields, when one of those enrichers cannot say what it reads
+    (``needs()`` returns None), or when the pipeline has ``transformers`` (they may read any
+    field)."""
+    pipeline, request = state.pipeline, state.request
+    if request.only is None or pipeline.transformers:
+        return None
+    model = pipeline.model
+    names: set[str] = set()
+    for name in request.only:
+        try:
+            field = model._meta.get_field(name)
+        except FieldDoesNotExist:
+            return None  # not a model field (a property, an annotation): load everything
+        if getattr(field, "concrete", False):
+            names.add(field.name)
+    names.add(model._meta.pk.name)  # type: ignore[union-attr]
+    if state.ordering is not None:
+        names.update(f.name for f in state.ordering.fields)
+    if pipeline.tenant_field:
+        names.add(pipeline.tenant_field.split("__")[0])
+    selected = pipeline.composite_enricher.select(state.expand, request.auth_type)
+    for enricher in selected:
+        needed = enricher_needs(enricher, model)
+        if needed is None:
+            return None
+        names.update(needed)
+    concrete = {f.name for f in model._meta.concrete_fields}
+    if names >= concrete:
+        return None
+    return tuple(sorted(names & concrete))
 
 
 def _joins(state: State) -> tuple[str, ...]:

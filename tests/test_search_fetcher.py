@@ -391,3 +391,30 @@ def test_system_checks_name_the_pipeline_the_field_and_the_fix() -> None:
     assert found("'created_at' as 'date', which keeps milliseconds") == "datapipe_django.W012"
     assert found("filter 'name' cannot be served by ItemDocument") == "datapipe_django.W013"
     assert not any("filter 'status'" in msg for msg in texts)
+
+
+def test_sparse_fields_become_source_includes_and_an_only_read_back() -> None:
+    """``?fields=`` pushed down: the engine returns only those ``_source`` fields (plus the pk,
+    ordering and tenant fields), and a read-back from the database selects only them."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    narrow = PipelineRequest(tenant="t1", limit=5, only={"name"})
+    state = State(pipeline=pipeline(engine(using=None)), request=narrow)
+    validate(state)
+    asked = fetch_request(state)
+    assert asked.only == ("created_at", "id", "name", "tenant")
+    body = engine(using=None).build_body(asked)
+    assert body["_source"] == ["created_at", "id", "name", "tenant"]
+    full = pipeline(engine(using=None)).execute(PipelineRequest(tenant="t1", limit=5))
+    sparse = pipeline(engine(using=None)).execute(narrow)
+    assert [o.pk for o in sparse.items] == [o.pk for o in full.items]
+    for got, whole in zip(sparse.items, full.items, strict=True):
+        assert got.get_deferred_fields() == {"status", "amount", "active", "day", "score",
+                                             "category_id", "owner_id"}
+        assert (got.name, got.created_at) == (whole.name, whole.created_at)
+    with CaptureQueriesContext(connection) as queries:
+        from_db = pipeline(engine(using="default")).execute(narrow)
+    assert [o.pk for o in from_db.items] == [o.pk for o in full.items]
+    select = queries.captured_queries[-1]["sql"]
+    assert '"testapp_item"."amount"' not in select and '"testapp_item"."name"' in select

@@ -36,6 +36,7 @@ __all__ = [
     "EnrichContext",
     "Enricher",
     "caller_in_transaction",
+    "enricher_needs",
     "enricher_paths",
     "parent_path",
 ]
@@ -106,6 +107,16 @@ def enricher_paths(enricher: Any) -> tuple[str, ...]:
     if callable(paths):
         paths = paths()
     return tuple(paths) if paths else (enricher.name,)
+
+
+def enricher_needs(enricher: Any, model: type[Any]) -> frozenset[str] | None:
+    """The fields of ``model``'s rows an enricher reads (its ``needs(model)``), or None when
+    it cannot tell (an enricher without the hook): then every field is loaded."""
+    needs = getattr(enricher, "needs", None)
+    if not callable(needs):
+        return None
+    found = needs(model)
+    return None if found is None else frozenset(found)
 
 
 def parent_path(path: str) -> str | None:
@@ -193,6 +204,13 @@ class BaseEnricher:
     def check(self, pipeline: Any) -> list[Any]:
         """System-check messages about this enricher's declaration (see ``checks.py``)."""
         return []
+
+    def needs(self, model: type[Any]) -> frozenset[str] | None:
+        """The field names of ``model`` (the pipeline's model) this enricher reads from the
+        rows it enriches, so that a request with sparse ``fields`` still loads them. Default:
+        None, "cannot tell", which makes the sources load every field. Override it when you
+        know (a key attribute): ``return frozenset({"customer_id"})``."""
+        return None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

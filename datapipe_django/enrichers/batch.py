@@ -127,6 +127,16 @@ class BatchEnricher(BaseEnricher):
                 messages.append(error)
         return messages
 
+    def needs(self, model: type[Any]) -> frozenset[str] | None:
+        """The key's field when ``key`` names a model field (by name or attname); None (every
+        field) for a callable key or any other attribute."""
+        if self.key_attr is None:
+            return None
+        for field in model._meta.concrete_fields:
+            if self.key_attr in (field.name, field.attname):
+                return frozenset({field.name})
+        return None
+
     def runs_inline(self, items: list[Any], context: EnrichContext) -> bool:
         return False  # a service call: no database transaction to see
 

@@ -241,6 +241,20 @@ class PrefetchEnricher(BaseEnricher):
                 ))
         return messages
 
+    def needs(self, model: type[Model]) -> frozenset[str] | None:
+        """The fields of ``model``'s rows the first hop is followed from: a forward key's own
+        field, the target fields of a reverse relation (the pk, unless ``to_field``), the pk
+        for a many-to-many. Only these are loaded when the request has sparse ``fields``."""
+        try:
+            rel = self._relation(model, self.segments[0])
+        except ImproperlyConfigured:
+            return None
+        if rel.forward and rel.single:
+            return frozenset({rel.field.name})
+        if isinstance(rel.field, ForeignObjectRel) and not isinstance(rel.field, ManyToManyRel):
+            return frozenset(f.name for f in rel.field.field.foreign_related_fields)
+        return frozenset({model._meta.pk.name})  # type: ignore[union-attr]
+
     def join_path(self, model: type[Model]) -> str | None:
         """The ``select_related()`` path that loads this relation in the fetch query of
         ``model``'s rows, or None (see :meth:`join_refusal`)."""

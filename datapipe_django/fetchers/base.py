@@ -51,6 +51,10 @@ class FetchRequest:
     #: To-one relation paths (``select_related()`` form) the enrich stage will expand for this
     #: request and that a SQL source may join into its query (``PrefetchEnricher(join=True)``).
     select_related: tuple[str, ...] = ()
+    #: The model field names a source needs to load (``QuerySet.only()``; a search source's
+    #: ``_source`` includes), or None for every field. It always holds the pk, the ordering
+    #: keys, the tenant field and what the request's enrichers read.
+    only: tuple[str, ...] | None = None
 
     # Convenience pass-throughs, so a ``can_handle`` predicate can read the request directly.
     @property

@@ -517,6 +517,8 @@ class CachedFetcher(BaseFetcher):
             "size": request.size,
             "pk": pk,
         }
+        if request.only is not None:  # sparse fields: the entry holds those columns only
+            parts["only"] = list(request.only)
         if self.vary is not None:
             parts["vary"] = self.vary(request)
         return parts

@@ -98,10 +98,14 @@ class ORMFetcher(BaseFetcher):
         if request.after is not None:
             qs = qs.filter(request.ordering.after_q(request.after))
         qs = qs.order_by(*request.ordering.order_by())
-        if request.select_related and qs.query.deferred_loading == (frozenset(), True):
+        untouched = qs.query.deferred_loading == (frozenset(), True)
+        if request.select_related and untouched:
             # Relations the enrichers would load next, joined here instead (not with only()
             # or defer(): a deferred foreign key cannot be followed).
             qs = qs.select_related(*request.select_related)
+        elif request.only is not None and untouched and not qs.query.select_related:
+            # Sparse `fields`: the columns the response and the pipeline read, no others.
+            qs = qs.only(*request.only)
         return qs[request.offset : request.offset + request.size]
 
     def search_filter(self, request: FetchRequest) -> Any:

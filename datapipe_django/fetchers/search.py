@@ -151,9 +151,18 @@ class SearchFetcher(BaseFetcher):
             search_query=self.get_search_query(request) if request.search else None,
             pk=request.pk,
             track_total_hits=self.track_total_hits,
-            source=self.using is None,
+            source=self.source_includes(request) if self.using is None else False,
             timeout=timeout,
         )
+
+    def source_includes(self, request: FetchRequest) -> bool | list[str]:
+        """What of ``_source`` the engine returns when the hits become instances: all of it,
+        or with sparse ``fields`` (``request.only``) those fields' names only."""
+        if request.only is None:
+            return True
+        meta = request.model._meta
+        names = [meta.get_field(name) for name in request.only]
+        return sorted({n for f in names for n in (f.name, getattr(f, "attname", f.name))})
 
     def fetch(self, request: FetchRequest) -> FetchResult:
         self._check_cooldown()
@@ -306,7 +315,16 @@ class SearchFetcher(BaseFetcher):
         qs = request.model._default_manager.using(self.using).all()
         related = _relations(request.model, request.full_spec.fields()
                              if self.recheck and request.full_spec is not None else ())
-        return qs.select_related(*related) if related else qs
+        if related:
+            return qs.select_related(*related)
+        if request.only is not None:
+            # Sparse `fields`: those columns, and what the re-check reads.
+            spec_fields = request.full_spec.fields() if self.recheck and request.full_spec \
+                is not None else ()
+            concrete = {f.name for f in request.model._meta.concrete_fields}
+            read = {p.split("__")[0] for p in spec_fields} & concrete
+            return qs.only(*request.only, *read)
+        return qs
 
     def from_source(self, model: type[models.Model], hit: dict[str, Any], pk: Any) -> Any:
         """An instance built from ``hit["_source"]``: the concrete fields the Document stores

@@ -10,6 +10,7 @@ from django.db import models
 from rest_framework import serializers
 
 from datapipe_django.enrichers.prefetch import cache_name_of
+from datapipe_django.rest.sparse import restrict
 
 __all__ = ["ExpandableField", "parse_expand"]
 
@@ -78,6 +79,9 @@ class ExpandableField(serializers.Field):
         if serializer is None:
             context = {**self.context, "expand_prefix": f"{self.path}."}
             serializer = self.serializer_class(many=many, context=context)
+            if context.get("fields") or context.get("omit"):  # sparse fieldsets below here
+                restrict(serializer, context.get("fields", ()), context.get("omit", ()),
+                         prefix=f"{self.path}.")
             self._nested[many] = serializer
         return serializer
 

@@ -24,6 +24,7 @@ from datapipe_django.rest.exceptions import (
 from datapipe_django.rest.expand import parse_expand
 from datapipe_django.rest.filters import PipelineFilterBackend
 from datapipe_django.rest.pagination import PipelinePagination
+from datapipe_django.rest.sparse import model_fields, parse_fieldset, restrict, unknown_paths
 from datapipe_django.result import PipelineResult
 
 __all__ = ["PipelineViewSet"]
@@ -56,6 +57,9 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
     limit_param: ClassVar[str] = "limit"
     offset_param: ClassVar[str] = "offset"
     cursor_param: ClassVar[str] = "cursor"
+    #: Sparse fieldsets (drf-flex-fields' names): ``?fields=id,amount``, ``?omit=narration``.
+    fields_param: ClassVar[str] = "fields"
+    omit_param: ClassVar[str] = "omit"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -96,7 +100,9 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
     def get_filters(self) -> Any:
         """The raw filter parameters: the query string minus the view's own parameters."""
         reserved = {self.search_param, self.ordering_param, self.limit_param,
-                    self.offset_param, self.cursor_param, "expand", "expand[]", "format"}
+                    self.offset_param, self.cursor_param, "expand", "expand[]", "format",
+                    self.fields_param, f"{self.fields_param}[]", self.omit_param,
+                    f"{self.omit_param}[]"}
         params = self.request.query_params.copy()
         for key in reserved:
             params.pop(key, None)
@@ -110,8 +116,14 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
             raise PermissionDenied("No tenant is associated with these credentials.")
         params = self.request.query_params
         expand = parse_expand(params)
-        common: dict[str, Any] = {"tenant": tenant, "auth_type": self.get_auth_type(),
-                                  "expand": expand, "context": {"request": self.request}}
+        auth_type = self.get_auth_type()
+        fields, omit = self.get_sparse_fieldsets()
+        common: dict[str, Any] = {
+            "tenant": tenant, "auth_type": auth_type, "expand": expand,
+            "context": {"request": self.request}, "fields": fields, "omit": omit,
+            "only": self.get_only(fields, omit, auth_type=auth_type, expand=expand)
+            if fields or omit else None,
+        }
         if pk is not None:
             return PipelineRequest(pk=pk, **common)
         return PipelineRequest(
@@ -124,13 +136,48 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
             **common,
         )
 
+    def get_sparse_fieldsets(self) -> tuple[frozenset[str], frozenset[str]]:
+        """``fields`` and ``omit`` of the query string (``a,b.c``, or repeated, or ``[]``)."""
+        params = self.request.query_params
+        return (parse_fieldset(params, self.fields_param),
+                parse_fieldset(params, self.omit_param))
+
+    def get_only(self, fields: frozenset[str], omit: frozenset[str], *,
+                 auth_type: str | None, expand: frozenset[str]) -> frozenset[str] | None:
+        """Check ``fields``/``omit`` against the serializer as this caller sees it (a 400
+        naming the parameter for an unknown name) and return the model fields the narrowed
+        response reads (None: every field), for the sources to load only those."""
+        context = {**super().get_serializer_context(), "auth_type": auth_type,
+                   "expand": expand}
+        serializer = self.get_serializer_class()(context=context)
+        errors = {
+            param: [f"Unknown field {path[:100]!r}." for path in unknown]
+            for param, paths in ((self.fields_param, fields), (self.omit_param, omit))
+            if (unknown := unknown_paths(serializer, paths))
+        }
+        if errors:
+            raise ValidationFailed(errors)
+        restrict(serializer, fields, omit)
+        return model_fields(serializer, self.get_pipeline().model)
+
     def get_serializer_context(self) -> dict[str, Any]:
-        """DRF's context plus ``expand`` and ``auth_type`` of the request being served."""
+        """DRF's context plus ``expand``, ``auth_type``, ``fields`` and ``omit`` of the request
+        being served."""
         context = dict(super().get_serializer_context())
         pipeline_request = getattr(self, "pipeline_request", None)
         context["expand"] = pipeline_request.expand if pipeline_request else frozenset()
         context["auth_type"] = pipeline_request.auth_type if pipeline_request else None
+        context["fields"] = pipeline_request.fields if pipeline_request else frozenset()
+        context["omit"] = pipeline_request.omit if pipeline_request else frozenset()
         return context
+
+    def get_serializer(self, *args: Any, **kwargs: Any) -> Any:
+        """DRF's, narrowed to the request's ``fields``/``omit`` (sparse fieldsets)."""
+        serializer = super().get_serializer(*args, **kwargs)
+        context = serializer.context
+        if context.get("fields") or context.get("omit"):
+            restrict(serializer, context.get("fields", ()), context.get("omit", ()))
+        return serializer
 
     def build_response(self, result: PipelineResult) -> Response:
         """The list envelope. Override to change its shape."""

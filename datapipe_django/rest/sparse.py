@@ -1,0 +1,127 @@
+"""Sparse fieldsets: ``?fields=`` and ``?omit=`` (drf-flex-fields' names), nested with dots.
+
+``fields=id,amount,user.name`` renders ``id``, ``amount`` and ``user``, and inside an expanded
+``user`` only its ``name``; ``omit=narration,fund_account.details`` renders everything but
+``narration``, and ``fund_account`` without its ``details``. Both may be given (``fields``
+first, then ``omit``); ``fields[]=``/``omit[]=`` and repeated parameters work as for ``expand``.
+A name below a field (``user.name``) narrows that field's nested object when it is rendered
+(expanded); a field that is listed itself and also below (``user,user.name``) is narrowed.
+
+Names are checked against the serializer as the caller sees it (fields its auth type may not
+see are unknown to it): an unknown one is a 400 naming ``fields`` or ``omit``. The view derives
+from the narrowed serializer the model fields the response reads (:func:`model_fields`), and
+the pipeline's sources load only those columns (see ``datapipe_django.stages.load_fields``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.core.exceptions import FieldDoesNotExist
+from django.db import models
+from rest_framework import serializers
+
+__all__ = ["model_fields", "parse_fieldset", "restrict", "unknown_paths"]
+
+
+def parse_fieldset(query_params: Any, name: str) -> frozenset[str]:
+    """``name=a,b.c`` or ``name[]=a&name[]=b.c`` (may repeat and mix) → ``{"a", "b.c"}``."""
+    raw: list[str] = []
+    for key in (f"{name}[]", name):
+        for value in query_params.getlist(key):
+            raw.extend(value.split(","))
+    return frozenset(v.strip() for v in raw if v.strip())
+
+
+def _below(paths: Iterable[str], prefix: str) -> list[str]:
+    return [p[len(prefix):] for p in paths if p.startswith(prefix) and len(p) > len(prefix)]
+
+
+def _fields_of(serializer: Any) -> Any:
+    """The field dict of a serializer (its child's, for ``many=True``)."""
+    target = serializer.child if isinstance(serializer, serializers.ListSerializer) \
+        else serializer
+    return target.fields if isinstance(target, serializers.Serializer) else None
+
+
+def restrict(serializer: Any, fields: Iterable[str], omit: Iterable[str],
+             prefix: str = "") -> Any:
+    """Remove from ``serializer`` (and its plain nested serializers) the fields that
+    ``fields``/``omit`` leave out at ``prefix`` (``""`` for the top level, ``"user."`` inside
+    ``user``). Returns the serializer. Unknown names are ignored here (see
+    :func:`unknown_paths`)."""
+    found = _fields_of(serializer)
+    if found is None:
+        return serializer
+    fields, omit = list(fields), list(omit)
+    keep = {p.split(".")[0] for p in _below(fields, prefix) if p}
+    drop = {p for p in _below(omit, prefix) if "." not in p}
+    for name in list(found):
+        if (keep and name not in keep) or name in drop:
+            del found[name]
+    for name, field in found.items():
+        if isinstance(field, serializers.BaseSerializer):
+            restrict(field, fields, omit, f"{prefix}{name}.")
+    return serializer
+
+
+def _nested(field: Any, context: dict[str, Any]) -> Any:
+    """The serializer below ``field`` (an ExpandableField's or a nested serializer), or None."""
+    if isinstance(field, serializers.BaseSerializer):
+        return field
+    serializer_class = getattr(field, "serializer_class", None)
+    if isinstance(serializer_class, type) and issubclass(serializer_class,
+                                                         serializers.BaseSerializer):
+        return serializer_class(context=context)
+    return None
+
+
+def unknown_paths(serializer: Any, paths: Iterable[str]) -> list[str]:
+    """The paths of ``paths`` that name no field of ``serializer`` (as its context's caller
+    sees it), sorted."""
+    context = dict(getattr(serializer, "context", {}) or {})
+    unknown = []
+    for path in sorted(set(paths)):
+        current: Any = serializer
+        for i, segment in enumerate(path.split(".")):
+            found = _fields_of(current) if current is not None else None
+            if found is None or segment not in found:
+                unknown.append(path)
+                break
+            if i < path.count("."):
+                current = _nested(found[segment], context)
+    return unknown
+
+
+def _model_field(model: type[models.Model], name: str) -> Any:
+    try:
+        return model._meta.get_field(name)
+    except FieldDoesNotExist:
+        return None
+
+
+def model_fields(serializer: Any, model: type[models.Model]) -> frozenset[str] | None:
+    """The concrete fields of ``model`` that rendering ``serializer`` (already narrowed) reads,
+    or None when a field's source cannot be told (``source="*"``, a method field, a property):
+    then every field is loaded."""
+    found = _fields_of(serializer)
+    if found is None:
+        return None
+    needed: set[str] = set()
+    for field in found.values():
+        id_source = getattr(field, "id_source", None)
+        attrs = [id_source] if id_source else list(getattr(field, "source_attrs", []) or [])
+        if not attrs or field.source == "*":
+            return None
+        target = _model_field(model, attrs[0])
+        if target is None:
+            # A reverse relation by its accessor reads only the pk (always loaded).
+            if any(r.get_accessor_name() == attrs[0] for r in model._meta.related_objects):
+                continue
+            return None
+        if target.concrete:
+            needed.add(target.name)
+        elif not target.is_relation:
+            return None
+    return frozenset(needed)
