@@ -1,9 +1,16 @@
-"""Replica health: how far behind each replica is, measured cheaply and cached.
+"""Replica health: how far behind each replica is, measured cheaply and never trusted past
+the bound.
 
-``replica_status(alias)`` answers from a cache refreshed about once a second
-(``REPLICA_CHECK_INTERVAL``); a stale entry is served while one background thread refreshes
-it, so a request pays nothing but a dictionary lookup. A replica is *healthy* when it answers
-and its lag is at most ``DATAPIPE["REPLICA_MAX_LAG"]`` seconds.
+A replica is read only while its last measured lag plus the age of that measurement is at most
+``DATAPIPE["REPLICA_MAX_LAG"]`` seconds: a lag of 0.4 s measured 3 s ago means the replica may
+now be 3.4 s behind. :func:`replica_status` answers from a per-process cache while that holds,
+and measures again, on the calling thread and within the caller's ``timeout``, once it no longer
+does, so the bound holds however sparse the traffic. Under steady traffic one background thread
+re-measures a healthy replica every ``REPLICA_CHECK_INTERVAL`` seconds, so a request rarely pays
+for a measurement. A replica measured as behind (or whose lag is unknown) is measured again at
+its next use, so one that caught up is read again at once; concurrent callers share one
+measurement (single flight). An unreachable replica is skipped without waiting and re-measured in
+the background every ``REPLICA_CHECK_INTERVAL`` seconds.
 
 Lag is measured on the replica itself, per database vendor, by a *lag probe*
 ``(connection) -> float | None`` (seconds; None: unknown, which counts as unhealthy).
@@ -23,6 +30,7 @@ from typing import Any
 from django.db import DatabaseError, connections
 
 from datapipe_django.conf import datapipe_settings
+from datapipe_django.timeouts import statement_timeout
 
 __all__ = [
     "ReplicaStatus",
@@ -79,30 +87,54 @@ def register_lag_probe(vendor: str, probe: LagProbe) -> None:
 
 @dataclass(frozen=True)
 class ReplicaStatus:
+    """One measurement of a replica: ``healthy`` (reachable, lag within ``REPLICA_MAX_LAG``
+    when measured), ``lag`` in seconds (None: unknown or unreachable), why it is not healthy,
+    and when it was measured (``time.monotonic()``)."""
+
     alias: str
     healthy: bool
     lag: float | None
     reason: str
     checked_at: float
+    reachable: bool = True
+
+    def age(self, now: float | None = None) -> float:
+        """Seconds since the measurement."""
+        return max(0.0, (time.monotonic() if now is None else now) - self.checked_at)
+
+    def within(self, max_lag: float, now: float | None = None) -> bool:
+        """Whether the replica is, at worst, ``max_lag`` seconds behind now: healthy when
+        measured, and its lag plus the age of the measurement within ``max_lag``."""
+        return self.healthy and (self.lag or 0.0) + self.age(now) <= max_lag
 
 
 _cache: dict[str, ReplicaStatus] = {}
-_refreshing: set[str] = set()
+_inflight: dict[str, threading.Event] = {}  # alias -> set when its running measurement ends
 _lock = threading.Lock()
 
+#: How long a caller without a deadline waits for a measurement (seconds).
+DEFAULT_MEASURE_TIMEOUT = 1.0
 
-def _measure(alias: str) -> ReplicaStatus:
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _measure(alias: str, timeout: float | None) -> ReplicaStatus:
+    """Measure ``alias`` now, on this thread's connection, its query bounded by ``timeout``."""
     connection = connections[alias]
     now = time.monotonic()
     try:
         probe = _probes.get(connection.vendor)
-        lag = probe(connection) if probe is not None else 0.0
+        with statement_timeout(connection, timeout):
+            lag = probe(connection) if probe is not None else 0.0
     except DatabaseError as exc:
         # Drop the broken connection so the next probe reconnects (the server may be back).
         with contextlib.suppress(DatabaseError):
             connection.close()
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return ReplicaStatus(alias, False, None, f"unreachable: {reason}", now)
+        return ReplicaStatus(alias, False, None, f"unreachable: {_first_line(exc)}", now,
+                             reachable=False)
     max_lag = float(datapipe_settings.REPLICA_MAX_LAG)
     if lag is None:
         return ReplicaStatus(alias, False, None, "lag unknown", now)
@@ -112,46 +144,107 @@ def _measure(alias: str) -> ReplicaStatus:
     return ReplicaStatus(alias, True, lag, "", now)
 
 
-def _refresh_in_background(alias: str) -> None:
-    def run() -> None:
+def _claim(alias: str) -> tuple[threading.Event, bool]:
+    """The event of the measurement of ``alias`` under way, and whether the caller is to run
+    it (True: nobody was measuring, the caller must call :func:`_publish`)."""
+    with _lock:
+        event = _inflight.get(alias)
+        if event is not None:
+            return event, False
+        event = _inflight[alias] = threading.Event()
+        return event, True
+
+
+def _publish(alias: str, event: threading.Event, status: ReplicaStatus | None) -> None:
+    with _lock:
+        if status is not None:
+            _cache[alias] = status
+        if _inflight.get(alias) is event:
+            del _inflight[alias]
+    event.set()
+
+
+def _measure_now(alias: str, timeout: float) -> ReplicaStatus:
+    """A measurement taken after this call started: this thread's, or the one another thread
+    was already taking (waited for within ``timeout``)."""
+    started = time.monotonic()
+    event, mine = _claim(alias)
+    if mine:
+        measured: ReplicaStatus | None = None
         try:
-            status = _measure(alias)
-            with _lock:
-                _cache[alias] = status
+            measured = _measure(alias, timeout)
+        finally:
+            _publish(alias, event, measured)
+        return measured
+    event.wait(timeout)
+    with _lock:
+        status = _cache.get(alias)
+    if status is not None and status.checked_at >= started - 0.001:
+        return status
+    if status is not None and status.within(float(datapipe_settings.REPLICA_MAX_LAG)):
+        return status  # the shared measurement is late, but the last one still holds
+    return ReplicaStatus(alias, False, None if status is None else status.lag,
+                         "not measured in time", time.monotonic(),
+                         reachable=status is None or status.reachable)
+
+
+def _refresh_in_background(alias: str) -> None:
+    event, mine = _claim(alias)
+    if not mine:
+        return
+
+    def run() -> None:
+        status: ReplicaStatus | None = None
+        try:
+            status = _measure(alias, DEFAULT_MEASURE_TIMEOUT)
         finally:
             connections[alias].close()
-            with _lock:
-                _refreshing.discard(alias)
+            _publish(alias, event, status)
 
     threading.Thread(target=run, name=f"datapipe-replica-{alias}", daemon=True).start()
 
 
-def replica_status(alias: str) -> ReplicaStatus:
-    """The health of replica ``alias``: measured now on first use, then from a cache that a
-    background thread refreshes once it is older than ``REPLICA_CHECK_INTERVAL`` seconds."""
+def replica_status(alias: str, *, timeout: float | None = None) -> ReplicaStatus:
+    """The health of replica ``alias``, as of now.
+
+    * A healthy measurement is used while its lag plus its age is within ``REPLICA_MAX_LAG``
+      (refreshed in the background once older than ``REPLICA_CHECK_INTERVAL``); past that, and
+      for a replica measured as behind or of unknown lag, the replica is measured again before
+      this returns, within ``timeout`` seconds (the caller's remaining deadline; default
+      :data:`DEFAULT_MEASURE_TIMEOUT`). A measurement that does not finish in time makes the
+      replica unhealthy for this call (``"not measured in time"``).
+    * An unreachable replica is reported as such at once; it is measured again in the
+      background once the measurement is older than ``REPLICA_CHECK_INTERVAL``.
+    """
+    max_lag = float(datapipe_settings.REPLICA_MAX_LAG)
     interval = float(datapipe_settings.REPLICA_CHECK_INTERVAL)
+    now = time.monotonic()
     with _lock:
         status = _cache.get(alias)
-        stale = status is None or time.monotonic() - status.checked_at > interval
-        refresh = stale and status is not None and alias not in _refreshing
-        if refresh:
-            _refreshing.add(alias)
-    if status is None:
-        status = _measure(alias)
-        with _lock:
-            _cache[alias] = status
-    elif refresh:
-        _refresh_in_background(alias)
-    return status
+    if status is not None:
+        if status.within(max_lag, now):
+            # Refresh early enough that steady traffic never finds the bound expired.
+            margin = max_lag - (status.lag or 0.0)
+            if status.age(now) > min(interval, margin / 2):
+                _refresh_in_background(alias)
+            return status
+        if not status.reachable:
+            if status.age(now) > interval:
+                _refresh_in_background(alias)
+            return status
+    wait = DEFAULT_MEASURE_TIMEOUT if timeout is None else max(0.0, timeout)
+    return _measure_now(alias, wait)
 
 
-def healthy_replicas() -> list[str]:
+def healthy_replicas(*, timeout: float | None = None) -> list[str]:
     """The configured replicas (``DATAPIPE["REPLICAS"]``) that are healthy now, in order."""
-    return [alias for alias in datapipe_settings.REPLICAS if replica_status(alias).healthy]
+    return [alias for alias in datapipe_settings.REPLICAS
+            if replica_status(alias, timeout=timeout).healthy]
 
 
 def forget_replica_status(alias: str | None = None) -> None:
-    """Drop cached health (all replicas, or one) so the next call measures afresh."""
+    """Drop cached health (all replicas, or one) so the next call measures afresh (for tools
+    such as ``manage.py datapipe health`` that must report a measurement of their own)."""
     with _lock:
         if alias is None:
             _cache.clear()

@@ -73,7 +73,7 @@ class ORMFetcher(BaseFetcher):
         if self.using in datapipe_settings.REPLICAS:
             if is_pinned():
                 return Verdict(False, "read-your-writes: reads are pinned to the primary")
-            status = replica_status(self.using)
+            status = replica_status(self.using, timeout=request.remaining)
             if not status.healthy:
                 return Verdict(False, f"replica skipped: {status.reason}")
         return super().can_handle(request)
