@@ -61,6 +61,8 @@ def check_pipelines(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
 #   E012 (W012, W013) search fetchers' own checks (datapipe_django.fetchers.search): a field
 #        the engine cannot serve (tenant, ordering, q), millisecond dates, unservable filters
 #   E013 a BatchEnricher would overwrite a model field
+#   W016 a routed PipelineViewSet of a tenant pipeline cannot find the tenant
+#        (datapipe_django.rest.checks: no get_tenant() and no `tenant` on the user model)
 
 
 def _field_path_error(model: Any, path: str) -> str | None:

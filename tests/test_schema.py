@@ -189,7 +189,13 @@ def test_the_example_project_serves_a_valid_schema(tmp_path):
     document = json.loads(target.read_text())
     operation = document["paths"]["/v1/payouts"]["get"]
     names = {p["name"] for p in operation["parameters"]}
-    assert {"status", "created_at_after", "q", "ordering", "limit", "cursor", "expand[]"} <= names
+    assert {"status", "created_at_after", "q", "ordering", "limit", "cursor", "expand[]",
+            "fields", "omit"} <= names
+    for route in ("/v1/payouts", "/v1/payouts/{id}"):
+        headers = {p["name"]: p for p in document["paths"][route]["get"]["parameters"]
+                   if p["in"] == "header"}
+        assert headers["X-Merchant-Id"]["schema"] == {"type": "integer", "minimum": 1}
+        assert headers["X-Auth-Type"]["schema"]["enum"] == ["private", "public"]
 
 
 # -- DRF's browsable API -------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from drf_spectacular.plumbing import build_array_type, build_basic_type, get_cla
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
+from rest_framework.exceptions import APIException
 
 from datapipe_django.conf import datapipe_settings
 from datapipe_django.errors import (
@@ -47,6 +48,7 @@ __all__ = [
     "ExpandableFieldExtension",
     "PipelineSchemaMixin",
     "PipelineViewSetExtension",
+    "schema_auth_type",
 ]
 
 ERROR_CODES = [NoFetcher.default_code, EnrichmentFailed.default_code,
@@ -81,6 +83,18 @@ _NO_FETCHER: dict[str, Any] = {
     "properties": {"detail": {"type": "string"},
                    "code": {"type": "string", "example": NoFetcher.default_code}},
 }
+
+
+def schema_auth_type(view: Any) -> str | None:
+    """The auth type of the caller a schema is generated for: ``view.get_auth_type()`` on the
+    schema request (drf-spectacular gives generated views the request that asked for the
+    schema, or a mock one), None without a request or when its credentials are malformed."""
+    if getattr(view, "request", None) is None:
+        return None
+    try:
+        return view.get_auth_type()  # type: ignore[no-any-return]
+    except APIException:
+        return None
 
 
 def _id_schema(model: Any) -> dict[str, Any]:
@@ -151,6 +165,7 @@ class PipelineSchemaMixin:
         expand = self._expand_parameter(pipeline)
         if expand is not None:
             ours.append(expand)
+        ours += self._fieldset_parameters()
         ours += [
             OpenApiParameter(SOURCE_HEADER, str, OpenApiParameter.HEADER, response=[200],
                              description="The source(s) that served the response, "
@@ -187,6 +202,27 @@ class PipelineSchemaMixin:
             description=f"Comma-separated fields, `-` for descending (default `{default}`). "
                         f"The primary key always breaks ties."))
         return ours
+
+    def _fieldset_parameters(self) -> list[OpenApiParameter]:
+        view = self.view
+        names = ", ".join(f"`{name}`" for name in self._top_level_fields()) or "its fields"
+        text = ("Comma-separated field paths, dots for nested objects (`user.name`). The "
+                f"response's fields: {names}. An unknown name is a 400.")
+        array = {"type": "array", "items": {"type": "string"}}
+        return [
+            OpenApiParameter(getattr(view, "fields_param", "fields"), array, style="form",
+                             explode=False,
+                             description="Render only these fields (sparse fieldset). " + text),
+            OpenApiParameter(getattr(view, "omit_param", "omit"), array, style="form",
+                             explode=False,
+                             description="Render every field but these. " + text),
+        ]
+
+    def _top_level_fields(self) -> list[str]:
+        """The serializer's fields as the schema's caller sees them (its auth type)."""
+        serializer = self.view.get_serializer_class()(
+            context={"auth_type": schema_auth_type(self.view)})
+        return list(serializer.fields)
 
     def _expand_parameter(self, pipeline: Any) -> OpenApiParameter | None:
         if not pipeline.enrichers:

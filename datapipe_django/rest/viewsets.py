@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any, ClassVar
 
@@ -16,6 +17,7 @@ from datapipe_django.conf import datapipe_settings
 from datapipe_django.errors import PipelineError, ValidationFailed
 from datapipe_django.pipeline import Pipeline
 from datapipe_django.request import PipelineRequest
+from datapipe_django.rest.checks import no_tenant_hook
 from datapipe_django.rest.exceptions import (
     SOURCE_HEADER,
     UNAVAILABLE_HEADER,
@@ -28,6 +30,10 @@ from datapipe_django.rest.sparse import model_fields, parse_fieldset, restrict, 
 from datapipe_django.result import PipelineResult
 
 __all__ = ["PipelineViewSet"]
+
+logger = logging.getLogger("datapipe_django.rest")
+#: Viewset classes already warned about a missing get_tenant() (the warning is logged once).
+_WARNED_NO_TENANT: set[type[Any]] = set()
 
 _NOT_TOKEN = re.compile(r"[^A-Za-z0-9!#$%&'*+.^_`|~-]")  # what an HTTP token may not contain
 
@@ -113,6 +119,7 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         pipeline = self.get_pipeline()
         tenant = self.get_tenant()
         if pipeline.tenant_field and tenant is None:
+            self._warn_no_tenant_hook(pipeline)
             raise PermissionDenied("No tenant is associated with these credentials.")
         params = self.request.query_params
         expand = parse_expand(params)
@@ -203,6 +210,18 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         if datapipe_settings.SERVER_TIMING:
             headers["Server-Timing"] = server_timing(result)
         return headers
+
+    def _warn_no_tenant_hook(self, pipeline: Pipeline) -> None:
+        """Log once per viewset class that it refuses for want of a ``get_tenant()``."""
+        cls = type(self)
+        if cls in _WARNED_NO_TENANT or not no_tenant_hook(cls):
+            return
+        _WARNED_NO_TENANT.add(cls)
+        logger.warning(
+            "%s.%s serves pipeline %r (tenant_field %r) without overriding get_tenant(), and "
+            "neither request.auth nor request.user has a `tenant`: every request is refused "
+            "(403). Override get_tenant() (system check datapipe_django.W016).",
+            cls.__module__, cls.__qualname__, pipeline.name, pipeline.tenant_field)
 
     # -- actions -------------------------------------------------------------------------------
     def _context_for(self, result: PipelineResult) -> dict[str, Any]:

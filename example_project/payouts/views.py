@@ -15,6 +15,32 @@ DEMO_MERCHANT_ID = 1
 AUTH_TYPES = frozenset({"public", "private"})
 
 
+def _documented(viewset: type[PipelineViewSet]) -> type[PipelineViewSet]:
+    """Declares the caller headers in the OpenAPI schema (with drf-spectacular installed), so
+    Swagger UI's "Try it out" can pick the merchant and the auth type."""
+    if not settings.OPENAPI:
+        return viewset
+    from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+
+    headers = [
+        OpenApiParameter(
+            "X-Merchant-Id", {"type": "integer", "minimum": 1}, OpenApiParameter.HEADER,
+            required=not settings.DEBUG,
+            description="The caller's merchant (tenant): only its payouts are read. Set by the "
+                        "API gateway after authentication."
+                        + (f" Demo default with DEBUG on: {DEMO_MERCHANT_ID}."
+                           if settings.DEBUG else "")),
+        OpenApiParameter(
+            "X-Auth-Type", {"type": "string", "enum": sorted(AUTH_TYPES),
+                            "default": "public"}, OpenApiParameter.HEADER,
+            description="`private` callers also see `utr` and may expand fund accounts and "
+                        "contacts (and filter by them); `public` is the default."),
+    ]
+    return extend_schema_view(list=extend_schema(parameters=headers),
+                              retrieve=extend_schema(parameters=headers))(viewset)
+
+
+@_documented
 class PayoutViewSet(PipelineViewSet):
     """List (``GET /v1/payouts``) and retrieve (``GET /v1/payouts/<id>``) payouts.
 
