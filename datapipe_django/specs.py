@@ -54,6 +54,7 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.constants import LOOKUP_SEP
 from django.db.models.expressions import Col
+from django.forms.widgets import MultiWidget
 from django.utils import translation
 from django.utils.datastructures import MultiValueDict
 from django_filters import filters as df
@@ -85,6 +86,7 @@ __all__ = [
     "StartsWith",
     "Uncompilable",
     "compile_filterset",
+    "filter_parameters",
     "spec_from_filterset",
 ]
 
@@ -839,6 +841,32 @@ def compile_filterset(
     if not filterset.is_valid():
         raise ValidationFailed(_errors_of(filterset.form))
     return spec_from_filterset(filterset)
+
+
+def filter_parameters(filterset_class: type[BaseFilterSet]) -> dict[str, list[str]]:
+    """The query parameters each filter of ``filterset_class`` reads, by filter name.
+
+    Most filters read the parameter of their own name; a filter whose widget has several parts
+    reads one parameter per part, named as django-filter names them: ``created_at`` (a
+    ``DateTimeFromToRangeFilter``) reads ``created_at_after`` and ``created_at_before``, a
+    ``RangeFilter`` ``<name>_min`` and ``<name>_max``, a ``LookupChoiceFilter`` ``<name>`` and
+    ``<name>_lookup``. The form is built without a request and without data, as for an empty
+    query string; nothing is queried.
+    """
+    model = filterset_class._meta.model
+    queryset = model._default_manager.none() if model is not None else None
+    form = filterset_class(data=None, queryset=queryset).form
+    parameters: dict[str, list[str]] = {}
+    for name in filterset_class.base_filters:
+        widget: Any = form.fields[name].widget if name in form.fields else None
+        suffixes = getattr(widget, "suffixes", None)
+        if suffixes is not None and hasattr(widget, "suffixed"):
+            parameters[name] = [widget.suffixed(name, suffix) for suffix in suffixes]
+        elif isinstance(widget, MultiWidget):  # Django's own: name_0, name_1...
+            parameters[name] = [name + part for part in getattr(widget, "widgets_names", ())]
+        else:
+            parameters[name] = [name]
+    return parameters
 
 
 # django-filter builds a new form class, and every field of it, for each FilterSet instance:

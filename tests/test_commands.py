@@ -81,6 +81,53 @@ def test_list_without_pipelines(only):
     assert "No pipeline is registered" in run("list")
 
 
+
+def test_list_shows_the_query_parameters_a_client_sends():
+    text = run("list")
+    block = text[text.index("test-items  testapp.Item"):]
+    line = next(row for row in block.splitlines() if row.startswith("  filters:"))
+    names = line.split(":", 1)[1].replace(" ", "").split(",")
+    # A range filter reads two parameters, named as django-filter names them; the filter's own
+    # name is not a parameter.
+    assert {"created_at_after", "created_at_before", "day_after", "day_before",
+            "amount_range_min", "amount_range_max", "amount_lookup", "amount_lookup_lookup",
+            "status", "status__in"} <= set(names)
+    assert "created_at" not in names and "amount_range" not in names
+    assert names == sorted(names)
+    items = {p["name"]: p for p in json.loads(run("list", "--json"))}["test-items"]
+    assert items["filters"] == names
+    assert items["filterset"]["created_at"] == ["created_at_after", "created_at_before"]
+    assert items["filterset"]["status"] == ["status"]
+
+
+@override_settings(DATAPIPE={"PRIMARY": "nowhere", "TIMEOUTS": 1})
+def test_the_commands_run_when_system_checks_fail_and_name_them(capsys):
+    from datapipe_django.management.commands.datapipe import Command
+
+    # As from the shell (run_from_argv runs the checks first, unlike call_command).
+    Command().run_from_argv(["manage.py", "datapipe", "list"])
+    captured = capsys.readouterr()
+    assert "test-items  testapp.Item" in captured.out
+    assert "(datapipe_django.E011) settings.DATAPIPE['PRIMARY'] names the database alias " \
+           "'nowhere'" in captured.err
+    assert "(datapipe_django.W001)" in captured.err
+    assert "datapipe runs despite the failing checks (datapipe_django.E011)" in captured.err
+    assert "datapipe_django" not in captured.out.split("test-items")[0]  # nothing before it
+
+
+def test_a_warning_alone_is_reported_but_not_called_a_failure(capsys):
+    from datapipe_django.management.commands.datapipe import Command
+
+    with override_settings(DATAPIPE={"TIMEOUTS": 1}):
+        Command().run_from_argv(["manage.py", "datapipe", "list"])
+    err = capsys.readouterr().err
+    assert "(datapipe_django.W001)" in err and "Did you mean 'TIMEOUT'?" in err
+    assert "despite the failing checks" not in err
+    with override_settings(DATAPIPE={}):
+        Command().run_from_argv(["manage.py", "datapipe", "list"])
+    assert capsys.readouterr().err == ""
+
+
 # -- explain ---------------------------------------------------------------------------------------
 
 @pytest.mark.django_db
@@ -328,3 +375,58 @@ def test_health_reports_the_real_standbys_lag(only):
     assert "  replica (replica): ok " in text and "PostgreSQL, lag " in text
     assert "(max 5 s)" in text
     assert "  primary (primary): ok " in text
+
+
+@pytest.mark.django_db
+def test_explain_execute_keeps_log_lines_out_of_the_report(only):
+    import logging
+
+    from datapipe_django.middleware import LoggingMiddleware
+
+    only(pipeline("cmd-logged", InMemoryFetcher([item(1), item(2)], name="memory"),
+                  middleware=[LoggingMiddleware()]))
+    console = StringIO()
+    handler = logging.StreamHandler(console)
+    logger = logging.getLogger("datapipe_django")
+    logger.addHandler(handler)
+    level, logger.level = logger.level, logging.INFO
+    try:
+        out, err = StringIO(), StringIO()
+        call_command("datapipe", "explain", "cmd-logged", "", "--tenant", "t1", "--execute",
+                     stdout=out, stderr=err, no_color=True)
+        data = json.loads(run("explain", "cmd-logged", "", "--tenant", "t1", "--execute",
+                              "--json"))
+    finally:
+        logger.removeHandler(handler)
+        logger.level = level
+    assert console.getvalue() == ""  # the console handler wrote nothing into the report
+    assert "items from" not in out.getvalue()
+    assert out.getvalue().rstrip().endswith("served by memory: 2 items, has_more false")
+    assert err.getvalue().splitlines() == [
+        "Logged during the execution (1 records):",
+        err.getvalue().splitlines()[1]]
+    assert "INFO datapipe_django.pipeline cmd-logged list: 2 items from memory" in err.getvalue()
+    [record] = data["execution"]["log"]
+    assert record["logger"] == "datapipe_django.pipeline"
+    assert record["message"].startswith("cmd-logged list: 2 items from memory")
+    # Once the command is done, the handler writes again (its holding filter is gone).
+    handler.handle(logging.makeLogRecord({"msg": "direct"}))
+    assert console.getvalue() == "direct\n"
+
+
+@pytest.mark.django_db
+def test_explain_a_retrieve_of_a_missing_id_says_not_found_and_fails():
+    Item.objects.bulk_create([item(7), item(8, tenant="t2")])
+    text, error = fails("explain", "test-items", "", "--tenant", "t1", "--pk", "999",
+                        "--execute")
+    assert error.returncode == 1
+    assert str(error) == "Not found: no source has pk '999' for tenant 't1'."
+    assert text.rstrip().endswith("not found: no source has pk '999'")
+    # Another tenant's row reads exactly like a missing one.
+    _, error = fails("explain", "test-items", "", "--tenant", "t1", "--pk", "8", "--execute")
+    assert str(error) == "Not found: no source has pk '8' for tenant 't1'."
+    text = run("explain", "test-items", "", "--tenant", "t1", "--pk", "7", "--execute")
+    assert text.rstrip().endswith("served by default: 1 items, has_more false")
+    data = json.loads(run("explain", "test-items", "", "--tenant", "t1", "--pk", "7",
+                          "--execute", "--json"))
+    assert data["execution"]["result"]["found"] is True

@@ -11,13 +11,18 @@
 the validate stage and prints, for every fetcher in priority order, whether it would serve the
 request and why not, what it would run (the SQL of an ORM fetcher, the query a search fetcher
 sends, the cache key...), how the chain would consult them, and the enrichers that would run.
-``--execute`` also runs it and prints the tree of stage and source timings and who served it.
+``--execute`` also runs it and prints the tree of stage and source timings and who served it;
+what the execution logs is held back and written after the report, on stderr, so the report
+stays whole. A retrieve (``--pk``) that no source has is reported as not found, exit status 1.
 
 ``health`` checks every database the pipelines read (lag for replicas), the caches, and any
 fetcher that reports its own health (``health() -> (ok, detail)``, e.g. a search cluster). It
 exits with status 1 when a required source is down: a database that is not a replica, or every
 source of a pipeline. Replicas (skipped when behind) and caches (bypassed) are optional unless
-``--strict``. See docs/operations.md.
+``--strict``.
+
+These are diagnostic tools, so they run when system checks fail: the problems are printed
+first, on stderr, by their ids (``datapipe_django.E001`` ...). See docs/operations.md.
 """
 
 from __future__ import annotations
@@ -25,12 +30,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import sqlparse
+from django.core import checks
 from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -51,12 +58,15 @@ from datapipe_django.registry import all_pipelines, get_pipeline
 from datapipe_django.replicas import forget_replica_status, replica_status
 from datapipe_django.request import PipelineRequest
 from datapipe_django.rest.viewsets import PipelineViewSet
+from datapipe_django.specs import filter_parameters
 from datapipe_django.state import State
 from datapipe_django.timeouts import statement_timeout
 
 
 class Command(BaseCommand):
     help = "Registered pipelines (list), the plan of a request (explain), sources' health."
+    # Diagnostic tools: they must run when the checks fail (handle() reports them instead).
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
         actions = parser.add_subparsers(dest="action", required=True, metavar="{list,explain,"
@@ -92,6 +102,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         # Pipelines register when their module is imported: import every app's `pipelines`.
         autodiscover_modules("pipelines")
+        self.report_checks()
         action = options["action"]
         if action == "list":
             self.list(options)
@@ -99,6 +110,20 @@ class Command(BaseCommand):
             self.explain(options)
         else:
             self.health(options)
+
+    def report_checks(self) -> None:
+        """Print the system checks' problems on stderr, as any command would, without
+        stopping: the datapipe commands are how one finds out what is wrong."""
+        issues = [e for e in checks.run_checks() if not e.is_silenced()]
+        if not issues:
+            return
+        # Above CRITICAL: BaseCommand.check() prints every issue and raises for none.
+        self.check(display_num_errors=True, fail_level=checks.CRITICAL + 1)
+        serious = sorted({e.id or "?" for e in issues if e.level >= checks.ERROR})
+        if serious:
+            self.stderr.write(self.style.WARNING(
+                f"datapipe runs despite the failing checks ({', '.join(serious)}); what "
+                f"follows may show their consequences."))
 
     # -- output ---------------------------------------------------------------------------------
     def line(self, text: str = "", style: Any = None) -> None:
@@ -127,7 +152,7 @@ class Command(BaseCommand):
                     + (" [always]" if e["always"] else "") + (" [required]" if e["required"]
                                                               else "")
                     for e in info["enrichers"]))
-            if info["filters"]:
+            if info["filters"]:  # the query parameters, as a client sends them
                 self.line(f"  filters:   {', '.join(info['filters'])}")
             self.line(f"  ordering:  {', '.join(info['ordering'])} (clients may order by "
                       f"{', '.join(info['ordering_fields'])})")
@@ -147,19 +172,31 @@ class Command(BaseCommand):
         plan = explain_plan(pipeline, request, db_plan=options["db_plan"])
         execution = None
         failure: PipelineError | None = None
+        logged: list[logging.LogRecord] = []
         if options["execute"] and plan["valid"]:
-            execution, failure = execute_traced(pipeline, request)
+            with held_logs() as logged:
+                execution, failure = execute_traced(pipeline, request)
+            execution["log"] = [{"level": r.levelname, "logger": r.name,
+                                 "message": r.getMessage()} for r in logged]
         if options["json"]:
             self.dump({**plan, "execution": execution})
         else:
             self.print_plan(plan)
             if execution is not None:
                 self.print_execution(execution)
+        if logged and not options["json"]:
+            self.stderr.write(f"Logged during the execution ({len(logged)} records):")
+            for record in logged:
+                self.stderr.write(f"  {record.levelname} {record.name} {record.getMessage()}")
         if not plan["valid"]:
             raise CommandError("The request is invalid (see above).", returncode=1)
         if failure is not None:
             raise CommandError(f"The execution failed: {failure.code}: {failure.message}",
                                returncode=1)
+        if execution is not None and (execution["result"] or {}).get("found") is False:
+            raise CommandError(f"Not found: no source has pk {request.pk!r}"
+                               + (f" for tenant {request.tenant!r}." if pipeline.tenant_field
+                                  else "."), returncode=1)
 
     def print_plan(self, plan: dict[str, Any]) -> None:
         head = plan["pipeline"]
@@ -225,7 +262,9 @@ class Command(BaseCommand):
             self.line(f"  {prefix}{node['label']:<{max(1, 34 - len(prefix))}} {duration}  "
                       f"{node['info']}".rstrip())
         result = execution["result"]
-        if result is not None:
+        if result is not None and result["found"] is False:
+            self.line(f"  not found: no source has pk {result['pk']!r}", self.style.ERROR)
+        elif result is not None:
             self.line(f"  served by {result['source'] or 'no source'}: {result['count']} items, "
                       f"has_more {str(result['has_more']).lower()}"
                       + (f", errors {result['errors']}" if result["errors"] else ""))
@@ -322,6 +361,7 @@ def _tenant(pipeline: Pipeline, raw: str | None) -> Any:
 def describe_pipeline(pipeline: Pipeline) -> dict[str, Any]:
     """The declaration of ``pipeline`` as plain data (``datapipe list``)."""
     fs = pipeline.filterset_class
+    parameters = filter_parameters(fs) if fs is not None else {}
     return {
         "name": pipeline.name,
         "model": pipeline.model._meta.label,
@@ -332,7 +372,9 @@ def describe_pipeline(pipeline: Pipeline) -> dict[str, Any]:
         "ordering": [("-" if f.descending else "") + f.name
                      for f in pipeline.default_ordering.fields],
         "ordering_fields": sorted(pipeline.ordering_fields - {"pk"}),
-        "filters": sorted(getattr(fs, "base_filters", {})) if fs is not None else [],
+        # What a client sends: created_at_after and created_at_before for a range filter.
+        "filters": sorted(p for ps in parameters.values() for p in ps),
+        "filterset": parameters,
         "fetchers": [{"name": f.name, "kind": type(f).__name__,
                       "database": getattr(f, "using", None)} for f in pipeline.fetchers],
         "enrichers": [{"name": e.name, "kind": type(e).__name__,
@@ -486,12 +528,41 @@ def execute_traced(pipeline: Pipeline, request: PipelineRequest
         "result": None if result is None else {
             "source": result.source, "count": result.count, "has_more": result.has_more,
             "next_cursor": result.next_cursor, "errors": result.errors,
+            # A retrieve: whether a source had the row (None for a list).
+            "pk": request.pk, "found": None if request.pk is None else bool(result.items),
             "attempts": [{"source": a.source, "outcome": a.outcome, "reason": a.reason,
                           "rows": a.count, "ms": round(a.duration * 1000, 3)}
                          for a in result.attempts]},
         "error": None if failure is None else f"{failure.code}: {failure.message}",
     }
     return execution, failure
+
+
+@contextlib.contextmanager
+def held_logs() -> Iterator[list[logging.LogRecord]]:
+    """Hold back every log record while the block runs (no handler writes it: a console
+    handler would write into the report) and give them, in order, to the caller."""
+    records: list[logging.LogRecord] = []
+    seen: set[int] = set()
+
+    def hold(record: logging.LogRecord) -> bool:
+        if id(record) not in seen:  # one record reaches several handlers
+            seen.add(id(record))
+            records.append(record)
+        return False
+
+    loggers = [logging.getLogger(), *(logger for logger in logging.Logger.manager.loggerDict
+                                      .values() if isinstance(logger, logging.Logger))]
+    handlers = {id(h): h for logger in loggers for h in logger.handlers}
+    if logging.lastResort is not None:
+        handlers[id(logging.lastResort)] = logging.lastResort
+    for handler in handlers.values():
+        handler.addFilter(hold)
+    try:
+        yield records
+    finally:
+        for handler in handlers.values():
+            handler.removeFilter(hold)
 
 
 def _node(span: RecordedSpan, order: list[str]) -> dict[str, Any]:
