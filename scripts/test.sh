@@ -12,6 +12,14 @@ bash scripts/services.sh start
 "$PYTHON" -m pip install -q -e ".[dev]"
 "$PYTHON" -m ruff check .
 
+# The sdist and the wheel users install; tests/test_packaging.py installs this wheel into a
+# fresh virtualenv outside the checkout and runs a project on it.
+rm -rf dist
+"$PYTHON" -m build --outdir dist . >/dev/null
+"$PYTHON" -m twine check --strict dist/*
+DATAPIPE_WHEEL=$(ls "$PWD"/dist/datapipe_django-*.whl)
+export DATAPIPE_WHEEL
+
 status=0
 "$PYTHON" -m pytest "$@" || status=$?
 if ((status == 5)); then
