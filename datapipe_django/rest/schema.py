@@ -32,7 +32,6 @@ from drf_spectacular.plumbing import build_array_type, build_basic_type, get_cla
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
-from rest_framework.exceptions import APIException
 
 from datapipe_django.conf import datapipe_settings
 from datapipe_django.errors import (
@@ -41,6 +40,7 @@ from datapipe_django.errors import (
     NoFetcher,
     SourcesUnavailable,
 )
+from datapipe_django.rest.filters import caller_auth_type
 from datapipe_django.rest.viewsets import SOURCE_HEADER, UNAVAILABLE_HEADER
 
 __all__ = [
@@ -48,7 +48,6 @@ __all__ = [
     "ExpandableFieldExtension",
     "PipelineSchemaMixin",
     "PipelineViewSetExtension",
-    "schema_auth_type",
 ]
 
 ERROR_CODES = [NoFetcher.default_code, EnrichmentFailed.default_code,
@@ -83,18 +82,6 @@ _NO_FETCHER: dict[str, Any] = {
     "properties": {"detail": {"type": "string"},
                    "code": {"type": "string", "example": NoFetcher.default_code}},
 }
-
-
-def schema_auth_type(view: Any) -> str | None:
-    """The auth type of the caller a schema is generated for: ``view.get_auth_type()`` on the
-    schema request (drf-spectacular gives generated views the request that asked for the
-    schema, or a mock one), None without a request or when its credentials are malformed."""
-    if getattr(view, "request", None) is None:
-        return None
-    try:
-        return view.get_auth_type()  # type: ignore[no-any-return]
-    except APIException:
-        return None
 
 
 def _id_schema(model: Any) -> dict[str, Any]:
@@ -221,7 +208,7 @@ class PipelineSchemaMixin:
     def _top_level_fields(self) -> list[str]:
         """The serializer's fields as the schema's caller sees them (its auth type)."""
         serializer = self.view.get_serializer_class()(
-            context={"auth_type": schema_auth_type(self.view)})
+            context={"auth_type": caller_auth_type(self.view)})
         return list(serializer.fields)
 
     def _expand_parameter(self, pipeline: Any) -> OpenApiParameter | None:

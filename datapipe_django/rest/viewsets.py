@@ -24,7 +24,7 @@ from datapipe_django.rest.exceptions import (
     pipeline_error_response,
 )
 from datapipe_django.rest.expand import parse_expand
-from datapipe_django.rest.filters import PipelineFilterBackend
+from datapipe_django.rest.filters import PipelineFilterBackend, filter_parameters, hidden_filters
 from datapipe_django.rest.pagination import PipelinePagination
 from datapipe_django.rest.sparse import model_fields, parse_fieldset, restrict, unknown_paths
 from datapipe_django.result import PipelineResult
@@ -133,6 +133,7 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         }
         if pk is not None:
             return PipelineRequest(pk=pk, **common)
+        self.check_hidden_filters(auth_type)
         return PipelineRequest(
             filters=self.get_filters(),
             search=params.get(self.search_param),
@@ -142,6 +143,20 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
             ordering=params.get(self.ordering_param),  # type: ignore[arg-type]
             **common,
         )
+
+    def check_hidden_filters(self, auth_type: str | None) -> None:
+        """Refuse the filters over fields hidden from ``auth_type`` (the serializer's
+        ``Meta.field_auth_types``) as the unknown parameters they are to this caller: they are
+        not in its form or its schema either."""
+        hidden = hidden_filters(self, auth_type)
+        filterset = self.get_pipeline().filterset_class
+        if not hidden or filterset is None:
+            return
+        params = self.request.query_params
+        refused = [p for name in sorted(hidden) for p in filter_parameters(filterset, name)
+                   if p in params]
+        if refused:
+            raise ValidationFailed({p: ["Unknown parameter."] for p in refused})
 
     def get_sparse_fieldsets(self) -> tuple[frozenset[str], frozenset[str]]:
         """``fields`` and ``omit`` of the query string (``a,b.c``, or repeated, or ``[]``)."""
