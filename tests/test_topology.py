@@ -173,7 +173,7 @@ def test_a_mariadb_replica_that_stops_applying_is_skipped_until_it_catches_up():
             Item.objects.using("archive").create(**_fields(make(1)))
             assert _on_replica(1)
             status = replica_status("archive_replica")
-            assert status.healthy and status.lag == 0.0
+            assert status.healthy and status.lag is not None and status.lag <= 1.0  # whole seconds
             assert p.execute(tenant="t1").source == "archive_replica"
 
             _replication("STOP SLAVE SQL_THREAD")  # received, no longer applied
