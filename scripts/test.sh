@@ -12,6 +12,9 @@ bash scripts/services.sh start
 "$PYTHON" -m pip install -q -e ".[dev]"
 "$PYTHON" -m ruff check .
 
+# The documentation site: a page missing from mkdocs.yml's nav, a broken link or anchor fails.
+"$PYTHON" -m mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
+
 # The sdist and the wheel users install; tests/test_packaging.py installs this wheel into a
 # fresh virtualenv outside the checkout and runs a project on it.
 rm -rf dist

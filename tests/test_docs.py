@@ -1,0 +1,103 @@
+"""The reference pages agree with the code: every ``DATAPIPE`` key with its default
+(docs/settings.md against ``conf.DEFAULTS``), every system check id the library can emit
+(docs/checks.md against the library's source), and every docs page in the site's nav."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import yaml  # PyYAML, with mkdocs (the dev extra)
+
+from datapipe_django.conf import DEFAULTS
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+LIBRARY = ROOT / "datapipe_django"
+
+#: ``| `KEY` | `default` | meaning | where used |``
+SETTING_ROW = re.compile(r"^\|\s*`([A-Z][A-Z0-9_]*)`\s*\|\s*`([^`]*)`\s*\|(.*)\|\s*$")
+#: ``| `datapipe_django.E001` | error | what | where |``
+CHECK_ROW = re.compile(r"^\|\s*`datapipe_django\.([A-Z]\d{3})`\s*\|(.*)\|\s*$")
+CHECK_ID = re.compile(r"datapipe_django\.([A-Z]\d{3})\b")
+
+
+def table_rows(page: str, pattern: re.Pattern[str]) -> list[re.Match[str]]:
+    return [m for line in (DOCS / page).read_text().splitlines()
+            if (m := pattern.match(line))]
+
+
+def test_the_settings_page_lists_every_key_once_with_its_default():
+    rows = table_rows("settings.md", SETTING_ROW)
+    keys = [m.group(1) for m in rows]
+    missing = sorted(set(DEFAULTS) - set(keys))
+    unknown = sorted(set(keys) - set(DEFAULTS))
+    assert not missing, f"docs/settings.md lacks a row for {missing} (conf.DEFAULTS has them)"
+    assert not unknown, f"docs/settings.md documents {unknown}, which conf.DEFAULTS lacks"
+    assert len(keys) == len(set(keys)), "a key has two rows in docs/settings.md"
+    for m in rows:
+        key, default = m.group(1), ast.literal_eval(m.group(2))
+        assert default == DEFAULTS[key] and type(default) is type(DEFAULTS[key]), (
+            f"docs/settings.md gives {key} the default {m.group(2)}; conf.DEFAULTS has "
+            f"{DEFAULTS[key]!r}")
+        meaning, where = (cell.strip() for cell in m.group(3).split("|", 1))
+        assert meaning and where, f"docs/settings.md: {key} needs its meaning and where used"
+
+
+def emitted_check_ids() -> dict[str, list[str]]:
+    """Every ``datapipe_django.X000`` id written in the library's source, with the files."""
+    found: dict[str, list[str]] = {}
+    for path in sorted(LIBRARY.rglob("*.py")):
+        text = path.read_text()
+        # An id built at run time could not be found here: the ids must be literals.
+        assert not re.search(r"""\bid=f["']datapipe_django\.""", text), (
+            f"{path}: write check ids as literals, so that docs/checks.md can be checked")
+        for check_id in CHECK_ID.findall(text):
+            found.setdefault(check_id, []).append(str(path.relative_to(ROOT)))
+    return found
+
+
+def test_the_checks_page_lists_every_check_id_the_library_emits():
+    emitted = emitted_check_ids()
+    assert "E001" in emitted and "W001" in emitted  # the scan finds the ids it must
+    rows = table_rows("checks.md", CHECK_ROW)
+    documented = [m.group(1) for m in rows]
+    missing = sorted(set(emitted) - set(documented))
+    stale = sorted(set(documented) - set(emitted))
+    assert not missing, "docs/checks.md lacks " + ", ".join(
+        f"datapipe_django.{i} (used in {', '.join(sorted(set(emitted[i])))})" for i in missing)
+    assert not stale, f"docs/checks.md lists ids no code emits: {stale}"
+    assert len(documented) == len(set(documented)), "an id has two rows in docs/checks.md"
+    for m in rows:
+        level, what, where = (cell.strip() for cell in m.group(2).split("|", 2))
+        expected = {"E": "error", "W": "warning", "C": "critical", "I": "info"}[m.group(1)[0]]
+        assert level.startswith(expected), f"{m.group(1)} is a{'n' * (expected[0] in 'ei')} " \
+                                           f"{expected}, docs/checks.md says {level!r}"
+        assert what and where
+
+
+def test_check_ids_named_anywhere_in_the_docs_exist():
+    emitted = emitted_check_ids()
+    for page in sorted(DOCS.glob("*.md")):
+        for check_id in CHECK_ID.findall(page.read_text()):
+            assert check_id in emitted, f"docs/{page.name} names datapipe_django.{check_id}, " \
+                                        f"which no code emits"
+
+
+def nav_pages(node: object) -> list[str]:
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, dict):
+        return [p for value in node.values() for p in nav_pages(value)]
+    if isinstance(node, list):
+        return [p for item in node for p in nav_pages(item)]
+    return []
+
+
+def test_every_docs_page_is_in_the_site_nav():
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+    listed = nav_pages(config["nav"])
+    pages = sorted(p.name for p in DOCS.glob("*.md"))
+    assert sorted(listed) == pages
+    assert config["validation"]["nav"]["omitted_files"] == "warn"  # --strict fails on one
