@@ -25,6 +25,7 @@ from django.core.exceptions import FieldDoesNotExist
 from django.template import loader
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework.exceptions import APIException
+from rest_framework.generics import GenericAPIView
 
 from datapipe_django.conf import datapipe_settings
 
@@ -47,6 +48,9 @@ def caller_auth_type(view: Any) -> str | None:
 def _hidden_model_fields(view: Any, auth_type: str | None) -> set[str]:
     """Names of the pipeline model's fields whose serializer field is hidden from
     ``auth_type`` (``Meta.field_auth_types``, see ``AuthTypeFieldsMixin``)."""
+    if getattr(view, "serializer_class", None) is None and \
+            type(view).get_serializer_class is GenericAPIView.get_serializer_class:
+        return set()  # no serializer (``manage.py datapipe explain``'s view): nothing hidden
     serializer_class = view.get_serializer_class()
     serializer = serializer_class(context={"auth_type": auth_type})
     get_restricted = getattr(serializer, "get_field_auth_types", None)
