@@ -49,6 +49,8 @@ class Pipeline:
     may order by ``ordering_fields`` (default: the fields of ``ordering``). ``timeout`` is one
     budget for the whole execution, in seconds (default ``DATAPIPE["TIMEOUT"]``; ``None``: no
     deadline). ``fail_fast=True`` turns an optional enricher's failure into a failed request.
+    ``total=True`` counts every list's total unless the request says ``total=false`` (see
+    :mod:`datapipe_django.totals`).
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class Pipeline:
         fail_fast: bool = False,
         validators: Sequence[Callable[[PipelineRequest], None]] = (),
         middleware: Sequence[StageMiddleware] = (),
+        total: bool = False,
         register: bool = True,
     ) -> None:
         owner = f"Pipeline {name!r}"
@@ -107,6 +110,8 @@ class Pipeline:
             raise ImproperlyConfigured(f"{owner}: `timeout` must be positive seconds or None.")
         self._timeout = timeout
         self.fail_fast = fail_fast
+        #: Whether a list counts its total when the request does not say (``?total=``).
+        self.total = bool(total)
         self.validators = list(validators)
         self.middleware: list[StageMiddleware] = list(middleware)
         self.stages: list[Stage] = list(DEFAULT_STAGES)

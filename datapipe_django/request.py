@@ -60,6 +60,8 @@ class PipelineRequest:
     #: ``fields``/``omit`` and its serializer; the sources then load only these, plus what the
     #: pipeline itself needs (the pk, the ordering keys, the tenant field, the enrichers' keys).
     only: frozenset[str] | None = None
+    #: Count every matching row too (``result.total``); None: the pipeline's ``total``.
+    total: bool | None = None
 
     def __post_init__(self) -> None:
         # Flexible inputs are normalised once, here.

@@ -30,9 +30,15 @@ class PipelineResult:
     attempts: list[Attempt] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     expand: frozenset[str] = frozenset()
+    #: Every matching row, counted exactly (``?total=true``); None when not asked or not
+    #: exact. ``total_exact``: None when not asked; False with ``total_reason`` saying why.
+    total: int | None = None
+    total_exact: bool | None = None
+    total_reason: str = ""
 
     @property
     def count(self) -> int:
+        """The number of items on this page (not the total: see ``total``)."""
         return len(self.items)
 
     @property
@@ -62,4 +68,7 @@ class PipelineResult:
             attempts=state.attempts,
             timings=state.timings,
             expand=state.expand,
+            total=state.total.value if state.total is not None else None,
+            total_exact=state.total.exact if state.total is not None else None,
+            total_reason=state.total.reason if state.total is not None else "",
         )

@@ -20,12 +20,13 @@ from datapipe_django.fetchers.base import FetchRequest
 from datapipe_django.paging import Cursor, Ordering
 from datapipe_django.result import PipelineResult
 from datapipe_django.specs import MatchAll, Uncompilable, compile_filterset
+from datapipe_django.totals import count_total
 
 if TYPE_CHECKING:
     from datapipe_django.state import State
 
 __all__ = ["Stage", "build", "enrich", "fetch", "fetch_request", "load_fields", "transform",
-           "validate"]
+           "validate", "wants_total"]
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,17 @@ def fetch_request(state: State) -> FetchRequest:
         uncompilable=state.uncompilable,
         select_related=_joins(state),
         only=load_fields(state),
+        total=wants_total(state),
     )
+
+
+def wants_total(state: State) -> bool:
+    """Whether this execution counts its total: a list whose request says ``total=True``, or
+    says nothing and the pipeline has ``total=True``."""
+    request = state.request
+    if request.pk is not None:
+        return False
+    return bool(state.pipeline.total if request.total is None else request.total)
 
 
 def load_fields(state: State) -> tuple[str, ...] | None:
@@ -225,6 +236,8 @@ def fetch(state: State) -> None:
     result = chain.run(asked, offset=state.offset, limit=state.limit, attempts=state.attempts)
     state.items, state.has_more = result.items, result.has_more
     state.sources, state.attempts = result.sources, result.attempts
+    if asked.total:
+        state.total = count_total(pipeline.fetchers, asked, state.attempts)
 
 
 def transform(state: State) -> None:

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from datapipe_django.pipeline import Pipeline
     from datapipe_django.request import PipelineRequest
     from datapipe_django.specs import Spec
+    from datapipe_django.totals import Total
 
 __all__ = ["State"]
 
@@ -47,6 +48,8 @@ class State:
     errors: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     result: Any = None
+    #: The count of every matching row, when the request asked for it (``?total=true``).
+    total: Total | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

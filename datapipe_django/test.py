@@ -46,12 +46,12 @@ class InMemoryFetcher(BaseFetcher):
         self.available = available
         self.calls: list[FetchRequest] = []
 
-    def fetch(self, request: FetchRequest) -> FetchResult:
+    def _matching(self, request: FetchRequest) -> list[Any]:
         self.calls.append(request)
         if not self.available:
             raise SourceUnavailable(self.name, "switched off")
         spec = request.full_spec
-        rows = [
+        return [
             r for r in self.rows
             if (spec is None or spec.matches(r))
             and (request.pk is None or r.pk == request.pk)
@@ -59,6 +59,13 @@ class InMemoryFetcher(BaseFetcher):
                                                        request.search_fields))
             and (request.after is None or request.ordering.is_after(r, request.after))
         ]
+
+    def count(self, request: FetchRequest) -> int | None:
+        """How many of the rows match ``request`` (``?total=true``)."""
+        return len(self._matching(request))
+
+    def fetch(self, request: FetchRequest) -> FetchResult:
+        rows = self._matching(request)
         rows.sort(key=request.ordering.key)
         page = rows[request.offset : request.offset + request.size]
         return FetchResult(page, has_more=len(rows) > request.offset + request.size)

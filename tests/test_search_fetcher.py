@@ -418,3 +418,37 @@ def test_sparse_fields_become_source_includes_and_an_only_read_back() -> None:
     assert [o.pk for o in from_db.items] == [o.pk for o in full.items]
     select = queries.captured_queries[-1]["sql"]
     assert '"testapp_item"."amount"' not in select and '"testapp_item"."name"' in select
+
+
+def test_the_total_is_the_engines_exact_hit_count_reported_with_the_page() -> None:
+    """``?total=true`` on a chain whose search index holds every row: the page's own search
+    asks ``track_total_hits: true`` and its exact total is the answer (no second call)."""
+    fetcher = engine()
+    calls: list[dict[str, Any]] = []
+    original = fetcher.adapter.search
+
+    def counting(body: dict[str, Any], **kwargs: Any) -> Any:
+        calls.append(body)
+        return original(body, **kwargs)
+
+    fetcher.adapter.search = counting  # type: ignore[method-assign]
+    p = pipeline(fetcher, ORMFetcher("default"))
+    for request in (PipelineRequest(tenant="t1", search="apple", limit=2, total=True),
+                    PipelineRequest(tenant="t1", filters={"status": "queued"}, limit=3,
+                                    total=True)):
+        calls.clear()
+        result = p.execute(request)
+        assert result.sources == ("search",) and result.total_exact is True
+        assert result.total == Item.objects.filter(
+            tenant="t1", **({"name__icontains": "apple"} if request.search else
+                            {"status": "queued"})).count()
+        assert len(calls) == 1 and calls[0]["track_total_hits"] is True
+    # a count of its own, when the page came from elsewhere, is exact too
+    assert fetcher.count(fetch_request_of(p, PipelineRequest(tenant="t1", search="red"))) == \
+        Item.objects.filter(tenant="t1", name__icontains="red").count()
+
+
+def fetch_request_of(p: Pipeline, request: PipelineRequest) -> Any:
+    state = State(pipeline=p, request=request)
+    validate(state)
+    return fetch_request(state)

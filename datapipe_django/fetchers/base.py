@@ -55,6 +55,9 @@ class FetchRequest:
     #: ``_source`` includes), or None for every field. It always holds the pk, the ordering
     #: keys, the tenant field and what the request's enrichers read.
     only: tuple[str, ...] | None = None
+    #: The request asks for the total (``?total=true``): a source whose page query can report
+    #: it on the way (a search engine's ``track_total_hits``) does.
+    total: bool = False
 
     # Convenience pass-throughs, so a ``can_handle`` predicate can read the request directly.
     @property
@@ -155,6 +158,13 @@ class BaseFetcher:
     def runs_inline(self, request: FetchRequest) -> bool:
         """True when this fetch must run in the calling thread (e.g. inside its transaction)."""
         return False
+
+    def count(self, request: FetchRequest) -> int | None:
+        """How many rows this source holds that match ``request`` (its filters, search and
+        tenant; not its page, cursor or ordering), exactly, within ``request.remaining``; or
+        None when it cannot count exactly. Raises what ``fetch`` raises when the source is
+        unavailable. Used for ``?total=true`` (see :mod:`datapipe_django.totals`)."""
+        return None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

@@ -465,6 +465,16 @@ class CachedFetcher(BaseFetcher):
         inner = getattr(self.fetcher, "runs_inline", None)
         return bool(inner(request)) if callable(inner) else False
 
+    def count(self, request: FetchRequest) -> int | None:
+        """The inner fetcher's count (not cached: a total must be exact now)."""
+        inner = getattr(self.fetcher, "count", None)
+        return inner(request) if callable(inner) else None
+
+    @property
+    def complete(self) -> bool:
+        """The inner fetcher's ``complete`` (it holds every matching row)."""
+        return bool(getattr(self.fetcher, "complete", False))
+
     def fetch(self, request: FetchRequest) -> FetchResult:
         deps = self._ensure_watched(request)
         try:

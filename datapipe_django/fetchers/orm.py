@@ -84,8 +84,8 @@ class ORMFetcher(BaseFetcher):
             return self._queryset(request).using(self.using)
         return request.model._default_manager.using(self.using).all()
 
-    def build_queryset(self, request: FetchRequest) -> QuerySet[Any]:
-        """The full query this fetcher runs for ``request`` (also used by ``explain``)."""
+    def filtered_queryset(self, request: FetchRequest) -> QuerySet[Any]:
+        """The rows of ``request`` on this alias: tenant, spec, pk and search, unordered."""
         qs = self.get_queryset(request)
         if request.tenant_field:
             qs = qs.filter(**{request.tenant_field: request.tenant})
@@ -95,6 +95,11 @@ class ORMFetcher(BaseFetcher):
             qs = qs.filter(pk=request.pk)
         if request.search and request.search_fields:
             qs = qs.filter(self.search_filter(request))
+        return qs
+
+    def build_queryset(self, request: FetchRequest) -> QuerySet[Any]:
+        """The full query this fetcher runs for ``request`` (also used by ``explain``)."""
+        qs = self.filtered_queryset(request)
         if request.after is not None:
             qs = qs.filter(request.ordering.after_q(request.after))
         qs = qs.order_by(*request.ordering.order_by())
@@ -139,6 +144,22 @@ class ORMFetcher(BaseFetcher):
                     connection.close()
             raise
         return FetchResult(rows, has_more=len(rows) >= request.size)
+
+    def count_queryset(self, request: FetchRequest) -> QuerySet[Any]:
+        """The query :meth:`count` runs: the page's filters, without cursor, order or slice."""
+        return self.filtered_queryset(request).order_by()
+
+    def count(self, request: FetchRequest) -> int | None:
+        """``SELECT COUNT(*)`` of the rows matching ``request`` on this alias."""
+        connection = connections[self.using]
+        try:
+            with statement_timeout(connection, request.remaining):
+                return int(self.count_queryset(request).count())
+        except (OperationalError, InterfaceError):
+            if not connection.in_atomic_block:
+                with contextlib.suppress(DatabaseError):
+                    connection.close()
+            raise
 
     def runs_inline(self, request: FetchRequest) -> bool:
         # Inside a transaction on this alias, only this thread's connection sees its writes.

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from django.core import checks
@@ -150,7 +151,7 @@ class SearchFetcher(BaseFetcher):
             search_fields=request.search_fields,
             search_query=self.get_search_query(request) if request.search else None,
             pk=request.pk,
-            track_total_hits=self.track_total_hits,
+            track_total_hits=True if request.total else self.track_total_hits,
             source=self.source_includes(request) if self.using is None else False,
             timeout=timeout,
         )
@@ -163,6 +164,19 @@ class SearchFetcher(BaseFetcher):
         meta = request.model._meta
         names = [meta.get_field(name) for name in request.only]
         return sorted({n for f in names for n in (f.name, getattr(f, "attname", f.name))})
+
+    def count(self, request: FetchRequest) -> int | None:
+        """The engine's exact hit count for ``request`` (``track_total_hits: true``, no hits
+        returned)."""
+        self._check_cooldown()
+        body = self.build_body(replace(request, after=None, offset=0, total=True),
+                               timeout=request.remaining)
+        body.update(size=0, _source=False)
+        body.pop("sort", None)
+        total = self._search(body, request)["hits"].get("total")
+        if isinstance(total, dict):
+            return int(total["value"]) if total.get("relation") == "eq" else None
+        return int(total) if isinstance(total, int) else None
 
     def fetch(self, request: FetchRequest) -> FetchResult:
         self._check_cooldown()

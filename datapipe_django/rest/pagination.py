@@ -77,8 +77,18 @@ class PipelinePagination(BasePagination):
                 # Not an enum: drf-spectacular would hoist an `EntityEnum` component.
                 "entity": {"type": "string", "example": "collection",
                            "description": "Always `collection`."},
-                "count": {"type": "integer", "description": "Items on this page.",
+                "count": {"type": "integer", "description": "Items on this page (not the "
+                                                          "total: ask `total=true`).",
                           "example": 10},
+                "total": {"type": "integer", "example": 1234,
+                          "description": "With `total=true`: every row that matches the "
+                                         "request (its filters, not its page), counted "
+                                         "exactly. Absent when it cannot be exact."},
+                "total_exact": {"type": "boolean",
+                                "description": "With `total=true`: whether `total` is given "
+                                               "(false: the rows are spread over sources that "
+                                               "may overlap, or the counting source was "
+                                               "down)."},
                 "has_more": {"type": "boolean",
                              "description": "Whether rows follow this page."},
                 "next_cursor": {"type": "string", "nullable": True,

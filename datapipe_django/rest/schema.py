@@ -178,6 +178,11 @@ class PipelineSchemaMixin:
                 getattr(view, "search_param", "q"), str,
                 description="Free text: every word must appear in one of "
                             f"{', '.join(pipeline.search_fields)}."))
+        ours.append(OpenApiParameter(
+            getattr(view, "total_param", "total"), bool,
+            description="Count every matching row too: `total` in the body (exact), or "
+                        "`total_exact: false` when no single source holds every row."
+                        + (" Default: true." if pipeline.total else "")))
         fields = sorted(pipeline.ordering_fields - {"pk"})
         default = ",".join(("-" if f.descending else "") + f.name
                            for f in pipeline.default_ordering.fields)

@@ -35,6 +35,9 @@ logger = logging.getLogger("datapipe_django.rest")
 #: Viewset classes already warned about a missing get_tenant() (the warning is logged once).
 _WARNED_NO_TENANT: set[type[Any]] = set()
 
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
 _NOT_TOKEN = re.compile(r"[^A-Za-z0-9!#$%&'*+.^_`|~-]")  # what an HTTP token may not contain
 
 
@@ -66,6 +69,8 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
     #: Sparse fieldsets (drf-flex-fields' names): ``?fields=id,amount``, ``?omit=narration``.
     fields_param: ClassVar[str] = "fields"
     omit_param: ClassVar[str] = "omit"
+    #: ``?total=true``: count every matching row too (``"total"`` in the body).
+    total_param: ClassVar[str] = "total"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -108,7 +113,7 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         reserved = {self.search_param, self.ordering_param, self.limit_param,
                     self.offset_param, self.cursor_param, "expand", "expand[]", "format",
                     self.fields_param, f"{self.fields_param}[]", self.omit_param,
-                    f"{self.omit_param}[]"}
+                    f"{self.omit_param}[]", self.total_param}
         params = self.request.query_params.copy()
         for key in reserved:
             params.pop(key, None)
@@ -135,6 +140,7 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
             return PipelineRequest(pk=pk, **common)
         self.check_hidden_filters(auth_type)
         return PipelineRequest(
+            total=self.get_total(),
             filters=self.get_filters(),
             search=params.get(self.search_param),
             limit=params.get(self.limit_param),  # type: ignore[arg-type]
@@ -157,6 +163,19 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
                    if p in params]
         if refused:
             raise ValidationFailed({p: ["Unknown parameter."] for p in refused})
+
+    def get_total(self) -> bool | None:
+        """``?total=``: true or false (``1``/``0``, ``yes``/``no`` too), None when absent (the
+        pipeline's ``total`` decides)."""
+        raw = self.request.query_params.get(self.total_param)
+        if raw is None or raw == "":
+            return None
+        value = raw.strip().lower()
+        if value in _TRUE:
+            return True
+        if value in _FALSE:
+            return False
+        raise ValidationFailed({self.total_param: ["Must be a valid boolean."]})
 
     def get_sparse_fieldsets(self) -> tuple[frozenset[str], frozenset[str]]:
         """``fields`` and ``omit`` of the query string (``a,b.c``, or repeated, or ``[]``)."""
@@ -205,13 +224,13 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         """The list envelope. Override to change its shape."""
         serializer = self.get_serializer(result.items, many=True,
                                          context=self._context_for(result))
-        body: dict[str, Any] = {
-            "entity": "collection",
-            "count": result.count,
-            "has_more": result.has_more,
-            "next_cursor": result.next_cursor,
-            "items": serializer.data,
-        }
+        body: dict[str, Any] = {"entity": "collection", "count": result.count}
+        if result.total_exact is not None:  # asked for: the exact total, or that there is none
+            if result.total_exact:
+                body["total"] = result.total
+            body["total_exact"] = result.total_exact
+        body.update(has_more=result.has_more, next_cursor=result.next_cursor,
+                    items=serializer.data)
         if result.errors:
             body["errors"] = result.errors
         return Response(body, headers=self.get_headers(result))
