@@ -45,6 +45,10 @@ DEFAULTS: dict[str, Any] = {
     "RETRY_AFTER": 1,
     # PipelineViewSet adds a Server-Timing header (stages and sources) to every response.
     "SERVER_TIMING": False,
+    # PipelineViewSet's read path (see docs/rest.md): each serializer class compiled once into
+    # plain attribute reads for the fields that allow it, and JSON written by orjson when it is
+    # installed. The same JSON as DRF's; False gives DRF's own serializer and renderer.
+    "FAST_PATH": True,
 }
 
 

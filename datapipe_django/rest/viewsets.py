@@ -18,6 +18,7 @@ from datapipe_django.errors import PipelineError, ValidationFailed
 from datapipe_django.pipeline import Pipeline
 from datapipe_django.request import PipelineRequest
 from datapipe_django.rest.checks import no_tenant_hook
+from datapipe_django.rest.compiled import serializer_data
 from datapipe_django.rest.exceptions import (
     SOURCE_HEADER,
     UNAVAILABLE_HEADER,
@@ -26,6 +27,7 @@ from datapipe_django.rest.exceptions import (
 from datapipe_django.rest.expand import parse_expand
 from datapipe_django.rest.filters import PipelineFilterBackend, filter_parameters, hidden_filters
 from datapipe_django.rest.pagination import PipelinePagination
+from datapipe_django.rest.renderers import fast_renderers
 from datapipe_django.rest.sparse import model_fields, parse_fieldset, restrict, unknown_paths
 from datapipe_django.result import PipelineResult
 
@@ -230,7 +232,7 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
                 body["total"] = result.total
             body["total_exact"] = result.total_exact
         body.update(has_more=result.has_more, next_cursor=result.next_cursor,
-                    items=serializer.data)
+                    items=serializer_data(serializer))
         if result.errors:
             body["errors"] = result.errors
         return Response(body, headers=self.get_headers(result))
@@ -257,6 +259,11 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
             "(403). Override get_tenant() (system check datapipe_django.W016).",
             cls.__module__, cls.__qualname__, pipeline.name, pipeline.tenant_field)
 
+    def get_renderers(self) -> list[Any]:
+        """DRF's renderers, DRF's ``JSONRenderer`` written by orjson when it is installed
+        (:mod:`datapipe_django.rest.renderers`; ``DATAPIPE["FAST_PATH"] = False``: DRF's)."""
+        return fast_renderers(super().get_renderers())
+
     # -- actions -------------------------------------------------------------------------------
     def _context_for(self, result: PipelineResult) -> dict[str, Any]:
         # The validated expand set (with parent paths) replaces the raw one.
@@ -279,7 +286,7 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         if not result.items:
             raise NotFound()
         serializer = self.get_serializer(result.items[0], context=self._context_for(result))
-        response = Response(serializer.data, headers=self.get_headers(result))
+        response = Response(serializer_data(serializer), headers=self.get_headers(result))
         if result.errors:
             response["X-Datapipe-Errors"] = ",".join(e["enricher"] for e in result.errors)
         return response

@@ -1,0 +1,397 @@
+"""Read-only serializers compiled once per class: ``PipelineViewSet``'s fast path.
+
+DRF renders a row field by field through generic machinery (``get_attribute`` walks the
+source, checks for mappings and callables, ``to_representation`` dispatches per field). For a
+``ModelSerializer`` whose fields read model columns, the same answer is a plain attribute read
+and a conversion. :func:`serializer_data` gives ``serializer.data`` computed that way: for
+each serializer class (and each set of fields a caller sees: its auth type, ``fields``/``omit``,
+its expansions) one Python function is generated that builds a row's dict::
+
+    def row(obj):
+        d = {}
+        v = obj.id
+        d['id'] = None if v is None else int(v)
+        v = obj.status
+        d['status'] = None if v is None else (m2.get(v, v) if v.__class__ is str else c2(v))
+        ...
+
+What compiles: fields whose ``source`` is one concrete column of ``Meta.model`` (or a foreign
+key's ``<name>_id``, or ``pk``) and whose class uses DRF's own ``get_attribute`` and the
+``to_representation`` of ``IntegerField``, ``CharField`` (and its subclasses), ``FloatField``,
+``BooleanField``, ``ChoiceField``, ``DateField``, ``DateTimeField`` (ISO 8601) or
+``ReadOnlyField``; other DRF fields that depend on nothing but their value (``DecimalField``,
+``UUIDField``, ``TimeField``, ``DurationField``, ``JSONField``...) keep their own conversion
+behind the plain read; an :class:`~datapipe_django.rest.ExpandableField` that the request does
+not expand is its id read. Everything else (a ``SerializerMethodField``, a field with its own
+``to_representation`` or ``get_attribute``, a nested serializer, a dotted source, an expanded
+relation) runs DRF's own code for that field, with the request's bound field. A serializer
+with its own ``to_representation``/``get_fields``/``data`` that this module does not know, a
+``ListSerializer`` subclass that renders differently, rows that are not instances of the model:
+all of ``serializer.data``, untouched. ``DATAPIPE["FAST_PATH"] = False`` turns it off.
+
+No per-request work that can be done per class: a request reads its field set from a cache
+keyed by what decides it, binds the few fields that need it, and runs the row function.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import decimal
+import keyword
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from django.core.signals import setting_changed
+from django.db import models
+from django.db.models import Model
+from django.db.models.manager import BaseManager
+from django.utils import timezone
+from rest_framework import ISO_8601, serializers
+from rest_framework import fields as drf_fields
+from rest_framework.fields import SkipField
+from rest_framework.relations import PKOnlyObject
+from rest_framework.settings import api_settings
+from rest_framework.utils.serializer_helpers import ReturnDict, ReturnList
+
+from datapipe_django.conf import datapipe_settings
+from datapipe_django.rest.expand import ExpandableField
+from datapipe_django.rest.renderers import FiniteDict, FiniteList
+from datapipe_django.rest.serializers import AuthTypeFieldsMixin
+
+__all__ = ["clear_cache", "serializer_data"]
+
+#: The get_fields() implementations whose answer depends only on the class and, for
+#: AuthTypeFieldsMixin, on ``context["auth_type"]``.
+_KNOWN_GET_FIELDS = (serializers.ModelSerializer.get_fields, AuthTypeFieldsMixin.get_fields)
+_MAX_PLANS = 1024
+
+_lock = threading.Lock()
+_templates: dict[tuple[type, Any], tuple[str, ...] | None] = {}
+_template_fields: dict[tuple[type, Any], dict[str, Any]] = {}
+_plans: dict[tuple[Any, ...], _Plan | None] = {}
+
+
+def clear_cache() -> None:
+    """Forget every compiled serializer (done on ``setting_changed`` of the settings they read)."""
+    with _lock:
+        _templates.clear()
+        _template_fields.clear()
+        _plans.clear()
+
+
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting in {"REST_FRAMEWORK", "DATAPIPE", "USE_TZ", "TIME_ZONE"}:
+        clear_cache()
+
+
+setting_changed.connect(_on_setting_changed)
+
+
+# -- entry point -------------------------------------------------------------------------------
+
+def serializer_data(serializer: Any) -> Any:
+    """``serializer.data``, the same value, computed by the compiled function of its class
+    when it has one (see the module docstring); otherwise DRF's own ``.data``."""
+    if not datapipe_settings.FAST_PATH:
+        return serializer.data
+    many = isinstance(serializer, serializers.ListSerializer)
+    child = serializer.child if many else serializer
+    if (getattr(serializer, "instance", None) is None or hasattr(serializer, "initial_data")
+            or hasattr(serializer, "_data") or not _renders_plainly(serializer, child, many)):
+        return serializer.data
+    plan = _plan_for(child)
+    if plan is None:
+        return serializer.data
+    row = plan.bind(child)
+    model = plan.model
+    if many:
+        instance = serializer.instance
+        items = instance.all() if isinstance(instance, BaseManager) else instance
+        items = items if isinstance(items, list) else list(items)
+        if not all(isinstance(obj, model) for obj in items):
+            return serializer.data
+        rows = [row(obj) for obj in items]
+        serializer._data = rows
+        return (FiniteList if plan.finite else ReturnList)(rows, serializer=serializer)
+    if not isinstance(serializer.instance, model):
+        return serializer.data
+    serializer._data = row(serializer.instance)
+    return (FiniteDict if plan.finite else ReturnDict)(serializer._data, serializer=serializer)
+
+
+def _renders_plainly(serializer: Any, child: Any, many: bool) -> bool:
+    """Whether the classes render with DRF's own machinery (nothing overridden that matters)."""
+    if many:
+        kind = type(serializer)
+        if (kind.to_representation is not serializers.ListSerializer.to_representation
+                or kind.data is not serializers.ListSerializer.data):
+            return False
+    kind = type(child)
+    return (isinstance(child, serializers.ModelSerializer)
+            and kind.to_representation is serializers.Serializer.to_representation
+            and kind.data is serializers.Serializer.data
+            and kind._readable_fields is serializers.Serializer._readable_fields)
+
+
+# -- which fields a request sees ---------------------------------------------------------------
+
+def _field_key(child: Any) -> tuple[Any, ...] | None:
+    """What decides the serializer's fields besides its class, when known; None when only
+    ``child.fields`` can tell (a get_fields() this module does not know)."""
+    kind = type(child)
+    if kind.get_fields not in _KNOWN_GET_FIELDS:
+        return None
+    if isinstance(child, AuthTypeFieldsMixin):
+        if kind.get_field_auth_types is not AuthTypeFieldsMixin.get_field_auth_types:
+            return None
+        if child.get_field_auth_types():
+            return ("auth_type", child.context.get("auth_type"))
+    return ()
+
+
+def _names_and_fields(child: Any) -> tuple[tuple[str, ...], Mapping[str, Any]]:
+    """The names of the fields this request renders, in order, and field objects to compile
+    them from (the request's own when they are built already, else a per-class template)."""
+    if "fields" in child.__dict__:  # built already (e.g. narrowed by fields/omit): they rule
+        found = child.fields
+        return tuple(n for n, f in found.items() if not f.write_only), found
+    key = _field_key(child)
+    if key is None:
+        found = child.fields
+        return tuple(n for n, f in found.items() if not f.write_only), found
+    cache_key = (type(child), key)
+    names = _templates.get(cache_key)
+    if names is None:
+        context = {"auth_type": key[1]} if key else {}
+        template = type(child)(context=context)
+        found = template.fields
+        names = tuple(n for n, f in found.items() if not f.write_only)
+        with _lock:
+            _template_fields[cache_key] = dict(found)
+            _templates[cache_key] = names
+    return names, _template_fields[cache_key]
+
+
+def _plan_for(child: Any) -> _Plan | None:
+    names, found = _names_and_fields(child)
+    context = child.context
+    expand = context.get("expand") or frozenset()
+    prefix = context.get("expand_prefix", "")
+    expanded = tuple(
+        name for name in names
+        if isinstance(found[name], ExpandableField) and f"{prefix}{name}" in expand
+    )
+    key = (type(child), names, expanded)
+    try:
+        return _plans[key]
+    except KeyError:
+        pass
+    plan = _compile(type(child), names, found, frozenset(expanded))
+    with _lock:
+        if len(_plans) >= _MAX_PLANS:
+            _plans.clear()
+        _plans[key] = plan
+    return plan
+
+
+# -- compiling ---------------------------------------------------------------------------------
+
+def _plain_source(model: type[Model], field: Any) -> str | None:
+    """The attribute that holds ``field``'s value when it is one concrete column, else None."""
+    attrs = getattr(field, "source_attrs", None)
+    if field.source == "*" or not attrs or len(attrs) != 1:
+        return None
+    attr = attrs[0]
+    if attr == "pk":
+        return attr
+    for model_field in model._meta.concrete_fields:
+        if attr in (model_field.attname, model_field.name) and (
+                not model_field.is_relation or attr == model_field.attname):
+            return attr
+    return None
+
+
+def _resolves_to(field: Any, name: str, base: type) -> bool:
+    return getattr(type(field), name) is getattr(base, name)
+
+
+#: Field classes whose to_representation depends on the value (and the field's own options)
+#: only: with DRF's get_attribute they compile to a plain read plus that conversion.
+_VALUE_ONLY = (
+    drf_fields.DecimalField, drf_fields.UUIDField, drf_fields.TimeField,
+    drf_fields.DurationField, drf_fields.JSONField, drf_fields.MultipleChoiceField,
+    drf_fields.IPAddressField, drf_fields.ModelField,
+)
+
+
+def _conversion(field: Any, n: int, ns: dict[str, Any]) -> str | None:
+    """The expression turning the non-None column value ``v`` into ``field``'s output, with
+    what it needs put in ``ns``; None when the field's conversion is not known to be
+    context-free."""
+    ns[f"c{n}"] = field.to_representation
+    if _resolves_to(field, "to_representation", drf_fields.IntegerField):
+        return "int(v)"
+    big = getattr(drf_fields, "BigIntegerField", None)  # DRF 3.16+
+    if big is not None and _resolves_to(field, "to_representation", big):
+        as_text = getattr(field, "coerce_to_string",
+                          getattr(api_settings, "COERCE_BIGINT_TO_STRING", False))
+        return "str(v)" if as_text else "int(v)"
+    if _resolves_to(field, "to_representation", drf_fields.CharField):
+        return "str(v)"
+    if _resolves_to(field, "to_representation", drf_fields.FloatField):
+        return "float(v)"
+    if _resolves_to(field, "to_representation", drf_fields.ReadOnlyField):
+        return "v"
+    if _resolves_to(field, "to_representation", drf_fields.BooleanField):
+        return f"(v if v.__class__ is bool else c{n}(v))"
+    if _resolves_to(field, "to_representation", drf_fields.ChoiceField):
+        ns[f"m{n}"] = field.choice_strings_to_values
+        return f"(m{n}.get(v, v) if v.__class__ is str else c{n}(v))"
+    if _resolves_to(field, "to_representation", drf_fields.DateField):
+        if str(getattr(field, "format", api_settings.DATE_FORMAT) or "").lower() == ISO_8601:
+            ns["_date"] = dt.date
+            return f"(v.isoformat() if v.__class__ is _date else c{n}(v))"
+        return f"c{n}(v)"
+    if _resolves_to(field, "to_representation", drf_fields.DateTimeField):
+        fmt = getattr(field, "format", api_settings.DATETIME_FORMAT)
+        if (str(fmt or "").lower() == ISO_8601
+                and _resolves_to(field, "enforce_timezone", drf_fields.DateTimeField)
+                and _resolves_to(field, "default_timezone", drf_fields.DateTimeField)):
+            # The zone is the field's own or the one active now, as DRF reads it per value.
+            ns["_aware_iso"] = _aware_iso
+            if hasattr(field, "timezone"):
+                ns[f"z{n}"] = field.timezone
+                return f"_aware_iso(v, z{n}, c{n})"
+            return f"_aware_iso(v, zone, c{n})"  # the zone active for this request
+        return f"c{n}(v)"
+    if any(_resolves_to(field, "to_representation", base) for base in _VALUE_ONLY):
+        return f"c{n}(v)"
+    return None
+
+
+def _aware_iso(value: Any, zone: Any, convert: Callable[[Any], Any]) -> Any:
+    """DRF's ISO 8601 rendering of an aware datetime in ``zone`` (``Z`` for UTC); anything
+    else (a naive datetime, no zone) through the field's own ``convert``."""
+    if (zone is None or value.__class__ is not dt.datetime or value.tzinfo is None
+            or value.utcoffset() is None):
+        return convert(value)
+    if value.tzinfo is not zone:
+        try:
+            value = value.astimezone(zone)
+        except OverflowError:
+            return convert(value)  # DRF's own error
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def _current_zone() -> Any:
+    """The zone DRF's DateTimeField renders in when it has none of its own."""
+    from django.conf import settings
+
+    return timezone.get_current_timezone() if settings.USE_TZ else None
+
+
+class _Plan:
+    """One serializer class's row function for one set of fields, and how to bind it."""
+
+    def __init__(self, model: type[Model], source: str, ns: dict[str, Any],
+                 bound: tuple[str, ...], zoned: bool, finite: bool) -> None:
+        self.model = model
+        self.finite = finite  # rows hold no NaN or infinity: the renderer need not look
+        self.source = source
+        self.bound = bound  # names of fields that run DRF's code with the request's field
+        self.zoned = zoned  # whether the row function needs the active time zone
+        namespace = dict(ns)
+        exec(compile(source, f"<datapipe compiled serializer {model.__name__}>", "exec"),
+             namespace)
+        self._factory: Callable[..., Callable[[Any], dict[str, Any]]] = namespace["bind"]
+
+    def bind(self, child: Any) -> Callable[[Any], dict[str, Any]]:
+        """The row function for this request: its zone, its bound fields."""
+        zone = _current_zone() if self.zoned else None
+        if not self.bound:
+            return self._factory(zone)
+        found = child.fields
+        return self._factory(zone, *(found[name] for name in self.bound))
+
+
+def _compile(kind: type, names: tuple[str, ...], found: Mapping[str, Any],
+             expanded: frozenset[str]) -> _Plan | None:
+    model = kind.Meta.model  # type: ignore[attr-defined]
+    ns: dict[str, Any] = {"SkipField": SkipField, "PKOnlyObject": PKOnlyObject}
+    body: list[str] = []
+    bound: list[str] = []
+    finite = True  # no field can give a NaN or an infinity
+    for n, name in enumerate(names):
+        # A fresh unbound copy (DRF rebuilds a field from its arguments): the plan outlives
+        # the request, and must not keep its serializer (and its page) alive.
+        original = found[name]
+        field = copy.deepcopy(original)
+        key = repr(name)
+        drf_default = (_resolves_to(field, "get_attribute", drf_fields.Field)
+                       and not isinstance(field, serializers.BaseSerializer))
+        attr = _plain_source(model, original) if drf_default else None
+        convert = _conversion(field, n, ns) if attr is not None else None
+        if convert is not None and attr is not None:
+            if not _float_free(convert, field):
+                finite = False
+            read = f"obj.{attr}" if attr.isidentifier() and not keyword.iskeyword(attr) \
+                else f"getattr(obj, {attr!r})"
+            body += [f"v = {read}", f"d[{key}] = None if v is None else {convert}"]
+            continue
+        if (isinstance(field, ExpandableField) and name not in expanded
+                and _resolves_to(field, "to_representation", ExpandableField)
+                and _resolves_to(field, "get_attribute", ExpandableField)
+                and _resolves_to(field, "_id", ExpandableField)):
+            expression, float_free = _id_expression(model, field, original.source or name, n, ns)
+            finite = finite and float_free
+            body.append(f"d[{key}] = {expression}")
+            continue
+        # DRF's own code for this field, with the request's bound field.
+        finite = False
+        arg = f"f{n}"
+        bound.append(name)
+        body += [
+            "try:",
+            f"    v = {arg}.get_attribute(obj)",
+            "except SkipField:",
+            "    pass",
+            "else:",
+            "    c = v.pk if isinstance(v, PKOnlyObject) else v",
+            f"    d[{key}] = None if c is None else {arg}.to_representation(v)",
+        ]
+    args = ", ".join(["zone", *(f"f{names.index(name)}" for name in bound)])
+    lines = [f"def bind({args}):", "    def row(obj):", "        d = {}"]
+    lines += [f"        {line}" for line in body]
+    lines += ["        return d", "    return row"]
+    source = "\n".join(lines) + "\n"
+    return _Plan(model, source, ns, tuple(bound), zoned="zone, c" in source, finite=finite)
+
+
+def _float_free(expression: str, field: Any) -> bool:
+    """Whether a compiled conversion never gives a float (so never a NaN)."""
+    if expression in ("int(v)", "str(v)") or expression.startswith(("(v if v.__class__ is bool",
+                                                                    "(v.isoformat()",
+                                                                    "_aware_iso(")):
+        return True
+    if expression.startswith("(m"):  # a choice: its values, or the value itself (a str)
+        return not any(isinstance(v, float | decimal.Decimal)
+                       for v in field.choice_strings_to_values.values())
+    return False
+
+
+def _id_expression(model: type[Model], field: ExpandableField, source: str, n: int,
+                   ns: dict[str, Any]) -> tuple[str, bool]:
+    """What an ExpandableField renders unexpanded: its id, read as ``_id`` reads it; and
+    whether that id can never be a float."""
+    if field.id_source:
+        return f"getattr(obj, {field.id_source!r}, None)", False
+    for model_field in model._meta.concrete_fields:
+        if model_field.name == source and (model_field.many_to_one or model_field.one_to_one):
+            target = model_field.target_field  # type: ignore[attr-defined]
+            return f"obj.{model_field.attname}", not isinstance(
+                target, models.FloatField | models.DecimalField)
+    ns[f"e{n}"] = field._id
+    return f"e{n}(obj, {source!r})", False
