@@ -26,6 +26,9 @@ DEFAULTS: dict[str, Any] = {
     # Execution.
     "TIMEOUT": 5.0,
     "MAX_WORKERS": 8,
+    # Isolation between stores (see docs/operations.md and datapipe_django/stores.py).
+    "STORE_CONNECT_TIMEOUT": 0.5,   # longest wait for a connection (pooled or new), seconds
+    "STORE_RETRY_INTERVAL": 0.2,    # a store whose connection failed is retried this often
     # Paging.
     "MAX_LIMIT": 100,
     "DEFAULT_LIMIT": 10,

@@ -30,7 +30,8 @@ from typing import Any
 from django.db import DatabaseError, connections
 
 from datapipe_django.conf import datapipe_settings
-from datapipe_django.timeouts import statement_timeout
+from datapipe_django.errors import SourceUnavailable
+from datapipe_django.stores import get_store_guard, use_store
 
 __all__ = [
     "ReplicaStatus",
@@ -127,9 +128,10 @@ def _measure(alias: str, timeout: float | None) -> ReplicaStatus:
     now = time.monotonic()
     try:
         probe = _probes.get(connection.vendor)
-        with statement_timeout(connection, timeout):
+        # A replica known to be down is refused at once; the connection wait is bounded.
+        with use_store(alias, timeout):
             lag = probe(connection) if probe is not None else 0.0
-    except DatabaseError as exc:
+    except (DatabaseError, SourceUnavailable) as exc:
         # Drop the broken connection so the next probe reconnects (the server may be back).
         with contextlib.suppress(DatabaseError):
             connection.close()
@@ -229,7 +231,9 @@ def replica_status(alias: str, *, timeout: float | None = None) -> ReplicaStatus
                 _refresh_in_background(alias)
             return status
         if not status.reachable:
-            if status.age(now) > interval:
+            # Retried in the background: at the interval, or as soon as the store's breaker
+            # saw it answer again.
+            if status.age(now) > interval or get_store_guard(alias).allow():
                 _refresh_in_background(alias)
             return status
     wait = DEFAULT_MEASURE_TIMEOUT if timeout is None else max(0.0, timeout)

@@ -5,6 +5,7 @@ Database aliases:
 * ``default``  SQLite (in memory): no server needed.
 * ``primary``  the real PostgreSQL primary on 127.0.0.1:5432.
 * ``replica``  the real PostgreSQL streaming hot standby on 127.0.0.1:5433.
+* ``pooled``   the primary again, through psycopg 3's connection pool.
 * ``archive``  the real MariaDB (MySQL wire protocol) on 127.0.0.1:3306.
 * ``archive_replica``  the real MariaDB replica of it (GTID replication) on 127.0.0.1:3307.
 * ``down``     PostgreSQL on a closed port: a source that is always unavailable.
@@ -78,6 +79,15 @@ if "postgres" in AVAILABLE and "replica" in AVAILABLE:
     DATABASES["replica"] = {
         **DATABASES["primary"],
         "PORT": SERVICES["replica"][1],
+        "TEST": {"MIRROR": "primary"},
+    }
+
+if "postgres" in AVAILABLE:
+    # The primary again, through psycopg 3's pool (as the example project and a production
+    # deployment read it): the pool's own waits must be bounded too (tests/test_stores.py).
+    DATABASES["pooled"] = {
+        **DATABASES["primary"],
+        "OPTIONS": {"pool": {"min_size": 1, "max_size": 4}},
         "TEST": {"MIRROR": "primary"},
     }
 

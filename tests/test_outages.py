@@ -8,21 +8,17 @@ without a process restart.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
-from django.db import connections
 from django.test import override_settings
 from rest_framework.test import APIClient
 
 from datapipe_django.replicas import forget_replica_status
 from tests.conftest import require_alias
 from tests.testapp.models import Item
-from tests.topology import set_replay_paused, wait_for_replay
+from tests.topology import services, set_replay_paused, stopped, wait_for_replay
 
 pytestmark = [
     pytest.mark.outage,
@@ -30,30 +26,9 @@ pytestmark = [
                           transaction=True),
 ]
 
-SERVICES = Path(__file__).resolve().parent.parent / "scripts" / "services.sh"
 BASE = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 TOPOLOGY = {"PRIMARY": "primary", "REPLICAS": ["replica"], "ARCHIVES": ["archive"],
             "TIMEOUT": 5.0}
-
-
-def services(command: str) -> None:
-    subprocess.run(["bash", str(SERVICES), command], check=True, capture_output=True,
-                   timeout=120)
-
-
-@contextlib.contextmanager
-def stopped(name: str):
-    """``name`` (postgres, replica, mariadb) is down inside the block, up again after it."""
-    services(f"stop-{name}")
-    try:
-        yield
-    finally:
-        services(f"start-{name}")
-        if name == "postgres":
-            services("start-replica")  # make sure the standby streams again
-        for alias in ("primary", "replica", "archive"):
-            connections[alias].close()  # the test thread's own connections died with it
-        forget_replica_status()
 
 
 def make(pk: int, tenant: str = "t1") -> Item:

@@ -1,10 +1,46 @@
-"""Helpers for tests that read the real standby: commit, then wait for replay."""
+"""Helpers for tests that read the real standby (commit, then wait for replay) or stop the
+real servers (scripts/services.sh)."""
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 from django.db import connections
+
+SERVICES = Path(__file__).resolve().parent.parent / "scripts" / "services.sh"
+#: Exists while a test has servers down on purpose (other test runs sharing the servers may
+#: then fail with connection errors: they are to be re-run).
+FAULT_FLAG = Path("/tmp/datapipe-FAULT-RUN-IN-PROGRESS")
+
+
+def services(command: str) -> None:
+    subprocess.run(["bash", str(SERVICES), command], check=True, capture_output=True,
+                   timeout=120)
+
+
+@contextlib.contextmanager
+def stopped(name: str) -> Iterator[None]:
+    """``name`` (postgres, replica, mariadb) is down inside the block, up again after it."""
+    from datapipe_django.replicas import forget_replica_status
+
+    FAULT_FLAG.touch()
+    try:
+        services(f"stop-{name}")
+        try:
+            yield
+        finally:
+            services(f"start-{name}")
+            if name == "postgres":
+                services("start-replica")  # make sure the standby streams again
+            for alias in connections:
+                connections[alias].close()  # the test thread's own connections died with it
+            forget_replica_status()
+    finally:
+        FAULT_FLAG.unlink(missing_ok=True)
 
 
 def primary_lsn(alias: str = "primary") -> str:

@@ -9,7 +9,6 @@ deadline never changes the page after the pipeline returned.
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections import defaultdict
 from collections.abc import Iterable
@@ -18,14 +17,17 @@ from typing import Any
 
 from django.core import checks
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
-from django.db import DatabaseError, InterfaceError, OperationalError, connections, router
+from django.db import InterfaceError, OperationalError, connections, router
 from django.db.models import Model, Prefetch, QuerySet, prefetch_related_objects
 from django.db.models.base import ModelState
 from django.db.models.fields.reverse_related import ForeignObjectRel, ManyToManyRel
 
 from datapipe_django.conf import datapipe_settings
 from datapipe_django.enrichers.base import BaseEnricher, EnrichContext, caller_in_transaction
-from datapipe_django.timeouts import statement_timeout
+from datapipe_django.errors import SourceUnavailable
+from datapipe_django.pinning import is_pinned
+from datapipe_django.replicas import replica_status
+from datapipe_django.stores import mirrors, use_store
 
 __all__ = ["PrefetchEnricher", "cache_name_of", "relation_of"]
 
@@ -101,6 +103,20 @@ def relation_of(model: type[Model], name: str) -> Relation:
     return Relation(model=model, name=name, field=f, related_model=f.related_model,
                     single=bool(f.many_to_one or f.one_to_one),
                     forward=not isinstance(f, ForeignObjectRel))
+
+
+#: What makes a read fall over to a mirror: the store is down or refused at once.
+UNAVAILABLE = (OperationalError, InterfaceError, SourceUnavailable)
+
+
+def _may_read(alias: str, context: EnrichContext) -> bool:
+    """Whether a mirror may stand in for a row's database now: a replica only while healthy
+    (within ``REPLICA_MAX_LAG``) and the caller is not pinned to the primary."""
+    if alias not in connections.settings:
+        return False
+    if alias in datapipe_settings.REPLICAS:
+        return not is_pinned() and replica_status(alias, timeout=context.remaining).healthy
+    return True
 
 
 def _clone(obj: Model) -> Model:
@@ -353,21 +369,31 @@ class PrefetchEnricher(BaseEnricher):
 
     def _prefetch(self, clones: list[Model], rel: Relation, alias: str,
                   context: EnrichContext) -> None:
-        connection = connections[alias]
+        """Load ``rel`` on ``clones`` from ``alias`` or, while it is down, from a database
+        that mirrors it (its replicas, or a replica's primary; see ``stores.mirrors``)."""
+        candidates = [alias]
+        if self.using is None:
+            candidates += mirrors(alias)
+        failure: BaseException = SourceUnavailable(alias, "no database holds these rows")
+        for candidate in candidates:
+            if candidate != alias and not _may_read(candidate, context):
+                continue
+            try:
+                self._prefetch_on(clones, rel, candidate, context)
+                return
+            except UNAVAILABLE as exc:  # down, or refused at once while known to be down
+                failure = exc
+        raise failure
+
+    def _prefetch_on(self, clones: list[Model], rel: Relation, alias: str,
+                     context: EnrichContext) -> None:
         queryset = self.get_queryset(rel, alias, context)
         # A sliced (capped) to-many queryset Django prefetches into `to_attr` only; the
         # related manager's cache is then filled as prefetch_related would fill it.
         to_attr = _TO_ATTR if not rel.single and queryset.query.is_sliced else None
         lookup = Prefetch(rel.name, queryset=queryset, to_attr=to_attr)
-        try:
-            with statement_timeout(connection, context.remaining):
-                prefetch_related_objects(clones, lookup)
-        except (OperationalError, InterfaceError):
-            # A dead or timed-out connection: drop it so the next use reconnects.
-            if not connection.in_atomic_block:
-                with contextlib.suppress(DatabaseError):
-                    connection.close()
-            raise
+        with use_store(alias, context.remaining):
+            prefetch_related_objects(clones, lookup)
         if to_attr is not None:
             for clone in clones:
                 rows = clone.__dict__.pop(to_attr)

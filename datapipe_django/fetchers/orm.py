@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import operator
 from collections.abc import Callable
 from functools import reduce
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DatabaseError, InterfaceError, OperationalError, connections
+from django.db import DatabaseError, connections
 from django.db.models import Q, QuerySet
 
 from datapipe_django.conf import datapipe_settings
 from datapipe_django.fetchers.base import BaseFetcher, FetchRequest, FetchResult, Verdict
 from datapipe_django.pinning import is_pinned
 from datapipe_django.replicas import replica_status
-from datapipe_django.timeouts import statement_timeout
+from datapipe_django.stores import use_store
 
 __all__ = ["ORMFetcher", "interpolate_sql", "search_q"]
 
@@ -132,17 +131,10 @@ class ORMFetcher(BaseFetcher):
                                                                 params)}
 
     def fetch(self, request: FetchRequest) -> FetchResult:
-        connection = connections[self.using]
-        try:
-            with statement_timeout(connection, request.remaining):
-                rows = list(self.build_queryset(request))
-        except (OperationalError, InterfaceError):
-            # The server went away or the query timed out: drop this connection so the next
-            # request reconnects instead of failing on a dead socket.
-            if not connection.in_atomic_block:
-                with contextlib.suppress(DatabaseError):
-                    connection.close()
-            raise
+        # Bounded connection wait, the deadline as statement timeout, and a store known to be
+        # down refused at once (datapipe_django.stores).
+        with use_store(self.using, request.remaining):
+            rows = list(self.build_queryset(request))
         return FetchResult(rows, has_more=len(rows) >= request.size)
 
     def count_queryset(self, request: FetchRequest) -> QuerySet[Any]:
