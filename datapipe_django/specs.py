@@ -832,8 +832,9 @@ def compile_filterset(
     model = filterset_class._meta.model
     if model is None:
         raise TypeError(f"{filterset_class.__name__} has no Meta.model.")
-    filterset = filterset_class(
-        data=_as_multivalue(filterset_class, data),
+    data = _as_multivalue(filterset_class, data)
+    filterset = _narrowed(filterset_class, data)(
+        data=data,
         queryset=model._default_manager.none(),
         request=request,
     )
@@ -867,6 +868,77 @@ def filter_parameters(filterset_class: type[BaseFilterSet]) -> dict[str, list[st
         else:
             parameters[name] = [name]
     return parameters
+
+
+# A FilterSet instance deep-copies every filter, and its form every field, on each request:
+# most of a request's validation when it names one or two of thirty filters. A filter the
+# request does not name contributes nothing (an empty value is skipped by every filter's own
+# rule), so the request is bound to a subclass holding only the filters it names, built once
+# per FilterSet class and set of names. Filters that would act without a parameter (required
+# ones, a field whose empty input cleans to a value) are always kept; a FilterSet that shapes
+# itself per instance or validates across fields (its own __init__, form, form class or
+# Meta.form) is bound whole.
+_NARROWING: dict[type[BaseFilterSet], tuple[dict[str, list[str]], frozenset[str]] | None] = {}
+_NARROWED: dict[tuple[type[BaseFilterSet], frozenset[str]], type[BaseFilterSet]] = {}
+_MAX_NARROWED = 512
+_WHOLE = ("__init__", "get_form_class", "form", "is_valid", "errors")
+
+
+def _narrowed(cls: type[BaseFilterSet], data: Any) -> type[BaseFilterSet]:
+    """``cls``, or its subclass with only the filters ``data`` names (and those that always
+    act), when binding that gives the same form errors and the same spec."""
+    if cls not in _NARROWING:
+        _NARROWING[cls] = _narrowing_plan(cls)
+    plan = _NARROWING[cls]
+    if plan is None:
+        return cls
+    parameters, always = plan
+    named = frozenset(name for name, params in parameters.items()
+                      if name in always or any(p in data for p in params))
+    if len(named) == len(parameters):
+        return cls
+    key = (cls, named)
+    narrowed = _NARROWED.get(key)
+    if narrowed is None:
+        if len(_NARROWED) >= _MAX_NARROWED:
+            return cls
+        narrowed = type(cls.__name__, (cls,), {"__module__": cls.__module__,
+                                               "__qualname__": cls.__qualname__})
+        narrowed.base_filters = {name: f for name, f in cls.base_filters.items()
+                                 if name in named}
+        narrowed = _NARROWED.setdefault(key, narrowed)
+    return narrowed
+
+
+def _narrowing_plan(cls: type[BaseFilterSet]) -> tuple[dict[str, list[str]],
+                                                       frozenset[str]] | None:
+    """(each filter's parameters, the filters that act without any), or None when ``cls``
+    must be bound whole."""
+    from django import forms
+
+    if any(getattr(cls, attr) is not getattr(BaseFilterSet, attr) for attr in _WHOLE) or (
+            cls._meta.form is not forms.Form):
+        return None
+    model = cls._meta.model
+    try:
+        empty = cls(data=MultiValueDict(), queryset=model._default_manager.none())
+        form = empty.form
+        form.is_valid()
+    except Exception:  # a filter that needs a request to build (a callable queryset...)
+        return None
+    always = set(form.errors)
+    for name, filter_ in cls.base_filters.items():
+        if filter_.extra.get("required"):
+            always.add(name)
+        elif name in form.cleaned_data:
+            try:
+                acts = _compile_filter(empty, model, name, empty.filters[name],
+                                       form.cleaned_data[name]) is not None
+            except Exception:  # whatever it is, the filter must be bound
+                acts = True
+            if acts:
+                always.add(name)
+    return filter_parameters(cls), frozenset(always)
 
 
 # django-filter builds a new form class, and every field of it, for each FilterSet instance:
