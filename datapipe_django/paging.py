@@ -24,7 +24,12 @@ from django.db.models.expressions import OrderBy
 
 from datapipe_django.errors import ValidationFailed
 
-__all__ = ["Cursor", "OrderField", "Ordering", "SortKey"]
+__all__ = ["RELEVANCE", "SCORE_ATTR", "Cursor", "OrderField", "Ordering", "SortKey"]
+
+#: The ``ordering`` value that orders a search by relevance (the serving source's score).
+RELEVANCE = "relevance"
+#: The attribute a ranking source sets on each instance it returns: its score for the request.
+SCORE_ATTR = "_datapipe_score"
 
 
 @dataclass(frozen=True)
@@ -80,9 +85,12 @@ class Ordering:
     of the last field given.
     """
 
-    def __init__(self, model: type[models.Model], fields: Sequence[OrderField]) -> None:
+    def __init__(self, model: type[models.Model], fields: Sequence[OrderField], *,
+                 relevance: bool = False) -> None:
         self.model = model
         self.fields = tuple(fields)
+        #: Best first by the serving source's score (``SCORE_ATTR``), then the pk ascending.
+        self.relevance = relevance
         self._descending = tuple(f.descending for f in self.fields)
         self._attnames = tuple(f.attname for f in self.fields)
 
@@ -110,6 +118,18 @@ class Ordering:
             descending = result[-1].descending if result else False
             result.append(OrderField(pk.name, pk.attname, descending, False, pk))
         return cls(model, result)
+
+    @classmethod
+    def by_relevance(cls, model: type[models.Model]) -> Ordering:
+        """Best first by the source's score (the ``SCORE_ATTR`` of each row: an engine's
+        ``_score``, PostgreSQL's ``ts_rank_cd``), then the pk ascending. Only a source that
+        ranks can serve it (see ``BaseFetcher.can_rank``), and only one source serves a page:
+        scores of different sources do not compare."""
+        pk = cast("models.Field[Any, Any]", model._meta.pk)
+        score = models.FloatField(name=RELEVANCE)
+        score.attname = SCORE_ATTR
+        return cls(model, [OrderField(RELEVANCE, SCORE_ATTR, True, False, score),
+                           OrderField(pk.name, pk.attname, False, False, pk)], relevance=True)
 
     @staticmethod
     def _resolve(model: type[models.Model], name: str, *, owner: str) -> models.Field[Any, Any]:
@@ -141,6 +161,8 @@ class Ordering:
         ]
 
     def values(self, obj: Any) -> tuple[Any, ...]:
+        if self.relevance:  # a row without a score (no ranking source) sorts last
+            return (getattr(obj, SCORE_ATTR, None), *(getattr(obj, a) for a in self._attnames[1:]))
         return tuple(getattr(obj, a) for a in self._attnames)
 
     def key(self, obj: Any) -> SortKey:
@@ -190,7 +212,7 @@ class Ordering:
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, Ordering) and other.model is self.model
-                and other.signature == self.signature)
+                and other.signature == self.signature and other.relevance == self.relevance)
 
     def __hash__(self) -> int:
         return hash((self.model, tuple(self.signature)))

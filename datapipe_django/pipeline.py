@@ -24,7 +24,7 @@ from datapipe_django.observability import (
     fallbacks,
     is_recording,
 )
-from datapipe_django.paging import Ordering
+from datapipe_django.paging import RELEVANCE, Ordering
 from datapipe_django.request import PipelineRequest
 from datapipe_django.stages import DEFAULT_STAGES, Stage
 from datapipe_django.state import State
@@ -51,6 +51,12 @@ class Pipeline:
     deadline). ``fail_fast=True`` turns an optional enricher's failure into a failed request.
     ``total=True`` counts every list's total unless the request says ``total=false`` (see
     :mod:`datapipe_django.totals`).
+
+    Search: ``search_ordering="relevance"`` orders a request with ``q`` and no ``ordering`` by
+    relevance (``ordering=relevance`` asks for it explicitly); ``facet_fields`` are the fields a
+    request may count (``facets=status,mode``), listing at most ``facet_size`` values each;
+    ``search_fuzziness`` (``"AUTO"`` or a number of edits) makes ``q`` tolerate typos on every
+    source that can (the engine's fuzziness, trigram similarity on PostgreSQL).
     """
 
     def __init__(
@@ -78,6 +84,10 @@ class Pipeline:
         middleware: Sequence[StageMiddleware] = (),
         total: bool = False,
         register: bool = True,
+        search_ordering: str | None = None,
+        facet_fields: Iterable[str] = (),
+        facet_size: int = 50,
+        search_fuzziness: str | int | None = None,
     ) -> None:
         owner = f"Pipeline {name!r}"
         if not name or not isinstance(name, str):
@@ -115,6 +125,29 @@ class Pipeline:
         self.validators = list(validators)
         self.middleware: list[StageMiddleware] = list(middleware)
         self.stages: list[Stage] = list(DEFAULT_STAGES)
+        if search_ordering not in (None, RELEVANCE):
+            raise ImproperlyConfigured(f"{owner}: `search_ordering` must be None or "
+                                       f"{RELEVANCE!r}, not {search_ordering!r}.")
+        self.search_ordering = search_ordering
+        self.facet_fields = tuple(facet_fields)
+        for facet in self.facet_fields:
+            try:
+                field = model._meta.get_field(facet)
+            except FieldDoesNotExist:
+                field = None
+            if field is None or not getattr(field, "concrete", False) or field.many_to_many:
+                raise ImproperlyConfigured(
+                    f"{owner}: facet field {facet!r} is not a concrete field of "
+                    f"{model._meta.label}. Count a local column (a foreign key counts its ids).")
+        if facet_size < 1:
+            raise ImproperlyConfigured(f"{owner}: `facet_size` must be at least 1.")
+        self.facet_size = facet_size
+        if search_fuzziness is not None and not (
+                search_fuzziness == "AUTO" or (isinstance(search_fuzziness, int)
+                                               and 0 <= search_fuzziness <= 2)):
+            raise ImproperlyConfigured(f"{owner}: `search_fuzziness` must be None, 'AUTO', 0, "
+                                       f"1 or 2, not {search_fuzziness!r}.")
+        self.search_fuzziness = search_fuzziness
         if tenant_field is not None:
             try:
                 model._meta.get_field(tenant_field.split("__")[0])

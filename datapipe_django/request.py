@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-__all__ = ["PipelineRequest", "normalize_expand", "normalize_ordering"]
+__all__ = ["PipelineRequest", "normalize_expand", "normalize_names", "normalize_ordering"]
 
 
 def normalize_ordering(value: str | Iterable[str] | None) -> tuple[str, ...] | None:
@@ -16,6 +16,17 @@ def normalize_ordering(value: str | Iterable[str] | None) -> tuple[str, ...] | N
     parts = value.split(",") if isinstance(value, str) else list(value)
     cleaned = tuple(p.strip() for p in parts if p and p.strip())
     return cleaned or None
+
+
+def normalize_names(value: str | Iterable[str] | None) -> tuple[str, ...]:
+    """``"status,mode"`` or ``["status", "mode"]`` → ``("status", "mode")`` (blank names
+    dropped, duplicates kept once, order kept)."""
+    if not value:
+        return ()
+    parts: list[str] = []
+    for item in [value] if isinstance(value, str) else value:
+        parts.extend(str(item).split(","))
+    return tuple(dict.fromkeys(p.strip() for p in parts if p.strip()))
 
 
 def normalize_expand(value: str | Iterable[str] | None) -> frozenset[str]:
@@ -35,9 +46,12 @@ class PipelineRequest:
     ``filters`` are raw parameter values, as in a query string (a ``QueryDict`` or a plain
     dict whose values may be lists); the validate stage binds them to the pipeline's FilterSet.
     Give ``offset`` *or* ``cursor``, not both. ``only`` narrows the columns the sources
-    read (see :func:`datapipe_django.stages.load_fields`). ``pk`` turns the request into a
-    retrieve of one row. ``context`` carries anything else a custom stage, fetcher or
-    enricher needs (the HTTP request, the user...); the core never reads it.
+    read (see :func:`datapipe_django.stages.load_fields`). ``ordering=("relevance",)``
+    orders a search by relevance. ``highlight`` (a boolean, or its query-string spelling)
+    adds highlighted fragments of the search fields to each row; ``facets`` names fields of
+    the pipeline's ``facet_fields`` to count. ``pk`` turns the request into a retrieve of one row.
+    ``context`` carries anything else a custom stage, fetcher or enricher needs (the HTTP
+    request, the user...); the core never reads it.
     """
 
     filters: Mapping[str, Any] = field(default_factory=dict)
@@ -62,6 +76,8 @@ class PipelineRequest:
     only: frozenset[str] | None = None
     #: Count every matching row too (``result.total``); None: the pipeline's ``total``.
     total: bool | None = None
+    highlight: Any = False
+    facets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Flexible inputs are normalised once, here.
@@ -71,6 +87,7 @@ class PipelineRequest:
         object.__setattr__(self, "omit", normalize_expand(self.omit))
         if self.only is not None:
             object.__setattr__(self, "only", frozenset(self.only))
+        object.__setattr__(self, "facets", normalize_names(self.facets))
         if self.search is not None:
             object.__setattr__(self, "search", self.search.strip() or None)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from datapipe_django.fetchers.base import HIGHLIGHTS_ATTR
+
 if TYPE_CHECKING:
     from datapipe_django.chain import Attempt
     from datapipe_django.state import State
@@ -19,7 +21,10 @@ class PipelineResult:
     ``count`` is the number of items on this page. ``source`` names every source that
     contributed (comma-separated, priority order; ``sources`` is the tuple). ``errors`` lists
     optional enrichers that failed: ``{"enricher": name, "code": ...}``. ``attempts`` says,
-    per source, whether it answered, declined or was unavailable, and why.
+    per source, whether it answered, declined or was unavailable, and why. ``highlights``
+    (``highlight=true``): per item, in item order, ``{field: [fragments]}``, the matched words
+    in ``<em>``, the rest HTML-escaped. ``facets`` (``facets=...``): per field, the values and
+    how many rows matching the request hold each, ``[{"value": v, "count": n}, ...]``.
     """
 
     items: list[Any]
@@ -35,6 +40,8 @@ class PipelineResult:
     total: int | None = None
     total_exact: bool | None = None
     total_reason: str = ""
+    highlights: list[dict[str, list[str]]] | None = None
+    facets: dict[str, list[dict[str, Any]]] | None = None
 
     @property
     def count(self) -> int:
@@ -71,4 +78,7 @@ class PipelineResult:
             total=state.total.value if state.total is not None else None,
             total_exact=state.total.exact if state.total is not None else None,
             total_reason=state.total.reason if state.total is not None else "",
+            highlights=[dict(getattr(obj, HIGHLIGHTS_ATTR, None) or {}) for obj in state.items]
+            if state.highlight else None,
+            facets=state.facet_counts,
         )

@@ -17,7 +17,7 @@ from datapipe_django.conf import datapipe_settings
 from datapipe_django.enrichers.base import EnrichContext, enricher_needs, enricher_paths
 from datapipe_django.errors import EnrichmentFailed, ValidationFailed
 from datapipe_django.fetchers.base import FetchRequest
-from datapipe_django.paging import Cursor, Ordering
+from datapipe_django.paging import RELEVANCE, Cursor, Ordering
 from datapipe_django.result import PipelineResult
 from datapipe_django.specs import MatchAll, Uncompilable, compile_filterset
 from datapipe_django.totals import count_total
@@ -59,6 +59,21 @@ def _ordering(state: State, errors: dict[str, list[str]]) -> Ordering:
     pipeline = state.pipeline
     asked = state.request.ordering
     if not asked:
+        if state.request.search and pipeline.search_ordering == RELEVANCE:
+            return Ordering.by_relevance(pipeline.model)
+        return pipeline.default_ordering
+    if any(n.lstrip("-+") == RELEVANCE for n in asked) and \
+            RELEVANCE not in pipeline.ordering_fields:
+        if asked != (RELEVANCE,):
+            errors["ordering"] = [f"{RELEVANCE!r} orders by itself (best first, the primary "
+                                  f"key breaking ties): give it alone."]
+        elif not state.request.search:
+            errors["ordering"] = [f"Ordering by {RELEVANCE!r} needs a search: give q."]
+        elif not pipeline.search_fields:
+            errors["ordering"] = [f"This endpoint cannot order by {RELEVANCE!r}: it has no "
+                                  f"free-text search."]
+        else:
+            return Ordering.by_relevance(pipeline.model)
         return pipeline.default_ordering
     unknown = [n for n in asked if n.lstrip("-+") not in pipeline.ordering_fields]
     if unknown:
@@ -86,6 +101,37 @@ def _expand(state: State, errors: dict[str, list[str]]) -> frozenset[str]:
         else:
             result.update(".".join(parts[: i + 1]) for i in range(len(parts)))
     return frozenset(result)
+
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off", ""})
+
+
+def _highlight(raw: Any, errors: dict[str, list[str]]) -> bool:
+    if isinstance(raw, bool) or raw is None:
+        return bool(raw)
+    text = str(raw).strip().lower()
+    if text in _TRUE:
+        return True
+    if text not in _FALSE:
+        errors["highlight"] = ["Must be a valid boolean (true or false)."]
+    return False
+
+
+def _facets(state: State, errors: dict[str, list[str]]) -> tuple[str, ...]:
+    asked = state.request.facets
+    allowed = state.pipeline.facet_fields
+    if not asked:
+        return ()
+    if not allowed:
+        errors["facets"] = ["This endpoint counts no facets."]
+        return ()
+    unknown = [name for name in asked if name not in allowed]
+    if unknown:
+        errors["facets"] = [f"Unknown facet {unknown[0][:100]!r}. Allowed: "
+                            f"{', '.join(allowed)}."]
+        return ()
+    return asked
 
 
 def validate(state: State) -> None:
@@ -119,6 +165,8 @@ def validate(state: State) -> None:
     state.ordering = _ordering(state, errors)
     if request.search and not pipeline.search_fields:
         errors["q"] = ["This endpoint does not support free-text search."]
+    state.highlight = _highlight(request.highlight, errors)
+    state.facets = _facets(state, errors)
     if request.cursor is not None and "ordering" not in errors:
         try:
             state.after = Cursor.decode(request.cursor, state.ordering, namespace=pipeline.name)
@@ -164,6 +212,10 @@ def fetch_request(state: State) -> FetchRequest:
         select_related=_joins(state),
         only=load_fields(state),
         total=wants_total(state),
+        highlight=state.highlight and bool(request.search),
+        facets=state.facets,
+        facet_size=pipeline.facet_size,
+        fuzziness=pipeline.search_fuzziness,
     )
 
 
@@ -238,6 +290,21 @@ def fetch(state: State) -> None:
     state.sources, state.attempts = result.sources, result.attempts
     if asked.total:
         state.total = count_total(pipeline.fetchers, asked, state.attempts)
+    if state.facets:
+        state.facet_counts = _facet_counts(state)
+
+
+def _facet_counts(state: State) -> dict[str, list[dict[str, Any]]]:
+    """The counts the source that served the page reported (one source serves a facets
+    request: the fetchers that can count answer it completely)."""
+    for attempt in state.attempts:
+        counts = attempt.meta.get("facets") if attempt.outcome == "ok" else None
+        if counts is not None and attempt.source in state.sources:
+            return {name: [{"value": value, "count": count}
+                           for value, count in counts.get(name, ())]
+                    for name in state.facets}
+    # The serving source answered no row and reported nothing (a custom fetcher): no counts.
+    return {name: [] for name in state.facets}
 
 
 def transform(state: State) -> None:

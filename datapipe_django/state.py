@@ -23,8 +23,9 @@ __all__ = ["State"]
 class State:
     """Everything one execution knows. Each stage reads and writes it; nothing else is shared.
 
-    The validate stage fills ``spec``, ``ordering``, ``limit``, ``offset``, ``after`` and
-    ``expand``; fetch fills ``items``, ``has_more``, ``sources``, ``attempts``; enrich adds to
+    The validate stage fills ``spec``, ``ordering``, ``limit``, ``offset``, ``after``,
+    ``expand``, ``highlight`` and ``facets``; fetch fills ``items``, ``has_more``, ``sources``,
+    ``attempts`` and ``facet_counts``; enrich adds to
     ``errors`` and narrows ``expand`` to the paths it loaded; build sets ``next_cursor`` and
     ``result``. ``extra`` is free for custom stages.
     """
@@ -40,6 +41,10 @@ class State:
     offset: int = 0
     after: tuple[Any, ...] | None = None
     expand: frozenset[str] = frozenset()
+    highlight: bool = False
+    facets: tuple[str, ...] = ()
+    #: ``{field: [{"value": v, "count": n}, ...]}`` when the request asked for facets.
+    facet_counts: dict[str, list[dict[str, Any]]] | None = None
     items: list[Any] = field(default_factory=list)
     has_more: bool = False
     next_cursor: str | None = None

@@ -19,7 +19,10 @@ if TYPE_CHECKING:
     from datapipe_django.request import PipelineRequest
     from datapipe_django.specs import Spec
 
-__all__ = ["BaseFetcher", "FetchRequest", "FetchResult", "Fetcher", "Verdict"]
+__all__ = ["HIGHLIGHTS_ATTR", "BaseFetcher", "FetchRequest", "FetchResult", "Fetcher", "Verdict"]
+
+#: The attribute a source sets on each row for ``highlight=true``: ``{field: [fragments]}``.
+HIGHLIGHTS_ATTR = "_datapipe_highlights"
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,29 @@ class FetchRequest:
     #: The request asks for the total (``?total=true``): a source whose page query can report
     #: it on the way (a search engine's ``track_total_hits``) does.
     total: bool = False
+    #: ``highlight=true``: set ``HIGHLIGHTS_ATTR`` on each row, ``{search field: [fragments]}``
+    #: with the matched words in ``<em>`` and everything else HTML-escaped.
+    highlight: bool = False
+    #: ``facets=a,b``: count the rows matching the request (every one, not the page) per value
+    #: of each of these fields, into ``FetchResult.meta["facets"]``.
+    facets: tuple[str, ...] = ()
+    #: The most values a facet lists (the most frequent first).
+    facet_size: int = 50
+    #: The pipeline's typo tolerance for ``q`` (``search_fuzziness``): None (exact words),
+    #: ``"AUTO"`` or a number of edits. A fetcher's own setting wins.
+    fuzziness: str | int | None = None
+
+    @property
+    def relevance(self) -> bool:
+        """Ordered by relevance: only a source that ranks (``can_rank``) can serve it."""
+        return bool(getattr(self.ordering, "relevance", False))
+
+    @property
+    def single_source(self) -> bool:
+        """The page must come from one source: relevance (scores of different sources do not
+        compare) or facets (counted by a source that holds every matching row, with the page
+        it serves). A source answering such a request answers ``complete``."""
+        return self.relevance or bool(self.facets)
 
     # Convenience pass-throughs, so a ``can_handle`` predicate can read the request directly.
     @property
@@ -91,7 +117,9 @@ class FetchResult:
 
     items: list[Any]
     has_more: bool = False
-    #: Anything the source wants to report (cache hit, query, total hits...).
+    #: Anything the source wants to report (cache hit, query, total hits...). For a request
+    #: with ``facets``, ``meta["facets"]`` holds the counts: ``{field: [(value, count), ...]}``
+    #: over every row the request matches, most frequent first (then by value).
     meta: dict[str, Any] = field(default_factory=dict)
     #: The source holds every row the request matches (a search index of the whole model),
     #: so no later source can add one: the chain reads no further source for this page.
@@ -147,6 +175,10 @@ class BaseFetcher:
         """Whether this source can serve ``request``. Override to add rules; call super()."""
         if request.spec is None:
             return Verdict(False, f"filter {request.uncompilable!r} cannot be compiled")
+        if request.relevance and not self.can_rank(request):
+            return Verdict(False, "cannot rank by relevance")
+        if request.facets and not self.can_facet(request):
+            return Verdict(False, "cannot count facets")
         if self._predicate is not None and not self._predicate(request):
             name = getattr(self._predicate, "__name__", "can_handle")
             return Verdict(False, f"declined by {name}")
@@ -165,6 +197,18 @@ class BaseFetcher:
         None when it cannot count exactly. Raises what ``fetch`` raises when the source is
         unavailable. Used for ``?total=true`` (see :mod:`datapipe_django.totals`)."""
         return None
+
+    def can_rank(self, request: FetchRequest) -> bool:
+        """Whether this source can order ``request`` by relevance: set ``SCORE_ATTR`` on each
+        row, return them best first (pk ascending on ties), take a cursor of (score, pk), and
+        answer ``complete`` (the page is this source's alone). Default: False."""
+        return False
+
+    def can_facet(self, request: FetchRequest) -> bool:
+        """Whether this source can count ``request.facets`` over every row the request matches
+        (it must hold them all) into ``FetchResult.meta["facets"]``, answering ``complete``.
+        Default: False."""
+        return False
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

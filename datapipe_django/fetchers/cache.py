@@ -461,6 +461,12 @@ class CachedFetcher(BaseFetcher):
     def can_handle(self, request: FetchRequest) -> bool | Verdict:
         return self.fetcher.can_handle(request)  # type: ignore[no-any-return]
 
+    def can_rank(self, request: FetchRequest) -> bool:
+        return bool(self.fetcher.can_rank(request))  # served by the inner fetcher, uncached
+
+    def can_facet(self, request: FetchRequest) -> bool:
+        return bool(self.fetcher.can_facet(request))
+
     def runs_inline(self, request: FetchRequest) -> bool:
         inner = getattr(self.fetcher, "runs_inline", None)
         return bool(inner(request)) if callable(inner) else False
@@ -476,6 +482,9 @@ class CachedFetcher(BaseFetcher):
         return bool(getattr(self.fetcher, "complete", False))
 
     def fetch(self, request: FetchRequest) -> FetchResult:
+        if request.relevance or request.highlight or request.facets:
+            # Scores, highlights and counts are not part of a cached row.
+            return self._bypass(request, "relevance, highlights and facets are not cached")
         deps = self._ensure_watched(request)
         try:
             plan = self._plan(request, deps)
@@ -776,7 +785,8 @@ class CachedFetcher(BaseFetcher):
         self._emit(request, "bypass")
         result = self.fetcher.fetch(request)
         return FetchResult(result.items, result.has_more,
-                           meta={**result.meta, "cache": "bypass", "cache_reason": reason})
+                           meta={**result.meta, "cache": "bypass", "cache_reason": reason},
+                           complete=result.complete)
 
     def _call(self, guard: CacheGuard, method: Callable[..., Any], *args: Any,
               **kwargs: Any) -> Any:

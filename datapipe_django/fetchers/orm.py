@@ -9,15 +9,22 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 
 from datapipe_django.conf import datapipe_settings
-from datapipe_django.fetchers.base import BaseFetcher, FetchRequest, FetchResult, Verdict
+from datapipe_django.fetchers.base import (
+    HIGHLIGHTS_ATTR,
+    BaseFetcher,
+    FetchRequest,
+    FetchResult,
+    Verdict,
+)
+from datapipe_django.paging import SCORE_ATTR
 from datapipe_django.pinning import is_pinned
 from datapipe_django.replicas import replica_status
 from datapipe_django.stores import use_store
 
-__all__ = ["ORMFetcher", "interpolate_sql", "search_q"]
+__all__ = ["ORMFetcher", "interpolate_sql", "mark_words", "search_q"]
 
 
 def search_q(search: str, fields: tuple[str, ...]) -> Q:
@@ -44,6 +51,12 @@ class ORMFetcher(BaseFetcher):
     ``"fulltext"``: PostgreSQL full-text search with ``search_config`` on a PostgreSQL alias
     (whole words, like a search engine; see :mod:`datapipe_django.search.database`), and
     ``"contains"`` on any other database.
+
+    With ``"fulltext"`` on PostgreSQL the source also ranks (``ordering=relevance``: best
+    ``ts_rank_cd`` first), highlights with ``ts_headline`` and, when ``fuzzy`` (default: when
+    the pipeline has a ``search_fuzziness``), matches a word with a one-letter typo by trigram
+    similarity. Every alias counts facets (``GROUP BY``); a source that serves a relevance or
+    facets request answers it alone.
     """
 
     def __init__(
@@ -56,6 +69,7 @@ class ORMFetcher(BaseFetcher):
         queryset: Callable[[FetchRequest], QuerySet[Any]] | None = None,
         search: str = "contains",
         search_config: str = "simple",
+        fuzzy: bool | None = None,
     ) -> None:
         super().__init__(name=name or using, priority=priority, can_handle=can_handle)
         if search not in ("contains", "fulltext"):
@@ -65,6 +79,7 @@ class ORMFetcher(BaseFetcher):
         self._queryset = queryset
         self.search = search
         self.search_config = search_config
+        self.fuzzy = fuzzy
 
     def can_handle(self, request: FetchRequest) -> bool | Verdict:
         if self.using not in connections.settings:
@@ -83,8 +98,27 @@ class ORMFetcher(BaseFetcher):
             return self._queryset(request).using(self.using)
         return request.model._default_manager.using(self.using).all()
 
+    # -- search ---------------------------------------------------------------------------------
+    def fulltext(self) -> bool:
+        """``q`` is PostgreSQL full-text search here (``search="fulltext"`` on PostgreSQL)."""
+        return self.search == "fulltext" and connections[self.using].vendor == "postgresql"
+
+    def is_fuzzy(self, request: FetchRequest) -> bool:
+        """Whether ``q`` also matches trigram-similar words (``fuzzy``, else the pipeline's
+        ``search_fuzziness``)."""
+        if self.fuzzy is not None:
+            return self.fuzzy
+        return request.fuzziness not in (None, 0)
+
+    def can_rank(self, request: FetchRequest) -> bool:
+        return self.fulltext()
+
+    def can_facet(self, request: FetchRequest) -> bool:
+        return True
+
     def filtered_queryset(self, request: FetchRequest) -> QuerySet[Any]:
-        """The rows of ``request`` on this alias: tenant, spec, pk and search, unordered."""
+        """Every row ``request`` matches (tenant, filters, pk, ``q``), unordered: what the page
+        is cut from and what facets count."""
         qs = self.get_queryset(request)
         if request.tenant_field:
             qs = qs.filter(**{request.tenant_field: request.tenant})
@@ -98,7 +132,17 @@ class ORMFetcher(BaseFetcher):
 
     def build_queryset(self, request: FetchRequest) -> QuerySet[Any]:
         """The full query this fetcher runs for ``request`` (also used by ``explain``)."""
+        from datapipe_django.search import database
+
         qs = self.filtered_queryset(request)
+        if request.relevance:
+            qs = qs.annotate(**{SCORE_ATTR: database.fulltext_rank(
+                request.search or "", request.search_fields, config=self.search_config,
+                fuzzy=self.is_fuzzy(request))})
+        if request.highlight and request.search and self.fulltext():
+            qs = qs.annotate(**{f"{_HEADLINE}{i}": database.headline(
+                request.search, path, config=self.search_config)
+                for i, path in enumerate(request.search_fields)})
         if request.after is not None:
             qs = qs.filter(request.ordering.after_q(request.after))
         qs = qs.order_by(*request.ordering.order_by())
@@ -114,12 +158,48 @@ class ORMFetcher(BaseFetcher):
 
     def search_filter(self, request: FetchRequest) -> Any:
         """The condition ``q`` adds (see ``search``). Override to search differently."""
-        if self.search == "fulltext" and connections[self.using].vendor == "postgresql":
+        if self.fulltext():
             from datapipe_django.search.database import fulltext_condition
 
             return fulltext_condition(request.search or "", request.search_fields,
-                                      config=self.search_config)
+                                      config=self.search_config,
+                                      fuzzy=self.is_fuzzy(request))
         return search_q(request.search or "", request.search_fields)
+
+    def facet_counts(self, request: FetchRequest) -> dict[str, list[tuple[Any, int]]]:
+        """Per field of ``request.facets``: ``(value, rows)`` over every matching row, most
+        rows first, then by value; rows without a value are not counted. One ``GROUP BY``
+        query per field."""
+        base = self.filtered_queryset(request).order_by()
+        counts: dict[str, list[tuple[Any, int]]] = {}
+        for name in request.facets:
+            column = request.model._meta.get_field(name).attname  # type: ignore[union-attr]
+            rows = (base.filter(**{f"{column}__isnull": False}).values(column)
+                    .annotate(_datapipe_count=Count("pk"))
+                    .order_by("-_datapipe_count", column)[: request.facet_size])
+            counts[name] = [(row[column], row["_datapipe_count"]) for row in rows]
+        return counts
+
+    def highlights(self, request: FetchRequest, rows: list[Any]) -> None:
+        """Set ``HIGHLIGHTS_ATTR`` on each row: ``ts_headline`` fragments with full-text
+        search, else each occurrence of a word of ``q`` marked in the local search fields'
+        whole values (related paths are not highlighted there)."""
+        from datapipe_django.search import database
+
+        fulltext = self.fulltext()
+        words = database.search_words(request.search or "")
+        for obj in rows:
+            found: dict[str, list[str]] = {}
+            for i, path in enumerate(request.search_fields):
+                if fulltext:
+                    parts = database.fragments(getattr(obj, f"{_HEADLINE}{i}", None))
+                elif "__" not in path:
+                    parts = mark_words(getattr(obj, path, None), words)
+                else:
+                    parts = []
+                if parts:
+                    found[path] = parts
+            setattr(obj, HIGHLIGHTS_ATTR, found)
 
     def explain(self, request: FetchRequest) -> dict[str, Any]:
         """What this fetcher would run for ``request`` (``manage.py datapipe explain``): the
@@ -133,31 +213,57 @@ class ORMFetcher(BaseFetcher):
     def fetch(self, request: FetchRequest) -> FetchResult:
         # Bounded connection wait, the deadline as statement timeout, and a store known to be
         # down refused at once (datapipe_django.stores).
+        facets = None
         with use_store(self.using, request.remaining):
             rows = list(self.build_queryset(request))
-        return FetchResult(rows, has_more=len(rows) >= request.size)
+            if request.facets:
+                facets = self.facet_counts(request)
+        if request.highlight:
+            self.highlights(request, rows)
+        return FetchResult(rows, has_more=len(rows) >= request.size,
+                           meta={"facets": facets} if facets is not None else {},
+                           complete=request.single_source)
 
     def count_queryset(self, request: FetchRequest) -> QuerySet[Any]:
         """The query :meth:`count` runs: the page's filters, without cursor, order or slice."""
         return self.filtered_queryset(request).order_by()
 
     def count(self, request: FetchRequest) -> int | None:
-        """``SELECT COUNT(*)`` of the rows matching ``request`` on this alias."""
-        connection = connections[self.using]
-        try:
-            with statement_timeout(connection, request.remaining):
-                return int(self.count_queryset(request).count())
-        except (OperationalError, InterfaceError):
-            if not connection.in_atomic_block:
-                with contextlib.suppress(DatabaseError):
-                    connection.close()
-            raise
+        """``SELECT COUNT(*)`` of the rows matching ``request`` on this alias (through the
+        store's bounded wait and statement timeout, as ``fetch``)."""
+        with use_store(self.using, request.remaining):
+            return int(self.count_queryset(request).count())
 
     def runs_inline(self, request: FetchRequest) -> bool:
         # Inside a transaction on this alias, only this thread's connection sees its writes.
         return bool(connections[self.using].in_atomic_block)
 
 
+
+
+_HEADLINE = "_datapipe_headline_"
+
+
+def mark_words(value: Any, words: list[str]) -> list[str]:
+    """``value`` HTML-escaped with each case-insensitive occurrence of ``words`` in ``<em>``:
+    one fragment (the whole value), or none when no word occurs."""
+    import html
+    import re
+
+    if value is None or not words:
+        return []
+    text = str(value)
+    pattern = re.compile("|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)),
+                         re.IGNORECASE)
+    parts, last = [], 0
+    for match in pattern.finditer(text):
+        parts.append(html.escape(text[last:match.start()]))
+        parts.append(f"<em>{html.escape(match.group())}</em>")
+        last = match.end()
+    if not last:
+        return []
+    parts.append(html.escape(text[last:]))
+    return ["".join(parts)]
 
 
 def interpolate_sql(connection: Any, sql: str, params: Any) -> str:

@@ -26,11 +26,19 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, models
 
 from datapipe_django.errors import SourceUnavailable
-from datapipe_django.fetchers.base import BaseFetcher, FetchRequest, FetchResult, Verdict
+from datapipe_django.fetchers.base import (
+    HIGHLIGHTS_ATTR,
+    BaseFetcher,
+    FetchRequest,
+    FetchResult,
+    Verdict,
+)
+from datapipe_django.paging import SCORE_ATTR
 from datapipe_django.search.documents import DocumentAdapter, adapter_for
 from datapipe_django.search.query import (
     FieldMap,
     NotSearchable,
+    facet_buckets,
     search_body,
 )
 
@@ -56,6 +64,12 @@ class SearchFetcher(BaseFetcher):
     mix). ``cooldown``: after an outage, seconds during which the engine is not called (the
     source fails at once, so the chain falls back without waiting for timeouts). ``names``:
     engine field names of paths the mapping cannot tell (``{"owner__name": "owner_name"}``).
+    ``fuzziness``: typo tolerance of ``q`` (``"AUTO"`` or a number of edits; default: the
+    pipeline's ``search_fuzziness``, else none).
+
+    It ranks (``ordering=relevance``: ``_score`` best first, pk ascending, cursor pages by
+    ``search_after`` on both), highlights (the engine's highlighter, ``encoder: html``) and,
+    when ``complete``, counts facets (``terms`` aggregations in the same search).
     """
 
     def __init__(
@@ -74,6 +88,7 @@ class SearchFetcher(BaseFetcher):
         recheck: bool = True,
         cooldown: float = 1.0,
         names: dict[str, str] | None = None,
+        fuzziness: str | int | None = None,
     ) -> None:
         if handles not in ("search", "all"):
             raise ImproperlyConfigured(
@@ -90,6 +105,11 @@ class SearchFetcher(BaseFetcher):
         self.recheck = recheck
         self.cooldown = cooldown
         self.names = dict(names or {})
+        if fuzziness is not None and not (fuzziness == "AUTO" or (
+                isinstance(fuzziness, int) and 0 <= fuzziness <= 2)):
+            raise ImproperlyConfigured(f"SearchFetcher({document!r}): fuzziness must be None, "
+                                       f"'AUTO', 0, 1 or 2, not {fuzziness!r}.")
+        self.fuzziness = fuzziness
         self._field_maps: dict[type[models.Model], FieldMap] = {}
         self._down: tuple[float, str] | None = None
 
@@ -131,6 +151,16 @@ class SearchFetcher(BaseFetcher):
             return Verdict(False, f"not exactly searchable: {exc.reason}")
         return Verdict(True)
 
+    def can_rank(self, request: FetchRequest) -> bool:
+        return True
+
+    def can_facet(self, request: FetchRequest) -> bool:
+        return self.complete  # an index of some rows only cannot count every matching row
+
+    def get_fuzziness(self, request: FetchRequest) -> str | int | None:
+        """The typo tolerance of ``q`` for ``request``: this fetcher's, else the pipeline's."""
+        return self.fuzziness if self.fuzziness is not None else request.fuzziness
+
     def get_search_query(self, request: FetchRequest) -> dict[str, Any] | None:
         """The query ``q`` becomes, or None for the default: every word in one of the
         ``search_fields`` (``multi_match``, ``cross_fields``, ``operator: and``). Override to
@@ -154,6 +184,10 @@ class SearchFetcher(BaseFetcher):
             track_total_hits=True if request.total else self.track_total_hits,
             source=self.source_includes(request) if self.using is None else False,
             timeout=timeout,
+            fuzziness=self.get_fuzziness(request),
+            highlight=request.highlight,
+            facets=request.facets,
+            facet_size=request.facet_size,
         )
 
     def source_includes(self, request: FetchRequest) -> bool | list[str]:
@@ -172,7 +206,8 @@ class SearchFetcher(BaseFetcher):
         body = self.build_body(replace(request, after=None, offset=0, total=True),
                                timeout=request.remaining)
         body.update(size=0, _source=False)
-        body.pop("sort", None)
+        for part in ("sort", "highlight", "aggs"):
+            body.pop(part, None)
         total = self._search(body, request)["hits"].get("total")
         if isinstance(total, dict):
             return int(total["value"]) if total.get("relation") == "eq" else None
@@ -185,6 +220,8 @@ class SearchFetcher(BaseFetcher):
         hits = response["hits"]["hits"]
         engine_more = len(hits) >= request.size
         items = self.to_instances(request, hits)
+        facets = (facet_buckets(response, request.facets, self.field_map(request.model))
+                  if request.facets else None)
         rounds = 0
         # Rows dropped while reading them back (deleted, or changed so they no longer match)
         # leave the page short: read the hits after the last one until it is full again.
@@ -192,6 +229,7 @@ class SearchFetcher(BaseFetcher):
             rounds += 1
             more = dict(body, size=request.size - len(items), search_after=hits[-1]["sort"])
             more.pop("from", None)
+            more.pop("aggs", None)  # counted already, over every hit
             response = self._search(more, request)
             hits = response["hits"]["hits"]
             engine_more = len(hits) >= more["size"]
@@ -201,8 +239,10 @@ class SearchFetcher(BaseFetcher):
         if isinstance(total, dict):
             meta["total_hits"] = total.get("value")
             meta["total_hits_relation"] = total.get("relation")
+        if facets is not None:
+            meta["facets"] = facets
         return FetchResult(items[: request.size], has_more=engine_more, meta=meta,
-                           complete=self.complete)
+                           complete=self.complete or request.single_source)
 
     # -- the engine ------------------------------------------------------------------------
     def _check_cooldown(self) -> None:
@@ -315,13 +355,33 @@ class SearchFetcher(BaseFetcher):
         pks = [pk_field.to_python(hit["sort"][-1] if hit.get("sort") else hit["_id"])
                for hit in hits]
         if self.using is None:
-            return [self.from_source(model, hit, pk) for hit, pk in zip(hits, pks, strict=True)]
-        found = self.get_queryset(request).in_bulk(pks)
-        items = [found[pk] for pk in pks if pk in found]
-        spec = request.full_spec
-        if self.recheck and spec is not None:
-            items = [obj for obj in items if spec.matches(obj)]
+            items = [self.from_source(model, hit, pk) for hit, pk in zip(hits, pks, strict=True)]
+        else:
+            found = self.get_queryset(request).in_bulk(pks)
+            items = [found[pk] for pk in pks if pk in found]
+            spec = request.full_spec
+            if self.recheck and spec is not None:
+                items = [obj for obj in items if spec.matches(obj)]
+        if request.relevance or request.highlight:
+            self.annotate(request, items, dict(zip(pks, hits, strict=True)))
         return items
+
+    def annotate(self, request: FetchRequest, items: list[Any],
+                 hits: dict[Any, dict[str, Any]]) -> None:
+        """Set each row's score (``SCORE_ATTR``, the sort value: relevance orderings) and
+        highlights (``HIGHLIGHTS_ATTR``, by search field path) from its hit."""
+        names = {}
+        if request.highlight:
+            fields = self.field_map(request.model)
+            names = {fields.search_field(path): path for path in request.search_fields}
+        for obj in items:
+            hit = hits[obj.pk]
+            if request.relevance:
+                setattr(obj, SCORE_ATTR, float(hit["sort"][0]))
+            if request.highlight:
+                setattr(obj, HIGHLIGHTS_ATTR, {
+                    names.get(name, name): list(parts)
+                    for name, parts in (hit.get("highlight") or {}).items()})
 
     def get_queryset(self, request: FetchRequest) -> models.QuerySet[Any]:
         """The queryset hits are read back from (``using``); it selects the relations the

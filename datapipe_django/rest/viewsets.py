@@ -50,8 +50,9 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
             pipeline = payouts
             serializer_class = PayoutSerializer
 
-    Query parameters of the list: the FilterSet's fields, ``q``, ``ordering``, ``limit``,
-    ``offset`` or ``cursor``, ``expand[]``/``expand``. Override the ``get_*`` hooks to change
+    Query parameters of the list: the FilterSet's fields, ``q``, ``ordering`` (``relevance``
+    with ``q``), ``limit``, ``offset`` or ``cursor``, ``expand[]``/``expand``, ``highlight``
+    and ``facets``. Override the ``get_*`` hooks to change
     one decision; ``list``/``retrieve`` only orchestrate them.
     """
 
@@ -73,6 +74,8 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
     omit_param: ClassVar[str] = "omit"
     #: ``?total=true``: count every matching row too (``"total"`` in the body).
     total_param: ClassVar[str] = "total"
+    highlight_param: ClassVar[str] = "highlight"
+    facets_param: ClassVar[str] = "facets"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -115,7 +118,8 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         reserved = {self.search_param, self.ordering_param, self.limit_param,
                     self.offset_param, self.cursor_param, "expand", "expand[]", "format",
                     self.fields_param, f"{self.fields_param}[]", self.omit_param,
-                    f"{self.omit_param}[]", self.total_param}
+                    f"{self.omit_param}[]", self.total_param, self.highlight_param,
+                    self.facets_param}
         params = self.request.query_params.copy()
         for key in reserved:
             params.pop(key, None)
@@ -149,6 +153,8 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
             offset=params.get(self.offset_param),  # type: ignore[arg-type]
             cursor=params.get(self.cursor_param),
             ordering=params.get(self.ordering_param),  # type: ignore[arg-type]
+            highlight=params.get(self.highlight_param, False),
+            facets=tuple(params.getlist(self.facets_param)),
             **common,
         )
 
@@ -231,8 +237,13 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
             if result.total_exact:
                 body["total"] = result.total
             body["total_exact"] = result.total_exact
-        body.update(has_more=result.has_more, next_cursor=result.next_cursor,
-                    items=serializer_data(serializer))
+        items = serializer_data(serializer)
+        if result.highlights is not None:
+            for data, highlights in zip(items, result.highlights, strict=True):
+                data["_highlights"] = highlights
+        body.update(has_more=result.has_more, next_cursor=result.next_cursor, items=items)
+        if result.facets is not None:
+            body["facets"] = result.facets
         if result.errors:
             body["errors"] = result.errors
         return Response(body, headers=self.get_headers(result))
