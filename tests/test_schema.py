@@ -64,7 +64,8 @@ def test_list_documents_search_ordering_paging_and_expand(schema):
     ordering = params["ordering"]
     assert ordering["schema"]["items"]["enum"] == [
         "amount", "-amount", "created_at", "-created_at", "id", "-id", "name", "-name",
-        "score", "-score"]
+        "score", "-score", "relevance"]
+    assert "`relevance` (with `q` only, alone)" in ordering["description"]
     assert ordering["style"] == "form" and ordering["explode"] is False
     assert "default `-created_at,-id`" in ordering["description"]
     assert params["limit"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 100,
@@ -77,6 +78,27 @@ def test_list_documents_search_ordering_paging_and_expand(schema):
     assert "Every caller: owner. `private` callers also: category." in expand["description"]
 
 
+def test_list_documents_highlight_facets_and_their_body(schema):
+    operation = schema["paths"]["/v1/items"]["get"]
+    params = parameters(operation)
+    assert params["highlight"]["schema"] == {"type": "boolean"}
+    assert "`<em>`" in params["highlight"]["description"]
+    assert params["facets"]["schema"] == {"type": "array", "items": {
+        "type": "string", "enum": ["status", "category"]}}
+    body = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    if "$ref" in body:
+        body = schema["components"]["schemas"][body["$ref"].rsplit("/", 1)[-1]]
+    facets = body["properties"]["facets"]
+    assert set(facets["properties"]) == {"status", "category"}
+    assert facets["properties"]["status"]["items"]["required"] == ["value", "count"]
+    item = body["properties"]["items"]["items"]["allOf"]
+    assert item[0] == {"$ref": "#/components/schemas/Item"}
+    assert "additionalProperties" in item[1]["properties"]["_highlights"]
+    # Retrieve takes none of them.
+    retrieve = parameters(schema["paths"]["/v1/items/{id}"]["get"])
+    assert not {"highlight", "facets", "ordering"} & set(retrieve)
+
+
 def test_list_documents_the_envelope_headers_and_errors(schema):
     responses = schema["paths"]["/v1/items"]["get"]["responses"]
     ok = responses["200"]
@@ -85,8 +107,9 @@ def test_list_documents_the_envelope_headers_and_errors(schema):
     assert set(ok["headers"]) == {"X-Datapipe-Source", "X-Datapipe-Unavailable"}
     envelope = schema["components"]["schemas"]["PaginatedItemList"]
     assert envelope["required"] == ["entity", "count", "has_more", "next_cursor", "items"]
-    assert envelope["properties"]["items"] == {"type": "array",
-                                               "items": {"$ref": "#/components/schemas/Item"}}
+    items = envelope["properties"]["items"]  # with _highlights: the pipeline searches
+    assert items["type"] == "array"
+    assert items["items"]["allOf"][0] == {"$ref": "#/components/schemas/Item"}
     assert envelope["properties"]["next_cursor"]["nullable"] is True
     assert envelope["properties"]["errors"]["items"]["required"] == ["enricher", "code"]
     assert set(responses) == {"200", "400", "403", "503", "504"}

@@ -166,19 +166,23 @@ class ORMFetcher(BaseFetcher):
                                       fuzzy=self.is_fuzzy(request))
         return search_q(request.search or "", request.search_fields)
 
-    def facet_counts(self, request: FetchRequest) -> dict[str, list[tuple[Any, int]]]:
-        """Per field of ``request.facets``: ``(value, rows)`` over every matching row, most
-        rows first, then by value; rows without a value are not counted. One ``GROUP BY``
-        query per field."""
+    def facet_querysets(self, request: FetchRequest) -> dict[str, QuerySet[Any]]:
+        """Per field of ``request.facets``, its ``GROUP BY`` query: ``(value, rows)`` over
+        every matching row (not the page, not after the cursor), most rows first, then by
+        value, at most ``facet_size``; rows without a value are not counted."""
         base = self.filtered_queryset(request).order_by()
-        counts: dict[str, list[tuple[Any, int]]] = {}
+        found: dict[str, QuerySet[Any]] = {}
         for name in request.facets:
             column = request.model._meta.get_field(name).attname  # type: ignore[union-attr]
-            rows = (base.filter(**{f"{column}__isnull": False}).values(column)
-                    .annotate(_datapipe_count=Count("pk"))
-                    .order_by("-_datapipe_count", column)[: request.facet_size])
-            counts[name] = [(row[column], row["_datapipe_count"]) for row in rows]
-        return counts
+            found[name] = (base.filter(**{f"{column}__isnull": False})
+                           .values_list(column).annotate(_datapipe_count=Count("pk"))
+                           .order_by("-_datapipe_count", column)[: request.facet_size])
+        return found
+
+    def facet_counts(self, request: FetchRequest) -> dict[str, list[tuple[Any, int]]]:
+        """The counts of :meth:`facet_querysets`, one query per field."""
+        return {name: [(value, count) for value, count in qs]
+                for name, qs in self.facet_querysets(request).items()}
 
     def highlights(self, request: FetchRequest, rows: list[Any]) -> None:
         """Set ``HIGHLIGHTS_ATTR`` on each row: ``ts_headline`` fragments with full-text
@@ -205,10 +209,14 @@ class ORMFetcher(BaseFetcher):
         """What this fetcher would run for ``request`` (``manage.py datapipe explain``): the
         database alias and the SQL, with its parameters interpolated by the database driver
         (the statement timeout the deadline sets is not shown)."""
+        connection = connections[self.using]
         qs = self.build_queryset(request)
         sql, params = qs.query.get_compiler(using=self.using).as_sql()
-        return {"database": self.using, "sql": interpolate_sql(connections[self.using], sql,
-                                                                params)}
+        details = {"database": self.using, "sql": interpolate_sql(connection, sql, params)}
+        for name, facet in self.facet_querysets(request).items():
+            sql, params = facet.query.get_compiler(using=self.using).as_sql()
+            details[f"facet sql ({name})"] = interpolate_sql(connection, sql, params)
+        return details
 
     def fetch(self, request: FetchRequest) -> FetchResult:
         # Bounded connection wait, the deadline as statement timeout, and a store known to be

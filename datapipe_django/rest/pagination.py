@@ -14,7 +14,7 @@ from rest_framework.pagination import BasePagination
 
 from datapipe_django.conf import datapipe_settings
 
-__all__ = ["ENVELOPE_ERRORS_SCHEMA", "PipelinePagination"]
+__all__ = ["ENVELOPE_ERRORS_SCHEMA", "FACET_SCHEMA", "HIGHLIGHTS_SCHEMA", "PipelinePagination"]
 
 #: The ``errors`` member of an envelope (optional enrichers that failed).
 ENVELOPE_ERRORS_SCHEMA: dict[str, Any] = {
@@ -34,10 +34,36 @@ ENVELOPE_ERRORS_SCHEMA: dict[str, Any] = {
 }
 
 
+#: What ``highlight=true`` adds to each item.
+HIGHLIGHTS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"_highlights": {
+        "type": "object",
+        "description": "Present when the request gives `q` and `highlight=true`: per search "
+                       "field that matched, fragments of its text with the matches in `<em>` "
+                       "and everything else HTML-escaped.",
+        "additionalProperties": {"type": "array", "items": {"type": "string"}},
+        "example": {"narration": ["<em>salary</em> for March"]},
+    }},
+}
+
+#: One facet: values and their counts.
+FACET_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "items": {"type": "object", "required": ["value", "count"],
+              "properties": {"value": {"description": "A value of the field (a foreign key "
+                                                      "counts its ids)."},
+                             "count": {"type": "integer", "minimum": 1}}},
+}
+
+
 class PipelinePagination(BasePagination):
     """Limit + offset, or limit + cursor, answered with the collection envelope."""
 
     display_page_controls = False
+    #: The pipeline of the view being documented (set by the schema generator), whose search
+    #: features (``highlight``, ``facets``) add to the envelope's schema.
+    pipeline: Any = None
 
     def paginate_queryset(self, queryset: Any, request: Any, view: Any = None) -> Any:
         raise NotImplementedError(
@@ -70,6 +96,18 @@ class PipelinePagination(BasePagination):
         ]
 
     def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        pipeline = self.pipeline
+        extra: dict[str, Any] = {}
+        if pipeline is not None and pipeline.search_fields and schema.get("items"):
+            schema = {**schema, "items": {"allOf": [schema["items"], HIGHLIGHTS_SCHEMA]}}
+        if pipeline is not None and pipeline.facet_fields:
+            extra["facets"] = {
+                "type": "object",
+                "description": "Present when the request gives `facets`: per field, its "
+                               "values over every row that matches the request (not only this "
+                               "page) with how many rows hold each, the most frequent first.",
+                "properties": {name: FACET_SCHEMA for name in pipeline.facet_fields},
+            }
         return {
             "type": "object",
             "required": ["entity", "count", "has_more", "next_cursor", "items"],
@@ -96,5 +134,6 @@ class PipelinePagination(BasePagination):
                                                "whenever `has_more` is true."},
                 "items": schema,
                 "errors": ENVELOPE_ERRORS_SCHEMA,
+                **extra,
             },
         }

@@ -8,8 +8,10 @@ documents:
   :class:`~datapipe_django.rest.filters.PipelineFilterBackend`);
 * ``limit``, ``offset`` and ``cursor`` and the collection envelope (through
   :class:`~datapipe_django.rest.pagination.PipelinePagination`);
-* ``q`` (with the searched fields), ``ordering`` (the allowed values), ``expand[]`` (every path,
-  and which auth types may ask for which), on list and retrieve;
+* ``q`` (with the searched fields), ``ordering`` (the allowed values, ``relevance`` with a
+  search), ``highlight`` and ``facets`` (the pipeline's ``facet_fields``), ``expand[]`` (every
+  path, and which auth types may ask for which), on list and retrieve; the envelope's
+  ``facets`` and each item's ``_highlights``;
 * the error bodies: 400 (``{param: [messages]}``, or ``{"detail", "code"}`` when no source
   can serve), 403 without a tenant, 404 on retrieve, 502, 503 (with ``Retry-After``) and 504;
 * the ``X-Datapipe-Source`` and ``X-Datapipe-Unavailable`` response headers;
@@ -40,7 +42,9 @@ from datapipe_django.errors import (
     NoFetcher,
     SourcesUnavailable,
 )
+from datapipe_django.paging import RELEVANCE
 from datapipe_django.rest.filters import caller_auth_type
+from datapipe_django.rest.pagination import PipelinePagination
 from datapipe_django.rest.viewsets import SOURCE_HEADER, UNAVAILABLE_HEADER
 
 __all__ = [
@@ -186,14 +190,43 @@ class PipelineSchemaMixin:
         fields = sorted(pipeline.ordering_fields - {"pk"})
         default = ",".join(("-" if f.descending else "") + f.name
                            for f in pipeline.default_ordering.fields)
+        values = [v for f in fields for v in (f, f"-{f}")]
+        ranked = ""
+        if pipeline.search_fields and RELEVANCE not in pipeline.ordering_fields:
+            values.append(RELEVANCE)
+            ranked = (f" `{RELEVANCE}` (with `q` only, alone): best match first, by the "
+                      f"serving source's score, the primary key breaking ties"
+                      + ("; the default when `q` is given." if pipeline.search_ordering ==
+                         RELEVANCE else "."))
         ours.append(OpenApiParameter(
             getattr(view, "ordering_param", "ordering"),
-            {"type": "array", "items": {"type": "string",
-                                        "enum": [v for f in fields for v in (f, f"-{f}")]}},
+            {"type": "array", "items": {"type": "string", "enum": values}},
             style="form", explode=False,
             description=f"Comma-separated fields, `-` for descending (default `{default}`). "
-                        f"The primary key always breaks ties."))
+                        f"The primary key always breaks ties.{ranked}"))
+        if pipeline.search_fields:
+            ours.append(OpenApiParameter(
+                getattr(view, "highlight_param", "highlight"), bool,
+                description="With `q`: add to each item `_highlights`, per search field the "
+                            "fragments that match, the matches in `<em>` and the rest "
+                            "HTML-escaped."))
+        if pipeline.facet_fields:
+            ours.append(OpenApiParameter(
+                getattr(view, "facets_param", "facets"),
+                {"type": "array", "items": {"type": "string",
+                                            "enum": list(pipeline.facet_fields)}},
+                style="form", explode=False,
+                description="Comma-separated fields to count: the body's `facets` gives, per "
+                            "field, the values of every row matching the request (not only "
+                            f"the page) and how many rows hold each, at most "
+                            f"{pipeline.facet_size} values, the most frequent first."))
         return ours
+
+    def _get_paginator(self) -> Any:
+        paginator = super()._get_paginator()  # type: ignore[misc]
+        if isinstance(paginator, PipelinePagination):
+            paginator.pipeline = self._pipeline()  # documents the body's search additions
+        return paginator
 
     def _fieldset_parameters(self) -> list[OpenApiParameter]:
         view = self.view

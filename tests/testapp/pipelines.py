@@ -28,4 +28,5 @@ items = Pipeline(
     ordering_fields=("created_at", "amount", "score", "name", "id"),
     fetchers=[ORMFetcher("default")],
     enrichers=[RelatedEnricher("owner"), RelatedEnricher("category", auth_types={"private"})],
+    facet_fields=("status", "category"),
 )

@@ -218,7 +218,9 @@ class Command(BaseCommand):
         self.line(f"  page: limit {page['limit']}, "
                   + (f"cursor after {page['after']}" if page["after"] is not None
                      else f"offset {page['offset']}")
-                  + f", ordering {', '.join(page['ordering'])}")
+                  + f", ordering {', '.join(page['ordering'])}"
+                  + (", highlighted" if page.get("highlight") else "")
+                  + (f", facets {', '.join(page['facets'])}" if page.get("facets") else ""))
         self.line(f"  specification: {plan['specification']}")
         if plan["expand"]:
             self.line(f"  expand: {', '.join(plan['expand'])}")
@@ -229,8 +231,8 @@ class Command(BaseCommand):
                        else self.style.WARNING(f"declines: {f['reason']}"))
             self.line(f"  {f['position']}. {f['name']} ({f['kind']}) {verdict}")
             for key, value in f["details"].items():
-                if key == "sql":
-                    self.line("       SQL:")
+                if key == "sql" or key.startswith("facet sql"):
+                    self.line("       SQL:" if key == "sql" else f"       {key}:")
                     for row in sqlparse.format(value, reindent=True, wrap_after=80).splitlines():
                         self.line(f"         {row}")
                 elif key == "query":
@@ -459,7 +461,8 @@ def explain_plan(pipeline: Pipeline, request: PipelineRequest, *,
     assert state.ordering is not None
     plan["page"] = {"limit": state.limit, "offset": state.offset, "after": state.after,
                     "ordering": [("-" if f.descending else "") + f.name
-                                 for f in state.ordering.fields]}
+                                 for f in state.ordering.fields],
+                    "highlight": state.highlight, "facets": list(state.facets)}
     plan["specification"] = (repr(state.spec) if state.spec is not None
                              else f"none: filter {state.uncompilable!r} cannot be compiled")
     plan["expand"] = sorted(state.expand)
