@@ -1,6 +1,6 @@
 """Search requests through the endpoint against the same query sent by the client alone.
 
-    python benchmarks/search.py [--requests 300] [--page 20]
+    python benchmarks/search.py [--requests 300] [--page 20] [--set all|plain|features]
 
 Needs PostgreSQL on 127.0.0.1:5432 and the search node on 127.0.0.1:9200 (``bash
 scripts/services.sh start``). It creates the database ``datapipe_bench_search`` if missing,
@@ -18,6 +18,10 @@ Per scenario (tenant ``t1``, ``q``, page size ``--page``) it measures, interleav
 * ``client alone``: the body the fetcher sends for that request, sent with the
   Elasticsearch client and its response decoded (``_source`` included): what any code
   calling the engine pays at least.
+
+The ``features`` set (issue 15) is ``ordering=relevance`` on page 1 and on a cursor page
+~200 rows in, each with and without ``highlight=true`` and ``facets=status,active``: the
+client sends the same body (``_score`` sort, ``highlight``, ``terms`` aggregations).
 
 It first checks that the three return the same ids, then prints median, p90 and p99 per
 side, the endpoint's overhead over the client at the median, and p99 against the 200 ms
@@ -163,6 +167,7 @@ def views(doc: type[Any]) -> dict[str, Any]:
                             search_fields=("name",), tenant_field="tenant",
                             ordering=("-created_at", "-id"),
                             ordering_fields=("created_at", "amount", "score"),
+                            facet_fields=("status", "active"),
                             fetchers=[SearchFetcher(doc, using=using), ORMFetcher("default")],
                             register=False)
 
@@ -193,10 +198,12 @@ def client_body(view: Any, params: dict[str, Any]) -> dict[str, Any]:
     from datapipe_django.state import State
 
     pipeline = view.cls.pipeline
-    filters = {k: v for k, v in params.items() if k not in ("q", "limit", "cursor", "ordering")}
+    own = ("q", "limit", "cursor", "ordering", "highlight", "facets")
+    filters = {k: v for k, v in params.items() if k not in own}
     state = State(pipeline=pipeline, request=PipelineRequest(
         tenant=TENANT, search=params.get("q"), limit=params.get("limit"),
-        cursor=params.get("cursor"), ordering=params.get("ordering"), filters=filters),
+        cursor=params.get("cursor"), ordering=params.get("ordering"), filters=filters,
+        highlight=params.get("highlight", False), facets=params.get("facets", ())),
         deadline=None)
     validate(state)
     body = pipeline.fetchers[0].build_body(fetch_request(state))
@@ -212,20 +219,39 @@ def client_call(client: Any, body: dict[str, Any]) -> tuple[float, list[int]]:
     return elapsed, [int(hit["_id"]) for hit in hits]
 
 
-def scenarios(endpoints: dict[str, Any], page: int) -> list[tuple[str, dict[str, Any]]]:
-    first = next(iter(endpoints.values()))
-    params: dict[str, Any] = {"q": "red", "limit": page}
+def deep_cursor(view: Any, params: dict[str, Any], page: int) -> str | None:
+    """The cursor of the page ~200 rows into ``params``' results."""
     cursor = None
-    for _ in range(200 // page):  # the cursor of a page ~200 rows in
-        cursor = call(first, {**params, **({"cursor": cursor} if cursor else {})})[1][
+    for _ in range(200 // page):
+        cursor = call(view, {**params, **({"cursor": cursor} if cursor else {})})[1][
             "next_cursor"]
-    return [
-        ("q=red", {"q": "red", "limit": page}),
-        ("q=red blue", {"q": "red blue", "limit": page}),
-        ("q=red status=processed", {"q": "red", "status": "processed", "limit": page}),
-        ("q=red ordering=-amount", {"q": "red", "ordering": "-amount", "limit": page}),
-        ("q=red, cursor ~200 rows in", {"q": "red", "limit": page, "cursor": cursor}),
-    ]
+    return cursor
+
+
+def scenarios(endpoints: dict[str, Any], page: int, which: str) -> list[tuple[str, dict]]:
+    first = next(iter(endpoints.values()))
+    plain: list[tuple[str, dict[str, Any]]] = []
+    if which in ("all", "plain"):
+        cursor = deep_cursor(first, {"q": "red", "limit": page}, page)
+        plain = [
+            ("q=red", {"q": "red", "limit": page}),
+            ("q=red blue", {"q": "red blue", "limit": page}),
+            ("q=red status=processed", {"q": "red", "status": "processed", "limit": page}),
+            ("q=red ordering=-amount", {"q": "red", "ordering": "-amount", "limit": page}),
+            ("q=red, cursor ~200 rows in", {"q": "red", "limit": page, "cursor": cursor}),
+        ]
+    if which not in ("all", "features"):
+        return plain
+    ranked = {"q": "red blue", "ordering": "relevance", "limit": page}
+    deep = deep_cursor(first, ranked, page)
+    extras = {"": {}, " +hl": {"highlight": "true"}, " +facets": {"facets": "status,active"},
+              " +hl+facets": {"highlight": "true", "facets": "status,active"}}
+    features = []
+    for where, cursor in (("relevance p1", None), ("relevance ~200 in", deep)):
+        for label, extra in extras.items():
+            features.append((f"{where}{label}", {**ranked, **extra,
+                                                 **({"cursor": cursor} if cursor else {})}))
+    return plain + features
 
 
 def pct(values: list[float], p: int) -> float:
@@ -236,6 +262,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300, help="per scenario and side")
     parser.add_argument("--page", type=int, default=20, help="page size (default 20)")
+    parser.add_argument("--set", default="all", choices=["all", "plain", "features"],
+                        help="the scenarios: plain q, issue 15's features, or both")
     args = parser.parse_args()
 
     ensure_services()
@@ -249,7 +277,7 @@ def main() -> None:
 
     client = adapter_for(doc).client()
     endpoints = views(doc)
-    cases = scenarios(endpoints, args.page)
+    cases = scenarios(endpoints, args.page, args.set)
     bodies = {label: client_body(endpoints["endpoint (db)"], params) for label, params in cases}
 
     for label, params in cases:  # the same hits everywhere
@@ -278,7 +306,7 @@ def main() -> None:
     print(f"Elasticsearch {version}, {ROWS:,} rows ({ROWS // 2:,} in the tenant), page "
           f"{args.page}, {args.requests} requests per scenario and side, interleaved")
     sides = ["endpoint (db)", "endpoint (_source)", "client alone"]
-    head = f"{'scenario':<28} {'side':<19} {'med':>7} {'p90':>7} {'p99':>7}  {'p99 < 200 ms':<12}"
+    head = f"{'scenario':<30} {'side':<19} {'med':>7} {'p90':>7} {'p99':>7}  {'p99 < 200 ms':<12}"
     print(head)
     print("-" * len(head))
     worst = 0.0
@@ -289,7 +317,7 @@ def main() -> None:
             med, p90, p99 = statistics.median(values), pct(values, 90), pct(values, 99)
             worst = max(worst, p99) if side != "client alone" else worst
             extra = "" if side == "client alone" else f"  +{(med - client_med) * 1e3:.1f} ms"
-            print(f"{label:<28} {side:<19} {med * 1e3:>7.2f} {p90 * 1e3:>7.2f} "
+            print(f"{label:<30} {side:<19} {med * 1e3:>7.2f} {p90 * 1e3:>7.2f} "
                   f"{p99 * 1e3:>7.2f}  {'yes' if p99 < TARGET_P99 else 'NO':<12}{extra}")
     print("(ms; +N ms: the endpoint's median over the client's for the same query)")
     print(f"worst endpoint p99: {worst * 1e3:.1f} ms against the {TARGET_P99 * 1e3:.0f} ms "
