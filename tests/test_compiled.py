@@ -25,6 +25,7 @@ from datapipe_django.rest import ExpandableField
 from datapipe_django.rest import compiled as compiled_module
 from datapipe_django.rest.compiled import serializer_data
 from datapipe_django.rest.renderers import FiniteList, JSONRenderer
+from datapipe_django.rest.sparse import restrict
 from example_project.payouts.models import Contact, FundAccount, MerchantUser, Payout
 from example_project.payouts.serializers import FundAccountSerializer, PayoutSerializer
 from tests.testapp.models import Category, Comment, Item, Owner
@@ -182,10 +183,30 @@ CASES = {
 }
 
 
+def built(serializer_class, instance, context, many):
+    """The serializer as PipelineViewSet.get_serializer builds it (sparse fieldsets applied)."""
+    serializer = serializer_class(instance, many=many, context=context)
+    if context.get("fields") or context.get("omit"):
+        restrict(serializer, context.get("fields", ()), context.get("omit", ()))
+    return serializer
+
+
 def drf_and_ours(serializer_class, instance, context, many=True):
-    drf = serializer_class(instance, many=many, context=context).data
-    ours = serializer_data(serializer_class(instance, many=many, context=context))
+    drf = built(serializer_class, instance, context, many).data
+    ours = serializer_data(built(serializer_class, instance, context, many))
     return drf, ours
+
+
+def field_paths(serializer_class, expandable):
+    """Names ``fields``/``omit`` may give: the serializer's fields, and fields below an
+    expandable relation (``owner.name``)."""
+    names = list(serializer_class(context={"auth_type": "private"}).fields)
+    for path in expandable:
+        field = serializer_class(context={"auth_type": "private"}).fields.get(path.split(".")[0])
+        nested = getattr(field, "serializer_class", None)
+        if isinstance(nested, type) and issubclass(nested, serializers.Serializer):
+            names += [f"{path}.{name}" for name in nested().fields]
+    return names
 
 
 def rendered_alike(drf, ours):
@@ -200,10 +221,16 @@ def rendered_alike(drf, ours):
 def test_compiled_rows_are_drfs_rows(case, data):
     serializer_class, rows, expandable = CASES[case]
     page = data.draw(st.lists(rows, max_size=6), label="rows")
+    paths = field_paths(serializer_class, expandable)
     context = {
         "expand": frozenset(data.draw(st.sets(st.sampled_from(expandable)), label="expand")),
         "auth_type": data.draw(st.sampled_from([None, "public", "private"]), label="auth"),
         "request": None,
+        # sparse fieldsets (?fields=, ?omit=), as the viewset puts them in the context
+        "fields": frozenset(data.draw(st.sets(st.sampled_from(paths), max_size=4) | st.just(
+            set()), label="fields")),
+        "omit": frozenset(data.draw(st.sets(st.sampled_from(paths), max_size=3) | st.just(
+            set()), label="omit")),
     }
     zone = data.draw(st.sampled_from(["UTC", "Asia/Kolkata", "America/Los_Angeles"]))
     with timezone.override(zoneinfo.ZoneInfo(zone)):
@@ -305,6 +332,7 @@ def test_a_plan_does_not_keep_the_request_alive():
 @pytest.mark.django_db
 @pytest.mark.parametrize("params", [
     {"limit": 7}, {"limit": 7, "expand": "owner"}, {"limit": 3, "offset": 2, "status": "queued"},
+    {"limit": 5, "fields": "id,amount,owner,owner.name"}, {"limit": 5, "omit": "name,day,owner"},
 ])
 @pytest.mark.parametrize("auth_type", ["public", "private"])
 def test_the_endpoint_answers_the_same_with_the_fast_path_on_and_off(params, auth_type):
@@ -325,6 +353,8 @@ def test_the_endpoint_answers_the_same_with_the_fast_path_on_and_off(params, aut
     client = APIClient()
     headers = {"HTTP_X_TENANT": "t1", "HTTP_X_AUTH_TYPE": auth_type}
     expand = {"expand": "owner,category"} if auth_type == "private" else {}
+    if "fields" in params:
+        expand = {"expand": "owner"}
     fast = client.get("/v1/items", {**params, **expand}, **headers)
     one = client.get("/v1/items/3", expand, **headers)
     assert fast.status_code == one.status_code == 200
@@ -335,7 +365,13 @@ def test_the_endpoint_answers_the_same_with_the_fast_path_on_and_off(params, aut
         one_slow = client.get("/v1/items/3", expand, **headers)
         assert type(slow.accepted_renderer) is drf_renderers.JSONRenderer
     assert fast.json()["items"] and fast.json() == slow.json()
-    if expand:  # the expanded relations are objects, on both paths
-        assert any(isinstance(row["owner"], dict) for row in fast.json()["items"])
+    rows = fast.json()["items"]
+    if "fields" in params:
+        assert all(set(row) == {"id", "amount", "owner"} for row in rows)
+        assert any(row["owner"] == {"name": "B"} for row in rows)
+    elif "omit" in params:
+        assert not any({"name", "day", "owner"} & set(row) for row in rows)
+    elif expand:  # the expanded relations are objects, on both paths
+        assert any(isinstance(row["owner"], dict) for row in rows)
     assert fast.content == slow.content  # no floats here: byte for byte
     assert one.content == one_slow.content
