@@ -4,8 +4,10 @@
 the server when the budget runs out, so a slow source fails (``OperationalError``) and the
 chain falls back, instead of the request hanging past its deadline:
 
-* PostgreSQL: ``SET statement_timeout`` before the query and ``RESET`` after (session level;
-  the connection is left as it was);
+* PostgreSQL: in autocommit (the read path), ``SET LOCAL statement_timeout`` sent with the
+  query as one statement string (one implicit transaction: nothing to reset); inside a
+  transaction, ``SET statement_timeout`` before the query and ``RESET`` after, in one round
+  trip (the connection is left as it was);
 * MariaDB: ``SET STATEMENT max_statement_time=... FOR <query>`` (no extra round trip);
 * MySQL and TiDB: the ``MAX_EXECUTION_TIME`` optimizer hint on ``SELECT`` (no extra round
   trip);
@@ -51,6 +53,14 @@ def _postgresql(ms: int) -> Callable[..., Any]:
         # not through Django, whose wrappers would call this one again).
         connection = context["connection"]
         raw = connection.connection
+        if not many and not connection.in_atomic_block and _client_side(context["cursor"]):
+            # Autocommit, parameters bound client-side (Django's default): the SET and the
+            # query travel as one simple query, which the server runs as one implicit
+            # transaction, so SET LOCAL holds for this query only and needs no RESET.
+            result = execute(f"SET LOCAL statement_timeout = {ms:d}; {sql}", params, many,
+                             context)
+            context["cursor"].nextset()  # to the query's own result
+            return result
         if _pipeline_supported(raw):
             # psycopg 3 pipeline mode: SET, the query and RESET travel in one round trip. An
             # error (the timeout itself) surfaces when the pipeline syncs, and rolls the SET
@@ -71,6 +81,16 @@ def _postgresql(ms: int) -> Callable[..., Any]:
                 side.execute("RESET statement_timeout")  # fails only on a dead connection
 
     return wrapper
+
+
+def _client_side(cursor: Any) -> bool:
+    """Whether ``cursor`` (Django's wrapper) binds parameters client-side (psycopg 3's
+    ``ClientCursor``, Django's default), so that one execute may carry two statements."""
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg2 deployments
+        return False
+    return isinstance(getattr(cursor, "cursor", None), psycopg.ClientCursor)
 
 
 def _pipeline_supported(raw: Any) -> bool:
