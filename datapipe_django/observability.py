@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
+from django.dispatch import Signal
+
 from datapipe_django.errors import PipelineError
 
 if TYPE_CHECKING:
@@ -46,7 +48,15 @@ __all__ = [
     "default_tracer",
     "fallbacks",
     "is_recording",
+    "pipeline_executed",
 ]
+
+#: Sent by :meth:`Pipeline.execute` when an execution ends, on the thread that called it:
+#: ``sender`` is the pipeline, ``state`` the execution's :class:`~datapipe_django.State`
+#: (attempts, timings, enrichments, total...), ``error`` the exception it raised or None,
+#: ``duration`` its seconds. For tools that look at one request (the debug-toolbar panel); a
+#: receiver must not change the state. Nothing is sent, at no cost, without receivers.
+pipeline_executed = Signal()
 
 
 # -- protocols ----------------------------------------------------------------------------------

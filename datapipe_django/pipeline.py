@@ -23,6 +23,7 @@ from datapipe_django.observability import (
     default_tracer,
     fallbacks,
     is_recording,
+    pipeline_executed,
 )
 from datapipe_django.paging import RELEVANCE, Ordering
 from datapipe_django.request import PipelineRequest
@@ -301,6 +302,7 @@ class Pipeline:
                       deadline=time.monotonic() + timeout if timeout is not None else None)
         start = time.perf_counter()
         error: str | None = None
+        raised: BaseException | None = None
         try:
             with self.tracer.span("datapipe.pipeline", {
                 "datapipe.pipeline": self.name,
@@ -314,15 +316,19 @@ class Pipeline:
                     if state.remaining is not None:
                         span.set_attribute("datapipe.deadline.remaining", state.remaining)
         except PipelineError as exc:
-            error = exc.code
+            error, raised = exc.code, exc
             raise
         except Exception as exc:
-            error = type(exc).__name__
+            error, raised = type(exc).__name__, exc
             raise
         finally:
+            duration = time.perf_counter() - start
             execution = getattr(self.metrics, "execution", None)
             if execution is not None:
-                execution(self.name, time.perf_counter() - start, error)
+                execution(self.name, duration, error)
+            if pipeline_executed.has_listeners(self):
+                pipeline_executed.send(sender=self, state=state, error=raised,
+                                       duration=duration)
         return state.result
 
     def _run_stage(self, stage: Stage, state: State) -> None:

@@ -327,11 +327,13 @@ def enrich(state: State) -> None:
                             deadline=state.deadline, workers=pipeline.max_workers,
                             tracer=pipeline.tracer)
     metric = getattr(pipeline.metrics, "enricher", None)  # optional in the Metrics protocol
-    errors = composite.run(
-        state.items, context, selected,
-        report=(lambda name, outcome, seconds: metric(pipeline.name, name, outcome, seconds))
-        if callable(metric) else None,
-    )
+
+    def report(name: str, outcome: str, seconds: float) -> None:
+        state.enrichments.append({"enricher": name, "outcome": outcome, "seconds": seconds})
+        if callable(metric):
+            metric(pipeline.name, name, outcome, seconds)
+
+    errors = composite.run(state.items, context, selected, report=report)
     if errors and pipeline.fail_fast:
         raise EnrichmentFailed(f"Enricher {errors[0]['enricher']!r} failed.", stage="enrich",
                                op=errors[0]["enricher"])

@@ -53,6 +53,8 @@ class State:
     errors: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     result: Any = None
+    #: The enrichers that ran: ``{"enricher", "outcome", "seconds"}`` each, as they ended.
+    enrichments: list[dict[str, Any]] = field(default_factory=list)
     #: The count of every matching row, when the request asked for it (``?total=true``).
     total: Total | None = None
     extra: dict[str, Any] = field(default_factory=dict)

@@ -23,7 +23,8 @@ import os
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent
-VAR_DIR = BASE_DIR / "var"
+#: Where the SQLite files live (``DATAPIPE_EXAMPLE_VAR`` to put them elsewhere, as tests do).
+VAR_DIR = Path(os.environ.get("DATAPIPE_EXAMPLE_VAR") or BASE_DIR / "var")
 
 
 def _env_flag(name: str, default: bool) -> bool:
@@ -75,6 +76,18 @@ MIDDLEWARE = [
     # A client that wrote reads from the primary for DATAPIPE["PIN_AFTER_WRITE"] seconds.
     "datapipe_django.pinning.ReadYourWritesMiddleware",
 ]
+
+#: django-debug-toolbar with the datapipe panel (sources, verdicts, SQL, enrichers, timings of
+#: every pipeline a request runs), with DEBUG on and the toolbar installed (the example extra).
+DEBUG_TOOLBAR = DEBUG and importlib.util.find_spec("debug_toolbar") is not None \
+    and _env_flag("DATAPIPE_EXAMPLE_TOOLBAR", True)
+if DEBUG_TOOLBAR:
+    from debug_toolbar.settings import PANELS_DEFAULTS
+
+    INSTALLED_APPS.append("debug_toolbar")
+    MIDDLEWARE.insert(0, "debug_toolbar.middleware.DebugToolbarMiddleware")
+    INTERNAL_IPS = ["127.0.0.1"]
+    DEBUG_TOOLBAR_PANELS = [*PANELS_DEFAULTS, "datapipe_django.debug_toolbar.DatapipePanel"]
 
 # Writes to the primary, reads to a healthy replica (never to the archive).
 DATABASE_ROUTERS = ["datapipe_django.routers.PrimaryReplicaRouter"]

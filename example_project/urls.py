@@ -2,7 +2,8 @@
 
 * ``/v1/payouts`` and ``/v1/payouts/<id>``: the API (JSON, or DRF's browsable API in a browser);
 * ``/schema/`` (OpenAPI 3), ``/schema/swagger-ui/``, ``/schema/redoc/``: with drf-spectacular;
-* ``/metrics``: Prometheus metrics, with the OpenTelemetry SDK and Prometheus exporter.
+* ``/metrics``: Prometheus metrics, with the OpenTelemetry SDK and Prometheus exporter;
+* ``/__debug__/``: django-debug-toolbar (DEBUG on, installed), with the datapipe panel.
 """
 
 from django.conf import settings
@@ -32,6 +33,11 @@ if settings.OPENAPI:
              name="swagger-ui"),
         path("schema/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     ]
+
+if settings.DEBUG_TOOLBAR:  # /__debug__/: django-debug-toolbar, with the datapipe panel
+    from debug_toolbar.toolbar import debug_toolbar_urls
+
+    urlpatterns += debug_toolbar_urls()
 
 if telemetry.prometheus_available():
     urlpatterns.append(path("metrics", telemetry.metrics_view, name="metrics"))

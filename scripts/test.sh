@@ -10,6 +10,14 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 # Servers first: on a fresh machine this also apt-installs the headers mysqlclient builds against.
 bash scripts/services.sh start
 "$PYTHON" -m pip install -q -e ".[dev]"
+# The debug-toolbar panel's browser test (tests/test_debug_toolbar.py) drives headless Chromium.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    [[ $EUID -eq 0 ]] || { echo "scripts/test.sh: need chromium and chromium-driver" >&2; exit 1; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        chromium chromium-driver >/dev/null \
+        || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+             --no-install-recommends chromium chromium-driver >/dev/null; }
+fi
 "$PYTHON" -m ruff check .
 
 # The documentation site: a page missing from mkdocs.yml's nav, a broken link or anchor fails.

@@ -51,6 +51,15 @@ INSTALLED_APPS = [
     "example_project.payouts",
 ]
 
+# The datapipe debug-toolbar panel, tested with django-debug-toolbar's own toolbar objects
+# (tests/test_debug_toolbar.py); the toolbar is shown only where a test turns it on.
+INSTALLED_APPS.append("debug_toolbar")
+DEBUG_TOOLBAR_PANELS = ["debug_toolbar.panels.timer.TimerPanel",
+                        "debug_toolbar.panels.sql.SQLPanel",
+                        "datapipe_django.debug_toolbar.DatapipePanel"]
+DEBUG_TOOLBAR_CONFIG = {"IS_RUNNING_TESTS": False}
+SILENCED_SYSTEM_CHECKS = ["debug_toolbar.W001"]  # no middleware: the tests build the toolbar
+
 # DRF's browsable API renders pipeline endpoints (tested).
 TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True,
               "OPTIONS": {"context_processors": ["django.template.context_processors.request"]}}]
