@@ -2,12 +2,13 @@
 
 :class:`InMemoryFetcher` is a real fetcher over a list of objects: it applies the request's
 specification with ``Spec.matches``, the tenant, the search terms, the keyset cursor and the
-total ordering exactly as a database source does, and can be switched off to simulate an
-outage.
+total ordering exactly as a database source does, counts facets, and can be switched off to
+simulate an outage (it does not rank: ``ordering=relevance`` needs a real search source).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -15,7 +16,7 @@ from datapipe_django import registry
 from datapipe_django.errors import SourceUnavailable
 from datapipe_django.fetchers.base import BaseFetcher, FetchRequest, FetchResult
 
-__all__ = ["InMemoryFetcher", "matches_search", "unregister_pipeline"]
+__all__ = ["InMemoryFetcher", "count_facets", "matches_search", "unregister_pipeline"]
 
 
 def matches_search(obj: Any, search: str, fields: Iterable[str]) -> bool:
@@ -68,7 +69,25 @@ class InMemoryFetcher(BaseFetcher):
         rows = self._matching(request)
         rows.sort(key=request.ordering.key)
         page = rows[request.offset : request.offset + request.size]
-        return FetchResult(page, has_more=len(rows) > request.offset + request.size)
+        meta = {"facets": count_facets(rows, request)} if request.facets else {}
+        return FetchResult(page, has_more=len(rows) > request.offset + request.size,
+                           meta=meta, complete=request.single_source)
+
+    def can_facet(self, request: FetchRequest) -> bool:
+        return True  # it holds its whole list
+
+
+def count_facets(rows: Iterable[Any], request: FetchRequest) -> dict[str, list[tuple[Any, int]]]:
+    """In-memory twin of a source's facet counts: per field of ``request.facets``, ``(value,
+    rows)`` over ``rows``, most rows first, then by value, at most ``facet_size``; rows without
+    a value are not counted."""
+    rows = list(rows)
+    found: dict[str, list[tuple[Any, int]]] = {}
+    for name in request.facets:
+        attname = request.model._meta.get_field(name).attname  # type: ignore[union-attr]
+        counts = Counter(v for r in rows if (v := getattr(r, attname)) is not None)
+        found[name] = sorted(counts.items(), key=lambda p: (-p[1], p[0]))[: request.facet_size]
+    return found
 
 
 def unregister_pipeline(name: str) -> None:

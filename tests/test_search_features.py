@@ -1,0 +1,118 @@
+"""The search features' rules that need no engine: which sources may serve a relevance or
+facets request, the validation of ``ordering=relevance``, ``highlight`` and ``facets``, the
+``contains`` highlighter (any database), facet counts of the in-memory test double."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from datapipe_django import Pipeline, PipelineRequest
+from datapipe_django.errors import NoFetcher, ValidationFailed
+from datapipe_django.fetchers import CachedFetcher, ORMFetcher
+from datapipe_django.fetchers.orm import mark_words
+from datapipe_django.test import InMemoryFetcher
+from tests.testapp.models import Item
+
+BASE = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+ROWS = [Item(id=pk, tenant="t1" if pk < 9 else "t2", name=name, status=status, amount=pk,
+             created_at=BASE, day=BASE.date(), active=pk % 2 == 0)
+        for pk, name, status in [(1, "red <b>apple</b>", "queued"), (2, "green pear", "queued"),
+                                 (3, "Red wine & cheese", "processed"), (4, "apple", "reversed"),
+                                 (9, "red apple", "queued")]]
+
+
+def pipeline(*fetchers, **kwargs) -> Pipeline:
+    kwargs.setdefault("facet_fields", ("status", "active"))
+    return Pipeline("features-test", model=Item, search_fields=("name",), tenant_field="tenant",
+                    ordering=("id",), fetchers=list(fetchers), register=False, timeout=None,
+                    **kwargs)
+
+
+def test_in_memory_facets_count_every_matching_row_of_the_tenant() -> None:
+    result = pipeline(InMemoryFetcher(ROWS)).execute(PipelineRequest(
+        tenant="t1", facets=["status", "active"], limit=1))
+    mine = [r for r in ROWS if r.tenant == "t1"]
+    assert result.facets == {
+        "status": [{"value": v, "count": n} for v, n in
+                   sorted(Counter(r.status for r in mine).items(), key=lambda p: (-p[1], p[0]))],
+        "active": [{"value": False, "count": 2}, {"value": True, "count": 2}],  # ties by value
+    }
+    assert len(result.items) == 1
+
+
+def test_a_source_that_cannot_rank_declines_relevance() -> None:
+    with pytest.raises(NoFetcher, match="cannot rank by relevance"):
+        pipeline(InMemoryFetcher(ROWS)).execute(PipelineRequest(
+            tenant="t1", search="red", ordering="relevance"))
+
+
+@pytest.mark.django_db
+def test_sqlite_neither_ranks_nor_hides_highlights() -> None:
+    Item.objects.bulk_create(ROWS)
+    contains = ORMFetcher("default", search="fulltext")  # full text is PostgreSQL's only
+    with pytest.raises(NoFetcher, match="cannot rank by relevance"):
+        pipeline(contains).execute(PipelineRequest(tenant="t1", search="red",
+                                                   ordering="relevance"))
+    result = pipeline(contains).execute(PipelineRequest(tenant="t1", search="red",
+                                                        highlight="1", facets="status"))
+    assert [o.pk for o in result.items] == [1, 3]
+    assert result.highlights == [{"name": ["<em>red</em> &lt;b&gt;apple&lt;/b&gt;"]},
+                                 {"name": ["<em>Red</em> wine &amp; cheese"]}]
+    assert result.facets == {"status": [{"value": "processed", "count": 1},
+                                        {"value": "queued", "count": 1}]}
+
+
+@pytest.mark.django_db
+def test_a_cache_serves_scores_highlights_and_facets_uncached() -> None:
+    Item.objects.bulk_create(ROWS)
+    cached = CachedFetcher(ORMFetcher("default"), ttl=60)
+    result = pipeline(cached).execute(PipelineRequest(tenant="t1", search="apple",
+                                                      facets="status", highlight=True))
+    assert result.attempts[0].meta["cache"] == "bypass"
+    assert result.facets == {"status": [{"value": "queued", "count": 1},
+                                        {"value": "reversed", "count": 1}]}
+    assert result.highlights == [{"name": ["red &lt;b&gt;<em>apple</em>&lt;/b&gt;"]},
+                                 {"name": ["<em>apple</em>"]}]
+
+
+def test_mark_words_escapes_everything_but_the_marks() -> None:
+    assert mark_words('<script>alert("x")</script> Apple', ["apple", "script"]) == [
+        "&lt;<em>script</em>&gt;alert(&quot;x&quot;)&lt;/<em>script</em>&gt; <em>Apple</em>"]
+    assert mark_words("pear", ["apple"]) == []
+    assert mark_words(None, ["apple"]) == []
+
+
+@pytest.mark.parametrize(("request_kwargs", "field"), [
+    ({"ordering": "relevance"}, "ordering"),                         # no q
+    ({"search": "red", "ordering": "relevance,id"}, "ordering"),      # not alone
+    ({"search": "red", "ordering": "-relevance"}, "ordering"),
+    ({"facets": "amount"}, "facets"),                                 # not a facet field
+    ({"highlight": "sometimes"}, "highlight"),
+])
+def test_bad_search_parameters_are_400s(request_kwargs, field) -> None:
+    memory = InMemoryFetcher(ROWS)
+    with pytest.raises(ValidationFailed) as excinfo:
+        pipeline(memory).execute(PipelineRequest(tenant="t1", **request_kwargs))
+    assert list(excinfo.value.errors) == [field]
+    assert memory.calls == []  # nothing was read
+
+
+def test_facets_need_facet_fields() -> None:
+    p = Pipeline("no-facets", model=Item, tenant_field="tenant", fetchers=[InMemoryFetcher()],
+                 register=False)
+    with pytest.raises(ValidationFailed) as excinfo:
+        p.execute(PipelineRequest(tenant="t1", facets="status"))
+    assert excinfo.value.errors == {"facets": ["This endpoint counts no facets."]}
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"search_ordering": "score"}, {"facet_fields": ("nope",)}, {"facet_fields": ("tags",)},
+    {"facet_size": 0}, {"search_fuzziness": 3}, {"search_fuzziness": "fuzzy"},
+])
+def test_search_declarations_are_checked(kwargs) -> None:
+    with pytest.raises(ImproperlyConfigured):
+        pipeline(InMemoryFetcher(), **kwargs)
