@@ -410,3 +410,12 @@ def test_a_dead_engine_is_unavailable_for_relevance_too(dead_engine: str) -> Non
     asked = fetch_request(state)
     with pytest.raises(SourceUnavailable):
         dead.fetch(asked)
+
+
+def test_a_facet_field_the_document_cannot_count_is_a_warning() -> None:
+    p = Pipeline("facet-check", model=Item, search_fields=("name",), tenant_field="tenant",
+                 facet_fields=("status", "created_at", "name"),
+                 fetchers=[SearchFetcher(ItemDocument, using="primary")], register=False)
+    warnings = [m for m in p.fetchers[0].check(p) if m.id == "datapipe_django.W013"]
+    # A datetime is not counted; analyzed text is, by its keyword sub-field (name.raw).
+    assert [m.msg.split("facet field ")[1].split(" ")[0] for m in warnings] == ["'created_at'"]

@@ -38,6 +38,7 @@ from datapipe_django.search.documents import DocumentAdapter, adapter_for
 from datapipe_django.search.query import (
     FieldMap,
     NotSearchable,
+    facet_aggregations,
     facet_buckets,
     search_body,
 )
@@ -331,6 +332,16 @@ class SearchFetcher(BaseFetcher):
                         f"{owner}: {document} cannot search {path!r}: {exc.reason}",
                         hint=f"Map {path!r} in {document} as a text field.",
                         obj=pipeline, id="datapipe_django.E012"))
+        for facet in getattr(pipeline, "facet_fields", ()) if self.complete else ():
+            try:
+                facet_aggregations([facet], fields, size=1)
+            except NotSearchable as exc:
+                messages.append(checks.Warning(
+                    f"{owner}: facet field {facet!r} cannot be counted by {document}: "
+                    f"{exc.reason} Requests for it are declined by this source.",
+                    hint=f"Map {facet!r} in {document} as a keyword, number, boolean or date "
+                         f"field (a foreign key as its id).",
+                    obj=pipeline, id="datapipe_django.W013"))
         filterset = pipeline.filterset_class
         for name, filter_ in sorted(getattr(filterset, "base_filters", {}).items()):
             path = getattr(filter_, "field_name", None)
@@ -459,8 +470,8 @@ def _relations(model: type[models.Model], paths: Any) -> list[str]:
 def check_search_fetchers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """E012: a field the pipeline needs (tenant, ordering, search) is not in the Document's
     mapping the way the engine needs it. W012: a DateTimeField the pipeline orders by is
-    mapped as ``date`` (milliseconds). W013: a filter of the FilterSet the engine cannot
-    serve exactly (requests using it go to the next source)."""
+    mapped as ``date`` (milliseconds). W013: a filter of the FilterSet, or a facet field, the
+    engine cannot serve exactly (requests using it go to the next source)."""
     from datapipe_django.registry import all_pipelines
 
     messages: list[checks.CheckMessage] = []
