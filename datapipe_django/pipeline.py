@@ -58,6 +58,9 @@ class Pipeline:
     request may count (``facets=status,mode``), listing at most ``facet_size`` values each;
     ``search_fuzziness`` (``"AUTO"`` or a number of edits) makes ``q`` tolerate typos on every
     source that can (the engine's fuzziness, trigram similarity on PostgreSQL).
+    ``partial``: what a page that may lack rows (a source that could hold some was down, see
+    docs/fetching.md) is: ``"flag"`` (default) serves it with ``result.partial`` true (the
+    list body's ``"partial": true``), ``"error"`` fails it with ``SourcesUnavailable`` (503).
     """
 
     def __init__(
@@ -84,6 +87,7 @@ class Pipeline:
         validators: Sequence[Callable[[PipelineRequest], None]] = (),
         middleware: Sequence[StageMiddleware] = (),
         total: bool = False,
+        partial: str = "flag",
         register: bool = True,
         search_ordering: str | None = None,
         facet_fields: Iterable[str] = (),
@@ -100,6 +104,10 @@ class Pipeline:
         if not isinstance(fallback, FallbackMode):
             raise ImproperlyConfigured(f"{owner}: `fallback` must be a FallbackMode "
                                        f"(SEQUENTIAL, FIRST_SUCCESS or PARALLEL).")
+        if partial not in ("flag", "error"):
+            raise ImproperlyConfigured(f"{owner}: `partial` must be 'flag' (serve the page, "
+                                       f"marked partial) or 'error' (a 503), not {partial!r}.")
+        self.partial = partial
         self.name = name
         self.model = model
         self.filterset_class = filterset_class

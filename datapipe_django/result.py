@@ -25,6 +25,9 @@ class PipelineResult:
     (``highlight=true``): per item, in item order, ``{field: [fragments]}``, the matched words
     in ``<em>``, the rest HTML-escaped. ``facets`` (``facets=...``): per field, the values and
     how many rows matching the request hold each, ``[{"value": v, "count": n}, ...]``.
+    ``partial``: the page may lack rows, because a source that could hold some of them was
+    unavailable and no source holding them too answered in its place (``unavailable`` names
+    it); its ``next_cursor`` goes on after the last row served.
     """
 
     items: list[Any]
@@ -42,6 +45,7 @@ class PipelineResult:
     total_reason: str = ""
     highlights: list[dict[str, list[str]]] | None = None
     facets: dict[str, list[dict[str, Any]]] | None = None
+    partial: bool = False
 
     @property
     def count(self) -> int:
@@ -81,4 +85,5 @@ class PipelineResult:
             highlights=[dict(getattr(obj, HIGHLIGHTS_ATTR, None) or {}) for obj in state.items]
             if state.highlight else None,
             facets=state.facet_counts,
+            partial=state.partial,
         )

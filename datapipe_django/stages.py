@@ -15,7 +15,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from datapipe_django.chain import FetcherChain
 from datapipe_django.conf import datapipe_settings
 from datapipe_django.enrichers.base import EnrichContext, enricher_needs, enricher_paths
-from datapipe_django.errors import EnrichmentFailed, ValidationFailed
+from datapipe_django.errors import EnrichmentFailed, SourcesUnavailable, ValidationFailed
 from datapipe_django.fetchers.base import FetchRequest
 from datapipe_django.paging import RELEVANCE, Cursor, Ordering
 from datapipe_django.result import PipelineResult
@@ -288,6 +288,13 @@ def fetch(state: State) -> None:
     result = chain.run(asked, offset=state.offset, limit=state.limit, attempts=state.attempts)
     state.items, state.has_more = result.items, result.has_more
     state.sources, state.attempts = result.sources, result.attempts
+    state.partial = result.partial
+    if result.partial and pipeline.partial == "error":
+        unavailable = {a.source: a.reason for a in result.attempts
+                       if a.outcome in ("unavailable", "timeout")}
+        raise SourcesUnavailable(
+            "The page may lack rows: " + "; ".join(f"{k}: {v}" for k, v in unavailable.items()),
+            reasons=unavailable, stage="fetch")
     if asked.total:
         state.total = count_total(pipeline.fetchers, asked, state.attempts)
     if state.facets:

@@ -49,6 +49,8 @@ class State:
     has_more: bool = False
     next_cursor: str | None = None
     sources: tuple[str, ...] = ()
+    #: The page may lack rows of a source that was unavailable (see ``PipelineResult``).
+    partial: bool = False
     attempts: list[Attempt] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)

@@ -41,8 +41,11 @@ class InMemoryFetcher(BaseFetcher):
         priority: int | None = None,
         can_handle: Callable[[FetchRequest], bool] | None = None,
         available: bool = True,
+        holds: Any = None,
+        mirror_of: str | None = None,
     ) -> None:
-        super().__init__(name=name, priority=priority, can_handle=can_handle)
+        super().__init__(name=name, priority=priority, can_handle=can_handle, holds=holds,
+                         mirror_of=mirror_of)
         self.rows = list(rows)
         self.available = available
         self.calls: list[FetchRequest] = []
@@ -52,10 +55,12 @@ class InMemoryFetcher(BaseFetcher):
         if not self.available:
             raise SourceUnavailable(self.name, "switched off")
         spec = request.full_spec
+        pk = None if request.pk is None else request.model._meta.pk.to_python(  # type: ignore[union-attr]
+            request.pk)  # "12" from a URL is the integer 12, as in a database query
         return [
             r for r in self.rows
             if (spec is None or spec.matches(r))
-            and (request.pk is None or r.pk == request.pk)
+            and (pk is None or r.pk == pk)
             and (not request.search or matches_search(r, request.search,
                                                        request.search_fields))
             and (request.after is None or request.ordering.is_after(r, request.after))

@@ -2,7 +2,10 @@
 
 A fetcher is any object with ``name``, ``priority``, ``can_handle(request)`` and
 ``fetch(request) -> FetchResult``. :class:`BaseFetcher` gives the optional parts safe defaults;
-subclasses implement :meth:`BaseFetcher.fetch`.
+subclasses implement :meth:`BaseFetcher.fetch`. The optional hooks (each with a default here,
+read by the chain through :func:`hook`): ``get_holds()`` (which rows the store holds),
+``database`` and ``mirror_of`` (which store it reads, and whose copy that is),
+``count(request)``, ``runs_inline(request)``, ``declares_scope()``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ if TYPE_CHECKING:
     from datapipe_django.request import PipelineRequest
     from datapipe_django.specs import Spec
 
-__all__ = ["HIGHLIGHTS_ATTR", "BaseFetcher", "FetchRequest", "FetchResult", "Fetcher", "Verdict"]
+__all__ = ["HIGHLIGHTS_ATTR", "BaseFetcher", "FetchRequest", "FetchResult", "Fetcher", "Verdict",
+           "hook"]
 
 #: The attribute a source sets on each row for ``highlight=true``: ``{field: [fragments]}``.
 HIGHLIGHTS_ATTR = "_datapipe_highlights"
@@ -153,6 +157,15 @@ class BaseFetcher:
     ``name`` identifies the source in results, headers and traces; ``priority`` orders the
     chain (lower first; default: position in the pipeline's ``fetchers`` list); ``can_handle``
     is an optional predicate ``(request) -> bool`` that narrows what this source serves.
+
+    ``holds``: which rows the store holds, as a :class:`~datapipe_django.specs.Spec` or a
+    zero-argument callable returning one, evaluated once per execution (a sliding window:
+    ``holds=lambda: Range("created_at", gte=now() - timedelta(days=30))``). None: every row.
+    From it the chain decides which sources serve a request and where the next tier takes
+    over (see docs/fetching.md, "Tiered sources"). ``mirror_of``: the fetcher name or database
+    alias of the store this one is a copy of (a replica): it then holds what that store holds
+    and is read only in its place. An ``ORMFetcher`` on an alias of ``DATAPIPE["REPLICAS"]``
+    mirrors ``DATAPIPE["PRIMARY"]`` without being told.
     """
 
     name: str = ""
@@ -164,12 +177,41 @@ class BaseFetcher:
         name: str | None = None,
         priority: int | None = None,
         can_handle: Callable[[FetchRequest], bool] | None = None,
+        holds: Spec | Callable[[], Spec] | None = None,
+        mirror_of: str | None = None,
     ) -> None:
+        from datapipe_django.tiers import check_holds
+
         if name is not None:
             self.name = name
         if priority is not None:
             self.priority = priority
         self._predicate = can_handle
+        self.holds = check_holds(f"{type(self).__name__}({self.name!r})", holds)
+        self._mirror_of = mirror_of
+
+    # -- what the store holds -----------------------------------------------------------------
+    def get_holds(self) -> Spec | None:
+        """The rows this store holds now (``holds`` evaluated; None: every row). The chain
+        calls it once per execution."""
+        from datapipe_django.tiers import evaluate_holds
+
+        return evaluate_holds(f"{type(self).__name__}({self.name!r})", self.holds)
+
+    @property
+    def database(self) -> str | None:
+        """The Django database alias this source reads (None: not a database)."""
+        return None
+
+    @property
+    def mirror_of(self) -> str | None:
+        """The fetcher name or database alias this source is a copy of, or None."""
+        return self._mirror_of
+
+    def declares_scope(self) -> bool:
+        """Whether this source says what it serves (``holds`` or ``can_handle``), so that the
+        chain need not assume it holds every row (system check W014)."""
+        return self.holds is not None or self._predicate is not None
 
     def can_handle(self, request: FetchRequest) -> bool | Verdict:
         """Whether this source can serve ``request``. Override to add rules; call super()."""
@@ -195,7 +237,8 @@ class BaseFetcher:
         """How many rows this source holds that match ``request`` (its filters, search and
         tenant; not its page, cursor or ordering), exactly, within ``request.remaining``; or
         None when it cannot count exactly. Raises what ``fetch`` raises when the source is
-        unavailable. Used for ``?total=true`` (see :mod:`datapipe_django.totals`)."""
+        unavailable. Used for ``?total=true`` (see :mod:`datapipe_django.totals`) and to push a deep
+        offset down to the next tier (``holds``)."""
         return None
 
     def can_rank(self, request: FetchRequest) -> bool:
@@ -212,5 +255,26 @@ class BaseFetcher:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
+
+
+_DEFAULTS: dict[str, Callable[[Any], Any]] = {
+    "get_holds": lambda fetcher: (lambda: None),
+    "database": lambda fetcher: None,
+    "mirror_of": lambda fetcher: None,
+    "count": lambda fetcher: (lambda request: None),
+    "runs_inline": lambda fetcher: (lambda request: False),
+    "declares_scope": lambda fetcher: (lambda: True),
+}
+
+
+def hook(fetcher: Any, name: str) -> Any:
+    """An optional hook of ``fetcher`` (see :class:`BaseFetcher`), or its default for a
+    fetcher that only implements the required protocol (``name``, ``can_handle``, ``fetch``)."""
+    if name not in _DEFAULTS:
+        raise AttributeError(f"{name!r} is not an optional fetcher hook")
+    try:
+        return getattr(fetcher, name)
+    except AttributeError:
+        return _DEFAULTS[name](fetcher)
 
 

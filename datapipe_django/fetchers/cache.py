@@ -73,7 +73,7 @@ from django.db.models.signals import post_init, pre_init
 from datapipe_django.cache_keys import CACHE_FORMAT, Uncacheable, canonical, class_path, digest
 from datapipe_django.cache_keys import slug as key_slug
 from datapipe_django.conf import datapipe_settings
-from datapipe_django.fetchers.base import BaseFetcher, FetchRequest, FetchResult, Verdict
+from datapipe_django.fetchers.base import BaseFetcher, FetchRequest, FetchResult, Verdict, hook
 from datapipe_django.invalidation import (
     LOADED_TENANTS,
     CacheGuard,
@@ -468,8 +468,22 @@ class CachedFetcher(BaseFetcher):
         return bool(self.fetcher.can_facet(request))
 
     def runs_inline(self, request: FetchRequest) -> bool:
-        inner = getattr(self.fetcher, "runs_inline", None)
-        return bool(inner(request)) if callable(inner) else False
+        return bool(hook(self.fetcher, "runs_inline")(request))
+
+    # What the store holds is the inner fetcher's: the cache holds copies of its pages.
+    def get_holds(self) -> Any:
+        return hook(self.fetcher, "get_holds")()
+
+    @property
+    def database(self) -> str | None:
+        return hook(self.fetcher, "database")  # type: ignore[no-any-return]
+
+    @property
+    def mirror_of(self) -> str | None:
+        return hook(self.fetcher, "mirror_of")  # type: ignore[no-any-return]
+
+    def declares_scope(self) -> bool:
+        return bool(hook(self.fetcher, "declares_scope")())
 
     def count(self, request: FetchRequest) -> int | None:
         """The inner fetcher's count (not cached: a total must be exact now)."""

@@ -70,8 +70,11 @@ class ORMFetcher(BaseFetcher):
         search: str = "contains",
         search_config: str = "simple",
         fuzzy: bool | None = None,
+        holds: Any = None,
+        mirror_of: str | None = None,
     ) -> None:
-        super().__init__(name=name or using, priority=priority, can_handle=can_handle)
+        super().__init__(name=name or using, priority=priority, can_handle=can_handle,
+                         holds=holds, mirror_of=mirror_of)
         if search not in ("contains", "fulltext"):
             raise ImproperlyConfigured(
                 f"ORMFetcher({using!r}): search must be 'contains' or 'fulltext', not {search!r}.")
@@ -91,6 +94,20 @@ class ORMFetcher(BaseFetcher):
             if not status.healthy:
                 return Verdict(False, f"replica skipped: {status.reason}")
         return super().can_handle(request)
+
+    @property
+    def database(self) -> str | None:
+        return self.using
+
+    @property
+    def mirror_of(self) -> str | None:
+        """The explicit ``mirror_of``, else ``DATAPIPE["PRIMARY"]`` for a replica alias."""
+        if self._mirror_of is not None:
+            return self._mirror_of
+        primary = str(datapipe_settings.PRIMARY)
+        if self.using in datapipe_settings.REPLICAS and self.using != primary:
+            return primary
+        return None
 
     def get_queryset(self, request: FetchRequest) -> QuerySet[Any]:
         """The base queryset on this alias, before filters. Override to customise."""

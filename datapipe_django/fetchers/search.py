@@ -90,12 +90,14 @@ class SearchFetcher(BaseFetcher):
         cooldown: float = 1.0,
         names: dict[str, str] | None = None,
         fuzziness: str | int | None = None,
+        holds: Any = None,
     ) -> None:
         if handles not in ("search", "all"):
             raise ImproperlyConfigured(
                 f"SearchFetcher({document!r}): handles must be 'search' (requests with q) or "
                 f"'all', not {handles!r}.")
-        super().__init__(name=name or "search", priority=priority, can_handle=can_handle)
+        super().__init__(name=name or "search", priority=priority, can_handle=can_handle,
+                         holds=holds)
         self.document = document
         self.adapter: DocumentAdapter = adapter_for(document, connection)
         self.using = using
@@ -161,6 +163,9 @@ class SearchFetcher(BaseFetcher):
     def get_fuzziness(self, request: FetchRequest) -> str | int | None:
         """The typo tolerance of ``q`` for ``request``: this fetcher's, else the pipeline's."""
         return self.fuzziness if self.fuzziness is not None else request.fuzziness
+    def declares_scope(self) -> bool:
+        # Searches only, or a complete index: either way later sources never top it up.
+        return self.handles == "search" or self.complete or super().declares_scope()
 
     def get_search_query(self, request: FetchRequest) -> dict[str, Any] | None:
         """The query ``q`` becomes, or None for the default: every word in one of the

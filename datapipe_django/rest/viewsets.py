@@ -244,6 +244,8 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         body.update(has_more=result.has_more, next_cursor=result.next_cursor, items=items)
         if result.facets is not None:
             body["facets"] = result.facets
+        if result.partial:
+            body["partial"] = True
         if result.errors:
             body["errors"] = result.errors
         return Response(body, headers=self.get_headers(result))

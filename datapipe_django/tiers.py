@@ -1,0 +1,274 @@
+"""Tiered sources: what a store holds, and what that means for one request.
+
+A fetcher's ``holds`` (a :class:`~datapipe_django.specs.Spec`, or a zero-argument callable
+returning one, evaluated once per execution) says which rows its store holds; no ``holds``
+means every row. The chain asks this module, per request and per store, one question: how
+do the store's rows relate to the rows the request still needs (its *region*: the request's
+filters, its cursor and the bounds earlier tiers already took)?
+
+* ``ALL``: the store holds every row of the region: it can serve the region alone, in any
+  ordering.
+* ``PREFIX``: the store's rows are the beginning of the region in the request's ordering
+  (``holds`` is a range on the ordering's first field, on the side that comes first: a
+  primary holding ``created_at >= now - 30 days`` for ``-created_at``). It serves them; the
+  next tier is asked only for the rest, with ``~holds`` in its query.
+* ``NONE``: the store holds none of the region's rows (a filter or a cursor already past
+  its boundary): not read.
+* ``UNALIGNED``: anything else (``-amount`` over a date window): the store alone would give a
+  wrong page.
+
+The reasoning is on intervals of one field and is *sound*, never complete: a ``holds`` it
+cannot read (an ``Or``, a leaf on a relation) is ``UNALIGNED`` unless the region is provably
+outside or inside it, so a store is only ever skipped or trusted when that is certain.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+
+from datapipe_django.paging import Ordering
+from datapipe_django.specs import And, Eq, In, IsNull, MatchAll, MatchNone, Not, Range, Spec
+
+__all__ = ["Interval", "Relation", "describe_holds", "evaluate_holds", "relation"]
+
+HoldsArg = Spec | Callable[[], Spec] | None
+
+
+class Relation(enum.Enum):
+    """How a store's rows relate to a request's region (see the module docstring)."""
+
+    ALL = "all"
+    PREFIX = "prefix"
+    NONE = "none"
+    UNALIGNED = "unaligned"
+
+
+def check_holds(owner: str, holds: Any) -> HoldsArg:
+    """``holds`` as given to a fetcher, validated (``ImproperlyConfigured`` otherwise)."""
+    if holds is None or isinstance(holds, Spec) or callable(holds):
+        return holds  # type: ignore[no-any-return]
+    raise ImproperlyConfigured(
+        f"{owner}: `holds` must be a Spec (e.g. Range('created_at', gte=...)) or a "
+        f"zero-argument callable returning one, not {holds!r}.")
+
+
+def evaluate_holds(owner: str, holds: HoldsArg) -> Spec | None:
+    """The ``Spec`` a ``holds`` declaration stands for now (calls a callable once)."""
+    if holds is None or isinstance(holds, Spec):
+        return holds
+    value = holds()
+    if value is not None and not isinstance(value, Spec):
+        raise ImproperlyConfigured(
+            f"{owner}: the `holds` callable returned {value!r}; it must return a Spec.")
+    return value
+
+
+@dataclass(frozen=True)
+class Interval:
+    """The values one field can take in a set of rows: ``values`` (any non-NULL one may
+    occur) between ``lo`` and ``hi`` (None: unbounded; ``*_open``: strict), ``nulls`` (NULL
+    may occur)."""
+
+    lo: Any = None
+    lo_open: bool = False
+    hi: Any = None
+    hi_open: bool = False
+    values: bool = True
+    nulls: bool = True
+
+    @property
+    def empty(self) -> bool:
+        if self.nulls:
+            return False
+        if not self.values:
+            return True
+        if self.lo is None or self.hi is None:
+            return False
+        return bool(self.lo > self.hi) or (self.lo == self.hi and (self.lo_open or self.hi_open))
+
+    def __and__(self, other: Interval) -> Interval:
+        lo, lo_open = _tighter(self.lo, self.lo_open, other.lo, other.lo_open, low=True)
+        hi, hi_open = _tighter(self.hi, self.hi_open, other.hi, other.hi_open, low=False)
+        return Interval(lo, lo_open, hi, hi_open, self.values and other.values,
+                        self.nulls and other.nulls)
+
+    def within(self, other: Interval) -> bool:
+        """Every row of this interval is in ``other``."""
+        if self.empty:
+            return True
+        if self.nulls and not other.nulls:
+            return False
+        if not self.values:
+            return True
+        if not other.values:
+            return False
+        if other.lo is not None and (self.lo is None or self.lo < other.lo or (
+                self.lo == other.lo and other.lo_open and not self.lo_open)):
+            return False
+        return not (other.hi is not None and (self.hi is None or self.hi > other.hi or (
+            self.hi == other.hi and other.hi_open and not self.hi_open)))
+
+
+def _tighter(a: Any, a_open: bool, b: Any, b_open: bool, *, low: bool) -> tuple[Any, bool]:
+    if a is None:
+        return b, b_open
+    if b is None or a == b:
+        return a, a_open or (b_open if a == b else False)
+    if (a > b) == low:
+        return a, a_open
+    return b, b_open
+
+
+EVERYTHING = Interval()
+
+
+def _matches_field(leaf_field: str, names: frozenset[str]) -> bool:
+    return leaf_field in names
+
+
+def interval_of(spec: Spec | None, names: frozenset[str]) -> Interval:
+    """A sound over-approximation of the values the field (known by ``names``) takes in the
+    rows ``spec`` matches."""
+    if spec is None or isinstance(spec, MatchAll):
+        return EVERYTHING
+    if isinstance(spec, MatchNone):
+        return Interval(values=False, nulls=False)
+    if isinstance(spec, And):
+        result = EVERYTHING
+        for child in spec.children:
+            result = result & interval_of(child, names)
+        return result
+    if isinstance(spec, Range) and _matches_field(spec.field, names):
+        return Interval(
+            lo=spec.gt if spec.gt is not None else spec.gte, lo_open=spec.gt is not None,
+            hi=spec.lt if spec.lt is not None else spec.lte, hi_open=spec.lt is not None,
+            nulls=False)
+    if isinstance(spec, Eq) and _matches_field(spec.field, names):
+        if spec.value is None:
+            return Interval(values=False)
+        return Interval(spec.value, False, spec.value, False, nulls=False)
+    if isinstance(spec, In) and _matches_field(spec.field, names):
+        values = [v for v in spec.values if v is not None]
+        if not values:
+            return Interval(values=False, nulls=False)
+        return Interval(min(values), False, max(values), False, nulls=False)
+    if isinstance(spec, IsNull) and _matches_field(spec.field, names):
+        return Interval(values=False) if spec.value else Interval(nulls=False)
+    if isinstance(spec, Not):
+        inner = spec.child
+        if isinstance(inner, Range) and _matches_field(inner.field, names):
+            bounds = inner.bounds()
+            if set(bounds) <= {"gt", "gte"}:
+                lo = inner.gt if inner.gt is not None else inner.gte
+                return Interval(hi=lo, hi_open=inner.gte is not None)
+            if set(bounds) <= {"lt", "lte"}:
+                hi = inner.lt if inner.lt is not None else inner.lte
+                return Interval(lo=hi, lo_open=inner.lte is not None)
+        if isinstance(inner, IsNull) and _matches_field(inner.field, names):
+            return Interval(nulls=False) if inner.value else Interval(values=False)
+    return EVERYTHING
+
+
+def holds_interval(holds: Spec, names: frozenset[str]) -> Interval | None:
+    """The interval ``holds`` is exactly (not approximately), or None when it is not a
+    range (or a conjunction of ranges) on that field."""
+    parts = holds.children if isinstance(holds, And) else (holds,)
+    if not parts or not all(isinstance(p, Range) and p.field in names for p in parts):
+        return None
+    return interval_of(holds, names)
+
+
+def cursor_interval(ordering: Ordering, after: Sequence[Any] | None) -> Interval:
+    """The values of the ordering's first field in the rows after a cursor position."""
+    if after is None:
+        return EVERYTHING
+    first, value = ordering.fields[0], after[0]
+    if value is None:
+        return Interval(values=False)  # NULLs sort last: only NULLs remain
+    if first.descending:
+        return Interval(hi=value, nulls=first.nullable)
+    return Interval(lo=value, nulls=first.nullable)
+
+
+def _names(field: Any) -> frozenset[str]:
+    return frozenset({field.name, field.attname})
+
+
+def relation(holds: Spec | None, region: Spec | None, ordering: Ordering,
+             after: Sequence[Any] | None) -> Relation:
+    """How a store holding ``holds`` relates to the rows matching ``region`` after ``after``
+    in ``ordering`` (``region``: the request's spec and the bounds of earlier tiers)."""
+    if holds is None or isinstance(holds, MatchAll):
+        return Relation.ALL
+    if isinstance(holds, MatchNone):
+        return Relation.NONE
+    fields = sorted(holds.fields())
+    if len(fields) != 1:
+        return Relation.UNALIGNED
+    first = ordering.fields[0]
+    model_field = first.field
+    names = _names(model_field) if fields[0] in _names(model_field) else frozenset(fields)
+    try:
+        wanted = interval_of(region, names)
+        if names == _names(model_field):
+            wanted = wanted & cursor_interval(ordering, after)
+        exact = holds_interval(holds, names)
+        if wanted.empty:
+            return Relation.NONE
+        if exact is None:
+            return Relation.UNALIGNED
+        if (wanted & exact).empty:
+            return Relation.NONE
+        if wanted.within(exact):
+            return Relation.ALL
+        if names != _names(model_field):
+            return Relation.UNALIGNED
+        # What of the region lies on the side of `holds` that sorts first? None: a prefix.
+        if first.descending:
+            before = Interval(lo=exact.hi, lo_open=not exact.hi_open, nulls=False) \
+                if exact.hi is not None else Interval(values=False, nulls=False)
+        else:
+            before = Interval(hi=exact.lo, hi_open=not exact.lo_open, nulls=False) \
+                if exact.lo is not None else Interval(values=False, nulls=False)
+        return Relation.PREFIX if (wanted & before).empty else Relation.UNALIGNED
+    except TypeError:  # values that do not compare (naive and aware datetimes...)
+        return Relation.UNALIGNED
+
+
+def describe_holds(holds: Spec | None) -> str:
+    """``created_at ≥ 2026-01-01 00:00:00+00:00`` for a range; the spec's repr otherwise."""
+    if holds is None:
+        return "every row"
+    parts = holds.children if isinstance(holds, And) else (holds,)
+    if all(isinstance(p, Range) for p in parts):
+        signs = {"gt": ">", "gte": "≥", "lt": "<", "lte": "≤"}
+        return " and ".join(f"{p.field} {signs[k]} {v}" for p in parts  # type: ignore[attr-defined]
+                            for k, v in p.bounds().items())  # type: ignore[attr-defined]
+    return repr(holds)
+
+
+def contains(outer: Spec | None, inner: Spec | None) -> bool:
+    """Whether a store holding ``outer`` provably holds every row a store holding ``inner``
+    holds (None: every row)."""
+    if outer is None or isinstance(outer, MatchAll):
+        return True
+    if inner is None:
+        return False
+    if isinstance(inner, MatchNone):
+        return True
+    fields = outer.fields()
+    if len(fields) != 1:
+        return outer == inner
+    names = frozenset(fields)
+    exact = holds_interval(outer, names)
+    if exact is None:
+        return outer == inner
+    try:
+        return interval_of(inner, names).within(exact)
+    except TypeError:
+        return False
