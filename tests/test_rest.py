@@ -235,3 +235,68 @@ def test_server_timing_names_each_stage_and_each_source_asked(client, rows, monk
         assert all(d >= 0 for d in durations.values())
         assert durations["fetch"] >= durations["source.default"]
         assert entries[-2][2] == 'desc="unavailable"' and entries[-1][2] == 'desc="ok"'
+
+
+def _tiers(rows, *, archive_up=True, hot_up=True):
+    """A hot tier holding the items of the last 6 hours of BASE + 12 h, an archive of all."""
+    from datapipe_django.specs import Range
+    from datapipe_django.test import InMemoryFetcher
+
+    cut = BASE + dt.timedelta(hours=7)
+    hot = InMemoryFetcher([r for r in rows if r.created_at >= cut], name="hot",
+                          holds=Range("created_at", gte=cut), available=hot_up)
+    return [hot, InMemoryFetcher(rows, name="archive", available=archive_up)]
+
+
+def test_a_page_that_needed_a_down_source_says_partial_in_the_body(client, rows, monkeypatch):
+    monkeypatch.setattr(pipelines.items, "fetchers", _tiers(rows, archive_up=False))
+    inside = client.get("/v1/items", {"limit": 3})  # items 12, 11, 10: the hot tier's
+    assert inside.status_code == 200 and ids(inside) == [12, 11, 10]
+    assert "partial" not in inside.json() and "X-Datapipe-Unavailable" not in inside
+    crossing = client.get("/v1/items", {"limit": 10})  # needs items 6..3 from the archive
+    assert crossing.status_code == 200
+    body = crossing.json()
+    assert body["partial"] is True and ids(crossing) == [12, 11, 10, 9, 8, 7]
+    assert crossing["X-Datapipe-Unavailable"] == "archive"
+    # next_cursor goes on after the last row served: the archive's rows come after it.
+    assert body["has_more"] is True and body["next_cursor"]
+    monkeypatch.setattr(pipelines.items, "fetchers", _tiers(rows))
+    rest = client.get("/v1/items", {"limit": 10, "cursor": body["next_cursor"]})
+    assert ids(rest) == [6, 5, 4, 3, 2, 1] and "partial" not in rest.json()
+
+
+def test_partial_error_makes_such_a_page_a_503(client, rows, monkeypatch):
+    monkeypatch.setattr(pipelines.items, "fetchers", _tiers(rows, archive_up=False))
+    monkeypatch.setattr(pipelines.items, "partial", "error")
+    assert client.get("/v1/items", {"limit": 3}).status_code == 200  # the hot tier's alone
+    response = client.get("/v1/items", {"limit": 10})
+    assert response.status_code == 503
+    assert response["Retry-After"] == "1" and response["X-Datapipe-Unavailable"] == "archive"
+    assert response.json()["code"] == "sources_unavailable"
+
+
+def test_a_hot_tier_down_is_no_partial_page_when_the_archive_holds_everything(client, rows,
+                                                                              monkeypatch):
+    monkeypatch.setattr(pipelines.items, "fetchers", _tiers(rows, hot_up=False))
+    response = client.get("/v1/items", {"limit": 10})
+    assert response.status_code == 200 and "partial" not in response.json()
+    assert ids(response) == list(range(12, 2, -1))
+    assert response["X-Datapipe-Unavailable"] == "hot"
+
+
+def test_retrieve_is_a_404_only_when_every_source_that_could_hold_the_id_answered(
+        client, rows, monkeypatch):
+    monkeypatch.setattr(pipelines.items, "fetchers", _tiers(rows, archive_up=False))
+    assert client.get("/v1/items/12").json()["id"] == 12  # the hot tier has it
+    # Item 3 is in the archive only, which is down: not "not found" but "try again".
+    response = client.get("/v1/items/3")
+    assert response.status_code == 503
+    assert response["Retry-After"] == "1" and response["X-Datapipe-Unavailable"] == "archive"
+    assert client.get("/v1/items/999").status_code == 503  # nor for an id that may be there
+    monkeypatch.setattr(pipelines.items, "fetchers", _tiers(rows, hot_up=False))
+    # The hot tier is down but the archive holds every row: it answered, so 404 is exact.
+    assert client.get("/v1/items/999").status_code == 404
+    assert client.get("/v1/items/12").json()["id"] == 12
+    monkeypatch.setattr(pipelines.items, "fetchers", _tiers(rows))
+    assert client.get("/v1/items/999").status_code == 404
+    assert client.get("/v1/items/13").status_code == 404  # another tenant's: not found
