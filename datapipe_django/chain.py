@@ -6,11 +6,12 @@ Semantics (see docs/fetching.md):
   an ``ORMFetcher`` on a ``DATAPIPE["REPLICAS"]`` alias). A store is read through one member,
   the next only when the ones before declined or were unavailable: never two.
 * When a store declares ``holds`` (or the request asks for one source), the declarations
-  plan the page (:mod:`datapipe_django.tiers`): a store holding every matching row serves
-  alone; a store holding a prefix in the request's ordering serves it, and the next one is
-  asked only beyond its boundary (``~holds`` in its query), the offset pushed down by the
-  earlier tier's count; a store whose rows are neither is skipped for one that holds them all,
-  or, when none does, every store is read and merged. The same in every mode.
+  plan the page (:mod:`datapipe_django.tiers`): a store holding every matching row (one
+  without ``holds`` holds every row) serves alone; a store holding a prefix in the request's
+  ordering serves it, and the next one is asked only beyond its boundary (``~holds`` in its
+  query), the offset pushed down by the earlier tier's count; a store whose rows are neither
+  is skipped for one that holds them all, or, when none does, every store is read and merged.
+  The same in every mode.
 * Otherwise (no declaration) the pre-tier rules: every consulted source is asked, in the
   pipeline's total ordering, for the first ``offset + limit + 1`` rows (after the cursor,
   when there is one), the answers merged by the ordering key, deduplicated by pk (the
@@ -283,10 +284,10 @@ class FetcherChain:
         stage's request (``stages.fetch_request``)."""
         mirrors = self.mirrors()
         stores = self.stores(request)
-        by_member = {m.name: s for s in stores for m in s.members}
         steps: dict[str, PlanStep] = {}
         tiered = self._tiered_chain(stores, request)
         bounds: list[Spec] = []
+        boundaries: list[str] = []
         disjoint = True
         done = False
         for i, store in enumerate(stores):
@@ -306,18 +307,7 @@ class FetcherChain:
                 relation = self._relation(store, region, request)
                 if relation is Relation.ALL:
                     verdict = ("serves alone: it holds every matching row" if not bounds
-                               else f"serves the rest: {describe_holds(_and(MatchAll(), bounds))}")
-                    if store.holds is None and not request.single_source and i + 1 < len(stores):
-                        steps[primary.name] = PlanStep(
-                            primary.name, text, "reads",
-                            self._legacy_verdict(0, len(stores) - i), extra)
-                        disjoint = False
-                        for later in stores[i + 1:]:
-                            steps[later.members[0].name] = PlanStep(
-                                later.members[0].name, describe_holds(later.holds), "reads",
-                                "read the way of an undeclared chain (see its first source)",
-                                extra)
-                        break
+                               else "serves the rest, beyond " + " and ".join(boundaries))
                     steps[primary.name] = PlanStep(primary.name, text, "serves", verdict, extra)
                     done = True
                 elif relation is Relation.PREFIX:
@@ -327,6 +317,7 @@ class FetcherChain:
                         f"serves the prefix {describe_holds(store.holds)}; later sources are "
                         f"asked only beyond it", extra)
                     bounds.append(~store.holds)
+                    boundaries.append(describe_holds(store.holds))
                 elif relation is Relation.NONE:
                     steps[primary.name] = PlanStep(primary.name, text, "not_read",
                                                    "not read: it holds none of the matching rows")
@@ -355,10 +346,9 @@ class FetcherChain:
             if fetcher.name in steps:
                 result.append(steps[fetcher.name])
             elif not verdict:
-                store = by_member.get(fetcher.name)
-                result.append(PlanStep(fetcher.name, describe_holds(
-                    store.holds if store else None), "declined", verdict.reason,
-                    mirror_of=mirrors.get(fetcher.name)))
+                result.append(PlanStep(fetcher.name, describe_holds(hook(fetcher, "get_holds")()),
+                                       "declined", verdict.reason,
+                                       mirror_of=mirrors.get(fetcher.name)))
         return Plan(result, disjoint)
 
     def source_request(self, request: FetchRequest, *, candidates: int, offset: int,
@@ -443,31 +433,11 @@ class FetcherChain:
         bounds: list[Spec] = []
         pending = list(stores)
         why: str | None = None
-        more = False
         answered = False
         while need > 0 and pending:
             store = pending[0]
             region = _and(request.spec, bounds)
             rel = self._relation(store, region, request)
-            if rel is Relation.ALL and store.holds is None and not request.single_source \
-                    and len(pending) > 1:
-                # Undeclared sources from here on: read them the pre-tier way, within the
-                # region the tiers before left.
-                try:
-                    tail = self._legacy(pending, replace(request, spec=region), skip,
-                                        max(need - 1, 1), attempts, why=why)
-                except SourcesUnavailable:
-                    if not answered:
-                        raise
-                    pending = []
-                    break  # a partial page: what the tiers before gave
-                taken = tail.items if need > 1 else []
-                rows.extend(taken)
-                more = tail.has_more if need > 1 else bool(tail.items)
-                sources.extend(n for n in tail.sources if n not in sources)
-                answered = True
-                pending = []
-                break
             if rel is Relation.NONE:
                 self._not_read(store, attempts, "holds none of the rows this page needs")
                 pending.pop(0)
@@ -530,7 +500,7 @@ class FetcherChain:
         if not answered and any(a.outcome in ("unavailable", "timeout") for a in attempts):
             self._raise_unavailable(attempts)
         page = rows[:limit]
-        return ChainResult(page, len(rows) > limit or more, tuple(sources), attempts)
+        return ChainResult(page, len(rows) > limit, tuple(sources), attempts)
 
     def _count(self, member: Any, request: FetchRequest, attempts: list[Attempt]
                ) -> int | None:

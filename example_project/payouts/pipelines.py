@@ -8,8 +8,13 @@ Where the rows are (``manage.py seed_demo`` fills the databases so):
 * ``replica`` (alias ``replica``, with ``DATAPIPE_EXAMPLE_DB=real`` only) is its hot standby;
 * ``archive`` (alias ``archive``) keeps every payout, with the same ids.
 
-The chain is SEQUENTIAL: the primary answers first and the archive is read only when the page
-is not full yet (or the primary is down). Rows present in both are deduplicated by id.
+Each fetcher says what its store holds, and the chain plans every request from that
+(docs/fetching.md, "Tiered sources"): ``appdb`` declares ``holds=hot_tier`` (the last 30
+days, a window that slides: evaluated once per request); the replica, a mirror of ``appdb``,
+holds the same and is read only in its place (``appdb`` down); the archive declares nothing,
+so it holds every payout. Newest first, ``appdb`` serves the first pages and the archive
+only what lies beyond 30 days (its query says ``NOT created_at >= <cut-off>``); ordered by
+amount, or filtered to older payouts, the archive serves alone.
 """
 
 from __future__ import annotations
@@ -19,12 +24,12 @@ from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from datapipe_django import FallbackMode, Pipeline
 from datapipe_django.enrichers import BatchEnricher, PrefetchEnricher
-from datapipe_django.fetchers import CachedFetcher, FetchRequest, ORMFetcher
+from datapipe_django.fetchers import CachedFetcher, ORMFetcher
 from datapipe_django.middleware import LoggingMiddleware, TimingMiddleware
+from datapipe_django.specs import Range
 from example_project.ledger.client import LedgerClient
 from example_project.payouts.filters import PayoutFilterSet
 from example_project.payouts.models import Payout
@@ -33,47 +38,10 @@ from example_project.payouts.models import Payout
 RETENTION = dt.timedelta(days=30)
 
 
-def _last_value(filters: Any, key: str) -> str | None:
-    """The raw value of query parameter ``key`` (a QueryDict, or a dict of str or lists)."""
-    if hasattr(filters, "getlist"):
-        values = filters.getlist(key)
-    else:
-        value = filters.get(key)
-        values = value if isinstance(value, list | tuple) else [value]
-    values = [v for v in values if v not in (None, "")]
-    return str(values[-1]) if values else None
-
-
-def recent_only(request: FetchRequest) -> bool:
-    """Whether the application database (last :data:`RETENTION` of payouts) can serve a page.
-
-    It holds *every* payout newer than its cut-off, so its rows are the beginning of the answer
-    exactly when the page is ordered newest first; the archive completes the page when the
-    primary runs out. It declines:
-
-    * a request ordered otherwise (by amount, oldest first): its best rows may be archived;
-    * a request filtered to ``created_at`` strictly older than the retention window
-      (``created_at_before`` earlier than now - RETENTION), or a cursor page that starts
-      there: it has none of those rows.
-
-    The archive holds every payout, so declining is never wrong, only slower.
-    """
-    first = request.ordering.fields[0]
-    if first.name != "created_at" or not first.descending:
-        return False
-    window_start = timezone.now() - RETENTION
-    if request.after is not None and request.after[0] < window_start:
-        return False  # the cursor's last row is already older than the window
-    before = _last_value(request.filters, "created_at_before")
-    if before is None:
-        return True
-    # Already validated by the FilterSet (the validate stage runs first); parse it the same way.
-    moment = parse_datetime(before)
-    if moment is None:
-        return True
-    if timezone.is_naive(moment):
-        moment = timezone.make_aware(moment)
-    return moment >= window_start
+def hot_tier() -> Range:
+    """The payouts the application database holds: every one of the last :data:`RETENTION`
+    (older ones are moved to the archive)."""
+    return Range("created_at", gte=timezone.now() - RETENTION)
 
 
 #: The ledger service (``manage.py run_ledger``), at ``settings.LEDGER_URL``.
@@ -83,10 +51,13 @@ _fetchers: list[Any] = [
     # The primary's pages are cached for 30 s (keyed by merchant, auth type and the request);
     # saving or deleting a payout invalidates its merchant's pages when the write commits.
     # Still called "appdb" in X-Datapipe-Source: the rows are the application database's.
-    CachedFetcher(ORMFetcher(using="default", name="appdb", can_handle=recent_only), ttl=30),
+    CachedFetcher(ORMFetcher(using="default", name="appdb", holds=hot_tier), ttl=30),
 ]
 if "replica" in settings.DATABASES:  # DATAPIPE_EXAMPLE_DB=real
-    _fetchers.append(ORMFetcher(using="replica", can_handle=recent_only))
+    # A DATAPIPE["REPLICAS"] alias: it mirrors appdb, holds what appdb holds and is read only
+    # when appdb cannot answer.
+    _fetchers.append(ORMFetcher(using="replica"))
+# No holds: every payout.
 _fetchers.append(ORMFetcher(using="archive", name="archive"))
 if getattr(settings, "PAYOUTS_SEARCH", False):  # a search engine is configured
     from datapipe_django.fetchers import SearchFetcher

@@ -1,0 +1,324 @@
+"""Tiered sources on the real servers: a page inside the hot tier against a hand-written DRF
+view on that database, and the example project's deep offset page over HTTP.
+
+    python benchmarks/tiers.py [--requests 300] [--http-requests 480] [--concurrency 16]
+
+See benchmarks/README.md ("tiers.py") for what is measured and how.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+#: The code measured (default: this checkout). DATAPIPE_BENCH_CODE=<a checkout of another
+#: commit> measures that commit's library and example with these benchmark scripts.
+CODE = Path(os.environ.get("DATAPIPE_BENCH_CODE", str(ROOT))).resolve()
+sys.path[:0] = [str(ROOT)] + ([str(CODE)] if CODE != ROOT else [])
+os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.example_settings"
+
+PAYOUTS, MERCHANT, PAGE, DEEP_OFFSET = 20_000, 1, 10, 729
+WARMUP = 30
+HTTP_PORT = int(os.environ.get("DATAPIPE_BENCH_PORT", "8765"))
+
+
+# -- databases ---------------------------------------------------------------------------------
+
+def ensure_databases() -> None:
+    from benchmarks import example_settings as s
+    from benchmarks.common import ensure_postgres_database
+
+    ensure_postgres_database("127.0.0.1", 5432, s.PG_NAME)
+    import MySQLdb
+
+    conn = MySQLdb.connect(host="127.0.0.1", port=3306, user="root", passwd="")
+    conn.cursor().execute(f"CREATE DATABASE IF NOT EXISTS {s.ARCHIVE_NAME} "
+                          f"CHARACTER SET utf8mb4")
+    conn.close()
+
+
+def seed() -> None:
+    """The demo data (``seed_demo --payouts 20000``) once; then wait for the standby."""
+    from django.core.management import call_command
+
+    from example_project.payouts.models import Payout
+
+    try:
+        have = Payout.objects.using("archive").count()
+    except Exception:
+        have = -1
+    if have != PAYOUTS:
+        call_command("seed_demo", payouts=PAYOUTS, flush=True, verbosity=0)
+    want = Payout.objects.using("default").count()
+    deadline = time.monotonic() + 60
+    while Payout.objects.using("replica").count() != want:
+        if time.monotonic() > deadline:
+            raise SystemExit("the standby did not catch up with the primary in 60 s")
+        time.sleep(0.5)
+
+
+# -- part 1: a hot-tier page against DRF on that database -------------------------------------
+
+def hot_tier_views() -> tuple[Any, Any, str]:
+    """Ours (the example's chain without its cache: primary, standby, archive) and a
+    hand-written DRF ListAPIView on the primary; how the primary's tier is declared."""
+    import inspect
+
+    from django_filters.rest_framework import DjangoFilterBackend
+    from rest_framework.generics import ListAPIView
+    from rest_framework.pagination import LimitOffsetPagination
+    from rest_framework.response import Response
+
+    from datapipe_django import FallbackMode, Pipeline
+    from datapipe_django.fetchers import ORMFetcher
+    from datapipe_django.rest import PipelineViewSet
+    from example_project.payouts import pipelines as example
+    from example_project.payouts.filters import PayoutFilterSet
+    from example_project.payouts.models import Payout
+    from example_project.payouts.serializers import PayoutSerializer
+
+    ordering = ("-created_at", "-id")
+    if "holds" in inspect.signature(ORMFetcher).parameters:
+        hot = ORMFetcher("default", name="appdb", holds=example.hot_tier)
+        declared = "holds=hot_tier"
+    else:  # main before holds existed: the example's hand-written predicate
+        hot = ORMFetcher("default", name="appdb", can_handle=example.recent_only)
+        declared = "can_handle=recent_only"
+    replica = (ORMFetcher("replica") if declared.startswith("holds")
+               else ORMFetcher("replica", can_handle=example.recent_only))
+    pipeline = Pipeline("bench-tiers", model=Payout, filterset_class=PayoutFilterSet,
+                        tenant_field="merchant_id", ordering=ordering,
+                        ordering_fields=("created_at", "amount", "id"),
+                        fetchers=[hot, replica, ORMFetcher("archive")],
+                        fallback=FallbackMode.SEQUENTIAL, timeout=2.0, register=False)
+
+    class EnvelopePagination(LimitOffsetPagination):
+        """Our envelope from ``limit + 1`` rows, no COUNT (as in benchmarks/views.py)."""
+
+        default_limit, max_limit = 10, 100
+
+        def paginate_queryset(self, queryset, request, view=None):
+            self.limit, self.offset = self.get_limit(request), self.get_offset(request)
+            rows = list(queryset[self.offset : self.offset + self.limit + 1])
+            self.has_more = len(rows) > self.limit
+            return rows[: self.limit]
+
+        def get_paginated_response(self, data):
+            return Response({"entity": "collection", "count": len(data),
+                             "has_more": self.has_more, "next_cursor": None, "items": data})
+
+    class Ours(PipelineViewSet):
+        serializer_class = PayoutSerializer
+
+        def get_pipeline(self):
+            return pipeline
+
+        def get_tenant(self):
+            return int(self.request.headers["X-Merchant-Id"])
+
+        def get_auth_type(self):
+            return "public"
+
+    class DRF(ListAPIView):
+        serializer_class = PayoutSerializer
+        filter_backends = [DjangoFilterBackend]
+        filterset_class = PayoutFilterSet
+        pagination_class = EnvelopePagination
+
+        def get_queryset(self):
+            merchant = int(self.request.headers["X-Merchant-Id"])
+            return Payout.objects.using("default").filter(merchant_id=merchant).order_by(
+                *ordering)
+
+        def get_serializer_context(self):
+            return {**super().get_serializer_context(), "expand": frozenset()}
+
+    return Ours.as_view({"get": "list"}), DRF.as_view(), declared
+
+
+def call(view: Any, params: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+    from benchmarks.common import timed_get
+
+    elapsed, response = timed_get(view, params, HTTP_X_MERCHANT_ID=str(MERCHANT))
+    return elapsed, json.loads(response.content)
+
+
+def hot_tier_page(n: int) -> None:
+    ours, drf, declared = hot_tier_views()
+    cursor = call(ours, {"limit": PAGE, "offset": 90})[1]["next_cursor"]
+    cases = [("first page", {"limit": PAGE}, {"limit": PAGE}),
+             ("offset=100", {"limit": PAGE, "offset": 100}, {"limit": PAGE, "offset": 100}),
+             ("cursor = offset 100", {"limit": PAGE, "cursor": cursor},
+              {"limit": PAGE, "offset": 100})]
+    for label, a, b in cases:
+        x, y = call(ours, a)[1], call(drf, b)[1]
+        if [i["id"] for i in x["items"]] != [i["id"] for i in y["items"]]:
+            raise SystemExit(f"{label}: ours and DRF disagree")
+    samples: dict[tuple[str, str], list[float]] = {}
+    for round_ in range(WARMUP + n):
+        for label, a, b in cases:
+            ta, tb = call(ours, a)[0], call(drf, b)[0]
+            if round_ >= WARMUP:
+                samples.setdefault((label, "ours"), []).append(ta)
+                samples.setdefault((label, "drf"), []).append(tb)
+    print(f"1. A page inside the hot tier: ours (appdb {declared}, replica, archive; no cache) "
+          f"against a DRF ListAPIView on the primary alone; {n} interleaved requests each, "
+          f"page {PAGE}, merchant {MERCHANT}.")
+    head = f"   {'page':<22} {'ours ms':>8} {'DRF ms':>8} {'ours/DRF':>9}"
+    print(head + "\n   " + "-" * (len(head) - 3))
+    for label, _, _ in cases:
+        a, b = statistics.median(samples[label, "ours"]), statistics.median(samples[label, "drf"])
+        print(f"   {label:<22} {a * 1e3:>8.2f} {b * 1e3:>8.2f} {a / b:>9.2f}")
+
+
+# -- part 2: the example's deep offset page -----------------------------------------------------
+
+def rows_and_queries() -> list[str]:
+    """One request for the deep offset page, in process: rows each source returned, queries
+    per database (the example's own pipeline, its cache cleared first and then warm)."""
+    from django.core.cache import cache
+    from django.db import connections
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    from datapipe_django import PipelineRequest
+    from example_project.payouts.pipelines import payouts
+
+    lines = []
+    cache.clear()
+    for label in ("cold cache", "warm cache"):
+        request = PipelineRequest(tenant=MERCHANT, limit=PAGE, offset=DEEP_OFFSET,
+                                  auth_type="public")
+        captures = {alias: CaptureQueriesContext(connections[alias])
+                    for alias in ("default", "replica", "archive")}
+        for capture in captures.values():
+            capture.__enter__()
+        result = payouts.execute(request)
+        for capture in captures.values():
+            capture.__exit__(None, None, None)
+        read = [f"{a.source} {a.count}" + (f" ({a.meta['cache']})" if a.meta.get("cache") else "")
+                for a in result.attempts if a.outcome == "ok" and a.reason != "count"]
+        counted = [a.source for a in result.attempts if a.reason == "count"]
+        total = sum(a.count for a in result.attempts if a.outcome == "ok")
+        queries = ", ".join(f"{alias} {len(c.captured_queries)}" for alias, c in captures.items())
+        lines.append(f"   {label}: rows read {total} ({'; '.join(read)}"
+                     + (f"; count on {', '.join(counted)}" if counted else "")
+                     + f"), queries: {queries}; served {len(result.items)} items from "
+                       f"{result.source}")
+    Client()  # keeps the import honest: the HTTP part goes through the real URL conf
+    return lines
+
+
+def serve() -> subprocess.Popen[bytes]:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "benchmarks.example_settings",
+           "PYTHONPATH": os.pathsep.join(dict.fromkeys([str(ROOT), str(CODE)]))}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "example_project.wsgi:application",
+         "--bind", f"127.0.0.1:{HTTP_PORT}", "--workers", "2", "--worker-class", "gthread",
+         "--threads", "4", "--log-level", "warning", "--chdir", str(ROOT)],
+        env=env, cwd=str(ROOT))
+    import requests
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            requests.get(f"http://127.0.0.1:{HTTP_PORT}/v1/payouts", timeout=1,
+                         headers={"X-Merchant-Id": str(MERCHANT)})
+            return process
+        except requests.RequestException:
+            time.sleep(0.3)
+    process.terminate()
+    raise SystemExit("gunicorn did not start")
+
+
+def load(total: int, concurrency: int, params: dict[str, Any]) -> tuple[float, list[float], dict]:
+    """``total`` requests by ``concurrency`` threads: (seconds, latencies, statuses)."""
+    import requests
+
+    url = f"http://127.0.0.1:{HTTP_PORT}/v1/payouts"
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    lock = threading.Lock()
+    remaining = [total]
+
+    def worker() -> None:
+        session = requests.Session()
+        while True:
+            with lock:
+                if remaining[0] <= 0:
+                    return
+                remaining[0] -= 1
+            start = time.perf_counter()
+            response = session.get(url, params=params, timeout=10,
+                                   headers={"X-Merchant-Id": str(MERCHANT)})
+            elapsed = time.perf_counter() - start
+            with lock:
+                latencies.append(elapsed)
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - start, latencies, statuses
+
+
+def deep_offset_page(total: int, concurrency: int) -> None:
+    print(f"\n2. The example's GET /v1/payouts?offset={DEEP_OFFSET} (limit {PAGE}, merchant "
+          f"{MERCHANT}: a page past the primary's 30 days), example pipeline as declared "
+          f"(cache, appdb, replica, archive).")
+    for line in rows_and_queries():
+        print(line)
+    process = serve()
+    try:
+        cases = [(f"offset={DEEP_OFFSET}", {"offset": DEEP_OFFSET}), ("first page", {})]
+        load(concurrency * 4, concurrency, cases[0][1])  # warm up
+        head = (f"   {'page':<14} {'requests':>8} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
+                f"{'max ms':>7}  statuses")
+        print(f"   over HTTP: gunicorn 2 gthread workers x 4 threads, concurrency {concurrency}")
+        print(head + "\n   " + "-" * (len(head) - 3))
+        for label, params in cases:
+            seconds, latencies, statuses = load(total, concurrency, params)
+            q = statistics.quantiles(latencies, n=100, method="inclusive")
+            print(f"   {label:<14} {total:>8} {total / seconds:>7.1f} {q[49] * 1e3:>7.1f} "
+                  f"{q[98] * 1e3:>7.1f} {max(latencies) * 1e3:>7.1f}  {statuses}")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=300,
+                        help="in-process requests per page and side (part 1)")
+    parser.add_argument("--http-requests", type=int, default=480,
+                        help="HTTP requests per page (part 2)")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--skip-hot", action="store_true", help="part 2 only")
+    args = parser.parse_args()
+    ensure_databases()
+    import django
+
+    django.setup()
+    import datapipe_django
+
+    print(f"datapipe_django from {Path(datapipe_django.__file__).parent}")
+    seed()
+    if not args.skip_hot:
+        hot_tier_page(args.requests)
+    deep_offset_page(args.http_requests, args.concurrency)
+
+
+if __name__ == "__main__":
+    main()
