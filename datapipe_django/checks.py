@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import itertools
 from typing import Any
 
 from django.conf import settings
@@ -61,6 +62,8 @@ def check_pipelines(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
 #   E012 (W012, W013) search fetchers' own checks (datapipe_django.fetchers.search): a field
 #        the engine cannot serve (tenant, ordering, q), millisecond dates, unservable filters
 #   E013 a BatchEnricher would overwrite a model field
+#   W014 a SEQUENTIAL/FIRST_SUCCESS source before another declares neither holds nor
+#        can_handle
 #   W016 a routed PipelineViewSet of a tenant pipeline cannot find the tenant
 #        (datapipe_django.rest.checks: no get_tenant() and no `tenant` on the user model)
 
@@ -151,7 +154,40 @@ def check_declarations(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
                     obj=pipeline, id="datapipe_django.E010",
                 ))
             seen.add(fetcher.name)
+        messages.extend(_check_tiers(pipeline))
     messages.extend(_check_setting())
+    return messages
+
+
+def _check_tiers(pipeline: Any) -> list[checks.CheckMessage]:
+    """W014: a SEQUENTIAL or FIRST_SUCCESS chain whose earlier source says nothing of what it
+    holds, while a later source exists (the chain then trusts its pages as if it held every
+    row, or as if its rows came first in every ordering)."""
+    from datapipe_django.chain import FallbackMode, FetcherChain
+    from datapipe_django.fetchers.base import hook
+
+    if pipeline.fallback is FallbackMode.PARALLEL:
+        return []
+    mirrors = FetcherChain(pipeline.fetchers, pipeline.fallback).mirrors()
+    stores = [f for f in pipeline.fetchers if f.name not in mirrors]
+    messages: list[checks.CheckMessage] = []
+    for fetcher, later in itertools.pairwise(stores):
+        if hook(fetcher, "declares_scope")():
+            continue
+        messages.append(checks.Warning(
+            f"Pipeline {pipeline.name!r}: fetcher {fetcher.name!r} declares neither `holds` nor "
+            f"`can_handle`, and {later.name!r} comes after it in a "
+            f"{pipeline.fallback.name} chain. If {fetcher.name!r} holds only some rows (the "
+            f"recent ones, say), its pages are taken as the whole answer or topped up as if its "
+            f"rows came first in every ordering: a client ordering (?ordering=-amount) or an "
+            f"offset then gets wrong pages.",
+            hint=f"Say what its store holds: {type(fetcher).__name__}(..., "
+                 f"holds=Range('created_at', gte=...)) or a zero-argument callable returning one "
+                 f"(a sliding window); the chain then plans every request from it "
+                 f"(docs/fetching.md, Tiered sources). If it holds every row, say "
+                 f"holds=MatchAll().",
+            obj=pipeline, id="datapipe_django.W014",
+        ))
     return messages
 
 

@@ -158,3 +158,40 @@ def test_manage_py_check_runs_them(only):
     only(pipeline("chk", ORMFetcher("nope")))
     with pytest.raises(SystemCheckError, match=r"datapipe_django\.E001"):
         call_command("check", stdout=StringIO(), stderr=StringIO())
+
+
+def test_w014_a_sequential_source_before_another_that_declares_nothing():
+    from django.core import checks as django_checks
+
+    from datapipe_django import FallbackMode, Pipeline
+    from datapipe_django.specs import Range
+    from datapipe_django.test import InMemoryFetcher, unregister_pipeline
+    from tests.testapp.models import Item
+
+    def messages():
+        return [m for m in django_checks.run_checks() if m.id == "datapipe_django.W014"
+                and m.obj.name == "w014"]
+
+    try:
+        Pipeline("w014", model=Item, fallback=FallbackMode.SEQUENTIAL,
+                 fetchers=[InMemoryFetcher(name="recent"), InMemoryFetcher(name="archive")])
+        (warning,) = messages()
+        assert "'recent' declares neither `holds` nor `can_handle`" in warning.msg
+        assert "'archive' comes after it" in warning.msg and "?ordering=-amount" in warning.msg
+        assert "holds=Range('created_at', gte=...)" in warning.hint
+        unregister_pipeline("w014")
+        # Declared (holds, can_handle), a mirror after it, PARALLEL, or one source: no warning.
+        for fetchers, mode in (
+            ([InMemoryFetcher(name="recent", holds=Range("created_at", gte=1)),
+              InMemoryFetcher(name="archive")], FallbackMode.FIRST_SUCCESS),
+            ([InMemoryFetcher(name="recent", can_handle=lambda r: True),
+              InMemoryFetcher(name="archive")], FallbackMode.SEQUENTIAL),
+            ([InMemoryFetcher(name="appdb"), InMemoryFetcher(name="replica", mirror_of="appdb")],
+             FallbackMode.SEQUENTIAL),
+            ([InMemoryFetcher(name="a"), InMemoryFetcher(name="b")], FallbackMode.PARALLEL),
+        ):
+            Pipeline("w014", model=Item, fallback=mode, fetchers=fetchers)
+            assert messages() == [], fetchers
+            unregister_pipeline("w014")
+    finally:
+        unregister_pipeline("w014")

@@ -54,9 +54,9 @@ _fetchers: list[Any] = [
     CachedFetcher(ORMFetcher(using="default", name="appdb", holds=hot_tier), ttl=30),
 ]
 if "replica" in settings.DATABASES:  # DATAPIPE_EXAMPLE_DB=real
-    # A DATAPIPE["REPLICAS"] alias: it mirrors appdb, holds what appdb holds and is read only
-    # when appdb cannot answer.
-    _fetchers.append(ORMFetcher(using="replica"))
+    # The standby of appdb's database: it holds what appdb holds and is read only when appdb
+    # cannot answer (a fetcher on a DATAPIPE["REPLICAS"] alias mirrors the PRIMARY's anyway).
+    _fetchers.append(ORMFetcher(using="replica", mirror_of="appdb"))
 # No holds: every payout.
 _fetchers.append(ORMFetcher(using="archive", name="archive"))
 if getattr(settings, "PAYOUTS_SEARCH", False):  # a search engine is configured

@@ -34,6 +34,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import sqlparse
@@ -227,9 +228,17 @@ class Command(BaseCommand):
         self.line("")
         self.line("Fetchers, in priority order:", self.style.MIGRATE_HEADING)
         for f in plan["fetchers"]:
-            verdict = (self.style.SUCCESS("serves") if f["serves"]
-                       else self.style.WARNING(f"declines: {f['reason']}"))
+            if f["action"] == "declined":
+                verdict = self.style.WARNING(f"declines: {f['reason']}")
+            elif not f["serves"]:
+                verdict = self.style.WARNING(f["verdict"])
+            elif f["action"] == "reads":
+                verdict = self.style.SUCCESS("serves")
+            else:
+                verdict = self.style.SUCCESS(f["verdict"])
             self.line(f"  {f['position']}. {f['name']} ({f['kind']}) {verdict}")
+            if f.get("holds") and f["holds"] != "every row":
+                self.line(f"       holds: {f['holds']}")
             for key, value in f["details"].items():
                 if key == "sql" or key.startswith("facet sql"):
                     self.line("       SQL:" if key == "sql" else f"       {key}:")
@@ -438,6 +447,16 @@ def _strategy(pipeline: Pipeline, candidates: list[Any], asked: Any, skip: int,
             f"merged or the source before is unavailable; {window}.")
 
 
+def _tiered_strategy(pipeline: Pipeline, fetchers: list[dict[str, Any]]) -> str:
+    reading = [f["name"] for f in fetchers if f["serves"]]
+    if not reading:
+        return "No source can serve this request: it would fail with NoFetcher (400)."
+    return (f"{pipeline.fallback.name}, planned from what each source holds: "
+            f"{', then '.join(reading)}, each asked only for the rows the page still needs "
+            f"(an offset past a tier's rows pushed down to the next by its count); a mirror "
+            f"or a later source stands in for one that is unavailable.")
+
+
 def explain_plan(pipeline: Pipeline, request: PipelineRequest, *,
                  db_plan: bool = False) -> dict[str, Any]:
     """The plan of ``request`` as plain data: validation, fetchers and enrichers."""
@@ -472,14 +491,30 @@ def explain_plan(pipeline: Pipeline, request: PipelineRequest, *,
     candidates = [f for f, v in verdicts if v]
     source_request, skip = chain.source_request(asked, candidates=max(1, len(candidates)),
                                                 offset=state.offset, limit=state.limit)
-    plan["fetchers"] = [
-        {"position": i, "name": fetcher.name, "kind": type(fetcher).__name__,
-         "serves": bool(verdict), "reason": verdict.reason,
-         "details": describe_fetcher(fetcher, source_request, db_plan=db_plan) if verdict
-         else {}}
-        for i, (fetcher, verdict) in enumerate(verdicts, 1)
-    ]
-    plan["strategy"] = _strategy(pipeline, candidates, source_request, skip, asked.size)
+    steps = {step.source: step for step in chain.plan(asked).steps}
+    tiered = any(step.action in ("prefix", "skipped") or step.holds != "every row"
+                 for step in steps.values() if step.mirror_of is None)
+    plan["fetchers"] = []
+    for i, (fetcher, verdict) in enumerate(verdicts, 1):
+        step = steps.get(fetcher.name)
+        reads = bool(verdict) and step is not None and step.action in ("serves", "prefix",
+                                                                          "reads")
+        asked_here = source_request
+        if tiered and reads and step is not None:
+            asked_here = replace(asked, offset=state.offset, size=state.limit + 1,
+                                 spec=asked.spec if step.region is None or asked.spec is None
+                                 else asked.spec & step.region)
+        plan["fetchers"].append({
+            "position": i, "name": fetcher.name, "kind": type(fetcher).__name__,
+            "serves": reads, "reason": verdict.reason if not verdict else
+            ("" if reads or step is None else step.verdict),
+            "holds": step.holds if step is not None else None,
+            "action": step.action if step is not None else "declined",
+            "verdict": step.verdict if step is not None else verdict.reason,
+            "details": describe_fetcher(fetcher, asked_here, db_plan=db_plan) if reads else {},
+        })
+    plan["strategy"] = (_tiered_strategy(pipeline, plan["fetchers"]) if tiered
+                        else _strategy(pipeline, candidates, source_request, skip, asked.size))
     plan["enrichers"] = _enrichers(pipeline, state)
     return plan
 
