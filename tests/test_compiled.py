@@ -262,6 +262,17 @@ def test_an_expanded_relation_runs_drfs_field_and_only_that_one():
     assert plan.bound == ("owner",)
 
 
+def test_an_expanded_relation_is_rendered_by_its_own_compiled_serializer():
+    compiled_module.clear_cache()
+    item = Item(id=1, name="a", amount=1, status="queued", active=True, day=dt.date(2026, 1, 1),
+                created_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    item.owner = Owner(id=7, name="Ann", email="a@example.com")
+    data = serializer_data(ItemSerializer([item], many=True,
+                                          context={"expand": frozenset({"owner"})}))
+    assert data[0]["owner"] == {"id": 7, "name": "Ann", "email": "a@example.com"}
+    assert any(key[0] is OwnerSerializer for key in compiled_module._plans)
+
+
 def test_what_cannot_compile_falls_back_per_field():
     plan = plan_of(ItemWithExtras, {"expand": frozenset(), "auth_type": "public"})
     assert set(plan.bound) == {"shout", "method", "owner_name", "owner_object"}

@@ -22,9 +22,10 @@ key's ``<name>_id``, or ``pk``) and whose class uses DRF's own ``get_attribute``
 ``ReadOnlyField``; other DRF fields that depend on nothing but their value (``DecimalField``,
 ``UUIDField``, ``TimeField``, ``DurationField``, ``JSONField``...) keep their own conversion
 behind the plain read; an :class:`~datapipe_django.rest.ExpandableField` that the request does
-not expand is its id read. Everything else (a ``SerializerMethodField``, a field with its own
-``to_representation`` or ``get_attribute``, a nested serializer, a dotted source, an expanded
-relation) runs DRF's own code for that field, with the request's bound field. A serializer
+not expand is its id read, an expanded one its loaded value through its own serializer,
+compiled in its turn. Everything else (a ``SerializerMethodField``, a field with its own
+``to_representation`` or ``get_attribute``, a nested serializer, a dotted source) runs DRF's
+own code for that field, with the request's bound field. A serializer
 with its own ``to_representation``/``get_fields``/``data`` that this module does not know, a
 ``ListSerializer`` subclass that renders differently, rows that are not instances of the model:
 all of ``serializer.data``, untouched. ``DATAPIPE["FAST_PATH"] = False`` turns it off.
@@ -320,9 +321,11 @@ class _Plan:
 def _compile(kind: type, names: tuple[str, ...], found: Mapping[str, Any],
              expanded: frozenset[str]) -> _Plan | None:
     model = kind.Meta.model  # type: ignore[attr-defined]
-    ns: dict[str, Any] = {"SkipField": SkipField, "PKOnlyObject": PKOnlyObject}
+    ns: dict[str, Any] = {"SkipField": SkipField, "PKOnlyObject": PKOnlyObject,
+                          "_nested": _nested}
     body: list[str] = []
     bound: list[str] = []
+    caches: list[str] = []  # per request: the nested renderers of expanded relations
     finite = True  # no field can give a NaN or an infinity
     for n, name in enumerate(names):
         # A fresh unbound copy (DRF rebuilds a field from its arguments): the plan outlives
@@ -349,6 +352,24 @@ def _compile(kind: type, names: tuple[str, ...], found: Mapping[str, Any],
             finite = finite and float_free
             body.append(f"d[{key}] = {expression}")
             continue
+        if (isinstance(field, ExpandableField)
+                and all(_resolves_to(field, hook, ExpandableField) for hook in (
+                    "to_representation", "get_attribute", "_id", "loaded_value", "nested"))):
+            # Expanded: the loaded relation through its serializer, compiled in its turn.
+            finite = False
+            arg = f"f{n}"
+            bound.append(name)
+            source = original.source or name
+            body += [
+                f"ok, v, many = {arg}.loaded_value(obj)",
+                "if ok:",
+                f"    d[{key}] = None if v is None else "
+                f"(r{n}.get(many) or _nested(r{n}, {arg}, many))(v)",
+                "else:",
+                f"    d[{key}] = {arg}._id(obj, {source!r})",
+            ]
+            caches.append(f"r{n}")
+            continue
         # DRF's own code for this field, with the request's bound field.
         finite = False
         arg = f"f{n}"
@@ -363,7 +384,8 @@ def _compile(kind: type, names: tuple[str, ...], found: Mapping[str, Any],
             f"    d[{key}] = None if c is None else {arg}.to_representation(v)",
         ]
     args = ", ".join(["zone", *(f"f{names.index(name)}" for name in bound)])
-    lines = [f"def bind({args}):", "    def row(obj):", "        d = {}"]
+    lines = [f"def bind({args}):", *(f"    {cache} = {{}}" for cache in caches),
+             "    def row(obj):", "        d = {}"]
     lines += [f"        {line}" for line in body]
     lines += ["        return d", "    return row"]
     source = "\n".join(lines) + "\n"
@@ -380,6 +402,30 @@ def _float_free(expression: str, field: Any) -> bool:
         return not any(isinstance(v, float | decimal.Decimal)
                        for v in field.choice_strings_to_values.values())
     return False
+
+
+def _nested(cache: dict[bool, Any], field: ExpandableField, many: bool) -> Any:
+    """How ``field`` renders its loaded value for this request: ``field.nested(many)``'s
+    ``to_representation``, through that serializer's compiled rows when it has them."""
+    serializer: Any = field.nested(many)
+    fallback: Callable[[Any], Any] = serializer.to_representation
+    render = fallback
+    child = serializer.child if many else serializer
+    plan = _plan_for(child) if (datapipe_settings.FAST_PATH
+                                and _renders_plainly(serializer, child, many)) else None
+    if plan is not None:
+        row, model = plan.bind(child), plan.model
+
+        def compiled(value: Any) -> Any:
+            if many:
+                if all(isinstance(obj, model) for obj in value):
+                    return [row(obj) for obj in value]
+                return fallback(value)
+            return row(value) if isinstance(value, model) else fallback(value)
+
+        render = compiled
+    cache[many] = render
+    return render
 
 
 def _id_expression(model: type[Model], field: ExpandableField, source: str, n: int,

@@ -59,19 +59,28 @@ class ExpandableField(serializers.Field):
         return instance  # to_representation needs the instance itself
 
     def to_representation(self, instance: Any) -> Any:
-        source = self.source or self.field_name or ""
         if self._expanded is None:  # the context is fixed for the serializer's lifetime
             self._expanded = self.path in self.context.get("expand", frozenset())
-        if self._expanded and _is_loaded(instance, source):
-            value = _loaded_value(instance, source)
-            if value is None:
-                return None
-            many = self.many or isinstance(value, models.Manager | models.QuerySet | list |
-                                           tuple)
-            if many:
-                value = list(value.all()) if hasattr(value, "all") else list(value)
-            return self.nested(many).to_representation(value)
-        return self._id(instance, source)
+        if self._expanded:
+            loaded, value, many = self.loaded_value(instance)
+            if loaded:
+                return None if value is None else self.nested(many).to_representation(value)
+        return self._id(instance, self.source or self.field_name or "")
+
+    def loaded_value(self, instance: Any) -> tuple[bool, Any, bool]:
+        """``(True, value, many)`` when the relation is loaded on ``instance`` (``value`` is
+        the related object, None, or for a to-many relation the list of related objects),
+        else ``(False, None, False)``: reading it would query."""
+        source = self.source or self.field_name or ""
+        if not _is_loaded(instance, source):
+            return False, None, False
+        value = _loaded_value(instance, source)
+        if value is None:
+            return True, None, False
+        many = self.many or isinstance(value, models.Manager | models.QuerySet | list | tuple)
+        if many:
+            value = list(value.all()) if hasattr(value, "all") else list(value)
+        return True, value, many
 
     def nested(self, many: bool) -> serializers.BaseSerializer[Any]:
         """The serializer of the expanded value (built on first use, with the path below)."""
