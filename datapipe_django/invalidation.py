@@ -115,10 +115,15 @@ class CacheGuard:
     Closed: calls go through. After a failure it is open for ``CACHE_BREAKER_SECONDS``: callers
     skip the cache. Then it lets one call through as a probe; success closes it, failure opens
     it again. ``failures`` counts every cache error seen.
+
+    The same breaker guards other dependencies (a ``BatchEnricher``'s service): ``seconds``
+    then gives how long it stays open, and ``label`` names the dependency in the log lines.
     """
 
-    def __init__(self, alias: str) -> None:
+    def __init__(self, alias: str, *, seconds: Any = None, label: str = "Cache") -> None:
         self.alias = alias
+        self._seconds = seconds  # a callable returning seconds; None: CACHE_BREAKER_SECONDS
+        self.label = label
         self.failures = 0
         self.last_error = ""
         self._open_until = 0.0
@@ -147,18 +152,19 @@ class CacheGuard:
         with self._lock:
             if self._open_until != 0.0:
                 self._open_until, self._probing = 0.0, False
-                logger.warning("Cache %r is reachable again; using it.", self.alias)
+                logger.warning("%s %r is reachable again; using it.", self.label, self.alias)
 
     def failed(self, exc: BaseException) -> None:
-        seconds = float(datapipe_settings.CACHE_BREAKER_SECONDS)
+        seconds = float(self._seconds() if self._seconds is not None
+                        else datapipe_settings.CACHE_BREAKER_SECONDS)
         with self._lock:
             self.failures += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
             self._open_until = time.monotonic() + max(seconds, 0.001)
             self._probing = False
         logger.warning(
-            "Cache %r is unavailable (%s); answering without it for %.1fs.",
-            self.alias, self.last_error, seconds,
+            "%s %r is unavailable (%s); answering without it for %.1fs.",
+            self.label, self.alias, self.last_error, seconds,
         )
 
     def absorb(self, exc: Exception) -> None:

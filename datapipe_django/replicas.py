@@ -43,12 +43,17 @@ __all__ = [
 
 LagProbe = Callable[[Any], "float | None"]
 
-# On a PostgreSQL standby: 0 when everything received has been replayed; otherwise the age of
-# the last replayed transaction. (pg_stat_replication.replay_lag reads ~0 while replay is
-# paused, and now() - pg_last_xact_replay_timestamp() alone grows on an idle primary.)
+# On a PostgreSQL standby: unknown (NULL) while it is not streaming from its primary (its WAL
+# receiver is gone or reconnecting: the primary may have written what it never received);
+# else 0 when everything received has been replayed; otherwise the age of the last replayed
+# transaction. (pg_stat_replication.replay_lag reads ~0 while replay is paused, and
+# now() - pg_last_xact_replay_timestamp() alone grows on an idle primary.) A role without
+# pg_read_all_stats sees the WAL receiver's row but not its status: the row is then enough.
 _PG_LAG_SQL = """
 SELECT CASE
     WHEN NOT pg_is_in_recovery() THEN 0
+    WHEN NOT EXISTS (SELECT 1 FROM pg_stat_wal_receiver
+                     WHERE status IS NULL OR status = 'streaming') THEN NULL
     WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
     ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())
 END
@@ -98,6 +103,7 @@ class ReplicaStatus:
     reason: str
     checked_at: float
     reachable: bool = True
+    primary_down: bool = False  # healthy only because its primary is down (not replicating)
 
     def age(self, now: float | None = None) -> float:
         """Seconds since the measurement."""
@@ -105,7 +111,10 @@ class ReplicaStatus:
 
     def within(self, max_lag: float, now: float | None = None) -> bool:
         """Whether the replica is, at worst, ``max_lag`` seconds behind now: healthy when
-        measured, and its lag plus the age of the measurement within ``max_lag``."""
+        measured, its lag plus the age of the measurement within ``max_lag`` and, if it was
+        healthy only because its primary was down, the primary still down."""
+        if self.primary_down and not _primary_down(self.alias):
+            return False
         return self.healthy and (self.lag or 0.0) + self.age(now) <= max_lag
 
 
@@ -138,12 +147,37 @@ def _measure(alias: str, timeout: float | None) -> ReplicaStatus:
         return ReplicaStatus(alias, False, None, f"unreachable: {_first_line(exc)}", now,
                              reachable=False)
     max_lag = float(datapipe_settings.REPLICA_MAX_LAG)
+    if lag is None and _primary_down(alias, check_within=timeout):
+        # Not replicating because its primary is down: nothing can have been written that it
+        # lacks, so it is as fresh as any store there is, until the primary answers again.
+        return ReplicaStatus(alias, True, 0.0, "", now, primary_down=True)
     if lag is None:
         return ReplicaStatus(alias, False, None, "lag unknown", now)
     if lag > max_lag:
         return ReplicaStatus(alias, False, lag, f"lag {lag:.1f}s > REPLICA_MAX_LAG {max_lag:g}s",
                              now)
     return ReplicaStatus(alias, True, lag, "", now)
+
+
+def _primary_down(alias: str, *, check_within: float | None = None) -> bool:
+    """Whether ``alias`` is a replica of ``DATAPIPE["PRIMARY"]`` and that primary is down: its
+    breaker is open (see :mod:`datapipe_django.stores`) or, with ``check_within`` (seconds), a
+    query on it fails to connect now."""
+    if alias not in datapipe_settings.REPLICAS:
+        return False
+    primary = str(datapipe_settings.PRIMARY)
+    guard = get_store_guard(primary)
+    if not guard.allow() or check_within is None or primary not in connections.settings:
+        return not guard.allow()
+    for _ in range(2):  # a connection lost with a restart is dropped, then one is made
+        try:
+            with use_store(primary, check_within) as connection, connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            return False
+        except (DatabaseError, SourceUnavailable):
+            if not guard.allow():
+                return True
+    return not guard.allow()
 
 
 def _claim(alias: str) -> tuple[threading.Event, bool]:

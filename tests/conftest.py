@@ -55,3 +55,21 @@ def engine_alias(request: pytest.FixtureRequest) -> str:
     """Parametrizes a test over SQLite, PostgreSQL and MariaDB (see ``engine_databases``)."""
     require_alias(request.param)
     return request.param
+
+
+@pytest.fixture(autouse=True)
+def _fresh_breakers():
+    """Every test starts with every breaker closed: the enricher breakers of the registered
+    (module-level) pipelines and the database stores' (process-wide state a test's outage
+    must not leave to the next test)."""
+    yield
+    from datapipe_django import stores
+    from datapipe_django.registry import all_pipelines
+
+    for pipeline in all_pipelines():
+        for enricher in pipeline.enrichers:
+            breaker = getattr(enricher, "breaker", None)
+            if breaker is not None:
+                breaker.reset()
+    for guard in list(stores._guards.values()):
+        guard.close()

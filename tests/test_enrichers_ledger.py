@@ -20,6 +20,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIRequestFactory
 
+from datapipe_django.conf import datapipe_settings
 from example_project.ledger import server as ledger_server
 from example_project.ledger.book import transaction_for
 from example_project.ledger.server import MAX_IDS, LedgerServer
@@ -143,6 +144,39 @@ def test_a_slow_ledger_is_abandoned_at_the_deadline(ledger, monkeypatch):
         gate.set()
     assert body(response)["errors"] == [{"enricher": "transaction",
                                          "code": "deadline_exceeded"}]
+
+
+def test_a_frozen_ledger_costs_one_deadline_then_is_skipped_until_it_answers(ledger,
+                                                                            monkeypatch):
+    """A ledger that stops answering (frozen): the request that finds it waits until its
+    deadline; once that call has timed out, the enricher's breaker is open and expansions
+    fail at once (``unavailable``) for ENRICH_BREAKER_SECONDS (default), without calling it;
+    then one request probes it, and it is expanded again."""
+    gate = threading.Event()
+    monkeypatch.setattr(ledger_server, "time", SimpleNamespace(sleep=gate.wait))
+    ledger.latency = 30
+    monkeypatch.setattr(payouts_pipeline, "_timeout", 1.0)
+    enricher = next(e for e in payouts_pipeline.enrichers if e.name == "transaction")
+    try:
+        first = body(get("limit=20&expand=transaction"))
+        assert first["errors"] == [{"enricher": "transaction", "code": "deadline_exceeded"}]
+        end = time.monotonic() + 5
+        while not enricher.breaker.is_open:  # the abandoned call's own timeout ends
+            assert time.monotonic() < end, "the breaker did not open"
+            time.sleep(0.02)
+        start = time.monotonic()
+        skipped = body(get("limit=20&expand=transaction"))
+        assert time.monotonic() - start < 0.5  # no waiting on the frozen ledger
+        assert skipped["errors"] == [{"enricher": "transaction", "code": "unavailable"}]
+        assert all(isinstance(i["transaction"], str | None) for i in skipped["items"])
+    finally:
+        gate.set()
+    ledger.latency = 0
+    time.sleep(datapipe_settings.ENRICH_BREAKER_SECONDS + 0.1)
+    again = body(get("limit=20&expand=transaction"))
+    assert "errors" not in again
+    assert all(isinstance(i["transaction"], dict) for i in again["items"]
+               if i["transaction_id"])
 
 
 def test_a_ledger_that_is_not_running_is_reported_too(demo):

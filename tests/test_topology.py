@@ -272,3 +272,32 @@ def test_a_write_stamp_never_reads_as_written_in_the_future(monkeypatch):
         follow = factory.get("/")
         follow.COOKIES[COOKIE_NAME] = cookie.value
         assert pinned(middleware(follow)) is True
+
+
+@pytest.mark.django_db(databases=["default", "primary", "replica"], transaction=True)
+def test_a_standby_that_is_not_streaming_while_its_primary_is_up_is_not_read(standby):
+    """The standby's WAL receiver reconnects after its primary restarted (or lost it): until it
+    streams again it may lack what the primary wrote meanwhile, though it has replayed all it
+    received. Its lag is then unknown, and with the primary up it is not read."""
+    from datapipe_django.replicas import _measure, _postgresql_lag
+
+    Item.objects.using("primary").create(**_fields(make(1)))
+    wait_for_replay()
+    with connections["primary"].cursor() as cursor:  # the primary drops its WAL sender
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_replication")
+    seen = []
+    end = time.monotonic() + 3
+    while time.monotonic() < end and None not in seen:
+        seen.append(_postgresql_lag(connections["replica"]))
+        time.sleep(0.005)
+    assert None in seen, "the standby never reported a lost WAL receiver"
+    # Measured while not streaming (if it reconnected in between, measured as it is).
+    measured = _measure("replica", 1.0)
+    if measured.lag is None:
+        assert not measured.healthy and measured.reason == "lag unknown"
+    wait_for_replay()
+    deadline = time.monotonic() + 5
+    while _postgresql_lag(connections["replica"]) is None:  # streaming again
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert _measure("replica", 1.0).healthy

@@ -39,6 +39,7 @@ def stopped(name: str) -> Iterator[None]:
             for alias in connections:
                 connections[alias].close()  # the test thread's own connections died with it
             forget_replica_status()
+            wait_for_stores(STORES.get(name, ()), within=1.0)
     finally:
         FAULT_FLAG.unlink(missing_ok=True)
 
@@ -68,3 +69,22 @@ def set_replay_paused(paused: bool, replica: str = "replica") -> None:
     with connections[replica].cursor() as cursor:
         cursor.execute("SELECT pg_wal_replay_pause()" if paused
                        else "SELECT pg_wal_replay_resume()")
+
+
+#: The database aliases each server of ``stopped()`` serves.
+STORES = {"postgres": ("primary", "pooled", "replica"), "replica": ("replica",),
+          "mariadb": ("archive", "archive_replica")}
+
+
+def wait_for_stores(aliases: tuple[str, ...], within: float) -> float:
+    """Wait until none of ``aliases`` is refused as down any more (their breakers closed, see
+    datapipe_django.stores): the promise is within a second of the server being back."""
+    from datapipe_django.stores import get_store_guard
+
+    start = time.monotonic()
+    while any(get_store_guard(a).is_open for a in aliases):
+        if time.monotonic() - start > within:
+            raise AssertionError(f"still refused {within}s after the server came back: "
+                                 f"{[a for a in aliases if get_store_guard(a).is_open]}")
+        time.sleep(0.005)
+    return time.monotonic() - start

@@ -20,9 +20,9 @@ from datapipe_django.enrichers.base import BaseEnricher, EnrichContext
 from datapipe_django.errors import DeadlineExceeded
 from datapipe_django.executor import submit as pool_submit
 from datapipe_django.fetchers.cache import CacheStats, unknown_cache_alias
-from datapipe_django.invalidation import get_guard
+from datapipe_django.invalidation import CacheGuard, get_guard
 
-__all__ = ["BatchEnricher", "run_chunks"]
+__all__ = ["BatchEnricher", "ServiceUnavailable", "run_chunks"]
 
 logger = logging.getLogger("datapipe_django.enrichers")
 
@@ -83,6 +83,11 @@ class BatchEnricher(BaseEnricher):
         if max_workers is not None and max_workers < 1:
             raise ImproperlyConfigured(f"{owner}: `max_workers` must be at least 1.")
         self.loader = load
+        #: Opens when a call of ``load`` fails: for ``ENRICH_BREAKER_SECONDS`` the enricher
+        #: fails at once (``unavailable``) instead of waiting on a service that is down or
+        #: frozen; then one call probes it.
+        self.breaker = CacheGuard(self.name, label="The service of BatchEnricher",
+                                  seconds=lambda: datapipe_settings.ENRICH_BREAKER_SECONDS)
         # Enrichers with the same `load` share its memo within a request (bound methods of
         # one object compare equal; anything unhashable memoises on its own).
         try:
@@ -244,10 +249,25 @@ class BatchEnricher(BaseEnricher):
                            "request, not cached.", self.name, what)
 
     def _call(self, chunk: list[Any], context: EnrichContext) -> Mapping[Any, Any]:
-        if getattr(self.loader, "requires_context", False):
-            answer = self.loader(chunk, context)
-        else:
-            answer = self.loader(chunk)
+        breaker = self.breaker
+        if float(datapipe_settings.ENRICH_BREAKER_SECONDS) > 0 and not breaker.allow():
+            raise ServiceUnavailable(
+                f"BatchEnricher({self.name!r}): its service failed a moment ago "
+                f"({breaker.last_error}); not called until ENRICH_BREAKER_SECONDS pass.")
+        try:
+            if getattr(self.loader, "requires_context", False):
+                answer = self.loader(chunk, context)
+            else:
+                answer = self.loader(chunk)
+        except _BUGS:
+            breaker.release_probe()
+            raise
+        except Exception as exc:
+            # The service is down, refused or timed out (a frozen one: when this call's own
+            # timeout ends, after the request that made it gave up at its deadline).
+            breaker.failed(exc)
+            raise
+        breaker.succeeded()
         if not isinstance(answer, Mapping):
             raise TypeError(f"BatchEnricher({self.name!r}): load() returned "
                             f"{type(answer).__name__}, not a mapping {{key: value}}.")
@@ -261,6 +281,18 @@ class BatchEnricher(BaseEnricher):
         for item in items:
             value = self.key(item)
             setattr(item, self.name, loaded.get(value) if value is not None else None)
+
+
+#: A loader's own mistakes: they fail its call, never open its breaker.
+_BUGS = (ImproperlyConfigured, TypeError, AttributeError, NameError, LookupError, ValueError,
+         AssertionError)
+
+
+class ServiceUnavailable(Exception):
+    """A ``BatchEnricher``'s service is skipped: it failed a moment ago (reported with the
+    code ``unavailable``)."""
+
+    code = "unavailable"
 
 
 def _is_json(value: Any) -> bool:
