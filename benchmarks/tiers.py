@@ -2,6 +2,7 @@
 view on that database, and the example project's deep offset page over HTTP.
 
     python benchmarks/tiers.py [--requests 300] [--http-requests 480] [--concurrency 16]
+                               [--against <another checkout, e.g. of main before a change>]
 
 See benchmarks/README.md ("tiers.py") for what is measured and how.
 """
@@ -187,7 +188,6 @@ def rows_and_queries() -> list[str]:
     per database (the example's own pipeline, its cache cleared first and then warm)."""
     from django.core.cache import cache
     from django.db import connections
-    from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
     from datapipe_django import PipelineRequest
@@ -214,37 +214,51 @@ def rows_and_queries() -> list[str]:
                      + (f"; count on {', '.join(counted)}" if counted else "")
                      + f"), queries: {queries}; served {len(result.items)} items from "
                        f"{result.source}")
-    Client()  # keeps the import honest: the HTTP part goes through the real URL conf
     return lines
 
 
-def serve() -> subprocess.Popen[bytes]:
+def serve(code: Path, port: int) -> subprocess.Popen[bytes]:
+    """gunicorn serving the example of checkout ``code`` (with these benchmark settings)."""
+    root = ROOT if code == ROOT else _scripts_only()
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "benchmarks.example_settings",
-           "PYTHONPATH": os.pathsep.join(dict.fromkeys([str(ROOT), str(CODE)]))}
+           "PYTHONPATH": os.pathsep.join(dict.fromkeys([str(root), str(code)]))}
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "example_project.wsgi:application",
-         "--bind", f"127.0.0.1:{HTTP_PORT}", "--workers", "2", "--worker-class", "gthread",
-         "--threads", "4", "--log-level", "warning", "--chdir", str(ROOT)],
-        env=env, cwd=str(ROOT))
+         "--bind", f"127.0.0.1:{port}", "--workers", "2", "--worker-class", "gthread",
+         "--threads", "4", "--log-level", "warning", "--chdir", str(root)],
+        env=env, cwd=str(root), stderr=subprocess.DEVNULL)
     import requests
 
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            requests.get(f"http://127.0.0.1:{HTTP_PORT}/v1/payouts", timeout=1,
+            requests.get(f"http://127.0.0.1:{port}/v1/payouts", timeout=1,
                          headers={"X-Merchant-Id": str(MERCHANT)})
             return process
         except requests.RequestException:
             time.sleep(0.3)
     process.terminate()
-    raise SystemExit("gunicorn did not start")
+    raise SystemExit(f"gunicorn ({code}) did not start")
 
 
-def load(total: int, concurrency: int, params: dict[str, Any]) -> tuple[float, list[float], dict]:
+def _scripts_only() -> Path:
+    """A directory holding only these benchmark scripts, so that another checkout's library
+    and example are imported with them (its own ``benchmarks`` package would shadow ours)."""
+    import shutil
+    import tempfile
+
+    target = Path(tempfile.mkdtemp(prefix="datapipe-bench-"))
+    shutil.copytree(ROOT / "benchmarks", target / "benchmarks",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return target
+
+
+def load(port: int, total: int, concurrency: int, params: dict[str, Any]
+         ) -> tuple[float, list[float], dict[int, int]]:
     """``total`` requests by ``concurrency`` threads: (seconds, latencies, statuses)."""
     import requests
 
-    url = f"http://127.0.0.1:{HTTP_PORT}/v1/payouts"
+    url = f"http://127.0.0.1:{port}/v1/payouts"
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     lock = threading.Lock()
@@ -274,28 +288,61 @@ def load(total: int, concurrency: int, params: dict[str, Any]) -> tuple[float, l
     return time.perf_counter() - start, latencies, statuses
 
 
-def deep_offset_page(total: int, concurrency: int) -> None:
+def rows_of(code: Path) -> list[str]:
+    """:func:`rows_and_queries` for checkout ``code`` (in a process of its own)."""
+    if code == CODE:
+        return rows_and_queries()
+    root = _scripts_only()
+    env = {**os.environ, "DATAPIPE_BENCH_CODE": str(code)}
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / "tiers.py"), "--rows-only"],
+                         env=env, cwd=str(root), capture_output=True, text=True, check=True)
+    return [line for line in out.stdout.splitlines() if line.startswith("   ")]
+
+
+def deep_offset_page(total: int, concurrency: int, against: Path | None) -> None:
     print(f"\n2. The example's GET /v1/payouts?offset={DEEP_OFFSET} (limit {PAGE}, merchant "
-          f"{MERCHANT}: a page past the primary's 30 days), example pipeline as declared "
+          f"{MERCHANT}: a page past the primary's 30 days), the example pipeline as declared "
           f"(cache, appdb, replica, archive).")
-    for line in rows_and_queries():
-        print(line)
-    process = serve()
+    codes = [("this checkout", CODE)] + ([("against", against)] if against else [])
+    for label, code in codes:
+        print(f"   {label} ({code}):")
+        for line in rows_of(code):
+            print("  " + line)
+    servers = [(label, code, HTTP_PORT + i, serve(code, HTTP_PORT + i))
+               for i, (label, code) in enumerate(codes)]
     try:
         cases = [(f"offset={DEEP_OFFSET}", {"offset": DEEP_OFFSET}), ("first page", {})]
-        load(concurrency * 4, concurrency, cases[0][1])  # warm up
-        head = (f"   {'page':<14} {'requests':>8} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
+        results: dict[tuple[str, str], list[Any]] = {}
+        rounds = 4
+        for _, _, port, _ in servers:
+            load(port, concurrency * 4, concurrency, cases[0][1])  # warm up
+        for _ in range(rounds):  # interleaved: each server in turn, a quarter at a time
+            for case, params in cases:
+                for label, _, port, _ in servers:
+                    seconds, latencies, statuses = load(port, total // rounds, concurrency,
+                                                        params)
+                    entry = results.setdefault((case, label), [0.0, [], {}])
+                    entry[0] += seconds
+                    entry[1].extend(latencies)
+                    for k, v in statuses.items():
+                        entry[2][k] = entry[2].get(k, 0) + v
+        print(f"   over HTTP: gunicorn 2 gthread workers x 4 threads each, concurrency "
+              f"{concurrency}, {total} requests per page and checkout, interleaved in {rounds} "
+              f"rounds")
+        head = (f"   {'page':<12} {'checkout':<14} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
                 f"{'max ms':>7}  statuses")
-        print(f"   over HTTP: gunicorn 2 gthread workers x 4 threads, concurrency {concurrency}")
         print(head + "\n   " + "-" * (len(head) - 3))
-        for label, params in cases:
-            seconds, latencies, statuses = load(total, concurrency, params)
-            q = statistics.quantiles(latencies, n=100, method="inclusive")
-            print(f"   {label:<14} {total:>8} {total / seconds:>7.1f} {q[49] * 1e3:>7.1f} "
-                  f"{q[98] * 1e3:>7.1f} {max(latencies) * 1e3:>7.1f}  {statuses}")
+        for case, _ in cases:
+            for label, _, _, _ in servers:
+                seconds, latencies, statuses = results[case, label]
+                q = statistics.quantiles(latencies, n=100, method="inclusive")
+                print(f"   {case:<12} {label:<14} {len(latencies) / seconds:>7.1f} "
+                      f"{q[49] * 1e3:>7.1f} {q[98] * 1e3:>7.1f} {max(latencies) * 1e3:>7.1f}  "
+                      f"{statuses}")
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        for _, _, _, process in servers:
+            process.terminate()
+            process.wait(timeout=10)
 
 
 def main() -> None:
@@ -303,21 +350,30 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300,
                         help="in-process requests per page and side (part 1)")
     parser.add_argument("--http-requests", type=int, default=480,
-                        help="HTTP requests per page (part 2)")
+                        help="HTTP requests per page and checkout (part 2)")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--against", type=Path, default=None,
+                        help="another checkout (e.g. `git worktree add /tmp/before main`) whose "
+                             "example is measured beside this one's, interleaved (part 2)")
     parser.add_argument("--skip-hot", action="store_true", help="part 2 only")
+    parser.add_argument("--rows-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     ensure_databases()
     import django
 
     django.setup()
+    if args.rows_only:
+        for line in rows_and_queries():
+            print(line)
+        return
     import datapipe_django
 
     print(f"datapipe_django from {Path(datapipe_django.__file__).parent}")
     seed()
     if not args.skip_hot:
         hot_tier_page(args.requests)
-    deep_offset_page(args.http_requests, args.concurrency)
+    deep_offset_page(args.http_requests, args.concurrency,
+                     args.against.resolve() if args.against else None)
 
 
 if __name__ == "__main__":
