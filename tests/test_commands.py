@@ -432,3 +432,26 @@ def test_explain_a_retrieve_of_a_missing_id_says_not_found_and_fails():
     data = json.loads(run("explain", "test-items", "", "--tenant", "t1", "--pk", "7",
                           "--execute", "--json"))
     assert data["execution"]["result"]["found"] is True
+
+
+def test_explain_shows_each_sources_holds_and_verdict(only):
+    from datapipe_django.specs import Range
+
+    cut = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    only(pipeline("cmd-holds", InMemoryFetcher(name="appdb", holds=Range("created_at", gte=cut)),
+                  InMemoryFetcher(name="replica", mirror_of="appdb"),
+                  InMemoryFetcher(name="archive")))
+    text = run("explain", "cmd-holds", "limit=3", "--tenant", "t1")
+    assert ("  1. appdb (InMemoryFetcher) serves the prefix created_at ≥ "
+            "2026-01-01 00:00:00+00:00; later sources are asked only beyond it") in text
+    assert "       holds: created_at ≥ 2026-01-01 00:00:00+00:00" in text
+    assert ("  2. replica (InMemoryFetcher) not read: mirror of appdb, read only in its "
+            "place") in text
+    assert ("  3. archive (InMemoryFetcher) serves the rest, beyond created_at ≥ "
+            "2026-01-01 00:00:00+00:00") in text
+    text = run("explain", "cmd-holds", "limit=3&ordering=created_at", "--tenant", "t1")
+    assert "  1. appdb (InMemoryFetcher) skipped: created_at is not aligned with its holds" in text
+    assert "  3. archive (InMemoryFetcher) serves alone: it holds every matching row" in text
+    data = json.loads(run("explain", "cmd-holds", "limit=3", "--tenant", "t1", "--json"))
+    assert [(f["name"], f["action"]) for f in data["fetchers"]] == [
+        ("appdb", "prefix"), ("replica", "not_read"), ("archive", "serves")]
