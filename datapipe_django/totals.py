@@ -1,19 +1,23 @@
 """``?total=true``: how many rows match a request, exactly, or a reason why not.
 
-A total is only ever exact. It is counted on one source that holds every matching row:
+A total is only ever exact. It follows the chain's plan for the request (``FetcherChain.plan``,
+from the sources' ``holds``; see docs/fetching.md, "Tiered sources"), made for the whole
+request (no cursor, no offset):
 
-* the only source that can serve the request (every other one declined it), with its
-  ``count(request)``: ``SELECT COUNT(*)`` on a database alias, the engine's exact hit count
-  (``track_total_hits``) on a search index;
-* else a source that holds every matching row by declaration (a ``SearchFetcher`` with
-  ``complete=True``, the default: the index holds the whole model).
+* when the sources that would be read are disjoint (one source that holds every matching row;
+  or tiers, each later one asked only beyond what the earlier ones hold), the total is the sum
+  of their counts, each over its own region: ``count(request)`` is ``SELECT COUNT(*)`` on a
+  database alias, the engine's exact hit count (``track_total_hits``) on a search index. A
+  source that cannot count is replaced by a mirror that holds the same (its replica or its
+  primary); a single search source's page reports its total on the way, at no extra cost;
+* else (sources merged because they may hold the same rows) a source that holds every
+  matching row by declaration counts it alone: a ``SearchFetcher`` with ``complete=True``
+  (the default: the index holds the whole model).
 
-Rows spread over several sources that may overlap (a recent database and an archive that holds
-them too) cannot be summed, so then there is no total: :class:`Total` says ``exact=False``
-and why (``reason``), and the list body carries ``"total_exact": false`` instead of a total.
-The same happens when the source that would count is unavailable or times out: the page is
-still served. A count covers every row that matches the request's filters, search and tenant,
-whatever page, offset or cursor it asks for.
+Otherwise (no such source, or the one that would count is unavailable or times out) there is
+no total: :class:`Total` says ``exact=False`` and why (``reason``), and the list body carries
+``"total_exact": false`` instead; the page is served as usual. A count covers every row that
+matches the request's filters, search and tenant, whatever page, offset or cursor it asks for.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from datapipe_django.chain import UNAVAILABLE_ERRORS, Attempt, _reason
-from datapipe_django.fetchers.base import FetchRequest
+from datapipe_django.chain import UNAVAILABLE_ERRORS, Attempt, FetcherChain, _reason
+from datapipe_django.fetchers.base import FetchRequest, hook
 
 __all__ = ["Total", "count_total"]
 
@@ -45,42 +49,69 @@ def _holds_everything(fetcher: Any) -> bool:
     return bool(getattr(fetcher, "complete", False))
 
 
-def count_total(fetchers: Sequence[Any], request: FetchRequest,
+def count_total(chain: FetcherChain, request: FetchRequest,
                 attempts: Sequence[Attempt]) -> Total:
-    """Count the rows of ``request`` on a source that holds them all (see the module's
-    docstring). ``attempts`` are the page's: sources that declined it are not candidates,
-    and a search source's page that reported an exact total is not asked again."""
-    declined = {a.source for a in attempts if a.outcome == "declined"}
-    candidates = [f for f in fetchers if f.name not in declined]
-    if len(candidates) == 1:
-        counters = candidates
-    else:
-        counters = [f for f in candidates if _holds_everything(f)]
-    if not counters:
+    """Count the rows of ``request`` (see the module's docstring). ``attempts`` are the
+    page's: a search source's page that reported an exact total is not asked again."""
+    whole = replace(request, after=None, offset=0, pk=None, select_related=(), only=None)
+    start = time.perf_counter()
+    plan = chain.plan(whole)
+    reading = plan.reading
+    by_name = {f.name: f for f in chain.fetchers}
+    if not reading:
+        return Total(None, False, reason="no source can serve the request")
+    if plan.disjoint:
+        if len(reading) == 1:
+            reported = _reported_total(reading[0].source, attempts)
+            if reported is not None:
+                return Total(reported, True, reading[0].source)
+        value = 0
+        counted: list[str] = []
+        failures: list[str] = []
+        for step in reading:
+            region = whole if step.region is None else replace(
+                whole, spec=whole.spec & step.region if whole.spec is not None else None)
+            stand_ins = [step.source] + [s.source for s in plan.steps
+                                         if s.mirror_of == step.source]
+            found = _count_one([by_name[n] for n in stand_ins if n in by_name], region,
+                               failures)
+            if found is None:
+                return Total(None, False, reason="; ".join(failures))
+            value += found[1]
+            counted.append(found[0])
+        return Total(value, True, "+".join(counted), duration=time.perf_counter() - start)
+    holders = [by_name[s.source] for s in reading
+               if s.source in by_name and _holds_everything(by_name[s.source])]
+    if not holders:
         return Total(None, False, reason=(
             "the matching rows are spread over sources that may hold the same rows ("
-            + ", ".join(f.name for f in candidates) + "): no single one holds them all"))
-    whole = replace(request, after=None, offset=0, pk=None, select_related=(), only=None)
-    failures = []
-    for fetcher in counters:
+            + ", ".join(s.source for s in reading) + "): no single one holds them all"))
+    for fetcher in holders:
         reported = _reported_total(fetcher.name, attempts)
         if reported is not None:
             return Total(reported, True, fetcher.name)
-        count = getattr(fetcher, "count", None)
-        if not callable(count):
-            failures.append(f"{fetcher.name} cannot count")
-            continue
-        start = time.perf_counter()
+    refusals: list[str] = []
+    found = _count_one(holders, whole, refusals)
+    if found is None:
+        return Total(None, False, reason="; ".join(refusals))
+    return Total(found[1], True, found[0], duration=time.perf_counter() - start)
+
+
+def _count_one(fetchers: Sequence[Any], request: FetchRequest,
+               failures: list[str]) -> tuple[str, int] | None:
+    """The first exact count among ``fetchers`` (stand-ins for one region), or None with
+    ``failures`` saying why."""
+    for fetcher in fetchers:
         try:
-            value = count(whole)
+            value = hook(fetcher, "count")(request)
         except UNAVAILABLE_ERRORS as exc:
             failures.append(f"{fetcher.name} unavailable ({_reason(exc)})")
             continue
         if value is None:
             failures.append(f"{fetcher.name} cannot count exactly")
             continue
-        return Total(int(value), True, fetcher.name, duration=time.perf_counter() - start)
-    return Total(None, False, reason="; ".join(failures))
+        return fetcher.name, int(value)
+    return None
 
 
 def _reported_total(source: str, attempts: Sequence[Attempt]) -> int | None:

@@ -174,3 +174,73 @@ def test_the_body_has_the_total_after_the_pages_count(alias):
     assert "total" not in body and body["total_exact"] is False
     bad = get(p, {"total": "maybe"})
     assert bad.status_code == 400 and bad.data == {"total": ["Must be a valid boolean."]}
+
+
+# -- tiered chains: the sum over disjoint tiers --------------------------------------------------
+
+TIERED = pytest.mark.django_db(databases=["default", "archive"])
+
+
+def tiered(cutoff: dt.datetime, *, hot_available: bool = True,
+           mirror: bool = False) -> Pipeline:
+    """A hot tier holding the rows since ``cutoff`` (SQLite, only those rows), the archive
+    holding every row (MariaDB); with ``mirror``, an in-memory copy of the hot tier that stands
+    in for it."""
+    from datapipe_django.specs import Range
+
+    hot_rows = [r for r in make_rows() if r.created_at >= cutoff]
+    hot: Any = ORMFetcher("default", name="hot", holds=Range("created_at", gte=cutoff))
+    fetchers: list[Any] = [hot]
+    if not hot_available:
+        fetchers = [InMemoryFetcher(hot_rows, name="hot", available=False,
+                                    holds=Range("created_at", gte=cutoff))]
+    if mirror:
+        fetchers.append(InMemoryFetcher(hot_rows, name="hot-copy", mirror_of="hot"))
+    fetchers.append(ORMFetcher("archive", name="archive"))
+    return pipeline(*fetchers)
+
+
+def seed_tiers(cutoff: dt.datetime) -> None:
+    rows = make_rows()
+    Item.objects.using("default").bulk_create([r for r in rows if r.created_at >= cutoff])
+    Item.objects.using("archive").bulk_create(make_rows())
+
+
+@TIERED
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(minutes=st.integers(0, 14), status=st.sampled_from([None, "queued", "reversed"]),
+       least=st.integers(0, 50), limit=st.integers(1, 15), offset=st.integers(0, 30),
+       ordering=st.sampled_from([None, "amount", "-amount"]))
+def test_a_tiered_total_is_the_sum_over_disjoint_tiers(minutes, status, least, limit, offset,
+                                                       ordering):
+    from tests.conftest import require_alias
+
+    require_alias("archive")
+    cutoff = BASE + dt.timedelta(minutes=minutes)
+    Item.objects.using("default").all().delete()
+    Item.objects.using("archive").all().delete()
+    seed_tiers(cutoff)
+    filters: dict[str, Any] = {"amount__gte": least, **({"status": status} if status else {})}
+    result = tiered(cutoff).execute(PipelineRequest(
+        filters=filters, tenant="t1", limit=limit, offset=offset, ordering=ordering,
+        total=True))
+    assert result.total_exact is True, result.total_reason
+    assert result.total == expected("archive", **filters)  # the archive holds every row
+
+
+@TIERED
+def test_a_tier_down_is_counted_on_its_mirror_and_else_there_is_no_total():
+    from tests.conftest import require_alias
+
+    require_alias("archive")
+    cutoff = BASE + dt.timedelta(minutes=7)
+    seed_tiers(cutoff)
+    request = PipelineRequest(tenant="t1", limit=5, total=True)
+    served = tiered(cutoff).execute(request)
+    assert (served.total, served.total_exact) == (expected("archive"), True)
+    copy = tiered(cutoff, hot_available=False, mirror=True).execute(request)
+    assert (copy.total, copy.total_exact) == (expected("archive"), True)
+    down = tiered(cutoff, hot_available=False).execute(request)
+    assert down.total is None and down.total_exact is False
+    assert "hot unavailable" in down.total_reason
