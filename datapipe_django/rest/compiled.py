@@ -61,7 +61,7 @@ from datapipe_django.rest.expand import ExpandableField
 from datapipe_django.rest.renderers import FiniteDict, FiniteList
 from datapipe_django.rest.serializers import AuthTypeFieldsMixin
 
-__all__ = ["clear_cache", "serializer_data"]
+__all__ = ["clear_cache", "field_key", "serializer_data"]
 
 #: The get_fields() implementations whose answer depends only on the class and, for
 #: AuthTypeFieldsMixin, on ``context["auth_type"]``.
@@ -138,7 +138,7 @@ def _renders_plainly(serializer: Any, child: Any, many: bool) -> bool:
 
 # -- which fields a request sees ---------------------------------------------------------------
 
-def _field_key(child: Any) -> tuple[Any, ...] | None:
+def field_key(child: Any) -> tuple[Any, ...] | None:
     """What decides the serializer's fields besides its class, when known; None when only
     ``child.fields`` can tell (a get_fields() this module does not know)."""
     kind = type(child)
@@ -158,7 +158,7 @@ def _names_and_fields(child: Any) -> tuple[tuple[str, ...], Mapping[str, Any]]:
     if "fields" in child.__dict__:  # built already (e.g. narrowed by fields/omit): they rule
         found = child.fields
         return tuple(n for n, f in found.items() if not f.write_only), found
-    key = _field_key(child)
+    key = field_key(child)
     if key is None:
         found = child.fields
         return tuple(n for n, f in found.items() if not f.write_only), found

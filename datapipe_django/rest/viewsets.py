@@ -28,7 +28,7 @@ from datapipe_django.rest.expand import parse_expand
 from datapipe_django.rest.filters import PipelineFilterBackend, filter_parameters, hidden_filters
 from datapipe_django.rest.pagination import PipelinePagination
 from datapipe_django.rest.renderers import fast_renderers
-from datapipe_django.rest.sparse import model_fields, parse_fieldset, restrict, unknown_paths
+from datapipe_django.rest.sparse import check_fieldsets, narrow, parse_fieldset
 from datapipe_django.result import PipelineResult
 
 __all__ = ["PipelineViewSet"]
@@ -199,15 +199,11 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         context = {**super().get_serializer_context(), "auth_type": auth_type,
                    "expand": expand}
         serializer = self.get_serializer_class()(context=context)
-        errors = {
-            param: [f"Unknown field {path[:100]!r}." for path in unknown]
-            for param, paths in ((self.fields_param, fields), (self.omit_param, omit))
-            if (unknown := unknown_paths(serializer, paths))
-        }
+        errors, only = check_fieldsets(serializer, fields, omit, self.get_pipeline().model,
+                                       names=(self.fields_param, self.omit_param))
         if errors:
             raise ValidationFailed(errors)
-        restrict(serializer, fields, omit)
-        return model_fields(serializer, self.get_pipeline().model)
+        return only
 
     def get_serializer_context(self) -> dict[str, Any]:
         """DRF's context plus ``expand``, ``auth_type``, ``fields`` and ``omit`` of the request
@@ -225,7 +221,8 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         serializer = super().get_serializer(*args, **kwargs)
         context = serializer.context
         if context.get("fields") or context.get("omit"):
-            restrict(serializer, context.get("fields", ()), context.get("omit", ()))
+            narrow(serializer, frozenset(context.get("fields", ())),
+                   frozenset(context.get("omit", ())))
         return serializer
 
     def build_response(self, result: PipelineResult) -> Response:
