@@ -13,6 +13,7 @@ apart, step by step, and the memory each side allocates per request. See benchma
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -260,6 +261,28 @@ def stage_profile(view_class: Any, page: int, n: int) -> list[tuple[str, list[fl
     return rows + [(label, [value]) for label, value in derived]
 
 
+def machine() -> str:
+    """CPUs, their model, the load average, Python, PostgreSQL, orjson: what a run ran on."""
+    from django.db import connection
+
+    model = ""
+    with contextlib.suppress(OSError):
+        model = next((line.split(":", 1)[1].strip() for line in
+                      Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), "")
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        server = cursor.fetchone()[0].split()[0]
+    try:
+        import orjson
+        fast = f"orjson {orjson.__version__}"
+    except ImportError:
+        fast = "no orjson"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"{os.cpu_count()} CPUs ({model}), load average {load}; Python "
+            f"{sys.version.split()[0]}, PostgreSQL {server}, {fast}")
+
+
 # -- main ----------------------------------------------------------------------------------
 
 def main() -> None:
@@ -296,9 +319,8 @@ def main() -> None:
     results = {page: measure(sides, args.rounds, args.requests)
                for page, sides in sides_by_page.items()}
 
-    print(f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; {os.cpu_count()} CPUs; "
-          f"Python {sys.version.split()[0]}; {args.rounds} rounds x {args.requests} interleaved "
-          f"requests per side and page (ours, DRF, floor, ...)")
+    print(f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; {machine()}; {args.rounds} rounds x "
+          f"{args.requests} interleaved requests per side and page (ours, DRF, floor, ...)")
     print("ms: median of the round medians (p10-p90 over rounds); ratios: median of per-pair "
           "ratios, per round, then over rounds\n")
     head = (f"{'page':>4}  {'ours ms':>20} {'DRF ms':>20} {'floor ms':>20}  "
