@@ -142,8 +142,9 @@ def field_key(child: Any) -> tuple[Any, ...] | None:
     """What decides the serializer's fields besides its class, when known; None when only
     ``child.fields`` can tell (a get_fields() this module does not know)."""
     kind = type(child)
-    if kind.get_fields not in _KNOWN_GET_FIELDS:
-        return None
+    if kind.get_fields not in _KNOWN_GET_FIELDS or (
+            kind.__init__ is not serializers.BaseSerializer.__init__):
+        return None  # its own __init__ may shape the fields per instance
     if isinstance(child, AuthTypeFieldsMixin):
         if kind.get_field_auth_types is not AuthTypeFieldsMixin.get_field_auth_types:
             return None
