@@ -116,3 +116,22 @@ def test_facets_need_facet_fields() -> None:
 def test_search_declarations_are_checked(kwargs) -> None:
     with pytest.raises(ImproperlyConfigured):
         pipeline(InMemoryFetcher(), **kwargs)
+
+
+@pytest.mark.django_db
+def test_explain_shows_the_facet_queries_and_the_search_options() -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("datapipe", "explain", "test-items", "q=red&highlight=true&facets=status",
+                 "--tenant", "t1", stdout=out, no_color=True)
+    text = out.getvalue()
+    assert "highlighted, facets status" in text
+    assert "facet sql (status):" in text
+    assert "GROUP BY" in text and "COUNT(" in text
+    out = StringIO()
+    call_command("datapipe", "explain", "test-items", "q=red&ordering=relevance", "--tenant",
+                 "t1", stdout=out, no_color=True)
+    assert "declines: cannot rank by relevance" in out.getvalue()
