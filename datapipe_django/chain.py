@@ -305,7 +305,17 @@ class FetcherChain:
                 disjoint = disjoint and len(stores) == 1
             else:
                 relation = self._relation(store, region, request)
-                if relation is Relation.ALL:
+                some_only = False
+                if request.single_source and relation not in (Relation.ALL, Relation.NONE):
+                    some_only = self._covered_later(stores[i + 1:], region, request)
+                    if not some_only:
+                        relation = Relation.ALL  # none holds them all: the first serves alone
+                if some_only:
+                    steps[primary.name] = PlanStep(
+                        primary.name, text, "skipped",
+                        "skipped: holds only some of the matching rows, and a relevance or "
+                        "facets page comes from one that holds them all")
+                elif relation is Relation.ALL:
                     verdict = ("serves alone: it holds every matching row" if not bounds
                                else "serves the rest, beyond " + " and ".join(boundaries))
                     steps[primary.name] = PlanStep(primary.name, text, "serves", verdict, extra)
@@ -398,10 +408,7 @@ class FetcherChain:
 
     @staticmethod
     def _relation(store: Store, region: Spec | None, request: FetchRequest) -> Relation:
-        found = relation(store.holds, region, request.ordering, request.after)
-        if request.single_source and found is not Relation.NONE:
-            return Relation.ALL
-        return found
+        return relation(store.holds, region, request.ordering, request.after)
 
     def _covered_later(self, later: list[Store], region: Spec | None,
                        request: FetchRequest) -> bool:
@@ -442,6 +449,16 @@ class FetcherChain:
                 self._not_read(store, attempts, "holds none of the rows this page needs")
                 pending.pop(0)
                 continue
+            if request.single_source and rel is not Relation.ALL:
+                # A relevance or facets page is one source's: one that holds every matching
+                # row, when a later one does; else the first that holds some serves alone.
+                if self._covered_later(pending[1:], region, request):
+                    self._not_read(store, attempts, "holds only some of the matching rows: a "
+                                                    "relevance or facets page comes from one "
+                                                    "that holds them all")
+                    pending.pop(0)
+                    continue
+                rel = Relation.ALL
             if rel is Relation.UNALIGNED:
                 if self._covered_later(pending[1:], region, request):
                     self._not_read(store, attempts, f"skipped: {self._ordering_text(request)} "

@@ -135,3 +135,34 @@ def test_explain_shows_the_facet_queries_and_the_search_options() -> None:
     call_command("datapipe", "explain", "test-items", "q=red&ordering=relevance", "--tenant",
                  "t1", stdout=out, no_color=True)
     assert "declines: cannot rank by relevance" in out.getvalue()
+
+
+def test_in_a_tiered_chain_facets_come_from_a_source_that_holds_every_matching_row() -> None:
+    from datapipe_django.chain import FetcherChain
+    from datapipe_django.specs import Range
+    from datapipe_django.stages import fetch_request, validate
+    from datapipe_django.state import State
+
+    rows = [Item(id=i, tenant="t1", name="n", status=["a", "b", "b"][i % 3], amount=i,
+                 created_at=BASE + dt.timedelta(days=i), day=BASE.date()) for i in range(1, 13)]
+    cut = BASE + dt.timedelta(days=8)
+    hot = InMemoryFetcher([r for r in rows if r.created_at >= cut], name="hot",
+                          holds=Range("created_at", gte=cut))
+    archive = InMemoryFetcher(rows, name="archive")
+    p = Pipeline("tiered-facets", model=Item, tenant_field="tenant", facet_fields=("status",),
+                 ordering=("-created_at", "-id"), fetchers=[hot, archive], register=False)
+    everything = p.execute(PipelineRequest(tenant="t1", facets="status", limit=2))
+    assert everything.sources == ("archive",)
+    assert everything.facets == {"status": [{"value": "b", "count": 8},
+                                            {"value": "a", "count": 4}]}
+    assert [o.pk for o in everything.items] == [12, 11]
+    assert hot.calls == []
+    # Without facets the hot tier serves the page it holds.
+    assert p.execute(PipelineRequest(tenant="t1", limit=2)).sources == ("hot",)
+    # explain says why the hot tier is skipped.
+    state = State(pipeline=p, request=PipelineRequest(tenant="t1", facets="status"))
+    validate(state)
+    steps = {s.source: s for s in FetcherChain(p.fetchers, p.fallback).plan(
+        fetch_request(state)).steps}
+    assert steps["hot"].action == "skipped"
+    assert "holds only some of the matching rows" in steps["hot"].verdict
