@@ -80,6 +80,10 @@ payouts = Pipeline(
     # A total order (id breaks ties): offset and cursor pages are exact across sources.
     ordering=("-created_at", "-id"),
     ordering_fields=("created_at", "amount", "id"),
+    # ?facets=status,mode: how many payouts matching the request (not the page) have each
+    # value, counted by the engine or, without it, by the archive, which holds every payout
+    # (appdb holds the last 30 days only, so it never counts them).
+    facet_fields=("status", "mode"),
     fetchers=_fetchers,
     fallback=FallbackMode.SEQUENTIAL,
     # Run when asked for: ?expand[]=user&expand[]=fund_account.contact&expand[]=transaction.
