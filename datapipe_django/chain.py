@@ -316,9 +316,9 @@ class FetcherChain:
                         "skipped: holds only some of the matching rows, and a relevance or "
                         "facets page comes from one that holds them all")
                 elif relation is Relation.ALL:
-                    verdict = ("serves alone: it holds every matching row" if not bounds
-                               else "serves the rest, beyond " + " and ".join(boundaries))
-                    steps[primary.name] = PlanStep(primary.name, text, "serves", verdict, extra)
+                    says = ("serves alone: it holds every matching row" if not bounds
+                            else "serves the rest, beyond " + " and ".join(boundaries))
+                    steps[primary.name] = PlanStep(primary.name, text, "serves", says, extra)
                     done = True
                 elif relation is Relation.PREFIX:
                     assert store.holds is not None
@@ -505,6 +505,7 @@ class FetcherChain:
             if items or skip == 0:
                 skip = 0
             else:
+                assert store.holds is not None  # a store without holds holds every row (ALL)
                 counted = self._count(member, replace(asked, spec=_and(region, [store.holds]),
                                                       offset=0), attempts)
                 if counted is None:
