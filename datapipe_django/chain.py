@@ -502,6 +502,7 @@ class FetcherChain:
             if need <= 0:
                 break
             why = "empty" if not items else "incomplete"
+            assert store.holds is not None  # a PREFIX tier declares holds
             if items or skip == 0:
                 skip = 0
             else:
@@ -511,7 +512,6 @@ class FetcherChain:
                 if counted is None:
                     continue  # unavailable: the sources after it serve its rows too
                 skip = max(0, skip - counted)
-            assert store.holds is not None
             bounds.append(~store.holds)
         for rest in pending:
             self._not_read(rest, attempts, "page already full")
