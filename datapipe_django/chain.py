@@ -347,7 +347,7 @@ class FetcherChain:
             for mirror in rest:
                 steps[mirror.name] = PlanStep(
                     mirror.name, text, "not_read",
-                    f"not read: mirror of {primary.name}, read only in its place"
+                    f"not read: mirror of {primary.name}, which answered"
                     if primary.name == store.primary else
                     f"not read: {primary.name} is read first; this one only in its place",
                     mirror_of=mirrors.get(mirror.name))

@@ -445,8 +445,7 @@ def test_explain_shows_each_sources_holds_and_verdict(only):
     assert ("  1. appdb (InMemoryFetcher) serves the prefix created_at ≥ "
             "2026-01-01 00:00:00+00:00; later sources are asked only beyond it") in text
     assert "       holds: created_at ≥ 2026-01-01 00:00:00+00:00" in text
-    assert ("  2. replica (InMemoryFetcher) not read: mirror of appdb, read only in its "
-            "place") in text
+    assert "  2. replica (InMemoryFetcher) not read: mirror of appdb, which answered" in text
     assert ("  3. archive (InMemoryFetcher) serves the rest, beyond created_at ≥ "
             "2026-01-01 00:00:00+00:00") in text
     text = run("explain", "cmd-holds", "limit=3&ordering=created_at", "--tenant", "t1")
