@@ -14,8 +14,8 @@ What it does (everything on 127.0.0.1, every loop bounded in requests and second
    payout) into memory: payouts, users, fund accounts, contacts, ledger transactions;
 2. starts the ledger (``manage.py run_ledger``) and gunicorn (``example_project.wsgi``,
    2 gthread workers x 4 threads, ``DATAPIPE_EXAMPLE_DB=real``, DEBUG off);
-3. runs a closed-loop load client (``--concurrency`` threads, as many as gunicorn has, so that
-   latency is service time and not queueing; keep-alive connections): list
+3. runs a closed-loop load client (``--concurrency`` threads, as many as gunicorn has
+   threads; keep-alive connections): list
    pages (newest first, by status, by amount, offset pages, ``q`` search), retrieves,
    expansions (user, fund account and contact for private callers, the ledger transaction),
    for three merchants. A writer thread inserts payouts for merchant 3 (primary, then the
@@ -523,11 +523,13 @@ class Load:
                 conn = None
             received = time.monotonic()
             outcome = judge(q, status, answer_headers, body, sent, received, self.truth)
-            if outcome.wrong or outcome.foreign or not outcome.designed:
+            if outcome.wrong or outcome.foreign or not outcome.designed or \
+                    outcome.seconds > DEADLINE + 0.05:
                 source = answer_headers.get("x-datapipe-source", "-")
                 flags = answer_headers.get("x-datapipe-unavailable", "")
                 errors = body.get("errors") if isinstance(body, dict) else None
-                outcome.what = (f"{q.path()} m{q.merchant} -> {status} source={source}"
+                outcome.what = (f"{q.path()} m{q.merchant} -> {status} "
+                                f"in {outcome.seconds * 1000:.0f} ms source={source}"
                                 f"{' unavailable=' + flags if flags else ''}"
                                 f"{' errors=' + json.dumps(errors) if errors else ''}")
             with self.lock:
@@ -603,6 +605,7 @@ def summarize(name: str, outcomes: list[Outcome], seconds: float, baseline: floa
         "enrich_errors": sum(1 for o in outcomes if o.enrich_errors),
         "p50": percentile(latencies, 0.5), "p99": percentile(latencies, 0.99),
         "max": max(latencies, default=0.0),
+        "late": sum(1 for t in latencies if t > DEADLINE + 0.05),
         "rate": rate, "ratio": (rate / baseline) if baseline else None,
         "recover": recover,
         "recovery_requests": len(recovery or []),
@@ -616,7 +619,7 @@ def summarize(name: str, outcomes: list[Outcome], seconds: float, baseline: floa
 def print_table(rows: list[dict[str, Any]]) -> None:
     head = (f"{'fault':<14}{'reqs':>6}  {'statuses':<26}{'5xx!':>5}{'wrong':>7}{'flag':>6}"
             f"{'foreign':>8}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}{'req/s':>7}{'x base':>7}"
-            f"{'recover s':>10}{'partial':>8}{'exp.err':>8}")
+            f"{'recover s':>10}{'partial':>8}{'exp.err':>8}{'late':>5}")
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -626,20 +629,20 @@ def print_table(rows: list[dict[str, Any]]) -> None:
               f"{r['wrong_unflagged']:>7}{r['wrong_flagged']:>6}{r['foreign']:>8}"
               f"{r['p50'] * 1000:>8.0f}{r['p99'] * 1000:>8.0f}{r['max'] * 1000:>8.0f}"
               f"{r['rate']:>7.1f}{ratio:>7}{recover:>10}{r['flagged_pages']:>8}"
-              f"{r['enrich_errors']:>8}")
+              f"{r['enrich_errors']:>8}{r['late']:>5}")
     print()
     print(f"deadline {DEADLINE * 1000:.0f} ms. 5xx!: undesigned 5xx (or no answer); wrong: "
           f"wrong rows on unflagged pages; flag: wrong rows on pages flagged partial; "
           f"x base: req/s / healthy baseline; recover: seconds from the restore to the last "
           f"unhealthy response; partial: pages flagged as possibly lacking rows; exp.err: "
-          f"responses listing a failed enricher")
+          f"responses listing a failed enricher; late: answers later than the deadline + 50 ms")
     for r in rows:
         if r["recovery_wrong"] or r["recovery_undesigned"]:
             print(f"  after {r['fault']}: {r['recovery_wrong']} wrong/foreign rows and "
                   f"{r['recovery_undesigned']} undesigned 5xx in {r['recovery_requests']} "
                   f"recovery requests")
         for example in r["examples"]:
-            print(f"  {r['fault']}: unflagged wrong or undesigned: {example}")
+            print(f"  {r['fault']}: wrong, undesigned or late: {example}")
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -651,8 +654,7 @@ def main() -> None:
                         help="healthy seconds before each fault (the req/s baseline)")
     parser.add_argument("--fault-seconds", type=float, default=10.0)
     parser.add_argument("--recovery-seconds", type=float, default=4.0)
-    # As many clients as the server has threads (2 workers x 4): latency is then service time,
-    # not time queued in front of a busy server.
+    # As many clients as gunicorn has threads (2 workers x 4).
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--max-requests", type=int, default=5000, help="per phase")
     parser.add_argument("--write-interval", type=float, default=0.2)

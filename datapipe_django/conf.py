@@ -29,7 +29,7 @@ DEFAULTS: dict[str, Any] = {
     # Isolation between stores (see docs/operations.md and datapipe_django/stores.py).
     "STORE_CONNECT_TIMEOUT": 0.5,   # longest wait for a connection (pooled or new), seconds
     "STORE_RETRY_INTERVAL": 0.2,    # a store whose connection failed is retried this often
-    "ENRICH_BREAKER_SECONDS": 1.0,  # a BatchEnricher whose service failed skips it this long
+    "ENRICH_BREAKER_SECONDS": 0.5,  # a BatchEnricher whose service failed skips it this long
     # Paging.
     "MAX_LIMIT": 100,
     "DEFAULT_LIMIT": 10,
