@@ -256,17 +256,26 @@ class Writer(threading.Thread):
         super().__init__(name="writer", daemon=True)
         self.truth, self.interval, self.stop_event = truth, interval, stop
         self.enabled = threading.Event()
+        self.idle = threading.Event()  # no write under way
+        self.idle.set()
         self.failures = 0
 
+    def pause(self) -> None:
+        """Stop writing, and wait for the write under way (if any) to end."""
+        self.enabled.clear()
+        self.idle.wait(10)
+
     def run(self) -> None:
-        from django.db import connections
+        from django.db import connections, transaction
 
         from example_project.payouts.models import Payout
 
         template = self.truth.by_merchant[WRITER_MERCHANT][0]
         next_id = max(self.truth.rows) + 1_000_000
         while not self.stop_event.wait(self.interval):
+            self.idle.clear()  # before looking at `enabled`: pause() then waits for this write
             if not self.enabled.is_set():
+                self.idle.set()
                 continue
             now = dt.datetime.now(dt.UTC)
             payout = Payout(id=next_id, merchant_id=WRITER_MERCHANT, user_id=template.user_id,
@@ -279,19 +288,24 @@ class Writer(threading.Thread):
             with self.truth.lock:
                 self.truth.written.append(entry)  # type: ignore[arg-type]
             try:
-                payout.save(using="default", force_insert=True)
-                payout.save(using="archive", force_insert=True)
+                # Both or neither: the archive's transaction commits first, then the primary's
+                # (which also invalidates the cached pages), so no row is ever visible that
+                # one store lacks, unless the primary fails in between (then undone).
+                with transaction.atomic(using="default"), transaction.atomic(using="archive"):
+                    payout.save(using="default", force_insert=True)
+                    payout.save(using="archive", force_insert=True)
             except Exception:
                 self.failures += 1
+                with contextlib.suppress(Exception):
+                    Payout.objects.using("archive").filter(pk=next_id).delete()
+                for alias in ("default", "archive"):
+                    connections[alias].close()
                 with self.truth.lock:
                     self.truth.written.remove(entry)  # type: ignore[arg-type]
-                # Whatever reached one store is removed again, so the stores agree.
-                for alias in ("default", "archive"):
-                    with contextlib.suppress(Exception):
-                        Payout.objects.using(alias).filter(pk=next_id).delete()
-                    connections[alias].close()
                 next_id += 1
                 continue
+            finally:
+                self.idle.set()
             entry[1] = time.monotonic()
             next_id += 1
 
@@ -375,6 +389,7 @@ class Outcome:
     enrich_errors: bool = False  # the body lists a failed enricher
     degraded: bool = False  # anything but a complete, correct 200
     what: str = ""  # the request and, for a wrong answer, what was wrong
+    unavailable: str = ""  # X-Datapipe-Unavailable
 
 
 def expected_rows(q: Query, truth: Truth, sent: float, received: float) -> list[list[Row]]:
@@ -523,6 +538,7 @@ class Load:
                 conn = None
             received = time.monotonic()
             outcome = judge(q, status, answer_headers, body, sent, received, self.truth)
+            outcome.unavailable = answer_headers.get("x-datapipe-unavailable", "")
             if outcome.wrong or outcome.foreign or not outcome.designed or \
                     outcome.seconds > DEADLINE + 0.05:
                 source = answer_headers.get("x-datapipe-source", "-")
@@ -611,6 +627,7 @@ def summarize(name: str, outcomes: list[Outcome], seconds: float, baseline: floa
         "recovery_requests": len(recovery or []),
         "recovery_wrong": sum(o.wrong + o.foreign for o in recovery or [] if not o.flagged),
         "recovery_undesigned": sum(1 for o in recovery or [] if not o.designed),
+        "unavailable": Counter(o.unavailable for o in outcomes if o.unavailable),
         "examples": [o.what for o in [*outcomes, *(recovery or [])] if o.what
                      and not o.flagged][:4],
     }
@@ -641,6 +658,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             print(f"  after {r['fault']}: {r['recovery_wrong']} wrong/foreign rows and "
                   f"{r['recovery_undesigned']} undesigned 5xx in {r['recovery_requests']} "
                   f"recovery requests")
+        if r["unavailable"]:
+            named = ", ".join(f"{k} x{v}" for k, v in r["unavailable"].most_common())
+            print(f"  {r['fault']}: X-Datapipe-Unavailable: {named}")
         for example in r["examples"]:
             print(f"  {r['fault']}: wrong, undesigned or late: {example}")
 
@@ -739,7 +759,7 @@ def main() -> None:
             t_base = time.monotonic()
             time.sleep(args.baseline_seconds)
             if fault in ("primary", "archive"):
-                writer.enabled.clear()  # the writer keeps both stores equal: it needs both
+                writer.pause()  # the writer keeps both stores equal: it needs both
             t_fault = time.monotonic()
             try:
                 servers.inject(fault)

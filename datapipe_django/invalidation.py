@@ -129,6 +129,8 @@ class CacheGuard:
         self._open_until = 0.0
         self._probing = False
         self._lock = threading.Lock()
+        #: ``time.monotonic()`` of the last successful call (0.0: none yet).
+        self.last_success = 0.0
 
     @property
     def is_open(self) -> bool:
@@ -147,6 +149,7 @@ class CacheGuard:
             return True
 
     def succeeded(self) -> None:
+        self.last_success = time.monotonic()
         if self._open_until == 0.0:
             return
         with self._lock:

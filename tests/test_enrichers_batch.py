@@ -12,8 +12,9 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from datapipe_django import EnrichmentFailed, Pipeline
+from datapipe_django.conf import datapipe_settings
 from datapipe_django.enrichers import BatchEnricher, EnrichContext
-from datapipe_django.enrichers.batch import run_chunks
+from datapipe_django.enrichers.batch import ServiceUnavailable, run_chunks
 from datapipe_django.errors import DeadlineExceeded
 from datapipe_django.test import InMemoryFetcher
 from tests.testapp.models import Item
@@ -227,3 +228,60 @@ def test_a_late_chunk_run_on_this_thread_abandons_the_rest_of_the_batch():
     with pytest.raises(DeadlineExceeded):
         run_chunks(slow, [[1], [2], [3]], workers=3, context=context(0.1), submit=never)
     assert len(calls) == 1  # the first local chunk outlived the deadline: nothing else ran
+
+
+# -- the service's breaker -----------------------------------------------------------------------
+
+def test_a_failing_service_is_skipped_for_a_moment_then_probed_again():
+    calls = []
+    healthy = threading.Event()
+
+    def load(keys):
+        calls.append(list(keys))
+        if not healthy.is_set():
+            raise ConnectionError("refused")
+        return {k: k * 10 for k in keys}
+
+    enricher = BatchEnricher("x", key="pk", load=load)
+    context = EnrichContext(pipeline="p", expand=frozenset({"x"}))
+    with pytest.raises(ConnectionError):
+        enricher.load_many([1], context)
+    assert enricher.breaker.is_open
+    with pytest.raises(ServiceUnavailable) as info:  # not called: skipped at once
+        enricher.load_many([2], context)
+    assert info.value.code == "unavailable" and calls == [[1]]
+    healthy.set()
+    time.sleep(datapipe_settings.ENRICH_BREAKER_SECONDS + 0.05)
+    assert enricher.load_many([3], context) == {3: 30}  # the probe closes it
+    assert not enricher.breaker.is_open
+
+
+def test_a_call_made_while_the_service_was_down_does_not_reopen_it_once_it_answered():
+    gate = threading.Event()
+    first = threading.Event()
+
+    def load(keys):
+        if not first.is_set():  # the call that was made while the service hung
+            first.set()
+            gate.wait(5)
+            raise TimeoutError("timed out")
+        return {k: k for k in keys}
+
+    enricher = BatchEnricher("x", key="pk", load=load)
+    context = EnrichContext(pipeline="p", expand=frozenset({"x"}))
+    failures = []
+
+    def hung():
+        try:
+            enricher.load_many([1], context)
+        except TimeoutError as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=hung)
+    thread.start()
+    assert first.wait(5)
+    assert enricher.load_many([2], context) == {2: 2}  # the service answers again
+    gate.set()
+    thread.join(5)
+    assert len(failures) == 1
+    assert not enricher.breaker.is_open  # the late failure of the old call changes nothing

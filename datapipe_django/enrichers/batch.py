@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import operator
+import time
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, wait
 from typing import Any, NoReturn
@@ -254,6 +255,7 @@ class BatchEnricher(BaseEnricher):
             raise ServiceUnavailable(
                 f"BatchEnricher({self.name!r}): its service failed a moment ago "
                 f"({breaker.last_error}); not called until ENRICH_BREAKER_SECONDS pass.")
+        started = time.monotonic()
         try:
             if getattr(self.loader, "requires_context", False):
                 answer = self.loader(chunk, context)
@@ -264,8 +266,13 @@ class BatchEnricher(BaseEnricher):
             raise
         except Exception as exc:
             # The service is down, refused or timed out (a frozen one: when this call's own
-            # timeout ends, after the request that made it gave up at its deadline).
-            breaker.failed(exc)
+            # timeout ends, after the request that made it gave up at its deadline). A call
+            # that started before the service last answered says nothing new: it was made
+            # while it was down.
+            if started >= breaker.last_success:
+                breaker.failed(exc)
+            else:
+                breaker.release_probe()
             raise
         breaker.succeeded()
         if not isinstance(answer, Mapping):
