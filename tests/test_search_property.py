@@ -1,6 +1,7 @@
 """The contract on the real engine: for random FilterSet parameters over random data,
 ``to_search()`` on the engine, ``to_q()`` on PostgreSQL and ``matches()`` in memory select the
-same rows; and walking every page of a search (offset or cursor) returns each hit once.
+same rows; and walking every page of a search (offset or cursor, by relevance too, on the
+engine and on PostgreSQL's full text) returns each hit once.
 
 Each example replaces the rows in PostgreSQL and the documents in the index (the documents
 are written from the PostgreSQL rows, as the index sync writes them).
@@ -121,7 +122,7 @@ def test_engine_database_and_memory_select_the_same_rows(data: st.DataObject) ->
 
 
 ORDERINGS = [None, ("score",), ("-score", "amount"), ("name", "-created_at"), ("-amount",),
-             ("created_at",)]
+             ("created_at",), ("relevance",)]
 
 
 def walk(p: Pipeline, *, limit: int, cursor: bool, **kwargs: Any) -> list[int]:
@@ -161,6 +162,10 @@ def test_walking_search_pages_returns_every_hit_once(data: st.DataObject) -> Non
                                              {"status_not": "queued"}]), label="filters")
         words = [w for r in rows for w in r.name.split() if w.isalpha()]
         search = data.draw(st.sampled_from([None, *words[:5]]), label="q")
+        if search is not None and data.draw(st.booleans(), label="by relevance"):
+            ordering = ("relevance",)
+        elif ordering == ("relevance",) and search is None:
+            ordering = None  # relevance needs q (a 400 otherwise)
         everything = dict(tenant=tenant, ordering=ordering, filters=filters, search=search)
         one_page = engine.execute(PipelineRequest(limit=100, **everything))
         if search is None:  # without q the engine orders exactly as the database
@@ -170,3 +175,10 @@ def test_walking_search_pages_returns_every_hit_once(data: st.DataObject) -> Non
         limit = data.draw(st.integers(1, 4), label="limit")
         for cursor in (False, True):
             assert walk(engine, limit=limit, cursor=cursor, **everything) == expected
+        if ordering == ("relevance",):  # PostgreSQL's ranking walks alike
+            event("by relevance")
+            ranked = pipeline(ORMFetcher("primary", name="search", search="fulltext"))
+            whole = [o.pk for o in ranked.execute(PipelineRequest(limit=100,
+                                                                  **everything)).items]
+            for cursor in (False, True):
+                assert walk(ranked, limit=limit, cursor=cursor, **everything) == whole
