@@ -52,16 +52,19 @@ def _text(value: Any) -> Any:
     return str(value)
 
 
-def _queries(state: Any) -> dict[str, dict[str, Any]]:
-    """Per source that answered: what it ran (its ``explain`` of the request it was asked)."""
+def _queries(state: Any) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, str]]]:
+    """Per source that answered: what it ran (its ``explain`` of the request it was asked);
+    per source: what it holds and what the chain's plan does with it."""
     from datapipe_django.management.commands.datapipe import describe_fetcher
     from datapipe_django.stages import fetch_request
 
     pipeline = state.pipeline
     if state.ordering is None:  # the request did not pass validation: nothing was fetched
-        return {}
+        return {}, {}
     asked = fetch_request(state)
     chain = FetcherChain(pipeline.fetchers, pipeline.fallback)
+    plan = {step.source: {"holds": step.holds, "plan": f"{step.action}: {step.verdict}"}
+            for step in chain.plan(asked).steps}
     candidates = sum(1 for a in state.attempts if a.outcome != "declined") or 1
     wide, _ = chain.source_request(asked, candidates=candidates, offset=state.offset,
                                    limit=state.limit)
@@ -75,18 +78,19 @@ def _queries(state: Any) -> dict[str, dict[str, Any]]:
         except (DatabaseError, ValueError, TypeError) as exc:  # the source went away since
             details = {"error": f"{type(exc).__name__}: {exc}"}
         found[fetcher.name] = {str(k): _text(v) for k, v in details.items()}
-    return found
+    return found, plan
 
 
 def describe_execution(state: Any, error: BaseException | None, duration: float
                        ) -> dict[str, Any]:
     """One execution as the panel shows it (plain JSON-able values)."""
     pipeline, request = state.pipeline, state.request
-    queries = _queries(state)
+    queries, plan = _queries(state)
     sources = []
     for attempt in state.attempts:
         query = queries.get(attempt.source, {})
         sources.append({
+            **plan.get(attempt.source, {"holds": "", "plan": ""}),
             "name": attempt.source, "outcome": attempt.outcome, "reason": attempt.reason,
             "rows": attempt.count if attempt.outcome == "ok" else None,
             "ms": _ms(attempt.duration), "cache": attempt.meta.get("cache"),

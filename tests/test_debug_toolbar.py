@@ -102,6 +102,7 @@ def test_the_panel_shows_sources_verdicts_queries_enrichers_timings_and_cache():
     assert outcomes["appdb"] == ("ok", "")
     appdb = next(s for s in execution["sources"] if s["name"] == "appdb")
     assert appdb["cache"] == "miss" and appdb["rows"] == 3
+    assert appdb["holds"] and appdb["plan"].startswith("reads")
     assert 'FROM "testapp_item"' in appdb["sql"] and "'queued'" in appdb["sql"]
     assert [e["name"] for e in execution["enrichers"]] == ["owner"]
     assert [t["stage"] for t in execution["timings"]] == ["validate", "fetch", "transform",
@@ -200,7 +201,7 @@ def test_the_panel_opens_in_a_real_browser_on_the_example(example_server, tmp_pa
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu",
-                     "--disable-dev-shm-usage", "--window-size=1400,1800"):
+                     "--disable-dev-shm-usage", "--window-size=1800,1800"):
         options.add_argument(argument)
     browser = webdriver.Chrome(service=Service(driver), options=options)
     try:
@@ -226,6 +227,8 @@ def test_the_panel_opens_in_a_real_browser_on_the_example(example_server, tmp_pa
     finally:
         browser.quit()
     assert "payouts · list" in text
+    assert "counted on appdb+archive" in text  # the tiers' total
+    assert "prefix" in text and "serves" in text  # the chain's plan per source
     assert "appdb" in text and "SELECT" in text and "merchant_id" in text
     assert "user" in text  # the enricher that ran
     assert "validate" in text and "fetch" in text  # stage timings
