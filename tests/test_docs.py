@@ -5,9 +5,11 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import re
 from pathlib import Path
 
+import pytest
 import yaml  # PyYAML, with mkdocs (the dev extra)
 
 from datapipe_django.conf import DEFAULTS
@@ -101,3 +103,22 @@ def test_every_docs_page_is_in_the_site_nav():
     pages = sorted(p.name for p in DOCS.glob("*.md"))
     assert sorted(listed) == pages
     assert config["validation"]["nav"]["omitted_files"] == "warn"  # --strict fails on one
+
+
+PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```$", re.M | re.S)
+
+
+@pytest.mark.parametrize("page", sorted([*DOCS.glob("*.md"), ROOT / "README.md",
+                                         ROOT / "CONTRIBUTING.md"]), ids=lambda p: p.name)
+def test_every_python_block_parses_and_its_library_imports_exist(page):
+    """A renamed or removed public name shows up here: every ``python`` block of the docs is
+    valid Python, and every name it imports from datapipe_django can be imported."""
+    for i, code in enumerate(PYTHON_BLOCK.findall(page.read_text()), 1):
+        tree = ast.parse(code, f"{page.name} block {i}")  # a SyntaxError names the block
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                    "datapipe_django"):
+                module = importlib.import_module(node.module)
+                missing = [a.name for a in node.names if not hasattr(module, a.name)]
+                assert not missing, f"{page.name} block {i} imports {missing} from " \
+                                    f"{node.module}, which has no such names"
