@@ -27,7 +27,10 @@ Semantics (see docs/fetching.md):
 
 Only a source's own unavailability (:class:`~datapipe_django.errors.SourceUnavailable`,
 Django's ``OperationalError``/``InterfaceError``) moves the chain on; any other exception is a
-bug and propagates.
+bug and propagates. A database error that the request's own shape caused (a pattern too
+complex, an expression too deep, a value the column's type rejects: :func:`caused_by_request`)
+is the client's :class:`~datapipe_django.errors.ValidationFailed`: no fallback (every other
+source would refuse it too), and no source counted as failing.
 """
 
 from __future__ import annotations
@@ -39,13 +42,14 @@ from concurrent.futures import Future, wait
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from django.db import InterfaceError, OperationalError
+from django.db import DataError, InterfaceError, OperationalError
 
 from datapipe_django.errors import (
     DeadlineExceeded,
     NoFetcher,
     SourcesUnavailable,
     SourceUnavailable,
+    ValidationFailed,
 )
 from datapipe_django.executor import submit
 from datapipe_django.fetchers.base import FetchRequest, FetchResult, Verdict, hook
@@ -63,6 +67,7 @@ __all__ = [
     "Plan",
     "PlanStep",
     "Store",
+    "caused_by_request",
     "merge_streams",
 ]
 
@@ -72,6 +77,42 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     OperationalError,
     InterfaceError,
 )
+
+
+#: SQLite's messages for a statement too large or complex for it.
+_SQLITE_LIMITS = ("pattern too complex", "expression tree is too large", "too many sql variables",
+                  "parser stack overflow", "string or blob too big", "too many terms",
+                  "too many columns")
+#: MySQL/MariaDB error codes a statement's own values cause: illegal mix of collations (a
+#: character the column's charset lacks), a bad regular expression, a thread stack overrun.
+_MYSQL_CODES = frozenset({1267, 1270, 1271, 1139, 1436, 3685, 3692, 3699})
+
+
+def caused_by_request(exc: BaseException) -> bool:
+    """Whether a database error is the request's fault rather than the store's: a value the
+    column cannot take (Django's ``DataError``), a statement past the database's limits
+    (PostgreSQL's class 54 "program limit exceeded", SQLite's "pattern too complex", MySQL's
+    collation and regular-expression errors)."""
+    if isinstance(exc, DataError):
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    cause = exc.__cause__
+    sqlstate = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+    if isinstance(sqlstate, str):
+        return sqlstate.startswith("54") or sqlstate == "2201B"
+    args = getattr(cause, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0] in _MYSQL_CODES
+    text = str(exc).lower()
+    return any(limit in text for limit in _SQLITE_LIMITS)
+
+
+def _bad_request(request: FetchRequest, exc: BaseException) -> ValidationFailed:
+    name = "q" if request.search else "non_field_errors"
+    return ValidationFailed(
+        {name: ["The databases cannot run a query this large or complex: shorten or "
+                "simplify it."]}, stage="fetch", cause=exc)
 
 
 class FallbackMode(enum.Enum):
@@ -798,7 +839,14 @@ class FetcherChain:
         with self._tracer.span(f"datapipe.source.{fetcher.name}", attributes) as span:
             try:
                 result: FetchResult = fetcher.fetch(request)
-            except UNAVAILABLE_ERRORS as exc:
+            except (SourceUnavailable, OperationalError, InterfaceError, DataError) as exc:
+                if caused_by_request(exc):
+                    if is_recording(span):
+                        span.set_attribute("datapipe.outcome", "bad_request")
+                        span.set_attribute("datapipe.reason", _reason(exc))
+                    raise _bad_request(request, exc) from exc
+                if not isinstance(exc, UNAVAILABLE_ERRORS):
+                    raise
                 if is_recording(span):
                     span.set_attribute("datapipe.outcome", "unavailable")
                     span.set_attribute("datapipe.reason", _reason(exc))

@@ -45,8 +45,14 @@ DEFAULTS: dict[str, Any] = {
     # Search index sync (see docs/search.md).
     "SEARCH_SYNC_TIMEOUT": 2.0,     # seconds a write's bulk request to the engine may take
     "SEARCH_SYNC_COOLDOWN": 5.0,    # after an engine outage, writes skip it this long (marked)
+    # Strict input (see docs/rest.md, "Bad input").
+    "SEARCH_MAX_LENGTH": 256,       # longest `q`, in characters
+    "SEARCH_MAX_TERMS": 32,         # most words in `q`
+    "UNKNOWN_PARAMETERS": "error",  # "error": an unknown query parameter is a 400; "ignore"
     # Seconds a client should wait before retrying a 503.
     "RETRY_AFTER": 1,
+    # PipelineViewSet sends X-Datapipe-Source and X-Datapipe-Unavailable (source names).
+    "SOURCE_HEADERS": True,
     # PipelineViewSet adds a Server-Timing header (stages and sources) to every response.
     "SERVER_TIMING": False,
     # PipelineViewSet's read path (see docs/rest.md): each serializer class compiled once into

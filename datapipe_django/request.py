@@ -1,4 +1,12 @@
-"""`PipelineRequest`: what a caller asks a pipeline for, free of any HTTP or DRF object."""
+"""`PipelineRequest`: what a caller asks a pipeline for, free of any HTTP or DRF object, and
+the one translation of a query string into it (:data:`QUERY_PARAMETERS`, :func:`split_query`).
+
+The query parameters a list or retrieve reads itself (``q``, ``ordering``, paging, ``expand``)
+are declared once, in :data:`QUERY_PARAMETERS`; every other parameter belongs to the pipeline's
+FilterSet, and a name that is neither is an unknown parameter (a 400, see
+``DATAPIPE["UNKNOWN_PARAMETERS"]``). A feature that adds a parameter registers it there with
+:func:`register_query_parameter` and reads it from :func:`split_query`'s answer.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +14,137 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-__all__ = ["PipelineRequest", "normalize_expand", "normalize_names", "normalize_ordering"]
+__all__ = [
+    "QUERY_PARAMETERS",
+    "PipelineRequest",
+    "QueryParameter",
+    "SplitQuery",
+    "normalize_expand",
+    "normalize_names",
+    "normalize_ordering",
+    "parameter_key",
+    "quote",
+    "register_query_parameter",
+    "split_query",
+]
+
+#: How much of a client's value an error message quotes.
+QUOTE_LIMIT = 100
+
+
+def parameter_key(name: str) -> str:
+    """A parameter's name as an error body's key: cut to about :data:`QUOTE_LIMIT`."""
+    return name if len(name) <= QUOTE_LIMIT else f"{name[:QUOTE_LIMIT]}..."
+
+
+def quote(value: Any, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(value)`` cut to about ``limit`` characters: what an error message may echo."""
+    text = str(value)
+    if len(text) > limit:
+        return repr(text[:limit]) + f"... ({len(text)} characters)"
+    return repr(text)
+
+
+@dataclass(frozen=True)
+class QueryParameter:
+    """A query parameter the request translation reads itself (not a FilterSet field).
+
+    ``name`` is its default name in the query string; ``view_attribute`` names the
+    ``PipelineViewSet`` attribute that renames it (``search_param = "search"``), ``suffix``
+    what follows the renamed name (``fields[]`` is ``fields_param`` + ``"[]"``). ``attribute``
+    is the :class:`PipelineRequest` field it fills (empty for one read elsewhere, like DRF's
+    ``format``). ``many``: it may be repeated (its values add up). ``retrieve``: a retrieve
+    takes it too (every parameter is a list's).
+    """
+
+    name: str
+    attribute: str = ""
+    view_attribute: str = ""
+    many: bool = False
+    retrieve: bool = False
+    suffix: str = ""
+
+
+#: The reserved query parameters, by default name: the one place that says which parameter
+#: names a list and a retrieve accept besides the FilterSet's. Extend it with
+#: :func:`register_query_parameter`.
+QUERY_PARAMETERS: dict[str, QueryParameter] = {}
+
+
+def register_query_parameter(parameter: QueryParameter) -> QueryParameter:
+    """Declare a reserved query parameter (a feature's own, like ``highlight``)."""
+    QUERY_PARAMETERS[parameter.name] = parameter
+    return parameter
+
+
+for _parameter in (
+    QueryParameter("q", "search", "search_param"),
+    QueryParameter("ordering", "ordering", "ordering_param"),
+    QueryParameter("limit", "limit", "limit_param"),
+    QueryParameter("offset", "offset", "offset_param"),
+    QueryParameter("cursor", "cursor", "cursor_param"),
+    QueryParameter("expand", "expand", many=True, retrieve=True),
+    QueryParameter("expand[]", "expand", many=True, retrieve=True),
+    # Sparse fieldsets (drf-flex-fields' names), on list and retrieve.
+    QueryParameter("fields", "fields", "fields_param", many=True, retrieve=True),
+    QueryParameter("fields[]", "fields", "fields_param", many=True, retrieve=True, suffix="[]"),
+    QueryParameter("omit", "omit", "omit_param", many=True, retrieve=True),
+    QueryParameter("omit[]", "omit", "omit_param", many=True, retrieve=True, suffix="[]"),
+    # An exact total, highlighted search fields, facet counts (list only).
+    QueryParameter("total", "total", "total_param"),
+    QueryParameter("highlight", "highlight", "highlight_param"),
+    QueryParameter("facets", "facets", "facets_param", many=True),
+):
+    register_query_parameter(_parameter)
+
+
+@dataclass
+class SplitQuery:
+    """A query string taken apart by :func:`split_query`.
+
+    ``values`` maps each :class:`PipelineRequest` attribute to its raw value (a string, or a
+    list for a ``many`` parameter); ``filters`` holds every other parameter (the FilterSet's);
+    ``errors`` maps each bad parameter to its messages.
+    """
+
+    values: dict[str, Any] = field(default_factory=dict)
+    filters: Any = None
+    errors: dict[str, list[str]] = field(default_factory=dict)
+
+
+def split_query(params: Any, parameters: Mapping[str, QueryParameter], *, retrieve: bool = False,
+                ignore_unknown: bool = False) -> SplitQuery:
+    """Split ``params`` (a ``QueryDict``) into the reserved ``parameters`` (keyed by their name
+    in this query string) and the FilterSet's parameters.
+
+    An empty value is an absent one. A reserved parameter that is not ``many`` given twice is
+    an error, and so is, on a retrieve, any parameter that it does not take (unless
+    ``ignore_unknown``). The FilterSet's parameters are checked by the validate stage.
+    """
+    split = SplitQuery(filters=params.copy())
+    for name, parameter in parameters.items():
+        if name not in params:
+            continue
+        values = [v for v in params.getlist(name) if v != ""]
+        split.filters.pop(name, None)
+        if retrieve and not parameter.retrieve:
+            if not ignore_unknown:
+                split.errors[name] = ["A retrieve does not take this parameter."]
+            continue
+        if len(values) > 1 and not parameter.many:
+            split.errors[name] = ["Give this parameter once."]
+        elif not parameter.attribute or not values:
+            continue
+        elif parameter.many:
+            split.values.setdefault(parameter.attribute, []).extend(values)
+        else:
+            split.values[parameter.attribute] = values[0]
+    if retrieve:
+        if not ignore_unknown:
+            for name in list(split.filters)[:10]:
+                split.errors[parameter_key(name)] = ["A retrieve does not take this parameter."]
+        split.filters.clear()
+    return split
 
 
 def normalize_ordering(value: str | Iterable[str] | None) -> tuple[str, ...] | None:
@@ -90,6 +228,9 @@ class PipelineRequest:
         object.__setattr__(self, "facets", normalize_names(self.facets))
         if self.search is not None:
             object.__setattr__(self, "search", self.search.strip() or None)
+        for name in ("limit", "offset", "cursor"):  # an empty parameter is an absent one
+            if getattr(self, name) == "":
+                object.__setattr__(self, name, None)
 
     def replace(self, **changes: Any) -> PipelineRequest:
         """A copy with ``changes`` applied (requests are immutable)."""

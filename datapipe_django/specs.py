@@ -41,6 +41,7 @@ This module imports Django and django-filter only (no DRF, no search client).
 
 from __future__ import annotations
 
+import difflib
 import functools
 import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -49,8 +50,10 @@ from decimal import Decimal
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from django import forms
 from django.core.exceptions import FieldDoesNotExist, FieldError, ObjectDoesNotExist
-from django.db import models
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import connections, models
 from django.db.models import Q
 from django.db.models.constants import LOOKUP_SEP
 from django.db.models.expressions import Col
@@ -60,9 +63,10 @@ from django.utils.datastructures import MultiValueDict
 from django_filters import filters as df
 from django_filters.constants import EMPTY_VALUES
 from django_filters.filterset import BaseFilterSet
-from django_filters.widgets import QueryArrayWidget
+from django_filters.widgets import BooleanWidget, QueryArrayWidget
 
 from datapipe_django.errors import ValidationFailed
+from datapipe_django.request import QUOTE_LIMIT, parameter_key, quote
 
 if TYPE_CHECKING:
     from django.db.models import Field
@@ -85,8 +89,12 @@ __all__ = [
     "Spec",
     "StartsWith",
     "Uncompilable",
+    "check_parameters",
+    "check_value",
     "compile_filterset",
     "filter_parameters",
+    "filterset_parameters",
+    "model_field",
     "spec_from_filterset",
 ]
 
@@ -259,6 +267,12 @@ def _plan(model: type[models.Model], path: str) -> tuple[tuple[_Step, ...], Fiel
             raise FieldError(f"Cannot follow {name!r} in {path!r} (a generic relation?).")
         index += 1
     return tuple(steps), final
+
+
+def model_field(model: type[models.Model], path: str) -> Field | None:
+    """The model field whose column ``path`` (``"merchant_id"``, ``"owner__name"``, ``"pk"``)
+    compares, as Django's SQL reads it; None for an attribute that is no field."""
+    return _plan(model, path)[1]
 
 
 def _walk(obj: Any, parts: tuple[str, ...]) -> Iterator[Any]:
@@ -773,7 +787,205 @@ SpecHook = Callable[[str, Any], Spec]
 
 
 def _errors_of(form: Any) -> dict[str, list[str]]:
-    return {name: [str(message) for message in messages] for name, messages in form.errors.items()}
+    return {name: [_short(str(message)) for message in messages]
+            for name, messages in form.errors.items()}
+
+
+def _short(message: str) -> str:
+    """A form's message with any long quoted value cut (django-filter echoes the value)."""
+    if len(message) <= 2 * QUOTE_LIMIT:
+        return message
+    return f"{message[:QUOTE_LIMIT]}... ({len(message)} characters)"
+
+
+# --------------------------------------------------------------------------------------------
+# Which values a column can hold, and which parameters a FilterSet reads
+# --------------------------------------------------------------------------------------------
+
+
+def _storage_field(field: Any) -> Any:
+    while field is not None and getattr(field, "is_relation", False):
+        field = field.target_field
+    return field
+
+
+@functools.lru_cache(maxsize=256)
+def _integer_range(internal_type: str, aliases: tuple[str, ...]) -> tuple[int | None, int | None]:
+    """The integers a column of ``internal_type`` holds on every one of ``aliases``."""
+    low: int | None = None
+    high: int | None = None
+    for alias in aliases:
+        try:
+            lo, hi = connections[alias].ops.integer_field_range(internal_type)
+        except (KeyError, AttributeError, TypeError):
+            continue
+        if internal_type.startswith("Positive") and hi is not None:
+            lo = -hi - 1  # comparing with a negative value is fine, it matches nothing
+        low = lo if low is None or (lo is not None and lo > low) else low
+        high = hi if high is None or (hi is not None and hi < high) else high
+    return low, high
+
+
+def check_value(field: Any, value: Any) -> str | None:
+    """Why the databases cannot compare ``field`` with ``value`` (an integer past the
+    column's range on one of ``settings.DATABASES``), or None. Runs no query."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return None
+    storage = _storage_field(field)
+    if not isinstance(storage, models.IntegerField | models.AutoField):
+        return None
+    low, high = _integer_range(storage.get_internal_type(), tuple(connections.settings))
+    if high is not None and value > high:
+        return f"Ensure this value is less than or equal to {high}."
+    if low is not None and value < low:
+        return f"Ensure this value is greater than or equal to {low}."
+    return None
+
+
+def _widget_of(filter_: df.Filter) -> Any:
+    widget = filter_.extra.get("widget") or getattr(filter_.field_class, "widget", None)
+    return widget if isinstance(widget, type) else type(widget)
+
+
+@functools.lru_cache(maxsize=256)
+def filterset_parameters(filterset_class: type[BaseFilterSet]) -> dict[str, tuple[str, bool]]:
+    """Every query parameter ``filterset_class`` reads: name → (filter name, may repeat).
+
+    The names are :func:`filter_parameters`' (``<name>_min``/``_max`` for a range,
+    ``_after``/``_before`` for dates, ``<name>_lookup`` for a lookup choice); a query-array
+    filter also reads ``<name>[]``, and a multiple-choice or query-array filter may repeat its
+    parameter.
+    """
+    parameters: dict[str, tuple[str, bool]] = {}
+    for name, keys in filter_parameters(filterset_class).items():
+        filter_ = filterset_class.base_filters[name]
+        widget = _widget_of(filter_)
+        if isinstance(filter_, df.BaseCSVFilter):
+            array = not _is_csv(filter_)
+        else:
+            array = widget is not None and issubclass(widget, QueryArrayWidget)
+        many = array or (widget is not None and issubclass(
+            widget, forms.SelectMultiple | forms.MultipleHiddenInput))
+        for key in keys:
+            parameters[key] = (name, many)
+        if array:
+            parameters[f"{name}[]"] = (name, True)
+    return parameters
+
+
+def _raw_values(data: Mapping[str, Any], key: str) -> list[Any]:
+    if hasattr(data, "getlist"):
+        values = data.getlist(key)
+    else:
+        value = data[key]
+        values = list(value) if isinstance(value, list | tuple) else [value]
+    return [v for v in values if v is not None and v != ""]
+
+
+def check_parameters(filterset_class: type[BaseFilterSet] | None, data: Mapping[str, Any], *,
+                     unknown: str = "error") -> dict[str, list[str]]:
+    """What is wrong with the names and the number of values of ``data`` (raw parameters for
+    ``filterset_class``), before anything is bound: an unknown name (unless ``unknown`` is
+    ``"ignore"``), a single-valued parameter given twice, a non-boolean for a boolean filter,
+    a NUL character. Runs no query."""
+    known = filterset_parameters(filterset_class) if filterset_class is not None else {}  # type: ignore[arg-type]
+    errors: dict[str, list[str]] = {}
+    unknown_names = []
+    for key in data:
+        values = _raw_values(data, key)
+        if key not in known:
+            unknown_names.append(key)
+            continue
+        name, many = known[key]
+        if len(values) > 1 and not many:
+            errors[key] = ["Give this parameter once."]
+        elif any("\x00" in str(v) for v in values):
+            errors[key] = ["Null characters are not allowed."]
+        elif values and not _boolean_ok(filterset_class.base_filters[name], key,  # type: ignore[union-attr]
+                                        values[-1]):
+            errors[key] = [f"Must be true or false, not {quote(values[-1])}."]
+    if unknown_names and unknown != "ignore":
+        for key in unknown_names[:10]:
+            close = difflib.get_close_matches(key, list(known), n=1) if len(key) < 100 else []
+            errors[parameter_key(key)] = [
+                "Unknown parameter." + (f" Did you mean {close[0]!r}?" if close else "")]
+        if len(unknown_names) > 10:
+            errors["non_field_errors"] = [f"{len(unknown_names)} unknown parameters."]
+    return errors
+
+
+def _boolean_ok(filter_: df.Filter, key: str, raw: Any) -> bool:
+    """Whether a boolean filter's widget reads ``raw`` as a boolean (or as "not given"):
+    ``true``/``false`` (django-filter's ``BooleanWidget`` also takes ``1``/``0``, in any case);
+    not Django's legacy ``2``/``3`` of ``NullBooleanSelect``, nor anything it reads as None."""
+    if not issubclass(filter_.field_class, forms.NullBooleanField):
+        return True
+    text = str(raw)
+    if text.lower() == "unknown":
+        return True
+    widget = _widget_of(filter_)
+    if widget is not None and issubclass(widget, BooleanWidget):
+        return text.lower() in {"true", "false", "1", "0"}
+    if widget is not None and issubclass(widget, forms.NullBooleanSelect):
+        return text in {"true", "false", "True", "False"}
+    return True
+
+
+class _KeyChoiceField(forms.Field):
+    """A ``ModelChoiceField`` that checks the key's type only: no query.
+
+    Which rows match is the sources' business (within the tenant), so another tenant's id
+    reads exactly like a missing one. The value is an unsaved instance carrying the key.
+    """
+
+    def __init__(self, original: forms.ModelChoiceField, *, multiple: bool) -> None:
+        super().__init__(required=False, widget=original.widget)
+        self.model = original.queryset.model  # type: ignore[union-attr]
+        self.key = self.model._meta.pk
+        self.null_label = getattr(original, "null_label", None)
+        self.null_value = getattr(original, "null_value", "null")
+        self.multiple = multiple
+
+    def to_python(self, value: Any) -> Any:
+        if value in EMPTY_VALUES:
+            return [] if self.multiple else None
+        values = list(value) if self.multiple and isinstance(value, list | tuple) else [value]
+        out: list[Any] = []
+        for raw in values:
+            if raw in EMPTY_VALUES:
+                continue
+            if self.null_label is not None and raw == self.null_value:
+                out.append(self.null_value)
+                continue
+            try:
+                key = self.key.to_python(raw)
+            except DjangoValidationError:
+                raise DjangoValidationError(
+                    f"Select a valid choice: {quote(raw)} is not a valid key.",
+                    code="invalid_choice") from None
+            why = check_value(self.key, key)
+            if why:
+                raise DjangoValidationError(why, code="invalid_choice")
+            out.append(self.model(**{self.key.attname: key}))
+        if self.multiple:  # in key order, null last (as django-filter's queryset gives them)
+            keys = sorted({o.pk for o in out if o != self.null_value})
+            return [self.model(**{self.key.attname: k}) for k in keys] + (
+                [self.null_value] if self.null_value in out else [])
+        return out[0] if out else None
+
+
+def _key_only_fields(filterset: BaseFilterSet) -> None:
+    """Swap the form's model choice fields for :class:`_KeyChoiceField` (no query)."""
+    form = filterset.form
+    for name, field in list(form.fields.items()):
+        if not isinstance(field, forms.ModelChoiceField):
+            continue
+        to_field = getattr(field, "to_field_name", None)
+        model = field.queryset.model  # type: ignore[union-attr]
+        if to_field not in (None, model._meta.pk.name, model._meta.pk.attname):
+            continue  # keyed by another field: django-filter's own check
+        form.fields[name] = _KeyChoiceField(
+            field, multiple=isinstance(field, forms.ModelMultipleChoiceField))
 
 
 def spec_from_filterset(filterset: BaseFilterSet) -> Spec:
@@ -827,7 +1039,10 @@ def compile_filterset(
     for multi-valued parameters (``{"status__in": ["queued", "processed"]}``); a list given to
     a comma-separated (``BaseInFilter``/``BaseRangeFilter``) parameter is joined with commas.
     Raises :class:`~datapipe_django.errors.ValidationFailed` naming each bad parameter, and
-    :class:`Uncompilable` as :func:`spec_from_filterset` does.
+    :class:`Uncompilable` as :func:`spec_from_filterset` does. Runs no query: a
+    ``ModelChoiceFilter`` (or ``ModelMultipleChoiceFilter``) keyed by the primary key checks
+    the key's type only, and an integer past a column's range on one of the databases is a bad
+    parameter.
     """
     model = filterset_class._meta.model
     if model is None:
@@ -839,6 +1054,7 @@ def compile_filterset(
         request=request,
     )
     _reuse_form_fields(filterset)
+    _key_only_fields(filterset)
     if not filterset.is_valid():
         raise ValidationFailed(_errors_of(filterset.form))
     return spec_from_filterset(filterset)
@@ -1186,6 +1402,10 @@ def _leaf(model: type[models.Model], name: str, key: str, value: Any) -> Spec:
         insensitive = lookup.startswith("i")
         return pattern[lookup.removeprefix("i")](path, text, case_insensitive=insensitive)
     prepared = _prepare(field, lookup, value)
+    for item in prepared if isinstance(prepared, list | tuple) else (prepared,):
+        why = check_value(field, item)
+        if why:
+            raise ValidationFailed({name: [why]})
     if lookup == "exact":
         return Eq(path, prepared)
     if lookup == "in":

@@ -18,15 +18,23 @@ from datapipe_django.enrichers.base import EnrichContext, enricher_needs, enrich
 from datapipe_django.errors import EnrichmentFailed, SourcesUnavailable, ValidationFailed
 from datapipe_django.fetchers.base import FetchRequest
 from datapipe_django.paging import RELEVANCE, Cursor, Ordering
+from datapipe_django.request import quote
 from datapipe_django.result import PipelineResult
-from datapipe_django.specs import MatchAll, Uncompilable, compile_filterset
+from datapipe_django.specs import (
+    MatchAll,
+    Uncompilable,
+    check_parameters,
+    check_value,
+    compile_filterset,
+    model_field,
+)
 from datapipe_django.totals import count_total
 
 if TYPE_CHECKING:
     from datapipe_django.state import State
 
-__all__ = ["Stage", "build", "enrich", "fetch", "fetch_request", "load_fields", "transform",
-           "validate", "wants_total"]
+__all__ = ["Stage", "build", "enrich", "fetch", "fetch_request", "load_fields", "tenant_value",
+           "transform", "validate", "wants_total"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,10 @@ def _integer(raw: Any, name: str, errors: dict[str, list[str]], *, minimum: int,
     return value
 
 
+#: At most this many messages per parameter (the rest are counted).
+MAX_MESSAGES = 5
+
+
 def _ordering(state: State, errors: dict[str, list[str]]) -> Ordering:
     pipeline = state.pipeline
     asked = state.request.ordering
@@ -75,10 +87,19 @@ def _ordering(state: State, errors: dict[str, list[str]]) -> Ordering:
         else:
             return Ordering.by_relevance(pipeline.model)
         return pipeline.default_ordering
-    unknown = [n for n in asked if n.lstrip("-+") not in pipeline.ordering_fields]
+    allowed_names = pipeline.ordering_fields
+    if len(asked) > len(allowed_names):
+        errors["ordering"] = [f"Give at most {len(allowed_names)} ordering fields, "
+                              f"not {len(asked)}."]
+        return pipeline.default_ordering
+    unknown = [n for n in asked if n.lstrip("-+") not in allowed_names]
     if unknown:
-        allowed = ", ".join(sorted(pipeline.ordering_fields))
-        errors["ordering"] = [f"Unknown ordering field {unknown[0]!r}. Allowed: {allowed}."]
+        allowed = ", ".join(sorted(allowed_names))
+        errors["ordering"] = [f"Unknown ordering field {quote(unknown[0])}. Allowed: {allowed}."]
+        return pipeline.default_ordering
+    seen = [n.lstrip("-+") for n in asked]
+    if len(set(seen)) != len(seen):
+        errors["ordering"] = ["Give each ordering field once."]
         return pipeline.default_ordering
     return Ordering.for_model(pipeline.model, asked, owner=f"Pipeline {pipeline.name!r}")
 
@@ -88,18 +109,26 @@ def _expand(state: State, errors: dict[str, list[str]]) -> frozenset[str]:
     auth_type = state.request.auth_type
     max_depth = int(datapipe_settings.MAX_EXPAND_DEPTH)
     allowed = pipeline.expandable(auth_type)
+    asked = state.request.expand
+    known = {path for e in pipeline.enrichers for path in enricher_paths(e)}
+    if len(asked) > max(len(known), 1):
+        errors["expand"] = [f"Give at most {max(len(known), 1)} expansions, not {len(asked)}."]
+        return frozenset()
     result: set[str] = set()
-    for path in sorted(state.request.expand):
+    messages: list[str] = []
+    for path in sorted(asked):
         parts = path.split(".")
         if len(parts) > max_depth:
-            errors.setdefault("expand", []).append(
-                f"{path!r} is nested deeper than {max_depth} "
-                f"level{'' if max_depth == 1 else 's'}."
-            )
+            messages.append(f"{quote(path)} is nested deeper than {max_depth} "
+                            f"level{'' if max_depth == 1 else 's'}.")
         elif path not in allowed:
-            errors.setdefault("expand", []).append(f"Unknown expansion {path!r}.")
+            messages.append(f"Unknown expansion {quote(path)}.")
         else:
             result.update(".".join(parts[: i + 1]) for i in range(len(parts)))
+    if messages:
+        errors["expand"] = messages[:MAX_MESSAGES] + (
+            [f"... and {len(messages) - MAX_MESSAGES} more."]
+            if len(messages) > MAX_MESSAGES else [])
     return frozenset(result)
 
 
@@ -134,6 +163,57 @@ def _facets(state: State, errors: dict[str, list[str]]) -> tuple[str, ...]:
     return asked
 
 
+def _search(state: State, errors: dict[str, list[str]]) -> None:
+    search = state.request.search
+    if not search:
+        return
+    if not state.pipeline.search_fields:
+        errors["q"] = ["This endpoint does not support free-text search."]
+        return
+    longest = int(datapipe_settings.SEARCH_MAX_LENGTH)
+    most = int(datapipe_settings.SEARCH_MAX_TERMS)
+    if "\x00" in search:
+        errors["q"] = ["Null characters are not allowed."]
+    elif len(search) > longest:
+        errors["q"] = [f"Ensure this value has at most {longest} characters "
+                       f"(it has {len(search)})."]
+    elif len(search.split()) > most:
+        errors["q"] = [f"Give at most {most} words (this has {len(search.split())})."]
+
+
+def _key(pipeline: Any, path: str, raw: Any, name: str,
+         errors: dict[str, list[str]]) -> Any:
+    """``raw`` converted once by the model field at ``path`` (its ``to_python``), and checked
+    against the databases' range; the raw value when it cannot be."""
+    field = model_field(pipeline.model, path)
+    if field is None:
+        return raw
+    storage: Any = field
+    while getattr(storage, "is_relation", False):
+        storage = storage.target_field
+    try:
+        value = storage.to_python(raw)
+    except DjangoValidationError as exc:
+        errors[name] = [quote_messages(exc)]
+        return raw
+    why = check_value(storage, value)
+    if why:
+        errors[name] = [why]
+        return raw
+    return value
+
+
+def tenant_value(pipeline: Any, raw: Any, errors: dict[str, list[str]]) -> Any:
+    """``raw`` as the pipeline's tenant field holds it (its ``to_python``), or an error under
+    ``"tenant"`` when the field (or a database) cannot hold it."""
+    return _key(pipeline, pipeline.tenant_field, raw, "tenant", errors)
+
+
+def quote_messages(exc: DjangoValidationError) -> str:
+    message = " ".join(str(m) for m in exc.messages)
+    return message if len(message) <= 200 else f"{message[:100]}..."
+
+
 def validate(state: State) -> None:
     """Check every parameter and compile the filters; nothing invalid goes further."""
     pipeline, request = state.pipeline, state.request
@@ -142,12 +222,16 @@ def validate(state: State) -> None:
     errors: dict[str, list[str]] = {}
     if pipeline.tenant_field and request.tenant is None:
         errors["tenant"] = ["A tenant is required for this pipeline."]
+    elif pipeline.tenant_field:
+        # Converted once, by the tenant field: every source, cache key and enricher sees it.
+        tenant = tenant_value(pipeline, request.tenant, errors)
+        if "tenant" not in errors and tenant != request.tenant:
+            state.request = request = request.replace(tenant=tenant)
     state.expand = _expand(state, errors)
     if request.pk is not None:
-        try:
-            pipeline.model._meta.pk.to_python(request.pk)  # type: ignore[union-attr]
-        except DjangoValidationError as exc:
-            errors["pk"] = list(exc.messages)
+        pk = _key(pipeline, "pk", request.pk, "pk", errors)
+        if "pk" not in errors and pk != request.pk:
+            state.request = request = request.replace(pk=pk)
         state.limit, state.offset = 1, 0
         state.ordering = pipeline.default_ordering
         state.spec = MatchAll()
@@ -163,8 +247,7 @@ def validate(state: State) -> None:
         state.offset = _integer(request.offset, "offset", errors, minimum=0,
                                 maximum=datapipe_settings.MAX_OFFSET) or 0
     state.ordering = _ordering(state, errors)
-    if request.search and not pipeline.search_fields:
-        errors["q"] = ["This endpoint does not support free-text search."]
+    _search(state, errors)
     state.highlight = _highlight(request.highlight, errors)
     state.facets = _facets(state, errors)
     if request.cursor is not None and "ordering" not in errors:
@@ -172,6 +255,11 @@ def validate(state: State) -> None:
             state.after = Cursor.decode(request.cursor, state.ordering, namespace=pipeline.name)
         except ValidationFailed as exc:
             errors.update(exc.errors)
+    bad = check_parameters(pipeline.filterset_class, request.filters,
+                           unknown=str(datapipe_settings.UNKNOWN_PARAMETERS))
+    if bad:
+        errors.update(bad)
+        raise ValidationFailed(errors)
     try:
         state.spec = (
             compile_filterset(pipeline.filterset_class, request.filters)

@@ -123,15 +123,21 @@ def _mysql(ms: int, connection: Any) -> Callable[..., Any]:
 
 @contextlib.contextmanager
 def _sqlite(connection: Any, ms: int) -> Iterator[None]:
-    connection.ensure_connection()
-    raw = connection.connection
     deadline = time.monotonic() + ms / 1000
 
     def handler() -> int:
         return 1 if time.monotonic() > deadline else 0  # non-zero interrupts the query
 
-    raw.set_progress_handler(handler, 10_000)
-    try:
+    def wrapper(execute: Callable[..., Any], sql: str, params: Any, many: bool,
+                context: dict[str, Any]) -> Any:
+        # Around the query only: with DEBUG, Django's SQL logging quotes the parameters with
+        # queries of its own after it, which an interrupt would fail outside Django's errors.
+        raw = context["connection"].connection
+        raw.set_progress_handler(handler, 10_000)
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            raw.set_progress_handler(None, 0)
+
+    with connection.execute_wrapper(wrapper):
         yield
-    finally:
-        raw.set_progress_handler(None, 0)

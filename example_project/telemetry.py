@@ -22,7 +22,8 @@ from typing import Any
 from django.apps import AppConfig
 from django.http import HttpRequest, HttpResponse
 
-__all__ = ["TelemetryConfig", "configure", "metrics_view", "prometheus_available"]
+__all__ = ["TelemetryConfig", "WSGIPathMiddleware", "configure", "metrics_view",
+           "prometheus_available"]
 
 _configured = False
 _lock = threading.Lock()
@@ -66,8 +67,36 @@ def configure() -> bool:
             pass
         else:
             DjangoInstrumentor().instrument()
+            # Outermost, before the instrumentation's own middleware (see WSGIPathMiddleware).
+            from django.conf import settings
+
+            middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
+            guard = f"{__name__}.WSGIPathMiddleware"
+            if guard not in middleware:
+                settings.MIDDLEWARE = [guard, *middleware]
         _configured = True
         return True
+
+
+class WSGIPathMiddleware:
+    """Gives ``request.META["PATH_INFO"]`` back its WSGI form (UTF-8 bytes read as latin-1).
+
+    Django replaces it with the decoded path, and opentelemetry-instrumentation-django rebuilds
+    the URL from it with ``wsgiref.util.request_uri``, which encodes it as latin-1: any path
+    with a character above U+00FF (``/%E2%82%AC``) was a 500 inside the instrumentation
+    (open-telemetry/opentelemetry-python-contrib#3237). Django routes by ``request.path_info``,
+    which this leaves as it is, so such a path is an ordinary 404, and the span's URL is right.
+    """
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        path = request.META.get("PATH_INFO")
+        if isinstance(path, str) and not path.isascii():
+            request.META["PATH_INFO"] = path.encode("utf-8", "surrogateescape").decode("latin-1")
+        response: HttpResponse = self.get_response(request)
+        return response
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:

@@ -69,3 +69,20 @@ def test_postgresql_session_keeps_its_own_statement_timeout():
             pytest.raises(OperationalError):
         cursor.execute("SELECT pg_sleep(2)")
     assert current() == before
+
+
+def test_the_sqlite_interrupt_stays_inside_the_query_with_debug_sql_logging(settings):
+    """With DEBUG, Django's cursor wrapper quotes the parameters of the query it just ran with
+    queries of its own; an interrupt there escaped as a bare ``sqlite3.OperationalError`` (a
+    500), not Django's, after the deadline. It is interrupted in the query only."""
+    settings.DEBUG = True
+    connection = connections["default"]
+    started = time.monotonic()
+    params = list(range(-5_000, 0))  # enough for the quoting queries to run a while
+    slow = SLOW["sqlite"].replace("x < 50000000", "x < 50000000 AND x NOT IN ({})".format(
+        ", ".join(["%s"] * len(params))))
+    with statement_timeout(connection, 0.2), connection.cursor() as cursor, \
+            pytest.raises(OperationalError):
+        cursor.execute(slow, params)
+    assert time.monotonic() - started < 1.5
+    assert "-5000, -4999" in connection.queries[-1]["sql"]

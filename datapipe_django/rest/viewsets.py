@@ -12,11 +12,12 @@ from rest_framework import viewsets
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 
 from datapipe_django.conf import datapipe_settings
 from datapipe_django.errors import PipelineError, ValidationFailed
 from datapipe_django.pipeline import Pipeline
-from datapipe_django.request import PipelineRequest
+from datapipe_django.request import QUERY_PARAMETERS, PipelineRequest, QueryParameter, split_query
 from datapipe_django.rest.checks import no_tenant_hook
 from datapipe_django.rest.compiled import serializer_data
 from datapipe_django.rest.exceptions import (
@@ -60,6 +61,9 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
     #: Not used to filter or page (the pipeline does both): they describe the FilterSet and the
     #: paging to DRF's browsable API and to schema generators.
     filter_backends = [PipelineFilterBackend]
+    #: Any id reaches retrieve (DRF's default stops at a dot, a Django HTML 404): a malformed
+    #: one is the view's JSON 404.
+    lookup_value_regex = "[^/]+"
     pagination_class = PipelinePagination
     #: The request being served, set by ``list``/``retrieve``.
     pipeline_request: PipelineRequest | None = None
@@ -113,25 +117,44 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         user = self.request.user
         return "private" if user is not None and user.is_authenticated else "public"
 
+    def query_parameters(self) -> dict[str, QueryParameter]:
+        """The parameters this view reads itself, by their name in the query string: the
+        library's reserved ones (:data:`datapipe_django.request.QUERY_PARAMETERS`, renamed by
+        ``search_param`` and the other ``*_param`` attributes) and DRF's ``format``. Every
+        other parameter is the FilterSet's."""
+        parameters: dict[str, QueryParameter] = {}
+        for parameter in QUERY_PARAMETERS.values():
+            name = getattr(self, parameter.view_attribute) + parameter.suffix \
+                if parameter.view_attribute and hasattr(self, parameter.view_attribute) \
+                else parameter.name
+            parameters[name] = parameter
+        url_format = api_settings.URL_FORMAT_OVERRIDE
+        if url_format:
+            parameters[url_format] = QueryParameter(url_format, retrieve=True)
+        return parameters
+
     def get_filters(self) -> Any:
         """The raw filter parameters: the query string minus the view's own parameters."""
-        reserved = {self.search_param, self.ordering_param, self.limit_param,
-                    self.offset_param, self.cursor_param, "expand", "expand[]", "format",
-                    self.fields_param, f"{self.fields_param}[]", self.omit_param,
-                    f"{self.omit_param}[]", self.total_param, self.highlight_param,
-                    self.facets_param}
-        params = self.request.query_params.copy()
-        for key in reserved:
-            params.pop(key, None)
-        return params
+        return split_query(self.request.query_params, self.query_parameters()).filters
 
     def get_pipeline_request(self, *, pk: Any = None) -> PipelineRequest:
-        """Translate the HTTP request into a :class:`PipelineRequest`."""
+        """Translate the HTTP request into a :class:`PipelineRequest`.
+
+        A reserved parameter given twice, and on a retrieve any parameter but ``expand``,
+        ``fields``/``omit`` (and ``format``), is a 400 (``DATAPIPE["UNKNOWN_PARAMETERS"] = "ignore"`` lets a retrieve
+        ignore the others); an empty parameter is an absent one.
+        """
         pipeline = self.get_pipeline()
         tenant = self.get_tenant()
         if pipeline.tenant_field and tenant is None:
             self._warn_no_tenant_hook(pipeline)
             raise PermissionDenied("No tenant is associated with these credentials.")
+        split = split_query(self.request.query_params, self.query_parameters(),
+                            retrieve=pk is not None,
+                            ignore_unknown=datapipe_settings.UNKNOWN_PARAMETERS == "ignore")
+        if split.errors:
+            raise ValidationFailed(split.errors)
+        values = split.values
         params = self.request.query_params
         expand = parse_expand(params)
         auth_type = self.get_auth_type()
@@ -148,13 +171,13 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         return PipelineRequest(
             total=self.get_total(),
             filters=self.get_filters(),
-            search=params.get(self.search_param),
-            limit=params.get(self.limit_param),  # type: ignore[arg-type]
-            offset=params.get(self.offset_param),  # type: ignore[arg-type]
-            cursor=params.get(self.cursor_param),
-            ordering=params.get(self.ordering_param),  # type: ignore[arg-type]
-            highlight=params.get(self.highlight_param, False),
-            facets=tuple(params.getlist(self.facets_param)),
+            search=values.get("search"),
+            limit=values.get("limit"),
+            offset=values.get("offset"),
+            cursor=values.get("cursor"),
+            ordering=values.get("ordering"),
+            highlight=values.get("highlight", False),
+            facets=tuple(values.get("facets", ())),
             **common,
         )
 
@@ -249,9 +272,12 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
 
     def get_headers(self, result: PipelineResult) -> dict[str, str]:
         """``X-Datapipe-Source`` (who served) and, when a source could not answer,
-        ``X-Datapipe-Unavailable`` (who was down: the page may lack rows only it holds)."""
-        headers = {SOURCE_HEADER: result.source}
-        if result.unavailable:
+        ``X-Datapipe-Unavailable`` (who was down: the page may lack rows only it holds); neither
+        with ``DATAPIPE["SOURCE_HEADERS"] = False``."""
+        headers: dict[str, str] = {}
+        if datapipe_settings.SOURCE_HEADERS:
+            headers[SOURCE_HEADER] = result.source
+        if result.unavailable and datapipe_settings.SOURCE_HEADERS:
             headers[UNAVAILABLE_HEADER] = ",".join(result.unavailable)
         if datapipe_settings.SERVER_TIMING:
             headers["Server-Timing"] = server_timing(result)

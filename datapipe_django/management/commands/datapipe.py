@@ -349,22 +349,21 @@ def build_request(pipeline: Pipeline, query: str, *, tenant: str | None = None,
         return view.get_pipeline_request(pk=pk)
     except APIException as exc:
         raise CommandError(f"{exc.detail} Pass --tenant.") from None
+    except ValidationFailed as exc:
+        raise CommandError("The request is invalid: " + "; ".join(
+            f"{name}: {' '.join(messages)}" for name, messages in exc.errors.items())) from None
 
 
 def _tenant(pipeline: Pipeline, raw: str | None) -> Any:
-    """``--tenant`` as the tenant field's Python value (``"1"`` → ``1`` for an integer)."""
+    """``--tenant`` as the tenant field's Python value (``"1"`` → ``1`` for an integer), converted
+    and checked as the validate stage does; a value the field cannot hold is a CommandError."""
     if raw is None or not pipeline.tenant_field:
         return raw
-    model: Any = pipeline.model
-    field = None
-    for part in pipeline.tenant_field.split("__"):
-        field = model._meta.get_field(part)
-        model = field.related_model or model
-    target = getattr(field, "target_field", field)
-    try:
-        return target.to_python(raw)  # type: ignore[union-attr]
-    except Exception:
-        return raw
+    errors: dict[str, list[str]] = {}
+    value = stages.tenant_value(pipeline, raw, errors)
+    if errors:
+        raise CommandError(f"--tenant {raw!r}: {' '.join(errors['tenant'])}")
+    return value
 
 
 # -- describing ----------------------------------------------------------------------------------
