@@ -42,4 +42,9 @@ status=0
 if ((status == 5)); then
     echo "scripts/test.sh: pytest collected no tests; treating that as a failure" >&2
 fi
+# The whole run (no pytest arguments) also fuzzes the example's API from its OpenAPI schema:
+# a fixed seed, bounded examples, ~1.5 minutes. SCHEMATHESIS=0 skips it, =1 forces it.
+if [[ ${SCHEMATHESIS:-$(( $# == 0 ))} == 1 ]]; then
+    bash scripts/schemathesis.sh || status=$((status ? status : 1))
+fi
 exit "$status"

@@ -144,8 +144,38 @@ def test_retrieve_documents_expand_404_and_no_list_parameters(schema):
     assert not {"q", "ordering", "limit", "offset", "cursor", "status"} & set(params)
     assert operation["responses"]["200"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/Item"}
-    assert set(operation["responses"]) == {"200", "403", "404", "503", "504"}
+    assert set(operation["responses"]) == {"200", "400", "403", "404", "503", "504"}
     assert "X-Datapipe-Errors" in operation["responses"]["200"]["headers"]
+    invalid = operation["responses"]["400"]["content"]["application/json"]["schema"]
+    assert invalid["description"] == "Each invalid parameter with its messages."
+
+
+def test_a_nullable_relation_is_documented_as_nullable(schema):
+    """The schema tells the truth: an item without a category renders `"category": null`."""
+    properties = schema["components"]["schemas"]["Item"]["properties"]
+    assert properties["category"]["nullable"] is True
+    assert properties["owner"]["nullable"] is True  # both foreign keys are null=True
+    assert all(p.get("allowEmptyValue") is True
+               for p in schema["paths"]["/v1/items"]["get"]["parameters"] if p["in"] == "query")
+
+
+@pytest.mark.parametrize(("auth_type", "enum"), [("public", ["owner"]),
+                                                 ("private", ["category", "owner"])])
+def test_the_schema_a_caller_reads_offers_only_the_expansions_it_may_ask_for(auth_type, enum):
+    from drf_spectacular.views import SpectacularAPIView
+    from rest_framework.test import APIRequestFactory
+
+    router = SimpleRouter(trailing_slash=False)
+    router.register("items", ItemViewSet, basename="items")
+    view = SpectacularAPIView.as_view(patterns=[path("v1/", include(router.urls))])
+    request = APIRequestFactory().get("/schema/", {"format": "json"}, HTTP_HOST="127.0.0.1",
+                                      HTTP_X_AUTH_TYPE=auth_type)
+    response = view(request)
+    response.render()
+    document = json.loads(response.content)
+    for operation in (document["paths"]["/v1/items"]["get"],
+                      document["paths"]["/v1/items/{id}"]["get"]):
+        assert parameters(operation)["expand[]"]["schema"]["items"]["enum"] == enum
 
 
 # -- what a pipeline declares changes what is documented ----------------------------------------

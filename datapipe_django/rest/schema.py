@@ -111,6 +111,7 @@ class ExpandableFieldExtension(OpenApiSerializerFieldExtension):
         model = getattr(getattr(field.parent, "Meta", None), "model", None)
         related = None
         many = bool(field.many)
+        nullable = False
         if model is not None:
             try:
                 relation = model._meta.get_field(field.source)
@@ -119,17 +120,29 @@ class ExpandableFieldExtension(OpenApiSerializerFieldExtension):
             if relation is not None and relation.is_relation:
                 related = relation.related_model
                 many = many or bool(relation.many_to_many or relation.one_to_many)
+            holder = relation
+            if field.id_source:
+                try:
+                    holder = model._meta.get_field(field.id_source)
+                except FieldDoesNotExist:
+                    holder = None
+            # No related row, no id: null (a nullable foreign key or id column).
+            nullable = bool(holder is not None and getattr(holder, "null", False)) and not many
         id_schema = _id_schema(related)
         ref: dict[str, Any] = (nested.ref if nested else None) or dict(
             build_basic_type(OpenApiTypes.OBJECT) or {})
         if many:
             id_schema, ref = build_array_type(id_schema), build_array_type(ref)
-        return {
+        schema: dict[str, Any] = {
             "oneOf": [id_schema, ref],
             "description": f"The id, or the object when the request expands "
-                           f"`{field.field_name}` (see `expand[]`).",
+                           f"`{field.field_name}` (see `expand[]`)"
+                           + ("; null when there is none." if nullable else "."),
             "readOnly": True,
         }
+        if nullable:
+            schema["nullable"] = True
+        return schema
 
 
 class PipelineSchemaMixin:
@@ -142,6 +155,15 @@ class PipelineSchemaMixin:
             return self.view.get_pipeline()
         except ImproperlyConfigured:
             return None
+
+    def get_operation(self, *args: Any, **kwargs: Any) -> Any:
+        operation = super().get_operation(*args, **kwargs)  # type: ignore[misc]
+        if operation and self._pipeline() is not None:
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "query":
+                    # An empty parameter is an absent one (``?cursor=``).
+                    parameter["allowEmptyValue"] = True
+        return operation
 
     def get_override_parameters(self) -> list[Any]:
         parameters = list(super().get_override_parameters())  # type: ignore[misc]
@@ -249,11 +271,38 @@ class PipelineSchemaMixin:
             context={"auth_type": caller_auth_type(self.view)})
         return list(serializer.fields)
 
+    def _caller_auth_type(self) -> tuple[bool, str | None]:
+        """``(True, auth type)`` of the caller the schema is generated for (drf-spectacular
+        gives the view the schema request's headers), ``(False, None)`` without one."""
+        request = getattr(self.view, "request", None)
+        # Offline (``manage.py spectacular``) the mock request has no Host: no caller.
+        if request is None or not request.META.get("HTTP_HOST"):
+            return False, None
+        try:
+            return True, self.view.get_auth_type()
+        except Exception:
+            return False, None
+
     def _expand_parameter(self, pipeline: Any) -> OpenApiParameter | None:
         if not pipeline.enrichers:
             return None
         auth_types = sorted({t for e in pipeline.enrichers
                              for t in (getattr(e, "auth_types", None) or ())})
+        known, caller = self._caller_auth_type()
+        if known and caller is not None:
+            # The schema of this caller: only the paths it may ask for (any other is a 400).
+            mine = pipeline.expandable(caller)
+            if not mine:
+                return None
+            depth = int(datapipe_settings.MAX_EXPAND_DEPTH)
+            return OpenApiParameter(
+                "expand[]", {"type": "array", "items": {"type": "string",
+                                                        "enum": sorted(mine)}},
+                style="form", explode=True,
+                description="Related objects to include, by path: `expand[]=a&expand[]=b.c`, "
+                            f"or `expand=a,b.c`; at most {depth} levels. For this caller "
+                            f"(`{caller}`): {', '.join(sorted(mine))}. Any other path is a "
+                            f"400.")
         everyone = pipeline.expandable(None)
         every_path = set(everyone)
         lines = []
@@ -295,6 +344,14 @@ class PipelineSchemaMixin:
                 examples=[OpenApiExample(
                     "Invalid parameters", status_codes=["400"], response_only=True,
                     value={"limit": ["Ensure this value is less than or equal to 100."]})])
+        elif action == "retrieve":
+            errors[400] = OpenApiResponse(
+                _VALIDATION_ERROR,
+                description="Invalid parameters, each named: an unknown expansion, a parameter "
+                            "a retrieve does not take, a tenant the credentials cannot hold.",
+                examples=[OpenApiExample(
+                    "Invalid expansion", status_codes=["400"], response_only=True,
+                    value={"expand": ["Unknown expansion 'nope'."]})])
         if pipeline.tenant_field:
             errors[403] = OpenApiResponse(ErrorDetailSerializer,
                                           description="No tenant for these credentials.")
