@@ -74,6 +74,10 @@ def view_for(pipeline: Pipeline) -> Any:
         def get_tenant(self) -> Any:
             return self.request.headers.get("X-Merchant-Id")  # raw: the pipeline converts it
 
+        def get_auth_type(self) -> str:
+            # Private by default: it may filter by fund_account and utr (hidden from public).
+            return self.request.headers.get("X-Auth-Type", "private")
+
     HostileViewSet.pipeline = pipeline  # type: ignore[misc]
     return HostileViewSet
 
@@ -214,7 +218,7 @@ def test_the_deadline_holds_with_debug_sql_logging_on_sqlite():
 @pytest.mark.parametrize(("query", "names"), [
     ("stauts=failed", ["stauts"]),
     ("page_size=5&search=x", ["page_size", "search"]),
-    ("fields=id", ["fields"]),
+    ("fieldz=id&highlightt=1", ["fieldz", "highlightt"]),
 ])
 @DB
 def test_an_unknown_parameter_is_a_400_naming_it(alias, query, names):

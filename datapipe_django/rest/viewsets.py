@@ -141,8 +141,8 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         """Translate the HTTP request into a :class:`PipelineRequest`.
 
         A reserved parameter given twice, and on a retrieve any parameter but ``expand``,
-        ``fields``/``omit`` (and ``format``), is a 400 (``DATAPIPE["UNKNOWN_PARAMETERS"] = "ignore"`` lets a retrieve
-        ignore the others); an empty parameter is an absent one.
+        ``fields``/``omit`` (and ``format``), is a 400 (``DATAPIPE["UNKNOWN_PARAMETERS"] =
+        "ignore"`` lets a retrieve ignore the others); an empty parameter is an absent one.
         """
         pipeline = self.get_pipeline()
         tenant = self.get_tenant()
