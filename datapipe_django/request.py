@@ -28,6 +28,10 @@ __all__ = [
     "split_query",
 ]
 
+#: What a name list (``expand=a, b``) may have around its names: spaces and tabs only, so that
+#: a control character is a (bad) name, not nothing.
+_BLANK = " \t"
+
 #: How much of a client's value an error message quotes.
 QUOTE_LIMIT = 100
 
@@ -152,7 +156,7 @@ def normalize_ordering(value: str | Iterable[str] | None) -> tuple[str, ...] | N
     if value is None:
         return None
     parts = value.split(",") if isinstance(value, str) else list(value)
-    cleaned = tuple(p.strip() for p in parts if p and p.strip())
+    cleaned = tuple(p.strip(_BLANK) for p in parts if p and p.strip(_BLANK))
     return cleaned or None
 
 
@@ -164,7 +168,7 @@ def normalize_names(value: str | Iterable[str] | None) -> tuple[str, ...]:
     parts: list[str] = []
     for item in [value] if isinstance(value, str) else value:
         parts.extend(str(item).split(","))
-    return tuple(dict.fromkeys(p.strip() for p in parts if p.strip()))
+    return tuple(dict.fromkeys(p.strip(_BLANK) for p in parts if p.strip(_BLANK)))
 
 
 def normalize_expand(value: str | Iterable[str] | None) -> frozenset[str]:
@@ -174,7 +178,7 @@ def normalize_expand(value: str | Iterable[str] | None) -> frozenset[str]:
     parts: list[str] = []
     for item in [value] if isinstance(value, str) else value:
         parts.extend(str(item).split(","))
-    return frozenset(p.strip() for p in parts if p.strip())
+    return frozenset(p.strip(_BLANK) for p in parts if p.strip(_BLANK))
 
 
 @dataclass(frozen=True)

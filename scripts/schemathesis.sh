@@ -44,6 +44,8 @@ status=0
 for caller in "1 public" "2 private"; do
     read -r merchant auth <<<"$caller"
     log "merchant $merchant ($auth): $schema, seed $SEED, at most $MAX_EXAMPLES examples"
+    SCHEMATHESIS_MERCHANT=$merchant SCHEMATHESIS_AUTH_TYPE=$auth \
+    SCHEMATHESIS_HOOKS=scripts.schemathesis_hooks PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} \
     "$PYTHON" -m schemathesis.cli --config-file scripts/schemathesis.toml run "$schema" \
         --checks all --phases "$PHASES" --seed "$SEED" --max-examples "$MAX_EXAMPLES" \
         --header "X-Merchant-Id: $merchant" --header "X-Auth-Type: $auth" \

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import re
+
 import django_filters
 from django import forms
+from django.core.exceptions import ValidationError
 
 from example_project.payouts.models import Payout
+
+
+class WholeNumberField(forms.IntegerField):
+    """Digits only: Django's IntegerField also takes ``1.0`` and ``1e3``-like decimals."""
+
+    def to_python(self, value: object) -> int | None:
+        if isinstance(value, str) and value.strip() and not re.fullmatch(r"\s*[+-]?\d+\s*",
+                                                                        value):
+            raise ValidationError(self.error_messages["invalid"], code="invalid")
+        return super().to_python(value)
 
 
 class IntegerFilter(django_filters.Filter):
     """A whole-number filter (django-filter's NumberFilter accepts decimals)."""
 
-    field_class = forms.IntegerField
+    field_class = WholeNumberField
 
 
 class ChoiceInFilter(django_filters.BaseInFilter, django_filters.ChoiceFilter):
