@@ -65,6 +65,8 @@ def check_pipelines(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
 #   W014 a SEQUENTIAL/FIRST_SUCCESS source before another declares neither holds nor
 #        can_handle
 #   W016 a routed PipelineViewSet of a tenant pipeline cannot find the tenant
+#   E015 a method= filter without a spec hook   E016 a search_fields entry is not a field
+#   W017 an enricher no ExpandableField renders (datapipe_django.rest.checks, routed viewsets)
 #        (datapipe_django.rest.checks: no get_tenant() and no `tenant` on the user model)
 
 
@@ -106,8 +108,8 @@ def _fetchers_with_inner(fetchers: Any) -> Any:
 
 @checks.register("datapipe_django")
 def check_declarations(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """E007 to E010 on every registered pipeline (its attributes may have been changed after
-    the constructor checked them), E011 and W001 on ``settings.DATAPIPE``."""
+    """E007 to E010, E015 and E016 on every registered pipeline (its attributes may have been
+    changed after the constructor checked them), E011 and W001 on ``settings.DATAPIPE``."""
     messages: list[checks.CheckMessage] = []
     for pipeline in all_pipelines():
         owner = f"Pipeline {pipeline.name!r}"
@@ -155,6 +157,16 @@ def check_declarations(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
                 ))
             seen.add(fetcher.name)
         messages.extend(_check_tiers(pipeline))
+        messages.extend(_check_filters(pipeline, owner))
+        for path in pipeline.search_fields:
+            why = _field_path_error(pipeline.model, path)
+            if why:
+                messages.append(checks.Error(
+                    f"{owner}: search_fields entry {path!r} is not a field of {label}: {why}.",
+                    hint="Name text fields of the model (or paths to them, with __), e.g. "
+                         "search_fields=('narration', 'reference_id').",
+                    obj=pipeline, id="datapipe_django.E016",
+                ))
     messages.extend(_check_setting())
     return messages
 
@@ -187,6 +199,30 @@ def _check_tiers(pipeline: Any) -> list[checks.CheckMessage]:
                  f"(docs/fetching.md, Tiered sources). If it holds every row, say "
                  f"holds=MatchAll().",
             obj=pipeline, id="datapipe_django.W014",
+        ))
+    return messages
+
+
+def _check_filters(pipeline: Any, owner: str) -> list[checks.CheckMessage]:
+    """E015: a ``method=`` filter with no spec hook: no source can serve a request using it
+    (every one declines it), so each such request would be a 400."""
+    filterset = pipeline.filterset_class
+    filters = getattr(filterset, "base_filters", None) or {}
+    messages: list[checks.CheckMessage] = []
+    for name, filter_ in filters.items():
+        if getattr(filter_, "method", None) is None:
+            continue
+        if callable(getattr(filterset, f"spec_{name}", None)) or callable(
+                getattr(filter_, "spec", None)):
+            continue
+        messages.append(checks.Error(
+            f"{owner}: filter {name!r} of {filterset.__name__} uses method="
+            f"{filter_.method!r} and has no spec, so no source can serve a request that uses "
+            f"it (each such request is a 400).",
+            hint=f"Define spec_{name}(self, name, value) on {filterset.__name__}, returning a "
+                 f"datapipe_django.specs.Spec (e.g. Contains(name, value)), or give the filter "
+                 f"a `spec` callable.",
+            obj=pipeline, id="datapipe_django.E015",
         ))
     return messages
 

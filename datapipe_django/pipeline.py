@@ -200,6 +200,11 @@ class Pipeline:
                                        f"e.g. fetchers=[ORMFetcher(using='default')].")
         seen: set[str] = set()
         for fetcher in fetchers:
+            if isinstance(fetcher, type):
+                raise ImproperlyConfigured(
+                    f"{owner}: `fetchers` holds the class {fetcher.__name__}, not an instance. "
+                    f"Pass a fetcher object, e.g. {fetcher.__name__}(using='default')."
+                )
             for attr in ("name", "can_handle", "fetch"):
                 if not hasattr(fetcher, attr):
                     raise ImproperlyConfigured(
@@ -222,6 +227,11 @@ class Pipeline:
     def _check_enrichers(owner: str, enrichers: Sequence[Any]) -> list[Any]:
         seen: set[str] = set()
         for enricher in enrichers:
+            if isinstance(enricher, type):
+                raise ImproperlyConfigured(
+                    f"{owner}: `enrichers` holds the class {enricher.__name__}, not an instance. "
+                    f"Pass an enricher object, e.g. {enricher.__name__}('user')."
+                )
             for attr in ("name", "required", "can_enrich", "enrich"):
                 if not hasattr(enricher, attr):
                     raise ImproperlyConfigured(

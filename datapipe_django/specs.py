@@ -1368,6 +1368,14 @@ def _split(model: type[models.Model], key: str) -> tuple[str, str, Field | None]
     return path, lookup, _plan(model, path)[1] if final is not None else None
 
 
+def _pk_of(value: Any) -> Any:
+    if isinstance(value, models.Model):
+        return value.pk
+    if isinstance(value, list | tuple):
+        return type(value)(_pk_of(v) for v in value)
+    return value
+
+
 def _leaf(model: type[models.Model], name: str, key: str, value: Any) -> Spec:
     """One lookup ``key=value`` as Django's ``filter(**{key: value})`` reads it."""
     try:
@@ -1401,6 +1409,10 @@ def _leaf(model: type[models.Model], name: str, key: str, value: Any) -> Spec:
         pattern = {"contains": Contains, "startswith": StartsWith, "endswith": EndsWith}
         insensitive = lookup.startswith("i")
         return pattern[lookup.removeprefix("i")](path, text, case_insensitive=insensitive)
+    if field is not None and not field.is_relation:
+        # A path ending at a reverse one-to-one (``detail``) compares the related row's pk:
+        # Django reads a model instance given for it as its pk.
+        value = _pk_of(value)
     prepared = _prepare(field, lookup, value)
     for item in prepared if isinstance(prepared, list | tuple) else (prepared,):
         why = check_value(field, item)

@@ -12,6 +12,7 @@ from django.test import override_settings
 
 from datapipe_django import Pipeline, registry
 from datapipe_django.fetchers import ORMFetcher
+from datapipe_django.specs import Eq
 from datapipe_django.test import InMemoryFetcher
 from tests.testapp.filters import ItemFilterSet
 from tests.testapp.models import Item, Owner
@@ -39,10 +40,84 @@ def found(*ids: str):
             if m.id in ids]
 
 
+class CompilableItemFilterSet(ItemFilterSet):
+    """ItemFilterSet with a spec for its ``method=`` filter ``opaque``."""
+
+    def spec_opaque(self, name, value):
+        return Eq("name", value)
+
+
 def test_a_correct_declaration_has_no_message(only):
-    only(pipeline(filterset_class=ItemFilterSet, tenant_field="owner__name",
-                  ordering_fields=("created_at", "amount")))
+    only(pipeline(filterset_class=CompilableItemFilterSet, tenant_field="owner__name",
+                  ordering_fields=("created_at", "amount"), search_fields=("name", "owner__name")))
     assert run_checks(tags=["datapipe_django"]) == []
+
+
+# -- declaration mistakes that surfaced later as a client's 400 or a 500 (issue 10) ----------
+
+def test_e015_a_method_filter_without_a_spec(only):
+    only(pipeline(filterset_class=ItemFilterSet))
+    [(_, msg, hint)] = found("datapipe_django.E015")
+    assert msg == ("Pipeline 'chk': filter 'opaque' of ItemFilterSet uses method="
+                   "'filter_opaque' and has no spec, so no source can serve a request that uses "
+                   "it (each such request is a 400).")
+    assert hint.startswith("Define spec_opaque(self, name, value) on ItemFilterSet")
+
+
+def test_e016_a_search_field_that_is_not_a_field(only):
+    only(pipeline(search_fields=("name", "nmae", "owner__nick")))
+    messages = found("datapipe_django.E016")
+    assert [m for m, _ in [(msg, hint) for _, msg, hint in messages]] == [
+        "Pipeline 'chk': search_fields entry 'nmae' is not a field of testapp.Item: "
+        "testapp.Item has no field 'nmae' (did you mean 'name'?).",
+        "Pipeline 'chk': search_fields entry 'owner__nick' is not a field of testapp.Item: "
+        "testapp.Owner has no field 'nick'.",
+    ]
+
+
+def test_a_fetcher_or_enricher_class_instead_of_an_instance_is_refused_by_the_constructor():
+    from django.core.exceptions import ImproperlyConfigured
+
+    from datapipe_django.enrichers import PrefetchEnricher
+
+    with pytest.raises(ImproperlyConfigured, match=r"Pipeline 'chk': `fetchers` holds the class "
+                                                   r"ORMFetcher, not an instance\. Pass a "
+                                                   r"fetcher object, e\.g\. ORMFetcher\("):
+        pipeline("chk", ORMFetcher)
+    with pytest.raises(ImproperlyConfigured, match=r"`enrichers` holds the class "
+                                                   r"PrefetchEnricher, not an instance"):
+        pipeline(enrichers=[PrefetchEnricher])
+
+
+def test_w017_an_enricher_that_no_expandable_field_renders(only):
+    from django.urls import include, path
+    from rest_framework.routers import SimpleRouter
+
+    from datapipe_django.rest import PipelineViewSet
+    from datapipe_django.rest.checks import unrendered_expansions
+    from tests.testapp.pipelines import RelatedEnricher
+    from tests.testapp.serializers import ItemSerializer
+
+    chk = pipeline(enrichers=[RelatedEnricher("owner"), RelatedEnricher("tags")])
+
+    class TagsViewSet(PipelineViewSet):
+        pipeline = chk
+        serializer_class = ItemSerializer
+
+        def get_tenant(self):
+            return "t1"
+
+    assert unrendered_expansions(chk, ItemSerializer) == ["tags"]
+    router = SimpleRouter(trailing_slash=False)
+    router.register("tags-items", TagsViewSet, basename="tags-items")
+    urlconf = types.ModuleType("w017_urls")
+    urlconf.urlpatterns = [path("v1/", include(router.urls))]
+    only(chk)
+    with override_settings(ROOT_URLCONF=urlconf):
+        [(_, msg, hint)] = found("datapipe_django.W017")
+    assert "pipeline 'chk' has an enricher for 'tags', but ItemSerializer renders no " \
+           "ExpandableField at 'tags'" in msg
+    assert hint.startswith("Declare tags = ExpandableField(<Serializer>)")
 
 
 def test_e001_unknown_database_alias(only):

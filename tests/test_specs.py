@@ -50,7 +50,7 @@ from datapipe_django.specs import (
 )
 from tests.services import IN_CI, START_HINT
 from tests.testapp.filters import ItemFilterSet
-from tests.testapp.models import Category, Item, Owner
+from tests.testapp.models import Category, Item, ItemDetail, Owner
 
 UTC = dt.UTC
 PLUS5 = dt.timezone(dt.timedelta(hours=5))
@@ -979,3 +979,32 @@ def test_filter_parameters_of_multi_part_widgets():
                           "day": ["day_after", "day_before"]}
     spec = compile_filterset(SplitFilterSet, {"created_0": "2026-01-02", "created_1": "10:30"})
     assert spec == Eq("created_at", dt.datetime(2026, 1, 2, 10, 30, tzinfo=dt.UTC))
+
+
+class ByDetail(django_filters.FilterSet):
+    """django-filter's test_reverse_o2o_relation: a ModelChoiceFilter over a reverse
+    one-to-one (``Item.detail``, from ``ItemDetail.item``)."""
+
+    detail = django_filters.ModelChoiceFilter(queryset=ItemDetail.objects.all())
+
+    class Meta:
+        model = Item
+        fields: list[str] = []
+
+
+@pytest.mark.django_db
+def test_a_model_choice_filter_on_a_reverse_one_to_one_compiles_and_agrees() -> None:
+    for i in (1, 2, 3):
+        item(i).save()
+    details = [ItemDetail.objects.create(id=10 + i, item_id=i) for i in (1, 2)]
+    for detail in (*details, ItemDetail(id=99)):
+        bound = ByDetail({"detail": str(detail.pk)}, queryset=Item.objects.all())
+        if detail.pk == 99:
+            assert not bound.is_valid()
+        else:
+            spec = spec_from_filterset(bound)
+            expected = set(bound.qs.values_list("pk", flat=True))
+            assert spec == Eq("detail", detail.pk)
+            assert set(Item.objects.filter(spec.to_q()).values_list("pk", flat=True)) == expected
+            assert {o.pk for o in Item.objects.all() if spec.matches(o)} == expected
+        assert compile_filterset(ByDetail, {"detail": str(detail.pk)}) == Eq("detail", detail.pk)

@@ -5,6 +5,10 @@ does not override ``get_tenant()`` and the user model has no ``tenant`` (the def
 ``request.auth.tenant`` or ``request.user.tenant``), so every request would be refused (403).
 Only viewsets reachable from ``ROOT_URLCONF`` are checked: those are the ones that can be known
 here. At run time the viewset logs the same warning once when it refuses a request for it.
+
+W017: an enricher of the pipeline loads a relation that no ``ExpandableField`` of the viewset's
+serializer renders at that path: every request that expands it queries the relation, then
+renders the plain field (an id) or nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.urls import URLPattern, URLResolver, get_resolver
 
-__all__ = ["check_viewsets", "no_tenant_hook", "routed_viewsets"]
+__all__ = ["check_viewsets", "no_tenant_hook", "routed_viewsets", "unrendered_expansions"]
 
 
 def routed_viewsets(patterns: Any = None) -> Iterator[type[Any]]:
@@ -52,9 +56,29 @@ def no_tenant_hook(viewset: type[Any]) -> bool:
     return not hasattr(user_model, "tenant")
 
 
+def unrendered_expansions(pipeline: Any, serializer_class: Any) -> list[str]:
+    """The enricher paths of ``pipeline`` (``fund_account.contact``) that no ``ExpandableField``
+    of ``serializer_class`` (nested through the expandable fields' serializers) renders."""
+    from datapipe_django.enrichers.base import enricher_paths
+    from datapipe_django.rest.expand import ExpandableField
+
+    missing = []
+    for enricher in pipeline.enrichers:
+        for path in enricher_paths(enricher):
+            current = serializer_class
+            for part in path.split("."):
+                declared = getattr(current, "_declared_fields", {}) if current else {}
+                field = declared.get(part)
+                if not isinstance(field, ExpandableField):
+                    missing.append(path)
+                    break
+                current = field.serializer_class
+    return sorted(set(missing))
+
+
 @checks.register("datapipe_django")
 def check_viewsets(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """W016 (see the module's docstring)."""
+    """W016 and W017 (see the module's docstring)."""
     from datapipe_django.rest.viewsets import PipelineViewSet
 
     messages: list[checks.CheckMessage] = []
@@ -62,6 +86,18 @@ def check_viewsets(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         if viewset.get_pipeline is not PipelineViewSet.get_pipeline:
             continue  # the pipeline is chosen per request: nothing to know here
         pipeline = viewset.pipeline
+        serializer_class = getattr(viewset, "serializer_class", None)
+        if pipeline is not None and serializer_class is not None:
+            for path in unrendered_expansions(pipeline, serializer_class):
+                messages.append(checks.Warning(
+                    f"{viewset.__module__}.{viewset.__qualname__}: pipeline {pipeline.name!r} "
+                    f"has an enricher for {path!r}, but {serializer_class.__name__} renders no "
+                    f"ExpandableField at {path!r}: expanding it queries the relation, then "
+                    f"renders it as an id (or not at all).",
+                    hint=f"Declare {path.rsplit('.', 1)[-1]} = ExpandableField(<Serializer>) on "
+                         f"the serializer at that path, or remove the enricher.",
+                    obj=viewset, id="datapipe_django.W017",
+                ))
         if pipeline is None or not pipeline.tenant_field or not no_tenant_hook(viewset):
             continue
         messages.append(checks.Warning(
