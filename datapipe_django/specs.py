@@ -41,6 +41,7 @@ This module imports Django and django-filter only (no DRF, no search client).
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import functools
 import operator
@@ -51,6 +52,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from django import forms
+from django.conf import settings
 from django.core.exceptions import FieldDoesNotExist, FieldError, ObjectDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connections, models
@@ -58,7 +60,7 @@ from django.db.models import Q
 from django.db.models.constants import LOOKUP_SEP
 from django.db.models.expressions import Col
 from django.forms.widgets import MultiWidget
-from django.utils import translation
+from django.utils import timezone, translation
 from django.utils.datastructures import MultiValueDict
 from django_filters import filters as df
 from django_filters.constants import EMPTY_VALUES
@@ -1284,6 +1286,8 @@ def _compile_filter(
             f"uses method={filter_.method!r} and has no spec: define "
             f"spec_{name}(self, name, value) on the FilterSet.",
         )
+    if isinstance(filter_, df.DateRangeFilter) and filter_.filters is df.DateRangeFilter.filters:
+        return _date_range(model, name, filter_.field_name, value)
     kind = _FILTER_METHODS.get(type(filter_).filter)
     if kind is None:
         # Its own filter() decides; every filter shipped with django-filter (and every sane
@@ -1366,6 +1370,51 @@ def _split(model: type[models.Model], key: str) -> tuple[str, str, Field | None]
     path = LOOKUP_SEP.join(used)
     lookup = LOOKUP_SEP.join(parts[len(used) :]) or "exact"
     return path, lookup, _plan(model, path)[1] if final is not None else None
+
+
+def _date_range(model: type[models.Model], name: str, path: str, value: Any) -> Spec | None:
+    """django-filter's ``DateRangeFilter`` (today, yesterday, week, month, year) as the
+    :class:`Range` its ``filter()`` selects.
+
+    As django-filter does: the day, month and year are those of ``timezone.now()`` (UTC); a
+    ``__year``/``__month``/``__day`` lookup on a ``DateTimeField`` reads the column in the
+    current time zone, so those bounds are midnights there; the past week's ``__gte``/``__lt``
+    dates become midnights in the default time zone, as Django reads a date given for a
+    datetime column.
+    """
+    if value in EMPTY_VALUES:
+        return None
+    field = model_field(model, path)
+    moment = timezone.now()
+    today = moment.date()
+    if value == "today":
+        low, high, zone = today, today + dt.timedelta(days=1), "current"
+    elif value == "yesterday":
+        low, high, zone = today - dt.timedelta(days=1), today, "current"
+    elif value == "week":
+        low = (moment - dt.timedelta(days=7)).date()
+        high, zone = (moment + dt.timedelta(days=1)).date(), "default"
+    elif value == "month":
+        low = today.replace(day=1)
+        high = (low + dt.timedelta(days=32)).replace(day=1)
+        zone = "current"
+    elif value == "year":
+        low, high, zone = today.replace(month=1, day=1), today.replace(year=today.year + 1,
+                                                                         month=1, day=1), "current"
+    else:  # pragma: no cover - the form's choices allow nothing else
+        raise Uncompilable(name, f"unknown DateRangeFilter choice {value!r}.")
+    if isinstance(field, models.DateTimeField):
+        tz = timezone.get_current_timezone() if zone == "current" else \
+            timezone.get_default_timezone()
+
+        def start(day: dt.date) -> Any:
+            naive = dt.datetime.combine(day, dt.time())
+            return timezone.make_aware(naive, tz) if settings.USE_TZ else naive
+
+        return Range(path, gte=start(low), lt=start(high))
+    if isinstance(field, models.DateField):
+        return Range(path, gte=low, lt=high)
+    raise Uncompilable(name, f"DateRangeFilter over {path!r}, which is not a date or datetime.")
 
 
 def _pk_of(value: Any) -> Any:
