@@ -29,7 +29,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-export DATAPIPE_EXAMPLE_VAR_DIR=$var DJANGO_DEBUG=0 DATAPIPE_EXAMPLE_DB=sqlite \
+export DATAPIPE_EXAMPLE_VAR=$var DJANGO_DEBUG=0 DATAPIPE_EXAMPLE_DB=sqlite \
     DATAPIPE_EXAMPLE_SEARCH=0 LEDGER_URL=http://127.0.0.1:9 PYTHONUNBUFFERED=1
 for alias in default archive; do
     "$PYTHON" manage.py migrate --database="$alias" --verbosity=0
