@@ -91,3 +91,23 @@ def test_each_callers_schema_lists_only_the_filters_it_may_use():
     assert {"status", "owner_name", "q", "ordering", "limit", "fields"} <= public
     assert public.isdisjoint(HIDDEN)
     assert private >= HIDDEN
+
+
+def test_no_message_suggests_a_filter_hidden_from_the_caller():
+    """An unknown-parameter message may suggest a close name; never a hidden filter's."""
+    from datapipe_django.errors import ValidationFailed
+
+    def unknown(request):
+        raise ValidationFailed({"scor": ["Unknown parameter. Did you mean 'score'?"],
+                                "stauts": ["Unknown parameter. Did you mean 'status'?"]})
+
+    p = pipeline_on("default")
+    p.validators.append(unknown)
+    list_view, _ = view_for(p)
+    public = list_view(APIRequestFactory().get("/items", {}, HTTP_X_TENANT="t1"))
+    assert public.status_code == 400
+    assert public.data == {"scor": ["Unknown parameter."],
+                           "stauts": ["Unknown parameter. Did you mean 'status'?"]}
+    private = list_view(APIRequestFactory().get("/items", {}, HTTP_X_TENANT="t1",
+                                                HTTP_X_AUTH_TYPE="private"))
+    assert private.data["scor"] == ["Unknown parameter. Did you mean 'score'?"]

@@ -38,6 +38,9 @@ logger = logging.getLogger("datapipe_django.rest")
 #: Viewset classes already warned about a missing get_tenant() (the warning is logged once).
 _WARNED_NO_TENANT: set[type[Any]] = set()
 
+#: A "did you mean" hint of an error message, with the name it suggests.
+_HINT = re.compile(r" Did you mean '([^']*)'\?")
+
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 
@@ -307,8 +310,25 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         self.pipeline_request = self.get_pipeline_request()
-        result = self.get_pipeline().execute(self.pipeline_request)
+        try:
+            result = self.get_pipeline().execute(self.pipeline_request)
+        except ValidationFailed as exc:
+            self._unsuggest_hidden(exc)
+            raise
         return self.build_response(result)
+
+    def _unsuggest_hidden(self, exc: ValidationFailed) -> None:
+        """A message never suggests a filter hidden from the caller ("Did you mean
+        'fund_account'?" to a public caller's typo): it is unknown to them."""
+        request = self.pipeline_request
+        hidden = hidden_filters(self, request.auth_type if request is not None else None)
+        filterset = self.get_pipeline().filterset_class
+        if not hidden or filterset is None:
+            return
+        names = {p for name in hidden for p in filter_parameters(filterset, name)}
+        for key, messages in exc.errors.items():
+            exc.errors[key] = [_HINT.sub(lambda m: "" if m.group(1) in names else m.group(0),
+                                         str(message)) for message in messages]
 
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         lookup = self.lookup_url_kwarg or self.lookup_field
