@@ -1106,6 +1106,8 @@ def _narrowed(cls: type[BaseFilterSet], data: Any) -> type[BaseFilterSet]:
     """``cls``, or its subclass with only the filters ``data`` names (and those that always
     act), when binding that gives the same form errors and the same spec."""
     if cls not in _NARROWING:
+        if len(_NARROWING) >= _MAX_NARROWED:  # FilterSet classes made on the fly: bind whole
+            return cls
         _NARROWING[cls] = _narrowing_plan(cls)
     plan = _NARROWING[cls]
     if plan is None:

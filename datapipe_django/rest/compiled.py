@@ -165,6 +165,9 @@ def _names_and_fields(child: Any) -> tuple[tuple[str, ...], Mapping[str, Any]]:
         return tuple(n for n, f in found.items() if not f.write_only), found
     cache_key = (type(child), key)
     names = _templates.get(cache_key)
+    if names is None and len(_templates) >= _MAX_PLANS:  # classes made on the fly
+        found = child.fields
+        return tuple(n for n, f in found.items() if not f.write_only), found
     if names is None:
         context = {"auth_type": key[1]} if key else {}
         template = type(child)(context=context)
