@@ -90,6 +90,21 @@ def wait_http(port: int, path: str, seconds: float) -> None:
     raise SystemExit(f"nothing answers on {HOST}:{port}{path} after {seconds}s")
 
 
+def wait_search_ready(seconds: float = 60.0) -> None:
+    """Until the search node's ``payouts`` index is at least yellow."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            conn = http.client.HTTPConnection(HOST, 9200, timeout=5)
+            conn.request("GET", "/_cluster/health/payouts?wait_for_status=yellow&timeout=5s")
+            health = json.loads(conn.getresponse().read())
+            if health.get("status") in ("yellow", "green"):
+                return
+        except (OSError, ValueError, http.client.HTTPException):
+            pass
+        time.sleep(0.2)
+
+
 def standby_sql(statement: str) -> None:
     import psycopg
 
@@ -156,7 +171,9 @@ class Servers:
                                             services("start-mariadb-replica"))
             services("stop-mariadb")
         elif fault == "search":
-            self.restores[fault] = lambda: services("start-search")
+            # Back when it answers searches again: the node up and the index's shards
+            # allocated (the engine answers 503 to searches until then).
+            self.restores[fault] = lambda: (services("start-search"), wait_search_ready())
             services("stop-search")
         elif fault == "redis":
             self.restores[fault] = lambda: services("start-redis")

@@ -42,6 +42,7 @@ from datapipe_django.search.query import (
     facet_buckets,
     search_body,
 )
+from datapipe_django.stores import use_store
 
 __all__ = ["SearchFetcher"]
 
@@ -373,7 +374,10 @@ class SearchFetcher(BaseFetcher):
         if self.using is None:
             items = [self.from_source(model, hit, pk) for hit, pk in zip(hits, pks, strict=True)]
         else:
-            found = self.get_queryset(request).in_bulk(pks)
+            # The database's bounded wait, statement timeout and breaker (stores.py), as for
+            # an ORMFetcher: a down database is refused at once.
+            with use_store(self.using, request.remaining):
+                found = self.get_queryset(request).in_bulk(pks)
             items = [found[pk] for pk in pks if pk in found]
             spec = request.full_spec
             if self.recheck and spec is not None:
