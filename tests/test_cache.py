@@ -13,6 +13,7 @@ import decimal
 import enum
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -30,6 +31,9 @@ from django.core.cache.backends.locmem import LocMemCache
 from django.db import connection, models, transaction
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext, isolate_apps
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 import datapipe_django
 from datapipe_django import FallbackMode, Pipeline, PipelineRequest, invalidate
@@ -384,6 +388,105 @@ def test_a_model_with_its_own_from_db_gets_it_called():
     (row,) = decode_rows(Tracked, *encode_rows(Tracked, [Tracked(id=1, name="a")], "x")[:2],
                          "x")
     assert row._loaded_values == {"id": 1, "name": "a"}
+
+
+_ITEM_NAMES = [f.attname for f in Item._meta.concrete_fields]
+
+
+@st.composite
+def _loaded_items(draw):
+    """Item rows as the ORM loads them: random values (None where the column allows it), some
+    fields deferred (``only()``), each row from a random alias."""
+    names = draw(st.lists(st.sampled_from(_ITEM_NAMES), unique=True, max_size=len(_ITEM_NAMES)))
+    loaded = [n for n in _ITEM_NAMES if n in names or n == "id"]
+    values = {
+        "id": st.integers(-(2**63), 2**63 - 1), "tenant": st.text(max_size=20),
+        "name": st.text(max_size=50), "status": st.sampled_from(Item.Status.values),
+        "amount": st.integers(-(2**31), 2**31 - 1), "active": st.booleans(),
+        "created_at": st.datetimes(timezones=st.sampled_from([dt.UTC, dt.timezone(
+            dt.timedelta(hours=5, minutes=30))])),
+        "day": st.dates(), "score": st.none() | st.integers(0, 100),
+        "category_id": st.none() | st.integers(1, 2**40), "owner_id": st.none() | st.integers(1),
+    }
+    rows = []
+    for _ in range(draw(st.integers(0, 6))):
+        alias = draw(st.sampled_from(["default", "archive", None]))
+        rows.append(Item.from_db(alias, loaded, [draw(values[n]) for n in loaded]))
+    return rows
+
+
+@hypothesis_settings(max_examples=150, deadline=None,
+                     suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(_loaded_items(), max_size=3).map(
+           lambda groups: [r for g in groups for r in g]),
+       tracked=st.booleans())
+def test_rebuilt_rows_are_what_from_db_builds_for_any_rows(rows, tracked):
+    """The generated per-field-set decoder gives, for any rows (several field sets, deferred
+    fields, None, aliases other than the entry's, tenants remembered or not), what
+    ``Model.from_db`` gives for the values read back from the entry's JSON."""
+    if tracked:
+        inv.watch(Item, tenant_field="tenant")
+    assert cache_module._fast_build(Item)  # the generated decoder, not from_db
+    fieldsets, records = encode_rows(Item, rows, "default")
+    payload = json.loads(json.dumps({"fs": fieldsets, "r": records}, ensure_ascii=False))
+    decoded = decode_rows(Item, payload["fs"], payload["r"], "default")
+    assert len(decoded) == len(rows)
+    for got, row in zip(decoded, rows, strict=True):
+        names = [n for n in _ITEM_NAMES if n in row.__dict__]
+        want = Item.from_db(row._state.db, names, [getattr(row, n) for n in names])
+        assert type(got) is Item and next(iter(got.__dict__)) == "_state"
+        assert {k: v for k, v in got.__dict__.items() if k != "_state"} == {
+            k: v for k, v in want.__dict__.items() if k != "_state"}
+        assert [type(getattr(got, n)) for n in names] == [type(getattr(want, n)) for n in names]
+        assert (got._state.db, got._state.adding) == (want._state.db, False)
+        assert got.get_deferred_fields() == want.get_deferred_fields()
+
+
+def test_an_entry_naming_no_field_of_the_model_is_unreadable():
+    fieldsets, records = encode_rows(Item, [make(1)], "default")
+    for bad in (["id", "tenant); import os; ("], ["id", "__class__"]):
+        with pytest.raises(KeyError):
+            decode_rows(Item, [bad], [[0, records[0][1][:2]]], "default")
+    with pytest.raises(ValueError, match="unpack"):  # fewer values than the field set names
+        decode_rows(Item, fieldsets, [[0, records[0][1][:-1]]], "default")
+
+
+@pytest.mark.parametrize("value", [2**63, 2**64, 2**70, -(2**63) - 1, -(2**80)])
+def test_an_integer_past_64_bits_reads_back_as_that_integer(value):
+    """orjson reads the entries of a model of text and integer fields, and reads an integer
+    past 64 bits as a float: such an entry is read again by the standard library."""
+    assert cache_module._orjson_reads(Item) is (cache_module.orjson is not None)
+    row = make(1, amount=value, owner=Owner(pk=value))
+    row._state.db = "default"
+    fieldsets, records = encode_rows(Item, [row], "default")
+    raw = json.dumps({"fs": fieldsets, "r": records, "db": "default"}, ensure_ascii=False)
+    _, (copy,) = cache_module.read_entry(Item, raw, lambda data: True)
+    assert (copy.amount, copy.owner_id) == (value, value)
+    assert type(copy.amount) is int and type(copy.owner_id) is int
+
+
+@isolate_apps("tests.testapp")
+def test_floats_and_json_documents_are_read_by_the_standard_library():
+    class Measured(models.Model):
+        ratio = models.FloatField(null=True)
+        doc = models.JSONField(null=True)
+
+        class Meta:
+            app_label = "testapp"
+
+    assert not cache_module._orjson_reads(Measured)
+    row = Measured.from_db("x", ["id", "ratio", "doc"], [1, float("nan"), {"n": 2**70}])
+    fieldsets, records = encode_rows(Measured, [row], "x")
+    raw = json.dumps({"fs": fieldsets, "r": records, "db": "x"}, ensure_ascii=False)
+    _, (copy,) = cache_module.read_entry(Measured, raw, lambda data: True)
+    assert math.isnan(copy.ratio) and copy.doc == {"n": 2**70}
+
+
+def test_an_entry_not_accepted_is_not_rebuilt():
+    raw = json.dumps({"fs": [["nonsense"]], "r": [[0, [1]]], "db": "default", "g": 1})
+    assert cache_module.read_entry(Item, raw, lambda data: data["g"] == 2) is None
+    with pytest.raises(KeyError):
+        cache_module.read_entry(Item, raw, lambda data: True)
 
 
 # -- serving -----------------------------------------------------------------------------------

@@ -98,6 +98,12 @@ logger = logging.getLogger("datapipe_django.cache")
 
 _UNSET: Any = object()
 
+orjson: Any
+try:  # the `fast` extra: entries read twice as fast (they are written by the standard library)
+    import orjson
+except ImportError:  # pragma: no cover - orjson is in the dev extra
+    orjson = None
+
 
 class CacheStats:
     """Counters of one :class:`CachedFetcher` (thread-safe): ``hits``, ``stale`` (stale copies
@@ -217,12 +223,19 @@ def encode_rows(model: type[models.Model], rows: Sequence[Any], db: str | None
 
 
 def decode_rows(model: type[models.Model], fieldsets: list[list[str]],
-                records: list[list[Any]], db: str | None) -> list[models.Model]:
+                records: list[list[Any]], db: str | None, *, checked: bool = False
+                ) -> list[models.Model]:
     """Model instances from :func:`encode_rows` output: what ``Model.from_db(db, fields,
-    values)`` returns (see :func:`_builder`)."""
+    values)`` returns (see :func:`_builder`). ``checked``: the records were parsed by orjson,
+    which reads an integer past 64 bits as a float; such a float in an integer field raises
+    :class:`_WideInteger` (only with the generated decoders, see :func:`_orjson_reads`)."""
+    if _fast_build(model):
+        tracked = tenant_attnames(model) if post_init.has_listeners(model) else ()
+        rebuild = [_record_decoder(model, tuple(fs), tracked, checked) for fs in fieldsets]
+        return [rebuild[record[0]](record, db) for record in records]
     by_attname = {c[0]: c[2] for c in _codecs(model)}
     decoders = [[by_attname[a] for a in fs] for fs in fieldsets]
-    build = _builder(model)
+    build = model.from_db
     rows = []
     for record in records:
         index, values = record[0], record[1]
@@ -230,6 +243,105 @@ def decode_rows(model: type[models.Model], fieldsets: list[list[str]],
         python = [v if v is None or d is None else d(v) for v, d in zip(values, decs, strict=True)]
         rows.append(build(record[2] if len(record) > 2 else db, fieldsets[index], python))
     return rows
+
+
+class _WideInteger(ValueError):
+    """orjson read an integer field's value as a float: an integer past 64 bits."""
+
+
+_INTEGERS = frozenset({
+    models.AutoField, models.BigAutoField, models.SmallAutoField, models.IntegerField,
+    models.BigIntegerField, models.SmallIntegerField, models.PositiveIntegerField,
+    models.PositiveBigIntegerField, models.PositiveSmallIntegerField,
+})
+_TEXTS = frozenset({models.CharField, models.TextField, models.SlugField, models.EmailField,
+                    models.URLField, models.BooleanField})
+
+
+def _stored_kind(field: Any) -> str:
+    """How a field's value is in an entry: ``text`` (a string or a boolean, whoever reads it),
+    ``int`` (a JSON integer) or ``other`` (floats, JSON documents...)."""
+    if field.is_relation and (field.many_to_one or field.one_to_one):
+        return _stored_kind(field.target_field)
+    kind = type(field)
+    if kind in _INTEGERS:
+        return "int"
+    codec = _value_codec(field)
+    if kind in _TEXTS or codec is None or codec[1] is not None:
+        return "text"  # str/bool, or written as text (isoformat, str, value_to_string)
+    return "other"
+
+
+@lru_cache(maxsize=256)
+def _orjson_reads(model: type[models.Model]) -> bool:
+    """Whether orjson may read ``model``'s entries: every field holds text or an integer (an
+    integer past 64 bits, which orjson reads as a float, is caught by the checked decoder), and
+    the rows are rebuilt by the generated decoders. Floats (an int in a FloatField) and JSON
+    documents are left to the standard library, which wrote them."""
+    return orjson is not None and all(_stored_kind(f) != "other"
+                                      for f in model._meta.concrete_fields)
+
+
+@lru_cache(maxsize=1024)
+def _record_decoder(model: type[models.Model], names: tuple[str, ...],
+                    tracked: tuple[str, ...], checked: bool = False
+                    ) -> Callable[[list[Any], str | None], Any]:
+    """``(record, db) -> instance`` for the records of one field set, when :func:`_fast_build`
+    holds: the instance :func:`_builder`'s fast path builds, from one function generated for the
+    field set (its values unpacked into locals, each decoded where its field needs it, the
+    ``__dict__`` written as one literal). The generated code names only the model's own
+    attnames (a field set naming anything else raises ``KeyError``: an unreadable entry)."""
+    decoders = {c[0]: c[2] for c in _codecs(model)}
+    kinds = {f.attname: _stored_kind(f) for f in model._meta.concrete_fields}
+    env: dict[str, Any] = {"_new": model.__new__, "_model": model, "_State": ModelState,
+                           "_TENANTS": LOADED_TENANTS, "_Wide": _WideInteger}
+    local = {name: f"a{i}" for i, name in enumerate(names)}  # the last of a repeated name wins
+    lines = [f"    [{''.join(f'a{i}, ' for i in range(len(names)))}] = record[1]"]
+    for i, name in enumerate(names):
+        decode = decoders[name]  # KeyError: not a concrete field of the model
+        if decode is not None:
+            env[f"d{i}"] = decode
+            lines.append(f"    if a{i} is not None: a{i} = d{i}(a{i})")
+        elif checked and kinds[name] == "int":
+            lines.append(f"    if a{i}.__class__ is float: raise _Wide({name!r})")
+    items = "".join(f"{name!r}: {var}, " for name, var in local.items())
+    if tracked:  # what remember_tenants records
+        seen = "".join(f"{a!r}: {local[a]}, " for a in tracked if a in local)
+        items += f"_TENANTS: {{{seen}}}, "
+    source = "\n".join([
+        "def decode(record, db):",
+        *lines,
+        "    state = _State()",
+        "    state.adding = False",
+        "    state.db = record[2] if len(record) > 2 else db",
+        "    obj = _new(_model)",
+        f"    obj.__dict__ = {{'_state': state, {items}}}",
+        "    return obj",
+    ])
+    exec(compile(source, f"<datapipe cached {model._meta.label} row>", "exec"), env)
+    return env["decode"]  # type: ignore[no-any-return]
+
+
+def read_entry(model: type[models.Model], raw: str | bytes,
+               accept: Callable[[dict[str, Any]], bool]
+               ) -> tuple[dict[str, Any], list[models.Model]] | None:
+    """An entry's JSON and its rows, or None when ``accept(entry)`` says it is not the one
+    wanted (its rows are then not rebuilt). orjson reads it when :func:`_orjson_reads` allows;
+    what orjson refuses or may misread (NaN, an integer past 64 bits) the standard library,
+    which wrote the entry, reads again."""
+    fast = _orjson_reads(model) and _fast_build(model)
+    if fast:
+        try:
+            data = orjson.loads(raw)
+            if not accept(data):
+                return None
+            return data, decode_rows(model, data["fs"], data["r"], data["db"], checked=True)
+        except ValueError:  # orjson.JSONDecodeError, _WideInteger
+            pass
+    data = json.loads(raw)
+    if not accept(data):
+        return None
+    return data, decode_rows(model, data["fs"], data["r"], data["db"])
 
 
 _PLAIN_DESCRIPTORS = (DeferredAttribute, ForeignKeyDeferredAttribute)
@@ -265,11 +377,18 @@ def _init_unobserved(model: type[models.Model]) -> bool:
     return not asynchronous and all(r is remember_tenants for r in sync)
 
 
+def _fast_build(model: type[models.Model]) -> bool:
+    """Whether nobody could tell ``Model.from_db`` from storing the values in a new instance
+    built without ``__init__`` (a plain model, no ``pre_init``/``post_init`` receiver but this
+    library's)."""
+    return _plain_model(model) and _init_unobserved(model)
+
+
 def _builder(model: type[models.Model]) -> Callable[[str | None, list[str], list[Any]], Any]:
     """How to rebuild a row: ``model.from_db``; or, when nobody could tell the difference (a
     plain model, no ``pre_init``/``post_init`` receiver), the same instance built without
     running ``__init__`` (as unpickling does), several times faster."""
-    if not (_plain_model(model) and _init_unobserved(model)):
+    if not _fast_build(model):
         return model.from_db
     new = model.__new__
     tracked = tenant_attnames(model) if post_init.has_listeners(model) else ()
@@ -781,10 +900,11 @@ class CachedFetcher(BaseFetcher):
         if raw is None:
             return None
         try:
-            data = json.loads(raw)
-            if data["v"] != CACHE_FORMAT or data["g"] != tokens or data["tn"] != plan.tenant:
+            found = read_entry(request.model, raw, lambda data: (
+                data["v"] == CACHE_FORMAT and data["g"] == tokens and data["tn"] == plan.tenant))
+            if found is None:
                 return None
-            rows = decode_rows(request.model, data["fs"], data["r"], data["db"])
+            data, rows = found
             return _Entry(rows, bool(data["m"]), float(data["at"]), float(data["fu"]))
         except (TypeError, ValueError, KeyError, IndexError, ValidationError) as exc:
             self._warn_once(f"decode:{request.pipeline}",
