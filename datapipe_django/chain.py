@@ -547,7 +547,6 @@ class FetcherChain:
             if items or skip == 0:
                 skip = 0
             else:
-                assert store.holds is not None  # a store without holds holds every row (ALL)
                 counted = self._count(member, replace(asked, spec=_and(region, [store.holds]),
                                                       offset=0), attempts)
                 if counted is None:
