@@ -376,3 +376,13 @@ def test_can_handle_composes_with_holds():
     declined = p.execute(PipelineRequest(tenant="t1", limit=5, auth_type="batch"))
     assert [r.pk for r in declined.items] == want[:5] and declined.source == "archive"
     assert any(a.source == "appdb" and a.outcome == "declined" for a in declined.attempts)
+
+
+def test_a_cache_holds_what_its_fetcher_holds_unless_told():
+    from datapipe_django.fetchers import CachedFetcher
+
+    hot = Range("created_at", gte=at(5))
+    inner = ORMFetcher("default", name="appdb", holds=hot)
+    assert CachedFetcher(inner, ttl=5).get_holds() == hot
+    assert CachedFetcher(ORMFetcher("default"), ttl=5, holds=lambda: hot).get_holds() == hot
+    assert CachedFetcher(ORMFetcher("default"), ttl=5).get_holds() is None

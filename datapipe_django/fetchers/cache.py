@@ -482,7 +482,8 @@ class CachedFetcher(BaseFetcher):
     whose writes must invalidate these pages too (relations a ``method=`` filter's spec joins;
     the FilterSet's own relation paths and ``search_fields`` are found automatically).
     ``version``: change it to orphan every entry (e.g. when ``get_queryset`` changes meaning).
-    ``name``/``priority`` default to the inner fetcher's.
+    ``name``/``priority`` default to the inner fetcher's, and so does what it holds
+    (``holds``, given here, wins).
     """
 
     def __init__(
@@ -498,6 +499,7 @@ class CachedFetcher(BaseFetcher):
         vary: Callable[[FetchRequest], Any] | None = None,
         depends_on: Iterable[type[models.Model]] = (),
         version: Any = None,
+        holds: Any = None,
     ) -> None:
         for attr in ("name", "can_handle", "fetch"):
             if not hasattr(fetcher, attr):
@@ -517,7 +519,7 @@ class CachedFetcher(BaseFetcher):
                                        f"0 or positive seconds, got {stale_ttl!r}.")
         super().__init__(name=name if name is not None else fetcher.name,
                          priority=priority if priority is not None
-                         else getattr(fetcher, "priority", None))
+                         else getattr(fetcher, "priority", None), holds=holds)
         self.fetcher = fetcher
         self._ttl = ttl
         self.stale_ttl = float(stale_ttl)
@@ -591,6 +593,9 @@ class CachedFetcher(BaseFetcher):
 
     # What the store holds is the inner fetcher's: the cache holds copies of its pages.
     def get_holds(self) -> Any:
+        """Its own ``holds`` when given, else the wrapped fetcher's."""
+        if self.holds is not None:
+            return super().get_holds()
         return hook(self.fetcher, "get_holds")()
 
     @property
@@ -602,7 +607,7 @@ class CachedFetcher(BaseFetcher):
         return hook(self.fetcher, "mirror_of")  # type: ignore[no-any-return]
 
     def declares_scope(self) -> bool:
-        return bool(hook(self.fetcher, "declares_scope")())
+        return self.holds is not None or bool(hook(self.fetcher, "declares_scope")())
 
     def count(self, request: FetchRequest) -> int | None:
         """The inner fetcher's count (not cached: a total must be exact now)."""
