@@ -432,3 +432,27 @@ def test_any_malformed_id_is_the_views_json_404(pk):
     response = APIClient().get(f"/v1/items/{pk}", HTTP_X_TENANT="t1")
     assert response.status_code == 404
     assert response["Content-Type"] == "application/json"
+
+
+class BadPatternFetcher(ORMFetcher):
+    """A source whose query carries a regular expression the database refuses (as a client's
+    pattern would): the request's fault, not the store's."""
+
+    def filtered_queryset(self, request):
+        return super().filtered_queryset(request).filter(narration__regex="(")
+
+
+@DB
+@pytest.mark.parametrize("server", ["primary", "archive"])
+def test_a_value_the_database_refuses_is_the_clients_400_on_postgresql_and_mariadb(server):
+    from tests.conftest import require_alias
+
+    require_alias(server)
+    metrics = RecordingMetrics()
+    backup = InMemoryFetcher(name="backup")
+    pipeline = payouts_pipeline(server, metrics=metrics,
+                                fetchers=[BadPatternFetcher(using=server), backup])
+    response = call(pipeline)
+    assert response.status_code == 400, response.content
+    assert list(response.data) == ["non_field_errors"]
+    assert backup.calls == [] and metrics.sources == []
