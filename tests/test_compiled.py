@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import zoneinfo
 
 import pytest
@@ -374,6 +375,11 @@ def test_a_plan_does_not_keep_the_request_alive():
 # -- through the viewset ---------------------------------------------------------------------------
 
 
+def unsigned(content: bytes) -> bytes:
+    """A body with each signed cursor cut to its position (no signing time, no signature)."""
+    return re.sub(rb'("next_cursor":")([^"]*)(:[^":]*:[^":]*")', rb"\1\2\"", content)
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize("params", [
     {"limit": 7}, {"limit": 7, "expand": "owner"}, {"limit": 3, "offset": 2, "status": "queued"},
@@ -418,5 +424,6 @@ def test_the_endpoint_answers_the_same_with_the_fast_path_on_and_off(params, aut
         assert not any({"name", "day", "owner"} & set(row) for row in rows)
     elif expand:  # the expanded relations are objects, on both paths
         assert any(isinstance(row["owner"], dict) for row in rows)
-    assert fast.content == slow.content  # no floats here: byte for byte
+    # No floats here: byte for byte, but for the cursor's signing time (a second may pass).
+    assert unsigned(fast.content) == unsigned(slow.content)
     assert one.content == one_slow.content
