@@ -1,6 +1,6 @@
 """Ours against hand-written DRF over HTTP: one gunicorn, the real PostgreSQL, wrk.
 
-    python benchmarks/http.py [--duration 3] [--rounds 2] [--concurrency 1 16 32]
+    python benchmarks/http_load.py [--duration 3] [--rounds 2] [--concurrency 1 16 32]
 
 Serves ``benchmarks/http_app.py`` (ours and the hand-written views of ``benchmarks/views.py``
 and more, see there) on one gunicorn bound to 127.0.0.1 (2 workers of 4 threads), and drives
@@ -31,15 +31,13 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-# Run as a script, this file's folder comes first on sys.path, where this module's name shadows
-# the standard library's http (which urllib imports): the project root instead.
-sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != HERE)]
-
-import urllib.request  # noqa: E402
+# Not benchmarks/http.py: every script of this folder runs with the folder first on sys.path,
+# where a module named http would hide the standard library's (Django and urllib import it).
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 TENANT, PAGE, DEEP = "t1", 50, 4_000
 
