@@ -13,6 +13,9 @@ DRF views with nested serializers.
      item and relation);
    * DRF + prefetch: the same view with ``select_related``/``prefetch_related`` done by hand.
    Queries are counted on every connection of every thread (enrichers run on worker threads).
+   The four views run interleaved (one request each per round, the order rotating); each cell
+   prints the median and p10-p90 of its rounds, and each of ours its per-round ratio to the
+   hand-tuned DRF view (median and p10-p90).
 
 It uses the real PostgreSQL of ``scripts/services.sh`` (database ``datapipe_bench_enrich``,
 created if missing, psycopg pool), or an SQLite file with ``--sqlite`` (or when PostgreSQL is
@@ -352,21 +355,45 @@ def queries(n: int, counter: QueryCounter) -> None:
             if json.dumps(theirs, sort_keys=True) != json.dumps(mine, sort_keys=True):
                 raise SystemExit(f"{label} disagrees with ours:\n{theirs}\n{mine}")
 
-    print(f"\n2. Queries per page and median time, expanding owner, category, tags and "
-          f"comments.author ({COMMENTS} comments per item), {n} requests per cell\n")
-    head = f"{'':<42}" + "".join(f" {f'page {s}':>18}" for s in PAGE_SIZES)
+    print(f"\n2. Queries per page and time, expanding owner, category, tags and "
+          f"comments.author ({COMMENTS} comments per item), {n} rounds per page size, the four "
+          f"views interleaved in each round (the order rotating)\n")
+    results: dict[tuple[int, int], list[tuple[float, int]]] = {}
+    for size in PAGE_SIZES:
+        for k in range(len(implementations)):  # warm-up
+            call(implementations[k][1], size, implementations[k][2])
+        for r in range(n):
+            order = list(range(len(implementations)))
+            order = order[r % len(order):] + order[: r % len(order)]
+            for k in order:
+                elapsed, count, _ = call(implementations[k][1], size, implementations[k][2])
+                results.setdefault((k, size), []).append((elapsed, count))
+
+    def spread(values: list[float]) -> str:
+        deciles = statistics.quantiles(values, n=10, method="inclusive")
+        return f"{statistics.median(values):.2f} ({deciles[0]:.2f}-{deciles[8]:.2f})"
+
+    head = f"{'':<42}" + "".join(f" {f'page {s}':>28}" for s in PAGE_SIZES)
     print(head)
-    print(f"{'':<42}" + "".join(f" {'queries':>8} {'ms':>9}" for _ in PAGE_SIZES))
+    print(f"{'':<42}" + "".join(f" {'queries':>7} {'ms med (p10-p90)':>20}" for _ in PAGE_SIZES))
     print("-" * len(head))
-    for label, view, ours in implementations:
+    for k, (label, _, _) in enumerate(implementations):
         cells = []
         for size in PAGE_SIZES:
-            runs = [call(view, size, ours) for _ in range(n + 2)][2:]
-            counts = {r[1] for r in runs}
-            cells.append(f" {'/'.join(map(str, sorted(counts))):>8} "
-                         f"{statistics.median(r[0] for r in runs) * 1e3:>9.1f}")
+            runs = results[(k, size)]
+            counts = sorted({c for _, c in runs})
+            cells.append(f" {'/'.join(map(str, counts)):>7} "
+                         f"{spread([t * 1e3 for t, _ in runs]):>20}")
         print(f"{label:<42}" + "".join(cells))
-
+    hand = len(implementations) - 1  # DRF + select/prefetch_related by hand
+    print(f"\nRatio to {implementations[hand][0]}, per round (median, p10-p90):")
+    for k, (label, _, _) in enumerate(implementations[:hand]):
+        cells = []
+        for size in PAGE_SIZES:
+            ratios = [a / b for (a, _), (b, _) in zip(results[(k, size)], results[(hand, size)],
+                                                      strict=True)]
+            cells.append(f" {spread(ratios):>28}")
+        print(f"{label:<42}" + "".join(cells))
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

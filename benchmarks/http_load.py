@@ -147,7 +147,7 @@ def wrk_once(binary: str, url: str, connections: int, duration: float, *, last: 
              ) -> dict[str, float] | None:
     threads = min(connections, 2)
     out = subprocess.run(
-        [binary, "-t", str(threads), "-c", str(connections), "-d", f"{duration:g}s",
+        [binary, "-t", str(threads), "-c", str(connections), "-d", f"{int(duration)}s",
          "--timeout", "10s", "--latency", "-H", f"X-Tenant: {TENANT}", url],
         capture_output=True, text=True, timeout=duration + 30, check=True).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -167,14 +167,14 @@ def wrk_once(binary: str, url: str, connections: int, duration: float, *, last: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run")
+    parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=2, help="wrk runs per side and cell")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 32])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
     args = parser.parse_args()
-    if not 0 < args.duration <= 30 or not 0 < args.rounds <= 10:
-        sys.exit("--duration 0-30 s, --rounds 1-10")
+    if not 1 <= args.duration <= 30 or not 1 <= args.rounds <= 10:
+        sys.exit("--duration 1-30 s, --rounds 1-10")
 
     binary = ensure_wrk()
     from benchmarks import common

@@ -327,6 +327,8 @@ class PrefetchEnricher(BaseEnricher):
         return str(router.db_for_read(rel.related_model, instance=obj))
 
     def runs_inline(self, items: list[Any], context: EnrichContext) -> bool:
+        if not caller_in_transaction():  # in no transaction at all: no need to find the rows
+            return False
         aliases = {self.alias_for(h, self._relation(type(h), self.segments[-1]))
                    for h in self.holders(items)}
         return caller_in_transaction(aliases)
