@@ -31,20 +31,22 @@ rm -rf dist
 DATAPIPE_WHEEL=$(ls "$PWD"/dist/datapipe_django-*.whl)
 export DATAPIPE_WHEEL
 
+status=0
+# The whole run (no pytest arguments) first fuzzes the example's API from its OpenAPI schema:
+# a fixed seed, bounded examples, ~1.5 minutes. SCHEMATHESIS=0 skips it, =1 forces it.
+# It runs before pytest so that pytest's summary is the run's closing line.
+if [[ ${SCHEMATHESIS:-$(( $# == 0 ))} == 1 ]]; then
+    bash scripts/schemathesis.sh || status=$((status ? status : 1))
+fi
+
 # The whole suite measures the library's coverage and fails under the gate of pyproject.toml
 # ([tool.coverage.report] fail_under); a run of chosen tests (arguments given) does not.
 coverage=()
 if (($# == 0)); then
     coverage=(--cov --cov-report=term)
 fi
-status=0
 "$PYTHON" -m pytest "${coverage[@]}" "$@" || status=$?
 if ((status == 5)); then
     echo "scripts/test.sh: pytest collected no tests; treating that as a failure" >&2
-fi
-# The whole run (no pytest arguments) also fuzzes the example's API from its OpenAPI schema:
-# a fixed seed, bounded examples, ~1.5 minutes. SCHEMATHESIS=0 skips it, =1 forces it.
-if [[ ${SCHEMATHESIS:-$(( $# == 0 ))} == 1 ]]; then
-    bash scripts/schemathesis.sh || status=$((status ? status : 1))
 fi
 exit "$status"
