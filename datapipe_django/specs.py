@@ -56,7 +56,7 @@ from django.conf import settings
 from django.core.exceptions import FieldDoesNotExist, FieldError, ObjectDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connections, models
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.db.models.constants import LOOKUP_SEP
 from django.db.models.expressions import Col
 from django.forms.widgets import MultiWidget
@@ -269,6 +269,68 @@ def _plan(model: type[models.Model], path: str) -> tuple[tuple[_Step, ...], Fiel
             raise FieldError(f"Cannot follow {name!r} in {path!r} (a generic relation?).")
         index += 1
     return tuple(steps), final
+
+
+@functools.lru_cache(maxsize=1024)
+def _crosses_many(model: type[models.Model], path: str) -> bool:
+    """Whether ``path`` over ``model`` follows a to-many relation (False if it does not resolve)."""
+    try:
+        steps, _ = _plan(model, path)
+    except FieldError:
+        return False
+    return any(step.kind == "many" for step in steps)
+
+
+@functools.lru_cache(maxsize=4096)
+def _maybe_many(path: str) -> bool:
+    """Whether some installed model reads ``path`` through a to-many relation.
+
+    :meth:`Spec.to_q` takes no model, so it asks the app registry: a path no model reads
+    through a to-many relation compiles to the plain ``Q`` Django would build (same SQL as
+    before), any other one to :class:`_SomeRowMatches`, which decides per query.
+    """
+    from django.apps import apps
+
+    return any(_crosses_many(model, path) for model in apps.get_models(include_auto_created=True))
+
+
+class _SomeRowMatches:
+    """A leaf's own "some related row matches" condition, usable as a child of ``Q``.
+
+    Resolved against the outer query's model: ``EXISTS (SELECT 1 FROM <model> [joins] WHERE
+    pk = outer.pk AND <the leaf's lookups>)``. The join lives inside the correlated subquery,
+    so two leaves through the same to-many relation never share a join (Django's chained
+    ``filter()`` semantics, and :meth:`Spec.matches`'); ``~`` gives ``NOT EXISTS``, which is
+    :class:`Not`'s "no related row matches". The subquery is compiled on the outer query's
+    connection, so any database alias works.
+    """
+
+    conditional = True
+
+    def __init__(self, q: Q) -> None:
+        self.q = q
+
+    def __repr__(self) -> str:
+        return f"_SomeRowMatches({self.q!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _SomeRowMatches) and other.q == self.q
+
+    def __hash__(self) -> int:
+        return hash(("_SomeRowMatches", self.q))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _SomeRowMatches:
+        return self  # immutable
+
+    def resolve_expression(self, query: Any = None, *args: Any, **kwargs: Any) -> Any:
+        model = query.model
+        inner = model._base_manager.filter(self.q, pk=OuterRef("pk"))
+        return Exists(inner).resolve_expression(query, *args, **kwargs)
+
+
+def _leaf_q(path: str, **lookups: Any) -> Q:
+    q = Q(**lookups)
+    return Q(_SomeRowMatches(q)) if _maybe_many(path) else q
 
 
 def model_field(model: type[models.Model], path: str) -> Field | None:
@@ -485,7 +547,7 @@ class Eq(Leaf):
     lookup: ClassVar[str] = "exact"
 
     def to_q(self) -> Q:
-        return Q(**{f"{self.field}__exact": self.value})
+        return _leaf_q(self.field, **{f"{self.field}__exact": self.value})
 
     def matches(self, obj: Any) -> bool:
         if self.value is None:
@@ -502,7 +564,7 @@ class IEq(Leaf):
     lookup: ClassVar[str] = "iexact"
 
     def to_q(self) -> Q:
-        return Q(**{f"{self.field}__iexact": self.value})
+        return _leaf_q(self.field, **{f"{self.field}__iexact": self.value})
 
     def matches(self, obj: Any) -> bool:
         if self.value is None:
@@ -527,7 +589,7 @@ class In(Leaf):
         object.__setattr__(self, "values", tuple(self.values))
 
     def to_q(self) -> Q:
-        return Q(**{f"{self.field}__in": list(self.values)})
+        return _leaf_q(self.field, **{f"{self.field}__in": list(self.values)})
 
     def matches(self, obj: Any) -> bool:
         values = [v for v in self.values if v is not None]
@@ -566,10 +628,10 @@ class Range(Leaf):
 
     def to_q(self) -> Q:
         bounds = self.bounds()
-        q = Q(**{f"{self.field}__{name}": value for name, value in bounds.items()})
+        lookups = {f"{self.field}__{name}": value for name, value in bounds.items()}
         if any(_is_number(value) for value in bounds.values()):
-            q &= Q(**{f"{self.field}__isnull": False})
-        return q
+            lookups[f"{self.field}__isnull"] = False
+        return _leaf_q(self.field, **lookups)
 
     def matches(self, obj: Any) -> bool:
         prepared = [
@@ -598,7 +660,7 @@ class _Pattern(Leaf):
         return f"i{self.base_lookup}" if self.case_insensitive else self.base_lookup
 
     def to_q(self) -> Q:
-        return Q(**{f"{self.field}__{self.lookup}": self.value})
+        return _leaf_q(self.field, **{f"{self.field}__{self.lookup}": self.value})
 
     def _test(self, text: str, needle: str) -> bool:
         raise NotImplementedError
@@ -653,7 +715,7 @@ class IsNull(Leaf):
             raise ValueError("The QuerySet value for an isnull lookup must be True or False.")
 
     def to_q(self) -> Q:
-        return Q(**{f"{self.field}__isnull": self.value})
+        return _leaf_q(self.field, **{f"{self.field}__isnull": self.value})
 
     def matches(self, obj: Any) -> bool:
         if self.value:
@@ -1330,7 +1392,16 @@ def _compile_filter(
             if v == filter_.null_value:  # type: ignore[attr-defined]
                 v = None
             predicate = filter_.get_filter_predicate(v)  # type: ignore[attr-defined]
-            predicates.append(_and_all([_leaf(model, name, k, pv) for k, pv in predicate.items()]))
+            leaves = [_leaf(model, name, k, pv) for k, pv in predicate.items()]
+            if len(leaves) > 1 and any(
+                _crosses_many(model, path) for spec in leaves for path in spec.fields()
+            ):
+                raise Uncompilable(
+                    name,
+                    "several lookups in one filter() call through a to-many relation share "
+                    "one join, which per-leaf specs cannot express.",
+                )
+            predicates.append(_and_all(leaves))
         if filter_.conjoined:  # type: ignore[attr-defined]
             return _and_all([Not(p) if wrap else p for p in predicates])
         combined = predicates[0] if len(predicates) == 1 else Or(*predicates)
@@ -1345,8 +1416,10 @@ def _compile_filter(
 def _split(model: type[models.Model], key: str) -> tuple[str, str, Field | None]:
     """Split ``"owner__name__icontains"`` into ``("owner__name", "icontains", <name field>)``.
 
-    Raises ``FieldError`` for an unknown first field, ``LookupError`` (internal) for a path
-    Django would read through a to-many relation.
+    Raises ``FieldError`` for an unknown first field, ``LookupError`` (internal) for a relation
+    a spec cannot follow (a generic relation). A to-many relation is followed: each leaf through
+    it compiles to its own "some related row matches", as each ``filter()`` call of
+    django-filter does.
     """
     parts = key.split(LOOKUP_SEP)
     current: Any = model
@@ -1360,9 +1433,9 @@ def _split(model: type[models.Model], key: str) -> tuple[str, str, Field | None]
             field = opts.pk if part == "pk" else opts.get_field(part)
         except FieldDoesNotExist:
             break
-        if field.is_relation and (field.many_to_many or field.one_to_many):
-            raise LookupError(f"{LOOKUP_SEP.join([*used, part])!r} is a to-many relation")
-        if field.is_relation and not (field.many_to_one or field.one_to_one):
+        if field.is_relation and not (
+            field.many_to_one or field.one_to_one or field.many_to_many or field.one_to_many
+        ):
             raise LookupError(f"{part!r} is not a relation a spec can follow")
         used.append(part)
         current = field.related_model if field.is_relation else None
@@ -1432,9 +1505,7 @@ def _leaf(model: type[models.Model], name: str, key: str, value: Any) -> Spec:
     try:
         path, lookup, field = _split(model, key)
     except LookupError as exc:
-        raise Uncompilable(
-            name, f"{exc}: Django joins it per filter() call, which a single spec cannot express."
-        ) from exc
+        raise Uncompilable(name, str(exc)) from exc
     if lookup not in SUPPORTED_LOOKUPS:
         raise Uncompilable(
             name,
