@@ -94,6 +94,41 @@ def _qs_pks(alias: str, params: dict[str, Any]) -> list[int]:
     return sorted(set(filterset.qs.values_list("pk", flat=True)))
 
 
+def test_the_issues_example_with_numbers(engine_alias: str) -> None:
+    """Issue 10's example as ``Owner.items`` (price = amount, rating = score): owner 1 has item
+    A (1, rated 4) and item B (2, rated 3), owner 2 one item (1, rated 3), owner 3 none."""
+    from tests.testapp.models import Owner
+
+    alias = engine_alias
+    Item.objects.using(alias).all().delete()
+    Owner.objects.using(alias).all().delete()
+    Owner.objects.using(alias).bulk_create([Owner(id=pk, name=f"o{pk}") for pk in (1, 2, 3)])
+    rows = [(10, 1, 1, 4), (11, 1, 2, 3), (12, 2, 1, 3)]
+    Item.objects.using(alias).bulk_create(
+        [Item(id=pk, tenant="t1", name="x", status="queued", amount=amount, score=score,
+              owner_id=owner, created_at=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+              day=dt.date(2024, 1, 1)) for pk, owner, amount, score in rows])
+    owners = Owner.objects.using(alias)
+
+    def q_pks(spec: Spec) -> list[int]:
+        return sorted(owners.filter(spec.to_q()).values_list("pk", flat=True))
+
+    def memory(spec: Spec) -> list[int]:
+        return sorted(o.pk for o in owners.prefetch_related("items") if spec.matches(o))
+
+    spec = And(Eq("items__amount", 1), Eq("items__score", 3))
+    chained = sorted(owners.filter(items__amount=1).filter(items__score=3)
+                     .values_list("pk", flat=True))
+    assert chained == q_pks(spec) == memory(spec) == [1, 2]
+    # One filter() call needs one item with both: that is a different question.
+    assert list(owners.filter(items__amount=1, items__score=3).values_list("pk", flat=True)) \
+        == [2]
+    for other in (~spec, spec | Range("items__score", gte=4), ~Range("items__amount", gt=1),
+                  Range("items__amount", lte=1) & Range("items__score", gte=4)):
+        assert q_pks(other) == memory(other), other
+    assert q_pks(~spec) == [3]
+
+
 def test_filterset_over_a_to_many_relation_compiles(engine_alias: str) -> None:
     _world(engine_alias, EXAMPLE)
     params = {"body": "1", "tenant": "3"}
