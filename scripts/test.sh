@@ -19,6 +19,8 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
              --no-install-recommends chromium chromium-driver >/dev/null; }
 fi
 "$PYTHON" -m ruff check .
+# The typed public API: mypy with django-stubs over the library ([tool.mypy] in pyproject.toml).
+"$PYTHON" -m mypy
 
 # The documentation site: a page missing from mkdocs.yml's nav, a broken link or anchor fails.
 "$PYTHON" -m mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
