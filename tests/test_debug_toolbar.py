@@ -30,12 +30,11 @@ from rest_framework.test import APIRequestFactory
 from datapipe_django import Pipeline
 from datapipe_django.enrichers import PrefetchEnricher
 from datapipe_django.fetchers import CachedFetcher, ORMFetcher
-from datapipe_django.rest import PipelineViewSet
 from datapipe_django.test import InMemoryFetcher
+from tests.helpers import list_view
 from tests.services import IN_CI
 from tests.testapp.filters import ItemFilterSet
 from tests.testapp.models import Item, Owner
-from tests.testapp.serializers import ItemSerializer
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
@@ -56,17 +55,6 @@ def pipeline() -> Pipeline:
         # the transactional test's database would outlive the test).
         timeout=None,
     )
-
-
-def view_for(p: Pipeline):
-    class View(PipelineViewSet):
-        serializer_class = ItemSerializer
-
-        def get_tenant(self):
-            return "t1"
-
-    View.pipeline = p
-    return View.as_view({"get": "list"})
 
 
 def run_in_toolbar(view, params):
@@ -90,7 +78,7 @@ def test_the_panel_shows_sources_verdicts_queries_enrichers_timings_and_cache():
     Item.objects.bulk_create([
         Item(id=i, tenant="t1", name=f"item {i}", status="queued", amount=i, day=BASE.date(),
              created_at=BASE + dt.timedelta(hours=i), owner_id=1) for i in range(1, 6)])
-    view = view_for(pipeline())
+    view = list_view(pipeline())
     panel, response = run_in_toolbar(view, {"limit": 2, "expand": "owner", "total": "true",
                                             "status": "queued"})
     assert response.status_code == 200

@@ -13,7 +13,6 @@ Each example replaces the rows in PostgreSQL and the documents in the indices.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import pytest
@@ -28,6 +27,7 @@ from datapipe_django.search.documents import adapter_for
 from datapipe_django.search.sync import write_documents
 from datapipe_django.specs import Eq, compile_filterset
 from tests.conftest import require_alias, require_opensearch
+from tests.helpers import facet_counts
 from tests.search_documents import (
     HAS_OPENSEARCH,
     ItemDocument,
@@ -76,17 +76,6 @@ def pipeline(fetcher: Any) -> Pipeline:
                     facet_fields=FACETS, fetchers=[fetcher], register=False, timeout=None)
 
 
-def counted(rows: list[Any]) -> dict[str, list[dict[str, Any]]]:
-    """What facets must say about ``rows``: per field, values by count, then value."""
-    found = {}
-    for name in FACETS:
-        attname = Item._meta.get_field(name).attname
-        counts = Counter(getattr(r, attname) for r in rows if getattr(r, attname) is not None)
-        found[name] = [{"value": v, "count": n}
-                       for v, n in sorted(counts.items(), key=lambda p: (-p[1], p[0]))]
-    return found
-
-
 def answer(p: Pipeline, **kwargs: Any) -> tuple[Any, list[Any]] | None:
     """The facets of a one-row page, and every row the source matches (one large page);
     None when the source declines (a filter it cannot serve exactly)."""
@@ -132,10 +121,10 @@ def test_engine_database_and_memory_count_the_same_facets(data: st.DataObject) -
                 continue
             facets, matching = found
             # Every matching row counted, not the page's one.
-            assert facets == counted(matching), f"{name}: facets of {params!r} q={q!r}"
+            assert facets == facet_counts(matching, FACETS), f"{name}: facets of {params!r} q={q!r}"
         if q is None:
             memory = [r for r in Item.objects.using("primary").all() if spec.matches(r)]
-            expected = counted(memory)
+            expected = facet_counts(memory, FACETS)
             for name, found in answers.items():
                 if found is not None:
                     assert found[0] == expected, f"{name} vs matches(): {params!r}"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections import Counter
 from typing import Any
 
 import pytest
@@ -17,9 +16,9 @@ from datapipe_django import FallbackMode, Pipeline, PipelineRequest
 from datapipe_django.errors import SourceUnavailable, ValidationFailed
 from datapipe_django.fetchers import ORMFetcher, SearchFetcher
 from datapipe_django.paging import SCORE_ATTR
-from datapipe_django.rest import PipelineViewSet
 from datapipe_django.search.documents import adapter_for
 from tests.conftest import require_alias, require_opensearch
+from tests.helpers import facet_counts, list_view
 from tests.search_documents import (
     ItemDocument,
     ItemOpenSearchDocument,
@@ -29,7 +28,6 @@ from tests.search_documents import (
 )
 from tests.testapp.filters import ItemFilterSet
 from tests.testapp.models import Category, Item
-from tests.testapp.serializers import ItemSerializer
 
 pytestmark = [pytest.mark.search, pytest.mark.postgres,
               pytest.mark.django_db(databases=["default", "primary"]),
@@ -271,16 +269,6 @@ def test_highlights_mark_the_matches_and_escape_the_rest(backend: str) -> None:
 
 # -- facets -----------------------------------------------------------------------------------
 
-def expected_facets(rows: list[Item], names: tuple[str, ...]) -> dict[str, list[dict[str, Any]]]:
-    found = {}
-    for name in names:
-        attname = Item._meta.get_field(name).attname
-        counts = Counter(getattr(r, attname) for r in rows if getattr(r, attname) is not None)
-        found[name] = [{"value": v, "count": n}
-                       for v, n in sorted(counts.items(), key=lambda p: (-p[1], p[0]))]
-    return found
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("q", [None, "apple"])
 def test_facets_count_every_matching_row_of_the_tenant(backend: str, q: str | None) -> None:
@@ -292,7 +280,7 @@ def test_facets_count_every_matching_row_of_the_tenant(backend: str, q: str | No
     assert result.sources == (backend,)
     matching = [r for r in Item.objects.using("primary").filter(tenant="t1", amount__lt=10)
                 if q is None or q in r.name.split()]
-    assert result.facets == expected_facets(matching, names)
+    assert result.facets == facet_counts(matching, names)
     assert len(result.items) == 1  # counted over every matching row, not the page
 
 
@@ -304,7 +292,7 @@ def test_facets_come_from_the_database_when_the_engine_is_down(dead_engine: str)
     assert result.sources == ("db",)
     matching = [r for r in Item.objects.using("primary").filter(tenant="t1")
                 if "apple" in r.name.lower()]  # the database's q: substrings
-    assert result.facets == expected_facets(matching, ("status",))
+    assert result.facets == facet_counts(matching, ("status",))
 
 
 def test_a_partial_index_does_not_count_facets() -> None:
@@ -330,20 +318,9 @@ def test_bad_highlight_and_facets_are_400s(params: dict[str, str], field: str) -
 
 # -- the endpoint -----------------------------------------------------------------------------
 
-def endpoint(p: Pipeline) -> Any:
-    class View(PipelineViewSet):
-        pipeline = p
-        serializer_class = ItemSerializer
-
-        def get_tenant(self) -> str:
-            return "t1"
-
-    return View.as_view({"get": "list"})
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_the_endpoint_body_carries_highlights_and_facets(backend: str) -> None:
-    view = endpoint(pipeline(source(backend)))
+    view = list_view(pipeline(source(backend)))
     response = view(APIRequestFactory().get("/items", {
         "q": "apple", "ordering": "relevance", "highlight": "true",
         "facets": "status,active", "limit": "3"}))
@@ -357,8 +334,7 @@ def test_the_endpoint_body_carries_highlights_and_facets(backend: str) -> None:
         assert any("<em>" in f for f in item["_highlights"]["name"])
     matching = [r for r in Item.objects.using("primary").filter(tenant="t1")
                 if "apple" in r.name.split()]
-    assert body["facets"] == json.loads(json.dumps(expected_facets(matching,
-                                                                   ("status", "active"))))
+    assert body["facets"] == json.loads(json.dumps(facet_counts(matching, ("status", "active"))))
     # The cursor walks on by relevance.
     following = view(APIRequestFactory().get("/items", {
         "q": "apple", "ordering": "relevance", "cursor": body["next_cursor"], "limit": "50"}))
@@ -369,7 +345,7 @@ def test_the_endpoint_body_carries_highlights_and_facets(backend: str) -> None:
 
 
 def test_the_endpoint_refuses_relevance_without_q() -> None:
-    response = endpoint(pipeline(source("postgresql")))(
+    response = list_view(pipeline(source("postgresql")))(
         APIRequestFactory().get("/items", {"ordering": "relevance"}))
     response.render()
     assert response.status_code == 400

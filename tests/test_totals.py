@@ -18,12 +18,11 @@ from rest_framework.test import APIRequestFactory
 
 from datapipe_django import FallbackMode, Pipeline, PipelineRequest
 from datapipe_django.fetchers import CachedFetcher, ORMFetcher
-from datapipe_django.rest import PipelineViewSet
 from datapipe_django.test import InMemoryFetcher
 from tests.conftest import engine_databases
+from tests.helpers import list_view
 from tests.testapp.filters import ItemFilterSet
 from tests.testapp.models import Item
-from tests.testapp.serializers import ItemSerializer
 
 DB = pytest.mark.django_db(databases=engine_databases())
 BASE = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
@@ -144,19 +143,8 @@ def test_the_pipeline_default_and_the_request_override():
 
 # -- the REST body ------------------------------------------------------------------------------
 
-def view(p: Pipeline) -> Any:
-    class View(PipelineViewSet):
-        serializer_class = ItemSerializer
-
-        def get_tenant(self):
-            return "t1"
-
-    View.pipeline = p
-    return View.as_view({"get": "list"})
-
-
 def get(p: Pipeline, params: dict[str, Any]) -> Any:
-    response = view(p)(APIRequestFactory().get("/items", params))
+    response = list_view(p)(APIRequestFactory().get("/items", params))
     response.render()
     return response
 
