@@ -536,8 +536,8 @@ class FetcherChain:
             if items and member.name not in sources:
                 sources.append(member.name)
             if rel is Relation.ALL or result.complete:
-                self._skip_after(member.name, pending, attempts,
-                                 f"{member.name} holds every row of the page")
+                self._not_read_all(pending, attempts,
+                                   f"{member.name} holds every row of the page")
                 pending = []
                 break
             if need <= 0:
@@ -616,11 +616,11 @@ class FetcherChain:
             member, result = got
             why = "empty"
             if result.items:
-                self._skip_after(member.name, stores[i + 1:], attempts, "the row was found")
+                self._not_read_all(stores[i + 1:], attempts, "the row was found")
                 return ChainResult(result.items[:1], False, (member.name,), attempts)
             if result.complete:
-                self._skip_after(member.name, stores[i + 1:], attempts,
-                                 f"{member.name} answered completely")
+                self._not_read_all(stores[i + 1:], attempts,
+                                   f"{member.name} answered completely")
                 break
         if self._partial(stores, attempts):
             # A source that could hold the row was down: "not found" would be a guess.
@@ -647,7 +647,7 @@ class FetcherChain:
 
     # -- the pre-tier modes (no source declares holds) ------------------------------------------
     def _legacy(self, stores: list[Store], request: FetchRequest, offset: int, limit: int,
-                attempts: list[Attempt], *, why: str | None = None) -> ChainResult:
+                attempts: list[Attempt]) -> ChainResult:
         if self.mode is FallbackMode.FIRST_SUCCESS:
             return self._first_success(stores, request, offset, limit, attempts)
         wide, skip = self.source_request(request, candidates=len(stores), offset=offset,
@@ -655,15 +655,16 @@ class FetcherChain:
         if self.mode is FallbackMode.PARALLEL:
             answers = self._parallel(stores, wide, attempts)
         else:
-            answers = self._sequential(stores, wide, wide.size, attempts, why=why)
+            answers = self._sequential(stores, wide, wide.size, attempts)
         return self._page(answers, request.ordering, skip, limit, attempts)
 
     def _sequential(
         self, candidates: list[Store], request: FetchRequest, need: int,
-        attempts: list[Attempt], *, why: str | None = None,
+        attempts: list[Attempt],
     ) -> list[tuple[str, list[Any]]]:
         answers: list[tuple[str, list[Any]]] = []
         merged = 0
+        why: str | None = None  # why this source is read: the previous one fell short
         for i, store in enumerate(candidates):
             if merged >= need:
                 for rest in candidates[i:]:
@@ -678,8 +679,8 @@ class FetcherChain:
             why = "empty" if not result.items else "incomplete"
             answers.append((member.name, result.items))
             if result.complete:
-                self._skip_after(member.name, candidates[i + 1 :], attempts,
-                                 f"{member.name} answered completely")
+                self._not_read_all(candidates[i + 1 :], attempts,
+                                   f"{member.name} answered completely")
                 break
             merged = (
                 len(result.items) if len(answers) == 1
@@ -767,8 +768,8 @@ class FetcherChain:
             items = result.items[:limit]
             has_more = len(result.items) > limit
             if result.complete:
-                self._skip_after(member.name, candidates[i + 1 :], attempts,
-                                 f"{member.name} answered completely")
+                self._not_read_all(candidates[i + 1 :], attempts,
+                                   f"{member.name} answered completely")
                 return ChainResult(items, has_more, (member.name,), attempts)
             for rest in candidates[i + 1 :]:
                 if has_more:
@@ -902,8 +903,7 @@ class FetcherChain:
                 stage="fetch",
             )
 
-    def _skip_after(self, name: str, rest: list[Store], attempts: list[Attempt],
-                    reason: str) -> None:
+    def _not_read_all(self, rest: list[Store], attempts: list[Attempt], reason: str) -> None:
         for other in rest:
             self._not_read(other, attempts, reason)
 
