@@ -177,11 +177,7 @@ def main() -> None:
     django.setup()
     seed()
     db, cached = pipelines()
-    import platform
-
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {os.cpu_count()} CPUs, load "
-          f"average {load}; Python {platform.python_version()}")
+    print(common.machine())
     print(f"{ROWS} rows, tenant {TENANT!r}, status=processed, newest first; PostgreSQL "
           f"{PG_HOST}:{PG_PORT} vs Redis {REDIS_URL} (django-redis defaults); {args.requests} "
           f"requests each after {WARMUP} warm-up\n")

@@ -4,6 +4,8 @@ database they create and the rows they seed (the test suite's ``Item`` model, de
 from __future__ import annotations
 
 import datetime as dt
+import os
+import platform
 import random
 import sys
 import time
@@ -35,6 +37,13 @@ def timed_get(view: Any, params: dict[str, Any], **headers: Any) -> tuple[float,
     if response.status_code != 200:
         raise SystemExit(f"{params}: HTTP {response.status_code}: {response.content[:300]!r}")
     return elapsed, response
+
+
+def machine() -> str:
+    """The header line every run records: UTC time, CPUs, load average and Python version."""
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {os.cpu_count()} CPUs, "
+            f"load average {load}; Python {platform.python_version()}")
 
 
 def first_line(exc: BaseException) -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -202,9 +201,7 @@ def main() -> None:
         for _, ours, drf in table:  # warm every worker's connections and plans
             wrk(binary, base + ours, 4, 1)
             wrk(binary, base + drf, 4, 1)
-        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-        print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {os.cpu_count()} CPUs, "
-              f"load average {load}; Python {platform.python_version()}; gunicorn "
+        print(f"{common.machine()}; gunicorn "
               f"{args.workers} workers x {args.threads} threads (gthread) on 127.0.0.1; "
               f"PostgreSQL {http_app.PG_HOST}:{http_app.PG_PORT}/{http_app.PG_NAME}, "
               f"{http_app.ROWS} rows; page {PAGE}; wrk {args.rounds} x {args.duration:g} s "
