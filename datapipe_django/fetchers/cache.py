@@ -226,7 +226,8 @@ def decode_rows(model: type[models.Model], fieldsets: list[list[str]],
                 records: list[list[Any]], db: str | None, *, checked: bool = False
                 ) -> list[models.Model]:
     """Model instances from :func:`encode_rows` output: what ``Model.from_db(db, fields,
-    values)`` returns (see :func:`_builder`). ``checked``: the records were parsed by orjson,
+    values)`` returns (built without ``__init__`` when :func:`_fast_build` holds, see
+    :func:`_record_decoder`). ``checked``: the records were parsed by orjson,
     which reads an integer past 64 bits as a float; such a float in an integer field raises
     :class:`_WideInteger` (only with the generated decoders, see :func:`_orjson_reads`)."""
     if _fast_build(model):
@@ -287,9 +288,10 @@ def _record_decoder(model: type[models.Model], names: tuple[str, ...],
                     tracked: tuple[str, ...], checked: bool = False
                     ) -> Callable[[list[Any], str | None], Any]:
     """``(record, db) -> instance`` for the records of one field set, when :func:`_fast_build`
-    holds: the instance :func:`_builder`'s fast path builds, from one function generated for the
-    field set (its values unpacked into locals, each decoded where its field needs it, the
-    ``__dict__`` written as one literal). The generated code names only the model's own
+    holds: the instance ``Model.from_db`` builds, made without running ``__init__`` (as
+    unpickling does, several times faster), from one function generated for the field set
+    (its values unpacked into locals, each decoded where its field needs it, the ``__dict__``
+    written as one literal). The generated code names only the model's own
     attnames (a field set naming anything else raises ``KeyError``: an unreadable entry)."""
     decoders = {c[0]: c[2] for c in _codecs(model)}
     kinds = {f.attname: _stored_kind(f) for f in model._meta.concrete_fields}
@@ -382,28 +384,6 @@ def _fast_build(model: type[models.Model]) -> bool:
     built without ``__init__`` (a plain model, no ``pre_init``/``post_init`` receiver but this
     library's)."""
     return _plain_model(model) and _init_unobserved(model)
-
-
-def _builder(model: type[models.Model]) -> Callable[[str | None, list[str], list[Any]], Any]:
-    """How to rebuild a row: ``model.from_db``; or, when nobody could tell the difference (a
-    plain model, no ``pre_init``/``post_init`` receiver), the same instance built without
-    running ``__init__`` (as unpickling does), several times faster."""
-    if not _fast_build(model):
-        return model.from_db
-    new = model.__new__
-    tracked = tenant_attnames(model) if post_init.has_listeners(model) else ()
-
-    def build(db: str | None, names: list[str], values: list[Any]) -> Any:
-        obj = new(model)
-        state = obj._state = ModelState()
-        state.adding, state.db = False, db
-        fields = obj.__dict__
-        fields.update(zip(names, values, strict=True))
-        if tracked:  # what remember_tenants would have recorded
-            fields[LOADED_TENANTS] = {a: fields[a] for a in tracked if a in fields}
-        return obj
-
-    return build
 
 
 # -- dependencies ------------------------------------------------------------------------------
