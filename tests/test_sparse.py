@@ -26,18 +26,10 @@ from datapipe_django.rest import AuthTypeFieldsMixin, ExpandableField, PipelineV
 from tests.conftest import engine_databases
 from tests.testapp.filters import ItemFilterSet
 from tests.testapp.models import Category, Comment, Item, Owner
-from tests.testapp.serializers import CategorySerializer, OwnerSerializer
+from tests.testapp.serializers import CategorySerializer, CommentSerializer, OwnerSerializer
 
 DB = pytest.mark.django_db(databases=engine_databases(), transaction=False)
 BASE = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
-
-
-class CommentSerializer(serializers.ModelSerializer):
-    author = ExpandableField(OwnerSerializer)
-
-    class Meta:
-        model = Comment
-        fields = ("id", "body", "author")
 
 
 class LabelSerializer(serializers.Serializer):
