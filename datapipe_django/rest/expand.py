@@ -10,7 +10,7 @@ from django.db import models
 from rest_framework import serializers
 
 from datapipe_django.enrichers.prefetch import cache_name_of
-from datapipe_django.rest.sparse import restrict
+from datapipe_django.rest.sparse import parse_fieldset, restrict
 
 __all__ = ["ExpandableField", "parse_expand"]
 
@@ -21,11 +21,7 @@ def parse_expand(query_params: Any) -> frozenset[str]:
 
     Names are only split and stripped here; validation (unknown names, depth, auth type) is the
     pipeline's job, in its validate stage."""
-    raw: list[str] = []
-    for key in ("expand[]", "expand"):
-        for value in query_params.getlist(key):
-            raw.extend(value.split(","))
-    return frozenset(v.strip() for v in raw if v.strip())
+    return parse_fieldset(query_params, "expand")
 
 
 class ExpandableField(serializers.Field):
