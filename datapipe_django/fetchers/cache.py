@@ -591,8 +591,7 @@ class CachedFetcher(BaseFetcher):
 
     def count(self, request: FetchRequest) -> int | None:
         """The inner fetcher's count (not cached: a total must be exact now)."""
-        inner = getattr(self.fetcher, "count", None)
-        return inner(request) if callable(inner) else None
+        return hook(self.fetcher, "count")(request)  # type: ignore[no-any-return]
 
     @property
     def complete(self) -> bool:

@@ -164,6 +164,7 @@ class SearchFetcher(BaseFetcher):
     def get_fuzziness(self, request: FetchRequest) -> str | int | None:
         """The typo tolerance of ``q`` for ``request``: this fetcher's, else the pipeline's."""
         return self.fuzziness if self.fuzziness is not None else request.fuzziness
+
     def declares_scope(self) -> bool:
         # Searches only, or a complete index: either way later sources never top it up.
         return self.handles == "search" or self.complete or super().declares_scope()
