@@ -31,7 +31,7 @@ from django.db import DatabaseError, connections
 
 from datapipe_django.conf import datapipe_settings
 from datapipe_django.errors import SourceUnavailable
-from datapipe_django.stores import get_store_guard, use_store
+from datapipe_django.stores import _first_line, get_store_guard, use_store
 
 __all__ = [
     "ReplicaStatus",
@@ -124,11 +124,6 @@ _lock = threading.Lock()
 
 #: How long a caller without a deadline waits for a measurement (seconds).
 DEFAULT_MEASURE_TIMEOUT = 1.0
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _measure(alias: str, timeout: float | None) -> ReplicaStatus:
