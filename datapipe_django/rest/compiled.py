@@ -153,26 +153,27 @@ def field_key(child: Any) -> tuple[Any, ...] | None:
     return ()
 
 
+def _own_fields(child: Any) -> tuple[tuple[str, ...], Mapping[str, Any]]:
+    """The names of ``child.fields`` it renders (not write-only), in order, and the fields."""
+    found = child.fields
+    return tuple(n for n, f in found.items() if not f.write_only), found
+
+
 def _names_and_fields(child: Any) -> tuple[tuple[str, ...], Mapping[str, Any]]:
     """The names of the fields this request renders, in order, and field objects to compile
     them from (the request's own when they are built already, else a per-class template)."""
     if "fields" in child.__dict__:  # built already (e.g. narrowed by fields/omit): they rule
-        found = child.fields
-        return tuple(n for n, f in found.items() if not f.write_only), found
+        return _own_fields(child)
     key = field_key(child)
     if key is None:
-        found = child.fields
-        return tuple(n for n, f in found.items() if not f.write_only), found
+        return _own_fields(child)
     cache_key = (type(child), key)
     names = _templates.get(cache_key)
     if names is None and len(_templates) >= _MAX_PLANS:  # classes made on the fly
-        found = child.fields
-        return tuple(n for n, f in found.items() if not f.write_only), found
+        return _own_fields(child)
     if names is None:
         context = {"auth_type": key[1]} if key else {}
-        template = type(child)(context=context)
-        found = template.fields
-        names = tuple(n for n, f in found.items() if not f.write_only)
+        names, found = _own_fields(type(child)(context=context))
         with _lock:
             _template_fields[cache_key] = dict(found)
             _templates[cache_key] = names
