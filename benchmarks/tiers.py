@@ -76,9 +76,8 @@ def hot_tier_views() -> tuple[Any, Any, str]:
 
     from django_filters.rest_framework import DjangoFilterBackend
     from rest_framework.generics import ListAPIView
-    from rest_framework.pagination import LimitOffsetPagination
-    from rest_framework.response import Response
 
+    from benchmarks.pagination import EnvelopePagination
     from datapipe_django import FallbackMode, Pipeline
     from datapipe_django.fetchers import ORMFetcher
     from datapipe_django.rest import PipelineViewSet
@@ -101,21 +100,6 @@ def hot_tier_views() -> tuple[Any, Any, str]:
                         ordering_fields=("created_at", "amount", "id"),
                         fetchers=[hot, replica, ORMFetcher("archive")],
                         fallback=FallbackMode.SEQUENTIAL, timeout=2.0, register=False)
-
-    class EnvelopePagination(LimitOffsetPagination):
-        """Our envelope from ``limit + 1`` rows, no COUNT (as in benchmarks/views.py)."""
-
-        default_limit, max_limit = 10, 100
-
-        def paginate_queryset(self, queryset, request, view=None):
-            self.limit, self.offset = self.get_limit(request), self.get_offset(request)
-            rows = list(queryset[self.offset : self.offset + self.limit + 1])
-            self.has_more = len(rows) > self.limit
-            return rows[: self.limit]
-
-        def get_paginated_response(self, data):
-            return Response({"entity": "collection", "count": len(data),
-                             "has_more": self.has_more, "next_cursor": None, "items": data})
 
     class Ours(PipelineViewSet):
         serializer_class = PayoutSerializer

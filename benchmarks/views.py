@@ -10,9 +10,8 @@ from __future__ import annotations
 from django.urls import path
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework.generics import ListAPIView
-from rest_framework.pagination import LimitOffsetPagination
-from rest_framework.response import Response
 
+from benchmarks.pagination import EnvelopePagination
 from datapipe_django import Pipeline
 from datapipe_django.fetchers import ORMFetcher
 from datapipe_django.rest import PipelineViewSet
@@ -39,24 +38,6 @@ class OursViewSet(PipelineViewSet):
 
     def get_tenant(self):
         return self.request.headers.get("X-Tenant")
-
-
-class EnvelopePagination(LimitOffsetPagination):
-    """``limit``/``offset`` answered with our envelope: one extra row instead of a COUNT."""
-
-    default_limit = 10
-    max_limit = 100
-
-    def paginate_queryset(self, queryset, request, view=None):
-        self.limit = self.get_limit(request)
-        self.offset = self.get_offset(request)
-        rows = list(queryset[self.offset : self.offset + self.limit + 1])
-        self.has_more = len(rows) > self.limit
-        return rows[: self.limit]
-
-    def get_paginated_response(self, data):
-        return Response({"entity": "collection", "count": len(data), "has_more": self.has_more,
-                         "next_cursor": None, "items": data})
 
 
 class DRFListView(ListAPIView):
