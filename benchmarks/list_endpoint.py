@@ -120,6 +120,8 @@ def print_plans(ours, drf, cases) -> None:
         with CaptureQueriesContext(connection) as captured:
             call(view, params)
         sql = captured.captured_queries[-1]["sql"]
+        if sql.startswith("SET LOCAL statement_timeout"):  # the deadline's, sent with the query
+            sql = sql.split("; ", 1)[1]
         with connection.cursor() as cursor:
             cursor.execute(f"EXPLAIN (ANALYZE, COSTS OFF, SUMMARY OFF) {sql}")
             plan = [row[0] for row in cursor.fetchall()]
