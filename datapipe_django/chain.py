@@ -154,7 +154,6 @@ class Store:
 
     members: list[Any]
     holds: Spec | None
-    position: int = 0
     #: The name of the fetcher the others mirror.
     primary: str = ""
 
@@ -288,36 +287,30 @@ class FetcherChain:
     def stores(self, request: FetchRequest, attempts: list[Attempt] | None = None
                ) -> list[Store]:
         """The stores that can serve ``request``, in priority order: each fetcher with the
-        mirrors that stand in for it, ``holds`` evaluated once. Fetchers that decline are
+        mirrors that stand in for it, ``holds`` evaluated once per store (the primary's, which
+        its mirrors share). Fetchers that decline are
         recorded in ``attempts``."""
         mirrors = self.mirrors()
-        holds = {f.name: hook(f, "get_holds")() for f in self.fetchers}
+        by_name = {f.name: f for f in self.fetchers}
+
+        def store_of(name: str) -> str:
+            while name in mirrors:  # a mirror of a mirror stands in for the same store
+                name = mirrors[name]
+            return name
+
         groups: dict[str, Store] = {}
-        order: list[Store] = []
-        keys: list[str] = []
-        for position, fetcher in enumerate(self.fetchers):
-            primary = mirrors.get(fetcher.name)
-            while primary in mirrors:  # a mirror of a mirror stands in for the same store
-                primary = mirrors[primary]
-            key = primary or fetcher.name
+        for fetcher in self.fetchers:
+            key = store_of(fetcher.name)
             if key not in groups:
-                groups[key] = Store([], holds.get(key), position)
-                order.append(groups[key])
-                keys.append(key)
-        for fetcher, verdict in self.verdicts(request):
-            primary = mirrors.get(fetcher.name)
-            while primary in mirrors:
-                primary = mirrors[primary]
-            store = groups[primary or fetcher.name]
-            if verdict:
-                store.members.append(fetcher)
-            elif attempts is not None:
-                self._record(attempts, Attempt(fetcher.name, "declined", verdict.reason))
+                groups[key] = Store([], hook(by_name[key], "get_holds")(), primary=key)
         # Members stay in priority order (a replica listed first takes the reads, its primary
         # stands in for it); either way one of them is read, never two.
-        for store, key in zip(order, keys, strict=True):
-            store.primary = key
-        return [s for s in order if s.members]
+        for fetcher, verdict in self.verdicts(request):
+            if verdict:
+                groups[store_of(fetcher.name)].members.append(fetcher)
+            elif attempts is not None:
+                self._record(attempts, Attempt(fetcher.name, "declined", verdict.reason))
+        return [s for s in groups.values() if s.members]
 
     def plan(self, request: FetchRequest) -> Plan:
         """What this chain would read for ``request`` if every source answered: per fetcher,
