@@ -151,6 +151,17 @@ def split_query(params: Any, parameters: Mapping[str, QueryParameter], *, retrie
     return split
 
 
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+def parse_boolean(text: str) -> bool | None:
+    """A query-string boolean: ``true``/``1``/``yes``/``on`` → True, ``false``/``0``/``no``/
+    ``off`` → False (any case, blanks around), anything else → None."""
+    value = text.strip().lower()
+    return True if value in _TRUE else False if value in _FALSE else None
+
+
 def normalize_ordering(value: str | Iterable[str] | None) -> tuple[str, ...] | None:
     """``"-created_at,id"`` or ``["-created_at", "id"]`` → ``("-created_at", "id")``."""
     if value is None:

@@ -18,7 +18,7 @@ from datapipe_django.enrichers.base import EnrichContext, enricher_needs, enrich
 from datapipe_django.errors import EnrichmentFailed, SourcesUnavailable, ValidationFailed
 from datapipe_django.fetchers.base import FetchRequest
 from datapipe_django.paging import RELEVANCE, Cursor, Ordering
-from datapipe_django.request import quote
+from datapipe_django.request import parse_boolean, quote
 from datapipe_django.result import PipelineResult
 from datapipe_django.specs import (
     MatchAll,
@@ -132,19 +132,13 @@ def _expand(state: State, errors: dict[str, list[str]]) -> frozenset[str]:
     return frozenset(result)
 
 
-_TRUE = frozenset({"true", "1", "yes", "on"})
-_FALSE = frozenset({"false", "0", "no", "off", ""})
-
-
 def _highlight(raw: Any, errors: dict[str, list[str]]) -> bool:
     if isinstance(raw, bool) or raw is None:
         return bool(raw)
-    text = str(raw).strip().lower()
-    if text in _TRUE:
-        return True
-    if text not in _FALSE:
+    value = parse_boolean(str(raw))
+    if value is None and str(raw).strip():
         errors["highlight"] = ["Must be a valid boolean (true or false)."]
-    return False
+    return bool(value)
 
 
 def _facets(state: State, errors: dict[str, list[str]]) -> tuple[str, ...]:

@@ -17,7 +17,13 @@ from rest_framework.settings import api_settings
 from datapipe_django.conf import datapipe_settings
 from datapipe_django.errors import PipelineError, ValidationFailed
 from datapipe_django.pipeline import Pipeline
-from datapipe_django.request import QUERY_PARAMETERS, PipelineRequest, QueryParameter, split_query
+from datapipe_django.request import (
+    QUERY_PARAMETERS,
+    PipelineRequest,
+    QueryParameter,
+    parse_boolean,
+    split_query,
+)
 from datapipe_django.rest.checks import no_tenant_hook
 from datapipe_django.rest.compiled import serializer_data
 from datapipe_django.rest.exceptions import (
@@ -41,8 +47,6 @@ _WARNED_NO_TENANT: set[type[Any]] = set()
 #: A "did you mean" hint of an error message, with the name it suggests.
 _HINT = re.compile(r" Did you mean '([^']*)'\?")
 
-_TRUE = frozenset({"true", "1", "yes", "on"})
-_FALSE = frozenset({"false", "0", "no", "off"})
 
 _NOT_TOKEN = re.compile(r"[^A-Za-z0-9!#$%&'*+.^_`|~-]")  # what an HTTP token may not contain
 
@@ -204,11 +208,9 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         raw = self.request.query_params.get(self.total_param)
         if raw is None or raw == "":
             return None
-        value = raw.strip().lower()
-        if value in _TRUE:
-            return True
-        if value in _FALSE:
-            return False
+        value = parse_boolean(raw)
+        if value is not None:
+            return value
         raise ValidationFailed({self.total_param: ["Must be a valid boolean."]})
 
     def get_sparse_fieldsets(self) -> tuple[frozenset[str], frozenset[str]]:
