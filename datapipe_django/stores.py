@@ -95,7 +95,6 @@ class StoreGuard:
         self.last_error = ""
         self.opened_at: float | None = None
         self._lock = threading.Lock()
-        self._prober: threading.Thread | None = None
 
     @property
     def is_open(self) -> bool:
@@ -113,7 +112,7 @@ class StoreGuard:
             if self.opened_at is not None:
                 return
             self.opened_at = time.monotonic()
-            prober = self._prober = threading.Thread(
+            prober = threading.Thread(
                 target=self._probe_until_reachable, name=f"datapipe-store-{self.alias}",
                 daemon=True)
         logger.warning("Database %r is unavailable (%s); reads skip it until it answers.",
