@@ -22,6 +22,7 @@ from datapipe_django.fetchers.base import (
 from datapipe_django.paging import SCORE_ATTR
 from datapipe_django.pinning import is_pinned
 from datapipe_django.replicas import replica_status
+from datapipe_django.search.database import search_words
 from datapipe_django.stores import use_store
 
 __all__ = ["ORMFetcher", "interpolate_sql", "mark_words", "search_q"]
@@ -29,7 +30,7 @@ __all__ = ["ORMFetcher", "interpolate_sql", "mark_words", "search_q"]
 
 def search_q(search: str, fields: tuple[str, ...]) -> Q:
     """DRF ``SearchFilter`` semantics: every whitespace-separated term matches some field."""
-    terms = search.replace(",", " ").split()
+    terms = search_words(search)
     per_term = [
         reduce(operator.or_, (Q(**{f"{field}__icontains": term}) for field in fields))
         for term in terms

@@ -50,6 +50,7 @@ from django.core.exceptions import FieldError
 from django.db import models
 from django.utils import timezone
 
+from datapipe_django.search.database import search_words
 from datapipe_django.specs import (
     And,
     Contains,
@@ -683,10 +684,10 @@ def multi_match(text: str, fields: Sequence[str], *,
     if fuzziness in (None, 0):
         return {"multi_match": {"query": text, "fields": list(fields), "type": "cross_fields",
                                 "operator": "and", "lenient": True}}
-    words = text.replace(",", " ").split()
     per_word = [{"multi_match": {"query": word, "fields": list(fields), "type": "best_fields",
                                  "operator": "and", "fuzziness": fuzziness,
-                                 "prefix_length": 0, "lenient": True}} for word in words]
+                                 "prefix_length": 0, "lenient": True}}
+                for word in search_words(text)]
     return per_word[0] if len(per_word) == 1 else {"bool": {"must": per_word}}
 
 
