@@ -103,12 +103,18 @@ def ensure_services() -> None:
 
 
 def document() -> type[Any]:
+    """The bench index's Document, for django-elasticsearch-dsl or django-opensearch-dsl: the
+    same fields, each library's own base class, field types and registry."""
     if ENGINE == "opensearch":
-        return opensearch_document()
-    from django_elasticsearch_dsl import Document, fields
-    from django_elasticsearch_dsl.registries import registry
+        from django_opensearch_dsl import Document, fields
+        from django_opensearch_dsl.registries import registry
 
-    from datapipe_django.search.fields import DateNanosField
+        from datapipe_django.search.fields import OpenSearchDateNanosField as DateField
+    else:
+        from django_elasticsearch_dsl import Document, fields
+        from django_elasticsearch_dsl.registries import registry
+
+        from datapipe_django.search.fields import DateNanosField as DateField  # type: ignore[no-redef]
     from tests.testapp.models import Item
 
     @registry.register_document
@@ -116,7 +122,7 @@ def document() -> type[Any]:
         tenant = fields.KeywordField()
         name = fields.TextField(fields={"raw": fields.KeywordField()})
         status = fields.KeywordField()
-        created_at = DateNanosField()
+        created_at = DateField()
         category = fields.LongField(attr="category_id")
         owner = fields.LongField(attr="owner_id")
 
@@ -129,33 +135,6 @@ def document() -> type[Any]:
             fields = ["id", "amount", "active", "day", "score"]
 
     return BenchItemDocument
-
-
-def opensearch_document() -> type[Any]:
-    from django_opensearch_dsl import Document, fields
-    from django_opensearch_dsl.registries import registry
-
-    from datapipe_django.search.fields import OpenSearchDateNanosField
-    from tests.testapp.models import Item
-
-    @registry.register_document
-    class BenchItemOpenSearchDocument(Document):
-        tenant = fields.KeywordField()
-        name = fields.TextField(fields={"raw": fields.KeywordField()})
-        status = fields.KeywordField()
-        created_at = OpenSearchDateNanosField()
-        category = fields.LongField(attr="category_id")
-        owner = fields.LongField(attr="owner_id")
-
-        class Index:
-            name = INDEX
-            settings = {"number_of_shards": 1, "number_of_replicas": 0}
-
-        class Django:
-            model = Item
-            fields = ["id", "amount", "active", "day", "score"]
-
-    return BenchItemOpenSearchDocument
 
 
 def seed(doc: type[Any]) -> None:
