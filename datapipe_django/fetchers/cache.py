@@ -223,17 +223,12 @@ def encode_rows(model: type[models.Model], rows: Sequence[Any], db: str | None
 
 
 def decode_rows(model: type[models.Model], fieldsets: list[list[str]],
-                records: list[list[Any]], db: str | None, *, checked: bool = False
-                ) -> list[models.Model]:
+                records: list[list[Any]], db: str | None) -> list[models.Model]:
     """Model instances from :func:`encode_rows` output: what ``Model.from_db(db, fields,
     values)`` returns (built without ``__init__`` when :func:`_fast_build` holds, see
-    :func:`_record_decoder`). ``checked``: the records were parsed by orjson,
-    which reads an integer past 64 bits as a float; such a float in an integer field raises
-    :class:`_WideInteger` (only with the generated decoders, see :func:`_orjson_reads`)."""
+    :func:`_record_decoder`)."""
     if _fast_build(model):
-        tracked = tenant_attnames(model) if post_init.has_listeners(model) else ()
-        rebuild = [_record_decoder(model, tuple(fs), tracked, checked) for fs in fieldsets]
-        return [rebuild[record[0]](record, db) for record in records]
+        return _decode_generated(model, fieldsets, records, db, checked=False)
     by_attname = {c[0]: c[2] for c in _codecs(model)}
     decoders = [[by_attname[a] for a in fs] for fs in fieldsets]
     build = model.from_db
@@ -244,6 +239,18 @@ def decode_rows(model: type[models.Model], fieldsets: list[list[str]],
         python = [v if v is None or d is None else d(v) for v, d in zip(values, decs, strict=True)]
         rows.append(build(record[2] if len(record) > 2 else db, fieldsets[index], python))
     return rows
+
+
+def _decode_generated(model: type[models.Model], fieldsets: list[list[str]],
+                      records: list[list[Any]], db: str | None, checked: bool
+                      ) -> list[models.Model]:
+    """:func:`decode_rows` when :func:`_fast_build` holds: through :func:`_record_decoder`.
+    ``checked``: the records were parsed by orjson, which reads an integer past 64 bits as a
+    float; such a float in an integer field raises :class:`_WideInteger` (see
+    :func:`_orjson_reads`)."""
+    tracked = tenant_attnames(model) if post_init.has_listeners(model) else ()
+    rebuild = [_record_decoder(model, tuple(fs), tracked, checked) for fs in fieldsets]
+    return [rebuild[record[0]](record, db) for record in records]
 
 
 class _WideInteger(ValueError):
@@ -337,7 +344,8 @@ def read_entry(model: type[models.Model], raw: str | bytes,
             data = orjson.loads(raw)
             if not accept(data):
                 return None
-            return data, decode_rows(model, data["fs"], data["r"], data["db"], checked=True)
+            return data, _decode_generated(model, data["fs"], data["r"], data["db"],
+                                           checked=True)
         except ValueError:  # orjson.JSONDecodeError, _WideInteger
             pass
     data = json.loads(raw)
