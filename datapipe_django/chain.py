@@ -386,10 +386,12 @@ class FetcherChain:
                     f"not read: {primary.name} is read first; this one only in its place",
                     mirror_of=mirrors.get(mirror.name))
         result = []
-        for fetcher, verdict in self.verdicts(request):
-            if fetcher.name in steps:
+        for fetcher in self.fetchers:
+            if fetcher.name in steps:  # a member of a store: it accepted the request
                 result.append(steps[fetcher.name])
-            elif not verdict:
+                continue
+            verdict = _verdict(fetcher, request)
+            if not verdict:
                 result.append(PlanStep(fetcher.name, describe_holds(hook(fetcher, "get_holds")()),
                                        "declined", verdict.reason,
                                        mirror_of=mirrors.get(fetcher.name)))
