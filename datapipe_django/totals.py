@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from datapipe_django.chain import UNAVAILABLE_ERRORS, Attempt, FetcherChain, _reason
+from datapipe_django.chain import UNAVAILABLE_ERRORS, Attempt, FetcherChain, _and, _reason
 from datapipe_django.fetchers.base import FetchRequest, hook
 
 __all__ = ["Total", "count_total"]
@@ -70,7 +70,7 @@ def count_total(chain: FetcherChain, request: FetchRequest,
         failures: list[str] = []
         for step in reading:
             region = whole if step.region is None else replace(
-                whole, spec=whole.spec & step.region if whole.spec is not None else None)
+                whole, spec=_and(whole.spec, [step.region]))
             stand_ins = [step.source] + [s.source for s in plan.steps
                                          if s.mirror_of == step.source]
             found = _count_one([by_name[n] for n in stand_ins if n in by_name], region,
