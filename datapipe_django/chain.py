@@ -198,8 +198,8 @@ class Plan:
 
     ``disjoint``: no row can come from two of the reading steps (each later tier's query
     excludes what the earlier ones hold), so a count over the request is the sum of the
-    reading steps' counts over their regions. A step ``holds_every_row`` when its action is
-    ``serves``."""
+    reading steps' counts over their regions. ``reading``: the steps that read (``serves``,
+    ``prefix`` or ``reads``)."""
 
     steps: list[PlanStep]
     disjoint: bool
