@@ -263,6 +263,7 @@ class FetcherChain:
         self._submit = submit
         self._on_attempt = on_attempt
         self._tracer: Tracer = tracer if tracer is not None else NullTracer()
+        self._mirrors: dict[str, str] | None = None
 
     # -- public -----------------------------------------------------------------------------
     def verdicts(self, request: FetchRequest) -> list[tuple[Any, Verdict]]:
@@ -271,7 +272,10 @@ class FetcherChain:
 
     def mirrors(self) -> dict[str, str]:
         """``{mirror fetcher name: name of the fetcher it mirrors}`` for this chain: a fetcher
-        whose ``mirror_of`` names another fetcher, or that one's database alias."""
+        whose ``mirror_of`` names another fetcher, or that one's database alias (worked out
+        once per chain: ``run`` and ``plan`` both ask)."""
+        if self._mirrors is not None:
+            return self._mirrors
         result: dict[str, str] = {}
         for fetcher in self.fetchers:
             target = hook(fetcher, "mirror_of")
@@ -282,6 +286,7 @@ class FetcherChain:
                         other.name == target or hook(other, "database") == target):
                     result[fetcher.name] = other.name
                     break
+        self._mirrors = result
         return result
 
     def stores(self, request: FetchRequest, attempts: list[Attempt] | None = None
