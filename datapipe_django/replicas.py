@@ -9,8 +9,9 @@ does, so the bound holds however sparse the traffic. Under steady traffic one ba
 re-measures a healthy replica every ``REPLICA_CHECK_INTERVAL`` seconds, so a request rarely pays
 for a measurement. A replica measured as behind (or whose lag is unknown) is measured again at
 its next use, so one that caught up is read again at once; concurrent callers share one
-measurement (single flight). An unreachable replica is skipped without waiting and re-measured in
-the background every ``REPLICA_CHECK_INTERVAL`` seconds.
+measurement (single flight). An unreachable replica is skipped without waiting while its store's
+breaker is open (:mod:`datapipe_django.stores`), and measured again at its first use once the
+store answers, so a replica that is back is read again at once.
 
 Lag is measured on the replica itself, per database vendor, by a *lag probe*
 ``(connection) -> float | None`` (seconds; None: unknown, which counts as unhealthy).
@@ -244,8 +245,9 @@ def replica_status(alias: str, *, timeout: float | None = None) -> ReplicaStatus
       this returns, within ``timeout`` seconds (the caller's remaining deadline; default
       :data:`DEFAULT_MEASURE_TIMEOUT`). A measurement that does not finish in time makes the
       replica unhealthy for this call (``"not measured in time"``).
-    * An unreachable replica is reported as such at once; it is measured again in the
-      background once the measurement is older than ``REPLICA_CHECK_INTERVAL``.
+    * An unreachable replica is reported as such at once while its store's breaker is open
+      (measured again in the background once older than ``REPLICA_CHECK_INTERVAL``); once the
+      store answers again, it is measured before this returns, as above.
     """
     max_lag = float(datapipe_settings.REPLICA_MAX_LAG)
     interval = float(datapipe_settings.REPLICA_CHECK_INTERVAL)
@@ -259,10 +261,11 @@ def replica_status(alias: str, *, timeout: float | None = None) -> ReplicaStatus
             if status.age(now) > min(interval, margin / 2):
                 _refresh_in_background(alias)
             return status
-        if not status.reachable:
-            # Retried in the background: at the interval, or as soon as the store's breaker
-            # saw it answer again.
-            if status.age(now) > interval or get_store_guard(alias).allow():
+        if not status.reachable and not get_store_guard(alias).allow():
+            # Down: skipped without waiting (the store's prober watches for its return). Once
+            # its store answers again it is measured now, so a replica that is back is read
+            # at once.
+            if status.age(now) > interval:
                 _refresh_in_background(alias)
             return status
     wait = DEFAULT_MEASURE_TIMEOUT if timeout is None else max(0.0, timeout)

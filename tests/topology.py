@@ -25,8 +25,6 @@ def services(command: str) -> None:
 @contextlib.contextmanager
 def stopped(name: str) -> Iterator[None]:
     """``name`` (postgres, replica, mariadb) is down inside the block, up again after it."""
-    from datapipe_django.replicas import forget_replica_status
-
     FAULT_FLAG.touch()
     try:
         services(f"stop-{name}")
@@ -38,7 +36,6 @@ def stopped(name: str) -> Iterator[None]:
                 services("start-replica")  # make sure the standby streams again
             for alias in connections:
                 connections[alias].close()  # the test thread's own connections died with it
-            forget_replica_status()
             wait_for_stores(STORES.get(name, ()), within=1.0)
     finally:
         FAULT_FLAG.unlink(missing_ok=True)
