@@ -17,8 +17,7 @@ from datapipe_django.invalidation import invalidate
 from datapipe_django.pipeline import Pipeline
 from datapipe_django.registry import get_pipeline
 from datapipe_django.request import PipelineRequest
-from datapipe_django.result import PipelineResult
-from datapipe_django.state import State
+from datapipe_django.state import PipelineResult, State
 
 __version__ = "0.1.0"
 

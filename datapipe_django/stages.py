@@ -19,7 +19,6 @@ from datapipe_django.errors import EnrichmentFailed, SourcesUnavailable, Validat
 from datapipe_django.fetchers.base import FetchRequest
 from datapipe_django.paging import RELEVANCE, Cursor, Ordering
 from datapipe_django.request import parse_boolean, quote
-from datapipe_django.result import PipelineResult
 from datapipe_django.specs import (
     MatchAll,
     Uncompilable,
@@ -28,6 +27,7 @@ from datapipe_django.specs import (
     compile_filterset,
     model_field,
 )
+from datapipe_django.state import PipelineResult
 from datapipe_django.totals import count_total
 
 if TYPE_CHECKING:

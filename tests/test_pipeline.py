@@ -180,3 +180,13 @@ def test_public_names_are_exported():
     assert {"Pipeline", "PipelineRequest", "PipelineResult", "State", "FallbackMode",
             "ValidationFailed", "SourcesUnavailable"} <= public
     assert PipelineRequest(expand="a,b.c", ordering="-x,y").expand == {"a", "b.c"}
+
+
+def test_the_result_lives_in_state_and_the_old_module_re_exports_it():
+    import datapipe_django.result
+    import datapipe_django.state
+
+    result = make().execute(tenant=None)
+    assert type(result) is datapipe_django.state.PipelineResult
+    assert datapipe_django.result.PipelineResult is datapipe_django.state.PipelineResult
+    assert datapipe_django.PipelineResult is datapipe_django.state.PipelineResult

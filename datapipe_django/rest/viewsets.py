@@ -36,7 +36,7 @@ from datapipe_django.rest.filters import PipelineFilterBackend, filter_parameter
 from datapipe_django.rest.pagination import PipelinePagination
 from datapipe_django.rest.renderers import fast_renderers
 from datapipe_django.rest.sparse import check_fieldsets, narrow, parse_fieldset
-from datapipe_django.result import PipelineResult
+from datapipe_django.state import PipelineResult
 
 __all__ = ["PipelineViewSet"]
 
