@@ -23,6 +23,7 @@ __all__ = [
     "normalize_names",
     "normalize_ordering",
     "parameter_key",
+    "parse_names",
     "quote",
     "register_query_parameter",
     "split_query",
@@ -190,6 +191,14 @@ def normalize_expand(value: str | Iterable[str] | None) -> frozenset[str]:
     for item in [value] if isinstance(value, str) else value:
         parts.extend(str(item).split(","))
     return frozenset(p.strip(_BLANK) for p in parts if p.strip(_BLANK))
+
+
+def parse_names(params: Any, name: str) -> frozenset[str]:
+    """A name-list parameter of a query string (``params``, a ``QueryDict``): ``name=a,b.c`` or
+    ``name[]=a&name[]=b.c``, both forms repeated and mixed → ``{"a", "b.c"}``, split and
+    stripped by :func:`normalize_expand` (the one rule for ``expand``, ``fields`` and
+    ``omit``)."""
+    return normalize_expand([*params.getlist(f"{name}[]"), *params.getlist(name)])
 
 
 @dataclass(frozen=True)

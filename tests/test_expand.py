@@ -11,6 +11,8 @@ from django.db import connection
 from django.http import QueryDict
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
+from hypothesis import given
+from hypothesis import strategies as st
 from rest_framework import serializers
 from rest_framework.test import APIRequestFactory
 
@@ -40,6 +42,29 @@ def test_parse_expand_takes_both_forms(query, expected):
 def test_a_pipeline_request_normalises_expand_too():
     assert PipelineRequest(expand="a, b.c").expand == {"a", "b.c"}
     assert PipelineRequest(expand=["a", "b,c"]).expand == {"a", "b", "c"}
+
+
+@given(st.lists(st.tuples(st.sampled_from(["expand", "expand[]"]),
+                          st.text(alphabet=st.sampled_from("ab.,_ \t\n\x0b\x1fé"), max_size=8)),
+                max_size=6))
+def test_the_query_string_and_a_pipeline_request_split_expand_by_one_rule(pairs):
+    params = QueryDict(mutable=True)
+    for name, value in pairs:
+        params.appendlist(name, value)
+    values = [v for name in ("expand[]", "expand") for v in params.getlist(name)]
+    assert parse_expand(params) == PipelineRequest(expand=values).expand
+    # Only spaces and tabs are blank: a control character is a (bad) name, not nothing.
+    assert {n for n in parse_expand(params) if n.strip(" \t") != n or not n} == set()
+    assert all(n in "".join(values) for n in parse_expand(params))
+
+
+@pytest.mark.django_db
+def test_a_control_character_in_expand_is_a_name_that_the_request_refuses():
+    with CaptureQueriesContext(connection) as queries:
+        response = get("expand=owner,%0B")
+    assert response.status_code == 400, response.data
+    assert list(response.data) == ["expand"]
+    assert queries.captured_queries == []
 
 
 # -- an API with every kind of expansion -------------------------------------------------------

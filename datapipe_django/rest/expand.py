@@ -10,7 +10,8 @@ from django.db import models
 from rest_framework import serializers
 
 from datapipe_django.enrichers.prefetch import cache_name_of
-from datapipe_django.rest.sparse import parse_fieldset, restrict
+from datapipe_django.request import parse_names
+from datapipe_django.rest.sparse import restrict
 
 __all__ = ["ExpandableField", "parse_expand"]
 
@@ -20,8 +21,10 @@ def parse_expand(query_params: Any) -> frozenset[str]:
     ``{"a", "b.c"}``.
 
     Names are only split and stripped here; validation (unknown names, depth, auth type) is the
-    pipeline's job, in its validate stage."""
-    return parse_fieldset(query_params, "expand")
+    pipeline's job, in its validate stage. The one splitter is
+    :func:`datapipe_django.request.parse_names` (``PipelineRequest(expand=...)`` splits the same
+    way), so a control character is a (bad) name here too, not a blank."""
+    return parse_names(query_params, "expand")
 
 
 class ExpandableField(serializers.Field):

@@ -24,6 +24,8 @@ from django.db import models
 from rest_framework import serializers
 from rest_framework.utils.serializer_helpers import BindingDict
 
+from datapipe_django.request import parse_names
+
 __all__ = ["check_fieldsets", "model_fields", "narrow", "parse_fieldset", "restrict",
            "unknown_paths"]
 
@@ -36,12 +38,9 @@ _MAX_ENTRIES = 1024
 
 
 def parse_fieldset(query_params: Any, name: str) -> frozenset[str]:
-    """``name=a,b.c`` or ``name[]=a&name[]=b.c`` (may repeat and mix) → ``{"a", "b.c"}``."""
-    raw: list[str] = []
-    for key in (f"{name}[]", name):
-        for value in query_params.getlist(key):
-            raw.extend(value.split(","))
-    return frozenset(v.strip() for v in raw if v.strip())
+    """``name=a,b.c`` or ``name[]=a&name[]=b.c`` (may repeat and mix) → ``{"a", "b.c"}``
+    (:func:`datapipe_django.request.parse_names`, the one splitter of name lists)."""
+    return parse_names(query_params, name)
 
 
 def _below(paths: Iterable[str], prefix: str) -> list[str]:
