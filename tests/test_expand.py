@@ -4,10 +4,12 @@ nested rendering, and fields visible per auth type (``AuthTypeFieldsMixin``)."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
+from django.db.models import prefetch_related_objects
 from django.http import QueryDict
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
@@ -300,3 +302,32 @@ def test_nested_serializers_are_built_once_per_field_not_per_row(data, monkeypat
     assert len(response.data["items"]) == 22
     assert all(isinstance(row["owner"], dict) for row in response.data["items"])
     assert len(built) == 1
+
+
+# Every subset of an item's relations loaded, as an enricher (or the fetch's join) leaves it.
+RELATIONS = ("owner", "category", "tags", "comments", "detail")
+
+
+@pytest.mark.parametrize("loaded", [frozenset(c) for n in range(len(RELATIONS) + 1)
+                                    for c in itertools.combinations(RELATIONS, n)])
+def test_a_loaded_relation_is_read_as_the_general_route_reads_it_without_a_query(data, loaded):
+    from datapipe_django.rest.expand import _is_loaded, _loaded_value
+
+    items = list(Item.objects.order_by("id"))
+    if loaded:
+        prefetch_related_objects(items, *sorted(loaded))
+    fields = ItemSerializer(context={"expand": frozenset(), "auth_type": "private"}).fields
+    with CaptureQueriesContext(connection) as queries:
+        for item in items:
+            for name in RELATIONS:
+                ok, value, many = fields[name].loaded_value(item)
+                assert ok is _is_loaded(item, name) is (name in loaded)
+                if not ok:
+                    assert (value, many) == (None, False)
+                    continue
+                general = _loaded_value(item, name)
+                if many:
+                    assert value == list(general.all())
+                else:
+                    assert value == general
+    assert len(queries) == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import FieldDoesNotExist
@@ -69,17 +70,12 @@ class ExpandableField(serializers.Field):
     def loaded_value(self, instance: Any) -> tuple[bool, Any, bool]:
         """``(True, value, many)`` when the relation is loaded on ``instance`` (``value`` is
         the related object, None, or for a to-many relation the list of related objects),
-        else ``(False, None, False)``: reading it would query."""
-        source = self.source or self.field_name or ""
-        if not _is_loaded(instance, source):
-            return False, None, False
-        value = _loaded_value(instance, source)
-        if value is None:
-            return True, None, False
-        many = self.many or isinstance(value, models.Manager | models.QuerySet | list | tuple)
-        if many:
-            value = list(value.all()) if hasattr(value, "all") else list(value)
-        return True, value, many
+        else ``(False, None, False)``: reading it would query.
+
+        How to read it is worked out once per model class and source (:func:`_reader`): per
+        row it is one dictionary lookup, as DRF's nested serializer reads a loaded relation."""
+        kind: Any = type(instance)
+        return _reader(kind, self.source or self.field_name or "", self.many)(instance)
 
     def nested(self, many: bool) -> serializers.BaseSerializer[Any]:
         """The serializer of the expanded value (built on first use, with the path below)."""
@@ -104,6 +100,59 @@ class ExpandableField(serializers.Field):
             return [obj.pk for obj in related] if related is not None else None
         value = _loaded_value(instance, source) if _is_loaded(instance, source) else None
         return getattr(value, "pk", value)
+
+
+_NOT_LOADED: tuple[bool, Any, bool] = (False, None, False)
+_LOADED_NONE: tuple[bool, Any, bool] = (True, None, False)
+
+Reader = Callable[[Any], tuple[bool, Any, bool]]
+
+
+@functools.lru_cache(maxsize=1024)
+def _reader(kind: Any, source: str, many: bool) -> Reader:
+    """How :meth:`ExpandableField.loaded_value` reads ``source`` on instances of ``kind``.
+
+    A model relation is read where Django keeps it once loaded: a to-one relation in
+    ``_state.fields_cache``, a to-many one in ``_prefetched_objects_cache`` (a queryset whose
+    rows are already fetched). Anything else (an attribute a service enricher set, an object
+    that is not a model instance) takes the general route of :func:`_is_loaded` and
+    :func:`_loaded_value`."""
+    field = _field_of(kind, source) if hasattr(kind, "_meta") else None
+    if field is not None and field.is_relation and not many and (
+            field.many_to_one or field.one_to_one):
+        name = cache_name_of(field)
+
+        def to_one(instance: Any) -> tuple[bool, Any, bool]:
+            cache = instance._state.fields_cache
+            if name not in cache:
+                return _NOT_LOADED
+            value = cache[name]
+            return _LOADED_NONE if value is None else (True, value, False)
+
+        return to_one
+    if field is not None and field.is_relation and (field.many_to_many or field.one_to_many):
+        name = cache_name_of(field)
+
+        def to_many(instance: Any) -> tuple[bool, Any, bool]:
+            cached = instance.__dict__.get("_prefetched_objects_cache")
+            if cached is None or name not in cached:
+                return _NOT_LOADED
+            return True, list(cached[name]), True  # its rows are fetched: no query
+
+        return to_many
+
+    def general(instance: Any) -> tuple[bool, Any, bool]:
+        if not _is_loaded(instance, source):
+            return _NOT_LOADED
+        value = _loaded_value(instance, source)
+        if value is None:
+            return _LOADED_NONE
+        as_list = many or isinstance(value, models.Manager | models.QuerySet | list | tuple)
+        if as_list:
+            value = list(value.all()) if hasattr(value, "all") else list(value)
+        return True, value, as_list
+
+    return general
 
 
 def _model_field(instance: Any, name: str) -> Any:
