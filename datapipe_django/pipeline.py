@@ -13,7 +13,13 @@ from django.db import models
 from datapipe_django import registry
 from datapipe_django.chain import Attempt, FallbackMode
 from datapipe_django.conf import datapipe_settings
-from datapipe_django.enrichers.base import CompositeEnricher, enricher_paths, parent_path
+from datapipe_django.enrichers.base import (
+    BaseEnricher,
+    CompositeEnricher,
+    Enricher,
+    as_enricher,
+    parent_path,
+)
 from datapipe_django.errors import PipelineError
 from datapipe_django.middleware import StageMiddleware, compose
 from datapipe_django.observability import (
@@ -75,7 +81,7 @@ class Pipeline:
         ordering: Iterable[str] | None = None,
         ordering_fields: Iterable[str] | None = None,
         fallback: FallbackMode = FallbackMode.SEQUENTIAL,
-        enrichers: Sequence[Any] = (),
+        enrichers: Sequence[Enricher] = (),
         parallel_enrichment: bool = False,
         max_workers: int = 5,
         transformers: Sequence[Callable[[list[Any], State], Iterable[Any] | None]] = (),
@@ -224,24 +230,14 @@ class Pipeline:
         return [f for _, f in indexed]
 
     @staticmethod
-    def _check_enrichers(owner: str, enrichers: Sequence[Any]) -> list[Any]:
+    def _check_enrichers(owner: str, enrichers: Sequence[Enricher]) -> list[BaseEnricher]:
+        checked = [_enricher(owner, enricher) for enricher in enrichers]
         seen: set[str] = set()
-        for enricher in enrichers:
-            if isinstance(enricher, type):
-                raise ImproperlyConfigured(
-                    f"{owner}: `enrichers` holds the class {enricher.__name__}, not an instance. "
-                    f"Pass an enricher object, e.g. {enricher.__name__}('user')."
-                )
-            for attr in ("name", "required", "can_enrich", "enrich"):
-                if not hasattr(enricher, attr):
-                    raise ImproperlyConfigured(
-                        f"{owner}: enricher {enricher!r} has no `{attr}`. Subclass "
-                        f"datapipe_django.enrichers.BaseEnricher."
-                    )
+        for enricher in checked:
             if enricher.name in seen:
                 raise ImproperlyConfigured(f"{owner}: two enrichers are named {enricher.name!r}.")
             seen.add(enricher.name)
-        provided = {path for enricher in enrichers for path in enricher_paths(enricher)}
+        provided = {path for enricher in checked for path in enricher.paths()}
         for path in sorted(provided):
             parent = parent_path(path)
             if parent is not None and parent not in provided:
@@ -249,7 +245,7 @@ class Pipeline:
                     f"{owner}: enricher {path!r} expands below {parent!r}, which no enricher "
                     f"expands. Declare one for {parent!r} too, e.g. PrefetchEnricher({parent!r})."
                 )
-        return list(enrichers)
+        return checked
 
     # -- derived configuration -----------------------------------------------------------------
     @property
@@ -269,7 +265,7 @@ class Pipeline:
         """The ``expand`` paths a caller of ``auth_type`` may ask for: those of the enrichers
         it may have (``always`` ones included), below parent paths it may have too."""
         allowed = {path for enricher in self.enrichers if enricher.can_enrich(auth_type)
-                   for path in enricher_paths(enricher)}
+                   for path in enricher.paths()}
 
         def reachable(path: str) -> bool:
             parent = parent_path(path)
@@ -406,3 +402,20 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"<Pipeline {self.name!r} model={self.model._meta.label}>"
+
+
+def _enricher(owner: str, enricher: Any) -> BaseEnricher:
+    """One entry of ``enrichers``, checked (an instance with the required part of the protocol)
+    and seen as a :class:`BaseEnricher` (:func:`~datapipe_django.enrichers.base.as_enricher`)."""
+    if isinstance(enricher, type):
+        raise ImproperlyConfigured(
+            f"{owner}: `enrichers` holds the class {enricher.__name__}, not an instance. "
+            f"Pass an enricher object, e.g. {enricher.__name__}('user')."
+        )
+    for attr in ("name", "required", "can_enrich", "enrich"):
+        if not hasattr(enricher, attr):
+            raise ImproperlyConfigured(
+                f"{owner}: enricher {enricher!r} has no `{attr}`. Subclass "
+                f"datapipe_django.enrichers.BaseEnricher."
+            )
+    return as_enricher(enricher)

@@ -14,7 +14,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 
 from datapipe_django.chain import FetcherChain
 from datapipe_django.conf import datapipe_settings
-from datapipe_django.enrichers.base import EnrichContext, enricher_needs, enricher_paths
+from datapipe_django.enrichers.base import EnrichContext
 from datapipe_django.errors import EnrichmentFailed, SourcesUnavailable, ValidationFailed
 from datapipe_django.fetchers.base import FetchRequest
 from datapipe_django.paging import RELEVANCE, Cursor, Ordering
@@ -110,7 +110,7 @@ def _expand(state: State, errors: dict[str, list[str]]) -> frozenset[str]:
     max_depth = int(datapipe_settings.MAX_EXPAND_DEPTH)
     allowed = pipeline.expandable(auth_type)
     asked = state.request.expand
-    known = {path for e in pipeline.enrichers for path in enricher_paths(e)}
+    known = {path for e in pipeline.enrichers for path in e.paths()}
     if len(asked) > max(len(known), 1):
         errors["expand"] = [f"Give at most {max(len(known), 1)} expansions, not {len(asked)}."]
         return frozenset()
@@ -339,7 +339,7 @@ def load_fields(state: State) -> tuple[str, ...] | None:
         names.add(pipeline.tenant_field.split("__")[0])
     selected = pipeline.composite_enricher.select(state.expand, request.auth_type)
     for enricher in selected:
-        needed = enricher_needs(enricher, model)
+        needed = enricher.needs(model)
         if needed is None:
             return None
         names.update(needed)
@@ -352,7 +352,7 @@ def load_fields(state: State) -> tuple[str, ...] | None:
 def _joins(state: State) -> tuple[str, ...]:
     """The ``select_related`` paths of the joining enrichers this request runs (usually none)."""
     pipeline = state.pipeline
-    joining = [e for e in pipeline.enrichers if getattr(e, "join", False) is True]
+    joining = [e for e in pipeline.enrichers if e.join]
     if not joining:
         return ()
     selected = {id(e) for e in
@@ -430,7 +430,7 @@ def enrich(state: State) -> None:
     # From here on `expand` says what is loaded (serializers render exactly that): the
     # `always` enrichers join it, failed ones and the paths below them leave it.
     failed = {error["enricher"] for error in errors}
-    loaded = {path for e in selected if e.name not in failed for path in enricher_paths(e)}
+    loaded = {path for e in selected if e.name not in failed for path in e.paths()}
     state.expand = frozenset(
         path for path in state.expand | loaded
         if not any(path == f or path.startswith(f"{f}.") for f in failed)

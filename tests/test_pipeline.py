@@ -190,3 +190,59 @@ def test_the_result_lives_in_state_and_the_old_module_re_exports_it():
     assert type(result) is datapipe_django.state.PipelineResult
     assert datapipe_django.result.PipelineResult is datapipe_django.state.PipelineResult
     assert datapipe_django.PipelineResult is datapipe_django.state.PipelineResult
+
+
+# -- duck-typed components: the smallest thing that works -----------------------------------------
+
+class Stamp:
+    """The smallest enricher: ``name``, ``required``, ``can_enrich``, ``enrich``; no base class."""
+
+    name, required = "stamp", False
+
+    def can_enrich(self, auth_type):
+        return auth_type != "public"
+
+    def enrich(self, items, context):
+        for item in items:
+            item.stamp = f"{context.pipeline}:{item.pk}"
+
+
+def test_a_duck_typed_enricher_runs_with_the_base_class_defaults():
+    from datapipe_django.enrichers import BaseEnricher, Enricher
+
+    stamp = Stamp()
+    assert isinstance(stamp, Enricher) and not isinstance(stamp, BaseEnricher)
+    pipeline = make(enrichers=[stamp], parallel_enrichment=True)
+    seen = pipeline.enrichers[0]
+    assert isinstance(seen, BaseEnricher) and seen.wrapped is stamp
+    assert (seen.paths(), seen.always, seen.join, seen.auth_types) == (("stamp",), False, False,
+                                                                       None)
+    assert seen.needs(Item) is None and seen.check(pipeline) == []
+    result = pipeline.execute(expand={"stamp"}, limit=3)
+    assert [item.stamp for item in result.items] == ["p-test:1", "p-test:2", "p-test:3"]
+    assert result.expand == {"stamp"} and result.errors == []
+    assert pipeline.expandable("public") == frozenset()  # its own can_enrich is the one asked
+    with pytest.raises(ValidationFailed, match="expand"):
+        pipeline.execute(expand={"stamp"}, auth_type="public")
+
+
+def test_a_duck_typed_enricher_keeps_the_hooks_it_has():
+    class Both(Stamp):
+        name, always, paths = "both", True, ("both", "both.more")
+
+        def load(self, items, context):
+            return {item.pk: item.pk * 10 for item in items}
+
+        def apply(self, items, loaded, context):
+            for item in items:
+                item.both = loaded[item.pk]
+
+        def runs_inline(self, items, context):
+            return True
+
+    pipeline = make(enrichers=[Both()])
+    seen = pipeline.enrichers[0]
+    assert seen.paths() == ("both", "both.more") and seen.always
+    result = pipeline.execute(limit=2)
+    assert [item.both for item in result.items] == [10, 20]  # always: not asked for, runs
+    assert result.expand == {"both", "both.more"}

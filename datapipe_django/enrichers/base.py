@@ -1,17 +1,28 @@
-"""The enricher protocol and `CompositeEnricher`, which runs a page's enrichers.
+"""The enricher protocol, :class:`BaseEnricher`, and `CompositeEnricher`, which runs a page's
+enrichers.
 
 An enricher is any object with ``name``, ``required``, ``can_enrich(auth_type)`` and
-``enrich(items, context)``. It runs when its name is in the request's ``expand`` (or always,
-when declared ``always=True``). A dotted name (``fund_account.contact``) expands below the
-enricher named by its parent path (``fund_account``), which then runs first.
+``enrich(items, context)`` (the :class:`Enricher` protocol). It runs when its name is in the
+request's ``expand`` (or always, when declared ``always=True``). A dotted name
+(``fund_account.contact``) expands below the enricher named by its parent path
+(``fund_account``), which then runs first.
 
-An enricher may instead be *two-phase*: ``load(items, context) -> loaded`` reads what it needs
+:class:`BaseEnricher` declares every hook the library calls, each with a safe default, so one
+class tells the whole protocol: ``always``, ``auth_types``, ``join`` and
+``join_path(model)``, ``paths()``, ``needs(model)``, ``runs_inline(items, context)``,
+``check(pipeline)``, and the two phases ``load(items, context)`` / ``apply(items, loaded,
+context)``. An enricher that does not
+subclass it (duck-typed) keeps working: the pipeline wraps it with :func:`as_enricher`, which
+gives it the defaults of the hooks it lacks.
+
+An enricher may be *two-phase*: ``load(items, context) -> loaded`` reads what it needs
 without touching the items (it runs on a worker thread) and ``apply(items, loaded, context)``
 attaches it (it runs on the calling thread, only when ``load`` finished in time). The built-in
 enrichers are two-phase, so an enricher abandoned at the deadline can never change the items
 after the pipeline returned. An enricher with only ``enrich`` mutates the items from its
-worker; if it is abandoned, the view still renders it unexpanded (its path is dropped from the
-result's ``expand``), but it may keep writing to the instances it was given.
+worker (the default ``load`` calls it, the default ``apply`` does nothing); if it is abandoned,
+the view still renders it unexpanded (its path is dropped from the result's ``expand``), but it
+may keep writing to the instances it was given.
 """
 
 from __future__ import annotations
@@ -35,9 +46,8 @@ __all__ = [
     "CompositeEnricher",
     "EnrichContext",
     "Enricher",
+    "as_enricher",
     "caller_in_transaction",
-    "enricher_needs",
-    "enricher_paths",
     "parent_path",
 ]
 
@@ -80,6 +90,13 @@ class EnrichContext:
 
 @runtime_checkable
 class Enricher(Protocol):
+    """What makes an object an enricher: the required part of :class:`BaseEnricher`.
+
+    Every optional hook (``always``, ``auth_types``, ``join``, ``join_path``, ``paths``, ``needs``,
+    ``runs_inline``, ``check``, ``load``/``apply``) has its default on :class:`BaseEnricher`;
+    the pipeline gives them to an enricher that does not subclass it (:func:`as_enricher`).
+    """
+
     name: str
     required: bool
 
@@ -100,32 +117,13 @@ def caller_in_transaction(aliases: Iterable[str | None] | None = None) -> bool:
     )
 
 
-def enricher_paths(enricher: Any) -> tuple[str, ...]:
-    """The ``expand`` paths an enricher provides: its ``paths`` (attribute or method), or its
-    name."""
-    paths = getattr(enricher, "paths", None)
-    if callable(paths):
-        paths = paths()
-    return tuple(paths) if paths else (enricher.name,)
-
-
-def enricher_needs(enricher: Any, model: type[Any]) -> frozenset[str] | None:
-    """The fields of ``model``'s rows an enricher reads (its ``needs(model)``), or None when
-    it cannot tell (an enricher without the hook): then every field is loaded."""
-    needs = getattr(enricher, "needs", None)
-    if not callable(needs):
-        return None
-    found = needs(model)
-    return None if found is None else frozenset(found)
-
-
 def parent_path(path: str) -> str | None:
     """``"a.b.c"`` → ``"a.b"``; ``"a"`` → None."""
     head, dot, _ = path.rpartition(".")
     return head if dot else None
 
 
-def _span(enricher: Any, context: EnrichContext) -> AbstractContextManager[Any]:
+def _span(enricher: BaseEnricher, context: EnrichContext) -> AbstractContextManager[Any]:
     """The span an enricher runs in (on the thread that runs it)."""
     if context.tracer is None:
         return nullcontext()
@@ -136,26 +134,26 @@ def _span(enricher: Any, context: EnrichContext) -> AbstractContextManager[Any]:
     return context.tracer.span(f"datapipe.enricher.{enricher.name}", attributes)
 
 
-def _two_phase(enricher: Any) -> bool:
-    return callable(getattr(enricher, "load", None)) and callable(getattr(enricher, "apply", None))
-
-
 class BaseEnricher:
-    """Base class for enrichers.
+    """Base class for enrichers: every hook the library calls, with its default.
+
+    Required: a ``name`` (the ``expand`` path it answers), and either ``enrich(items,
+    context)``, or ``load(items, context)`` (on a worker: read, never touch the items) and
+    ``apply(items, loaded, context)`` (on the calling thread).
 
     ``auth_types``: the caller auth types allowed to expand it (None: every caller).
     ``required``: its failure fails the request (502; 504 at the deadline) instead of being
     reported in the result's ``errors``.
     ``always``: runs without being asked for in ``expand``.
-
-    Implement either ``enrich(items, context)``, or ``load(items, context)`` (on a worker: read,
-    never touch the items) and ``apply(items, loaded, context)`` (on the calling thread).
+    ``join``: it reads its relation within the fetch's own query (``select_related``; only
+    :class:`~datapipe_django.enrichers.PrefetchEnricher` can, with ``join=True``).
     """
 
     name: str = ""
     required: bool = False
     always: bool = False
     auth_types: frozenset[str] | None = None
+    join: bool = False
 
     def __init__(
         self,
@@ -180,9 +178,40 @@ class BaseEnricher:
         self.required = required
         self.always = always
 
+    # -- the work (implement enrich, or load and apply) ------------------------------------------
+    def enrich(self, items: list[Any], context: EnrichContext) -> None:
+        """Enrich ``items`` in place. Default: ``apply(items, load(items, context), context)``."""
+        if type(self).load is BaseEnricher.load:
+            raise NotImplementedError(
+                f"{type(self).__name__} must implement enrich(items, context), or "
+                f"load(items, context) and apply(items, loaded, context)."
+            )
+        self.apply(items, self.load(items, context), context)
+
+    def load(self, items: list[Any], context: EnrichContext) -> Any:
+        """Read what the items need, on a worker thread, without touching them; the result is
+        given to :meth:`apply`. Default (a one-phase enricher): run ``enrich`` here, return
+        None."""
+        if type(self).enrich is BaseEnricher.enrich:
+            raise NotImplementedError(
+                f"{type(self).__name__} must implement enrich(items, context), or "
+                f"load(items, context) and apply(items, loaded, context)."
+            )
+        self.enrich(items, context)
+        return None
+
+    def apply(self, items: list[Any], loaded: Any, context: EnrichContext) -> None:
+        """Attach what :meth:`load` returned to ``items``, on the calling thread, only when
+        ``load`` finished before the deadline. Default: nothing (``enrich`` did the work)."""
+
+    # -- optional hooks --------------------------------------------------------------------------
     def can_enrich(self, auth_type: str | None) -> bool:
         """Whether a caller of ``auth_type`` may have this expansion."""
         return self.auth_types is None or auth_type in self.auth_types
+
+    def paths(self) -> tuple[str, ...]:
+        """The ``expand`` paths this enricher provides. Default: its name."""
+        return (self.name,)
 
     def runs_inline(self, items: list[Any], context: EnrichContext) -> bool:
         """Whether to run on the calling thread rather than the pool. Default: when the caller
@@ -190,19 +219,14 @@ class BaseEnricher:
         False in an enricher that never reads the database (a service call)."""
         return caller_in_transaction()
 
-    def enrich(self, items: list[Any], context: EnrichContext) -> None:
-        """Enrich ``items`` in place. Default: ``apply(items, load(items, context), context)``."""
-        load = getattr(self, "load", None)
-        apply = getattr(self, "apply", None)
-        if load is None or apply is None:
-            raise NotImplementedError(
-                f"{type(self).__name__} must implement enrich(items, context), or "
-                f"load(items, context) and apply(items, loaded, context)."
-            )
-        apply(items, load(items, context), context)
+    def join_path(self, model: type[Any]) -> str | None:
+        """With ``join``: the ``select_related()`` path that loads this enricher's relation in
+        the fetch query of ``model``'s rows, or None when it cannot be joined. Default: None."""
+        return None
 
     def check(self, pipeline: Any) -> list[Any]:
-        """System-check messages about this enricher's declaration (see ``checks.py``)."""
+        """System-check messages (``django.core.checks.CheckMessage``) about this enricher's
+        declaration in ``pipeline`` (see :mod:`datapipe_django.checks`). Default: none."""
         return []
 
     def needs(self, model: type[Any]) -> frozenset[str] | None:
@@ -216,12 +240,67 @@ class BaseEnricher:
         return f"<{type(self).__name__} {self.name!r}>"
 
 
+#: The optional methods an enricher may define; the others take :class:`BaseEnricher`'s.
+_METHOD_HOOKS = ("can_enrich", "paths", "runs_inline", "join_path", "check", "needs")
+_ATTRIBUTE_HOOKS = ("always", "auth_types", "join")
+
+
+class _DuckEnricher(BaseEnricher):
+    """An enricher that does not subclass :class:`BaseEnricher`, seen through it: its own
+    hooks where it has them, the base's defaults elsewhere. Any other attribute is the
+    wrapped object's."""
+
+    def __init__(self, enricher: Any) -> None:
+        self.wrapped = enricher
+        self.name = enricher.name
+        self.required = enricher.required
+        for attr in _ATTRIBUTE_HOOKS:
+            if hasattr(enricher, attr):
+                setattr(self, attr, getattr(enricher, attr))
+        for method in _METHOD_HOOKS:
+            own = getattr(enricher, method, None)
+            if method == "paths" and own is not None and not callable(own):
+                own = _constant(tuple(own))  # ``paths`` given as an attribute
+            if callable(own):
+                self.__dict__[method] = own
+        load, apply = getattr(enricher, "load", None), getattr(enricher, "apply", None)
+        if callable(load) and callable(apply):  # two-phase
+            self.__dict__["load"], self.__dict__["apply"] = load, apply
+
+    def enrich(self, items: list[Any], context: EnrichContext) -> None:
+        self.wrapped.enrich(items, context)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "wrapped":
+            raise AttributeError(name)
+        return getattr(self.wrapped, name)
+
+    def __repr__(self) -> str:
+        return repr(self.wrapped)
+
+
+def _constant(value: tuple[str, ...]) -> Callable[[], tuple[str, ...]]:
+    def paths() -> tuple[str, ...]:
+        return value
+
+    return paths
+
+
+def as_enricher(enricher: Any) -> BaseEnricher:
+    """``enricher`` as a :class:`BaseEnricher`: itself when it subclasses it, else wrapped so
+    that every hook the library calls exists (the ones it lacks take the base's defaults; the
+    wrapped object is ``.wrapped``). The pipeline calls it on each of its enrichers."""
+    if isinstance(enricher, BaseEnricher):
+        return enricher
+    return _DuckEnricher(enricher)
+
+
 Report = Callable[[str, str, float], None]
 
 
 @dataclass
 class _Task:
-    enricher: Any
+    enricher: BaseEnricher
     report: Report | None = None
     parent: _Task | None = None
     children: list[_Task] = field(default_factory=list)
@@ -261,38 +340,38 @@ class CompositeEnricher:
 
     def __init__(
         self,
-        enrichers: Sequence[Any],
+        enrichers: Sequence[Enricher],
         *,
         parallel: bool = False,
         max_workers: int = 5,
         submit: Callable[..., Future[Any]] = pool_submit,
     ) -> None:
-        self.enrichers = list(enrichers)
+        self.enrichers = [as_enricher(e) for e in enrichers]
         self.parallel = parallel
         self.max_workers = max(1, int(max_workers))
         self._submit = submit
-        self._providers = {p: e for e in self.enrichers for p in enricher_paths(e)}
+        self._providers = {p: e for e in self.enrichers for p in e.paths()}
 
     # -- selection ---------------------------------------------------------------------------
-    def provider(self, path: str) -> Any:
+    def provider(self, path: str) -> BaseEnricher | None:
         """The enricher that provides ``path`` (None if none does)."""
         return self._providers.get(path)
 
-    def parent_of(self, enricher: Any) -> Any:
+    def parent_of(self, enricher: BaseEnricher) -> BaseEnricher | None:
         """The enricher that must run before ``enricher`` (None for a top-level path)."""
         parent = parent_path(enricher.name)
         return self.provider(parent) if parent is not None else None
 
-    def select(self, expand: frozenset[str], auth_type: str | None) -> list[Any]:
+    def select(self, expand: frozenset[str], auth_type: str | None) -> list[BaseEnricher]:
         """The enrichers a request runs: asked for (or ``always``) and allowed for the caller,
         with every enricher above them; in declaration order."""
         chosen: set[int] = set()
         for enricher in self.enrichers:
-            asked = getattr(enricher, "always", False) or any(
-                p in expand for p in enricher_paths(enricher))
+            asked = enricher.always or any(p in expand for p in enricher.paths())
             if not asked:
                 continue
-            chain, node = [], enricher
+            chain: list[BaseEnricher] = []
+            node: BaseEnricher | None = enricher
             while node is not None and id(node) not in chosen:
                 chain.append(node)
                 node = self.parent_of(node)
@@ -302,7 +381,7 @@ class CompositeEnricher:
         return [e for e in self.enrichers if id(e) in chosen]
 
     # -- execution ---------------------------------------------------------------------------
-    def run(self, items: list[Any], context: EnrichContext, selected: Sequence[Any], *,
+    def run(self, items: list[Any], context: EnrichContext, selected: Sequence[BaseEnricher], *,
             report: Report | None = None) -> list[dict[str, Any]]:
         """Run ``selected`` over ``items``; return the errors of optional enrichers.
 
@@ -320,7 +399,7 @@ class CompositeEnricher:
             self._run_pooled(tasks, items, context, errors)
         return errors
 
-    def _plan(self, selected: Sequence[Any], report: Report | None) -> list[_Task]:
+    def _plan(self, selected: Sequence[BaseEnricher], report: Report | None) -> list[_Task]:
         tasks = {id(e): _Task(e, report) for e in selected}
         for task in tasks.values():
             parent = self.parent_of(task.enricher)
@@ -397,20 +476,14 @@ class CompositeEnricher:
                     self._skip_below(task, errors)
 
     @staticmethod
-    def _work(enricher: Any, items: list[Any], context: EnrichContext) -> Any:
+    def _work(enricher: BaseEnricher, items: list[Any], context: EnrichContext) -> Any:
         """Worker side: the load phase of a two-phase enricher, else the whole enrich."""
         with _span(enricher, context):
-            if _two_phase(enricher):
-                return enricher.load(items, context)
-            enricher.enrich(items, context)
-            return None
+            return enricher.load(items, context)
 
     @staticmethod
     def _inline(task: _Task, items: list[Any], context: EnrichContext) -> bool:
-        runs_inline = getattr(task.enricher, "runs_inline", None)
-        if runs_inline is None:
-            return caller_in_transaction()
-        return bool(runs_inline(items, context))
+        return bool(task.enricher.runs_inline(items, context))
 
     def _run_inline(self, task: _Task, items: list[Any], context: EnrichContext,
                     errors: list[dict[str, Any]]) -> bool:
@@ -418,10 +491,7 @@ class CompositeEnricher:
         task.start()
         try:
             with _span(enricher, context):
-                if _two_phase(enricher):
-                    enricher.apply(items, enricher.load(items, context), context)
-                else:
-                    enricher.enrich(items, context)
+                enricher.apply(items, enricher.load(items, context), context)
         except Exception as exc:
             self._failed(task, exc, errors, context)
             return False
@@ -432,9 +502,7 @@ class CompositeEnricher:
                 context: EnrichContext, errors: list[dict[str, Any]]) -> bool:
         enricher = task.enricher
         try:
-            loaded = future.result()
-            if _two_phase(enricher):
-                enricher.apply(items, loaded, context)
+            enricher.apply(items, future.result(), context)
         except Exception as exc:
             self._failed(task, exc, errors, context)
             return False

@@ -59,12 +59,11 @@ def no_tenant_hook(viewset: type[Any]) -> bool:
 def unrendered_expansions(pipeline: Any, serializer_class: Any) -> list[str]:
     """The enricher paths of ``pipeline`` (``fund_account.contact``) that no ``ExpandableField``
     of ``serializer_class`` (nested through the expandable fields' serializers) renders."""
-    from datapipe_django.enrichers.base import enricher_paths
     from datapipe_django.rest.expand import ExpandableField
 
     missing = []
     for enricher in pipeline.enrichers:
-        for path in enricher_paths(enricher):
+        for path in enricher.paths():
             current = serializer_class
             for part in path.split("."):
                 declared = getattr(current, "_declared_fields", {}) if current else {}
