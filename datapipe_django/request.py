@@ -1,5 +1,7 @@
 """`PipelineRequest`: what a caller asks a pipeline for, free of any HTTP or DRF object, and
-the one translation of a query string into it (:data:`QUERY_PARAMETERS`, :func:`split_query`).
+the one translation of a query string into it (:func:`request_from_query`, built of
+:data:`QUERY_PARAMETERS`, :func:`split_query` and :meth:`SplitQuery.to_request`), used by
+``PipelineViewSet`` and by ``manage.py datapipe explain`` alike.
 
 The query parameters a list or retrieve reads itself (``q``, ``ordering``, paging, ``expand``)
 are declared once, in :data:`QUERY_PARAMETERS`; every other parameter belongs to the pipeline's
@@ -10,9 +12,11 @@ FilterSet, and a name that is neither is an unknown parameter (a 400, see
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+from datapipe_django.errors import ValidationFailed
 
 __all__ = [
     "QUERY_PARAMETERS",
@@ -23,9 +27,12 @@ __all__ = [
     "normalize_names",
     "normalize_ordering",
     "parameter_key",
+    "parse_boolean",
     "parse_names",
+    "query_parameters",
     "quote",
     "register_query_parameter",
+    "request_from_query",
     "split_query",
 ]
 
@@ -59,7 +66,9 @@ class QueryParameter:
     what follows the renamed name (``fields[]`` is ``fields_param`` + ``"[]"``). ``attribute``
     is the :class:`PipelineRequest` field it fills (empty for one read elsewhere, like DRF's
     ``format``). ``many``: it may be repeated (its values add up). ``retrieve``: a retrieve
-    takes it too (every parameter is a list's).
+    takes it too (every parameter is a list's). ``convert`` turns its value into the
+    attribute's (``?total=yes`` → True) and raises ``ValueError`` with the client's message for
+    a value it cannot take.
     """
 
     name: str
@@ -68,6 +77,25 @@ class QueryParameter:
     many: bool = False
     retrieve: bool = False
     suffix: str = ""
+    convert: Callable[[str], Any] | None = None
+
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+def parse_boolean(text: str) -> bool | None:
+    """A query-string boolean: ``true``/``1``/``yes``/``on`` → True, ``false``/``0``/``no``/
+    ``off`` → False (any case, blanks around), anything else → None."""
+    value = text.strip().lower()
+    return True if value in _TRUE else False if value in _FALSE else None
+
+
+def _boolean(text: str) -> bool:
+    value = parse_boolean(text)
+    if value is None:
+        raise ValueError("Must be a valid boolean.")
+    return value
 
 
 #: The reserved query parameters, by default name: the one place that says which parameter
@@ -96,7 +124,7 @@ for _parameter in (
     QueryParameter("omit", "omit", "omit_param", many=True, retrieve=True),
     QueryParameter("omit[]", "omit", "omit_param", many=True, retrieve=True, suffix="[]"),
     # An exact total, highlighted search fields, facet counts (list only).
-    QueryParameter("total", "total", "total_param"),
+    QueryParameter("total", "total", "total_param", convert=_boolean),
     QueryParameter("highlight", "highlight", "highlight_param"),
     QueryParameter("facets", "facets", "facets_param", many=True),
 ):
@@ -115,6 +143,14 @@ class SplitQuery:
     values: dict[str, Any] = field(default_factory=dict)
     filters: Any = None
     errors: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_request(self, *, pk: Any = None, **given: Any) -> PipelineRequest:
+        """The :class:`PipelineRequest` of these values: a list with the FilterSet's
+        parameters as its filters or, with ``pk``, a retrieve of that row; ``given`` (the
+        tenant, the auth type, ...) adds to them and wins over them."""
+        if pk is not None:
+            return PipelineRequest(pk=pk, **{**self.values, **given})
+        return PipelineRequest(**{"filters": self.filters, **self.values, **given})
 
 
 def split_query(params: Any, parameters: Mapping[str, QueryParameter], *, retrieve: bool = False,
@@ -143,7 +179,7 @@ def split_query(params: Any, parameters: Mapping[str, QueryParameter], *, retrie
         elif parameter.many:
             split.values.setdefault(parameter.attribute, []).extend(values)
         else:
-            split.values[parameter.attribute] = values[0]
+            _take(split, name, parameter, values[0])
     if retrieve:
         if not ignore_unknown:
             for name in list(split.filters)[:10]:
@@ -152,15 +188,45 @@ def split_query(params: Any, parameters: Mapping[str, QueryParameter], *, retrie
     return split
 
 
-_TRUE = frozenset({"true", "1", "yes", "on"})
-_FALSE = frozenset({"false", "0", "no", "off"})
+def _take(split: SplitQuery, name: str, parameter: QueryParameter, value: str) -> None:
+    """Put a single-valued parameter's value in ``split``, converted (or its error)."""
+    if parameter.convert is None:
+        split.values[parameter.attribute] = value
+        return
+    try:
+        split.values[parameter.attribute] = parameter.convert(value)
+    except ValueError as exc:
+        split.errors[name] = [str(exc)]
 
 
-def parse_boolean(text: str) -> bool | None:
-    """A query-string boolean: ``true``/``1``/``yes``/``on`` → True, ``false``/``0``/``no``/
-    ``off`` → False (any case, blanks around), anything else → None."""
-    value = text.strip().lower()
-    return True if value in _TRUE else False if value in _FALSE else None
+def query_parameters(names: Mapping[str, str] | None = None, *,
+                     ignored: Iterable[str] = ()) -> dict[str, QueryParameter]:
+    """The reserved parameters keyed by their name in the query string: ``names`` renames
+    them by their ``view_attribute`` (``{"search_param": "search"}``); ``ignored`` names are
+    taken and left alone (DRF's ``format``)."""
+    names = names or {}
+    parameters: dict[str, QueryParameter] = {}
+    for parameter in QUERY_PARAMETERS.values():
+        renamed = names.get(parameter.view_attribute) if parameter.view_attribute else None
+        parameters[parameter.name if renamed is None else renamed + parameter.suffix] = parameter
+    for name in ignored:
+        parameters[name] = QueryParameter(name, retrieve=True)
+    return parameters
+
+
+def request_from_query(params: Any, parameters: Mapping[str, QueryParameter] | None = None, *,
+                       pk: Any = None, ignore_unknown: bool = False,
+                       **given: Any) -> PipelineRequest:
+    """The :class:`PipelineRequest` of a query string (``params``, a ``QueryDict``): a list,
+    or with ``pk`` a retrieve of that row; ``given`` sets the rest (``tenant``, ``auth_type``,
+    ``context``...). ``parameters`` defaults to :func:`query_parameters`'s. A bad reserved
+    parameter (given twice, not a retrieve's, a bad ``total``) is a :class:`ValidationFailed`
+    naming it; the filters are checked by the validate stage."""
+    split = split_query(params, query_parameters() if parameters is None else parameters,
+                        retrieve=pk is not None, ignore_unknown=ignore_unknown)
+    if split.errors:
+        raise ValidationFailed(split.errors)
+    return split.to_request(pk=pk, **given)
 
 
 def normalize_ordering(value: str | Iterable[str] | None) -> tuple[str, ...] | None:

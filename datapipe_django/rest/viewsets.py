@@ -22,6 +22,7 @@ from datapipe_django.request import (
     PipelineRequest,
     QueryParameter,
     parse_boolean,
+    query_parameters,
     split_query,
 )
 from datapipe_django.rest.checks import no_tenant_hook
@@ -31,7 +32,6 @@ from datapipe_django.rest.exceptions import (
     UNAVAILABLE_HEADER,
     pipeline_error_response,
 )
-from datapipe_django.rest.expand import parse_expand
 from datapipe_django.rest.filters import PipelineFilterBackend, filter_parameters, hidden_filters
 from datapipe_django.rest.pagination import PipelinePagination
 from datapipe_django.rest.renderers import fast_renderers
@@ -129,23 +129,19 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         library's reserved ones (:data:`datapipe_django.request.QUERY_PARAMETERS`, renamed by
         ``search_param`` and the other ``*_param`` attributes) and DRF's ``format``. Every
         other parameter is the FilterSet's."""
-        parameters: dict[str, QueryParameter] = {}
-        for parameter in QUERY_PARAMETERS.values():
-            name = getattr(self, parameter.view_attribute) + parameter.suffix \
-                if parameter.view_attribute and hasattr(self, parameter.view_attribute) \
-                else parameter.name
-            parameters[name] = parameter
+        names = {p.view_attribute: getattr(self, p.view_attribute)
+                 for p in QUERY_PARAMETERS.values()
+                 if p.view_attribute and hasattr(self, p.view_attribute)}
         url_format = api_settings.URL_FORMAT_OVERRIDE
-        if url_format:
-            parameters[url_format] = QueryParameter(url_format, retrieve=True)
-        return parameters
+        return query_parameters(names, ignored=[url_format] if url_format else [])
 
     def get_filters(self) -> Any:
         """The raw filter parameters: the query string minus the view's own parameters."""
         return split_query(self.request.query_params, self.query_parameters()).filters
 
     def get_pipeline_request(self, *, pk: Any = None) -> PipelineRequest:
-        """Translate the HTTP request into a :class:`PipelineRequest`.
+        """Translate the HTTP request into a :class:`PipelineRequest`, by the one translation
+        of a query string (:func:`datapipe_django.request.request_from_query`'s) and the hooks.
 
         A reserved parameter given twice, and on a retrieve any parameter but ``expand``,
         ``fields``/``omit`` (and ``format``), is a 400 (``DATAPIPE["UNKNOWN_PARAMETERS"] =
@@ -161,32 +157,17 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
                             ignore_unknown=datapipe_settings.UNKNOWN_PARAMETERS == "ignore")
         if split.errors:
             raise ValidationFailed(split.errors)
-        values = split.values
-        params = self.request.query_params
-        expand = parse_expand(params)
         auth_type = self.get_auth_type()
+        asked = split.to_request(pk=pk, tenant=tenant, auth_type=auth_type,
+                                 context={"request": self.request})
         fields, omit = self.get_sparse_fieldsets()
-        common: dict[str, Any] = {
-            "tenant": tenant, "auth_type": auth_type, "expand": expand,
-            "context": {"request": self.request}, "fields": fields, "omit": omit,
-            "only": self.get_only(fields, omit, auth_type=auth_type, expand=expand)
-            if fields or omit else None,
-        }
+        only = self.get_only(fields, omit, auth_type=auth_type, expand=asked.expand) \
+            if fields or omit else None
         if pk is not None:
-            return PipelineRequest(pk=pk, **common)
+            return asked.replace(fields=fields, omit=omit, only=only)
         self.check_hidden_filters(auth_type)
-        return PipelineRequest(
-            total=self.get_total(),
-            filters=self.get_filters(),
-            search=values.get("search"),
-            limit=values.get("limit"),
-            offset=values.get("offset"),
-            cursor=values.get("cursor"),
-            ordering=values.get("ordering"),
-            highlight=values.get("highlight", False),
-            facets=tuple(values.get("facets", ())),
-            **common,
-        )
+        return asked.replace(fields=fields, omit=omit, only=only, total=self.get_total(),
+                             filters=self.get_filters())
 
     def check_hidden_filters(self, auth_type: str | None) -> None:
         """Refuse the filters over fields hidden from ``auth_type`` (the serializer's

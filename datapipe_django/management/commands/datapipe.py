@@ -44,10 +44,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connections
 from django.http import QueryDict
-from django.test import RequestFactory
 from django.utils.module_loading import autodiscover_modules
-from rest_framework.exceptions import APIException
-from rest_framework.request import Request
+from rest_framework.settings import api_settings
 
 from datapipe_django import stages
 from datapipe_django.chain import FallbackMode, FetcherChain
@@ -57,8 +55,7 @@ from datapipe_django.observability import RecordedSpan, RecordingTracer
 from datapipe_django.pipeline import Pipeline
 from datapipe_django.registry import all_pipelines, get_pipeline
 from datapipe_django.replicas import forget_replica_status, replica_status
-from datapipe_django.request import PipelineRequest
-from datapipe_django.rest.viewsets import PipelineViewSet
+from datapipe_django.request import PipelineRequest, query_parameters, request_from_query
 from datapipe_django.specs import filter_parameters
 from datapipe_django.state import State
 from datapipe_django.timeouts import statement_timeout
@@ -336,19 +333,18 @@ class Command(BaseCommand):
 def build_request(pipeline: Pipeline, query: str, *, tenant: str | None = None,
                   auth_type: str | None = None, pk: str | None = None) -> PipelineRequest:
     """The :class:`PipelineRequest` that ``PipelineViewSet`` builds from ``query`` (a list
-    endpoint's query string) for a caller of ``tenant`` and ``auth_type``."""
-    http = RequestFactory().get("/", QueryDict(query.lstrip("?")))
-    view = PipelineViewSet()
-    view.pipeline = pipeline  # type: ignore[misc]
-    view.request = Request(http)
-    view.format_kwarg = None
+    endpoint's query string) for a caller of ``tenant`` and ``auth_type``: the one translation,
+    :func:`datapipe_django.request.request_from_query`."""
     tenant_value = _tenant(pipeline, tenant)
-    view.get_tenant = lambda: tenant_value  # type: ignore[method-assign]
-    view.get_auth_type = lambda: auth_type  # type: ignore[method-assign]
+    if pipeline.tenant_field and tenant_value is None:
+        raise CommandError("No tenant is associated with these credentials. Pass --tenant.")
+    url_format = api_settings.URL_FORMAT_OVERRIDE
+    parameters = query_parameters(ignored=[url_format] if url_format else [])
     try:
-        return view.get_pipeline_request(pk=pk)
-    except APIException as exc:
-        raise CommandError(f"{exc.detail} Pass --tenant.") from None
+        return request_from_query(
+            QueryDict(query.lstrip("?")), parameters, pk=pk, tenant=tenant_value,
+            auth_type=auth_type,
+            ignore_unknown=datapipe_settings.UNKNOWN_PARAMETERS == "ignore")
     except ValidationFailed as exc:
         raise CommandError("The request is invalid: " + "; ".join(
             f"{name}: {' '.join(messages)}" for name, messages in exc.errors.items())) from None
