@@ -34,14 +34,9 @@ from datapipe_django.fetchers.base import (
     Verdict,
 )
 from datapipe_django.paging import SCORE_ATTR
+from datapipe_django.search.body import facet_aggregations, facet_buckets, search_body
 from datapipe_django.search.documents import DocumentAdapter, adapter_for
-from datapipe_django.search.query import (
-    FieldMap,
-    NotSearchable,
-    facet_aggregations,
-    facet_buckets,
-    search_body,
-)
+from datapipe_django.specs.search import FieldMap, NotSearchable
 from datapipe_django.stores import use_store
 
 __all__ = ["SearchFetcher"]

@@ -4,7 +4,9 @@ libraries (django-elasticsearch-dsl, django-opensearch-dsl).
 ::
 
     search/
-    ├── query.py      specs, orderings and requests → query bodies (plain dicts, no client)
+    ├── body.py       whole request bodies: spec, ``q``, ordering, cursor, highlight, facets
+    │                 (plain dicts, no client; the spec itself compiles in specs/search.py)
+    ├── query.py      kept for one release: re-exports of body.py and specs/search.py
     ├── documents.py  one adapter over an ES or OpenSearch Document class: mapping, client,
     │                 errors that mean "engine unavailable", bulk
     ├── sync.py       index updates on transaction commit, in bulk; outages recorded
@@ -19,15 +21,8 @@ classify an error, ``fields.py`` when a field class is first used): this package
 :meth:`datapipe_django.specs.Spec.to_search` work without one. See docs/search.md.
 """
 
-from datapipe_django.search.query import (
-    EngineField,
-    FieldMap,
-    NotSearchable,
-    compile_spec,
-    search_after,
-    search_body,
-    sort_clause,
-)
+from datapipe_django.search.body import search_after, search_body, sort_clause
+from datapipe_django.specs.search import EngineField, FieldMap, NotSearchable, compile_spec
 
 __all__ = [
     "EngineField",

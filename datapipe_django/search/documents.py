@@ -20,7 +20,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 
-from datapipe_django.search.query import FieldMap
+from datapipe_django.specs.search import FieldMap
 
 __all__ = [
     "DocumentAdapter",

@@ -1,0 +1,579 @@
+"""FilterSet → Spec: the compilation of a bound django-filter ``FilterSet``, and the reuse of
+its form classes that makes binding a request cheap.
+
+:func:`spec_from_filterset` does exactly what ``FilterSet.filter_queryset`` would do, filter by
+filter; :func:`compile_filterset` binds raw parameters first (no query: a model choice is
+checked for its key's type only). A filter that cannot be expressed raises
+:class:`~datapipe_django.specs.Uncompilable`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from django import forms
+from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import models
+from django.utils import timezone, translation
+from django.utils.datastructures import MultiValueDict
+from django_filters import filters as df
+from django_filters.constants import EMPTY_VALUES
+from django_filters.filterset import BaseFilterSet
+
+from datapipe_django.errors import ValidationFailed
+from datapipe_django.request import QUOTE_LIMIT, quote
+from datapipe_django.specs.memory import prepare
+from datapipe_django.specs.parameters import check_value, filter_parameters, is_csv
+from datapipe_django.specs.paths import crosses_many, model_field, split_lookup
+from datapipe_django.specs.tree import (
+    Contains,
+    EndsWith,
+    Eq,
+    IEq,
+    In,
+    IsNull,
+    MatchAll,
+    MatchNone,
+    Not,
+    Or,
+    Range,
+    Spec,
+    StartsWith,
+    Uncompilable,
+    and_all,
+)
+
+if TYPE_CHECKING:
+    from django.db.models import Field  # noqa: F401
+
+__all__ = ["SUPPORTED_LOOKUPS", "SpecHook", "compile_filterset", "spec_from_filterset"]
+
+#: Lookups that :func:`spec_from_filterset` knows how to compile.
+SUPPORTED_LOOKUPS = frozenset(
+    {
+        "exact",
+        "iexact",
+        "in",
+        "gt",
+        "gte",
+        "lt",
+        "lte",
+        "range",
+        "isnull",
+        "contains",
+        "icontains",
+        "startswith",
+        "istartswith",
+        "endswith",
+        "iendswith",
+    }
+)
+
+_TEXT_LOOKUPS = frozenset(
+    {"iexact", "contains", "icontains", "startswith", "istartswith", "endswith", "iendswith"}
+)
+
+
+SpecHook = Callable[[str, Any], Spec]
+
+
+def _errors_of(form: Any) -> dict[str, list[str]]:
+    return {name: [_short(str(message)) for message in messages]
+            for name, messages in form.errors.items()}
+
+
+def _short(message: str) -> str:
+    """A form's message with any long quoted value cut (django-filter echoes the value)."""
+    if len(message) <= 2 * QUOTE_LIMIT:
+        return message
+    return f"{message[:QUOTE_LIMIT]}... ({len(message)} characters)"
+
+
+class _KeyChoiceField(forms.Field):
+    """A ``ModelChoiceField`` that checks the key's type only: no query.
+
+    Which rows match is the sources' business (within the tenant), so another tenant's id
+    reads exactly like a missing one. The value is an unsaved instance carrying the key.
+    """
+
+    def __init__(self, original: forms.ModelChoiceField, *, multiple: bool) -> None:
+        super().__init__(required=False, widget=original.widget)
+        self.model = original.queryset.model  # type: ignore[union-attr]
+        self.key = self.model._meta.pk
+        self.null_label = getattr(original, "null_label", None)
+        self.null_value = getattr(original, "null_value", "null")
+        self.multiple = multiple
+
+    def to_python(self, value: Any) -> Any:
+        if value in EMPTY_VALUES:
+            return [] if self.multiple else None
+        values = list(value) if self.multiple and isinstance(value, list | tuple) else [value]
+        out: list[Any] = []
+        for raw in values:
+            if raw in EMPTY_VALUES:
+                continue
+            if self.null_label is not None and raw == self.null_value:
+                out.append(self.null_value)
+                continue
+            try:
+                key = self.key.to_python(raw)
+            except DjangoValidationError:
+                raise DjangoValidationError(
+                    f"Select a valid choice: {quote(raw)} is not a valid key.",
+                    code="invalid_choice") from None
+            why = check_value(self.key, key)
+            if why:
+                raise DjangoValidationError(why, code="invalid_choice")
+            out.append(self.model(**{self.key.attname: key}))
+        if self.multiple:  # in key order, null last (as django-filter's queryset gives them)
+            keys = sorted({o.pk for o in out if o != self.null_value})
+            return [self.model(**{self.key.attname: k}) for k in keys] + (
+                [self.null_value] if self.null_value in out else [])
+        return out[0] if out else None
+
+
+def _key_only_fields(filterset: BaseFilterSet) -> None:
+    """Swap the form's model choice fields for :class:`_KeyChoiceField` (no query)."""
+    form = filterset.form
+    for name, field in list(form.fields.items()):
+        if not isinstance(field, forms.ModelChoiceField):
+            continue
+        to_field = getattr(field, "to_field_name", None)
+        model = field.queryset.model  # type: ignore[union-attr]
+        if to_field not in (None, model._meta.pk.name, model._meta.pk.attname):
+            continue  # keyed by another field: django-filter's own check
+        form.fields[name] = _KeyChoiceField(
+            field, multiple=isinstance(field, forms.ModelMultipleChoiceField))
+
+
+def spec_from_filterset(filterset: BaseFilterSet) -> Spec:
+    """Build the :class:`Spec` a bound FilterSet applies, filter by filter.
+
+    Walks ``filterset.filters`` and ``form.cleaned_data`` exactly as
+    ``FilterSet.filter_queryset`` and each ``Filter.filter()`` would: empty values are
+    skipped with each filter's own rule, ``lookup_expr``, ``field_name`` paths and
+    ``exclude=True`` are honoured, ``MultipleChoiceFilter`` ORs its values (ANDs them with
+    ``conjoined=True``), range filters become :class:`Range`, ``null_value`` becomes
+    :class:`IsNull`. Values are prepared by the model field as Django would (an integer column
+    compared with ``Decimal("1.5")`` is compared with ``1``; a date column with a datetime,
+    with its date).
+
+    A filter declared with ``method=`` compiles only through a hook: a FilterSet method
+    ``spec_<filter_name>(self, name, value) -> Spec`` or a ``spec`` attribute on the filter, a
+    callable ``(name, value) -> Spec`` (``name`` is the filter's ``field_name``, as for
+    ``method=``). A hook also overrides the default compilation of any other filter.
+
+    Raises :class:`~datapipe_django.errors.ValidationFailed` if the FilterSet is invalid
+    (``errors`` maps each bad parameter to its messages) and :class:`Uncompilable` for a
+    filter that cannot be expressed. An unbound FilterSet filters nothing: :class:`MatchAll`.
+    """
+    if not filterset.is_bound:
+        return MatchAll()
+    if not filterset.is_valid():
+        raise ValidationFailed(_errors_of(filterset.form))
+    cls = type(filterset)
+    if cls.filter_queryset is not BaseFilterSet.filter_queryset:
+        raise Uncompilable(
+            None, f"{cls.__name__} overrides filter_queryset(), which a spec cannot mirror."
+        )
+    model = filterset.queryset.model
+    specs: list[Spec] = []
+    for name, value in filterset.form.cleaned_data.items():
+        spec = _compile_filter(filterset, model, name, filterset.filters[name], value)
+        if spec is not None:
+            specs.append(spec)
+    return and_all(specs)
+
+
+def compile_filterset(
+    filterset_class: type[BaseFilterSet],
+    data: Mapping[str, Any],
+    *,
+    request: Any = None,
+) -> Spec:
+    """Bind raw parameters to ``filterset_class``, validate them and return their spec.
+
+    ``data`` is a ``QueryDict`` (as in a request) or a plain mapping whose values may be lists
+    for multi-valued parameters (``{"status__in": ["queued", "processed"]}``); a list given to
+    a comma-separated (``BaseInFilter``/``BaseRangeFilter``) parameter is joined with commas.
+    Raises :class:`~datapipe_django.errors.ValidationFailed` naming each bad parameter, and
+    :class:`Uncompilable` as :func:`spec_from_filterset` does. Runs no query: a
+    ``ModelChoiceFilter`` (or ``ModelMultipleChoiceFilter``) keyed by the primary key checks
+    the key's type only, and an integer past a column's range on one of the databases is a bad
+    parameter.
+    """
+    model = filterset_class._meta.model
+    if model is None:
+        raise TypeError(f"{filterset_class.__name__} has no Meta.model.")
+    data = _as_multivalue(filterset_class, data)
+    filterset = _narrowed(filterset_class, data)(
+        data=data,
+        queryset=model._default_manager.none(),
+        request=request,
+    )
+    _reuse_form_fields(filterset)
+    _key_only_fields(filterset)
+    if not filterset.is_valid():
+        raise ValidationFailed(_errors_of(filterset.form))
+    return spec_from_filterset(filterset)
+
+
+# A FilterSet instance deep-copies every filter, and its form every field, on each request:
+# most of a request's validation when it names one or two of thirty filters. A filter the
+# request does not name contributes nothing (an empty value is skipped by every filter's own
+# rule), so the request is bound to a subclass holding only the filters it names, built once
+# per FilterSet class and set of names. Filters that would act without a parameter (required
+# ones, a field whose empty input cleans to a value) are always kept; a FilterSet that shapes
+# itself per instance or validates across fields (its own __init__, form, form class or
+# Meta.form) is bound whole.
+_NARROWING: dict[type[BaseFilterSet], tuple[dict[str, list[str]], frozenset[str]] | None] = {}
+_NARROWED: dict[tuple[type[BaseFilterSet], frozenset[str]], type[BaseFilterSet]] = {}
+_MAX_NARROWED = 512
+_WHOLE = ("__init__", "get_form_class", "form", "is_valid", "errors")
+
+
+def _narrowed(cls: type[BaseFilterSet], data: Any) -> type[BaseFilterSet]:
+    """``cls``, or its subclass with only the filters ``data`` names (and those that always
+    act), when binding that gives the same form errors and the same spec."""
+    if cls not in _NARROWING:
+        if len(_NARROWING) >= _MAX_NARROWED:  # FilterSet classes made on the fly: bind whole
+            return cls
+        _NARROWING[cls] = _narrowing_plan(cls)
+    plan = _NARROWING[cls]
+    if plan is None:
+        return cls
+    parameters, always = plan
+    named = frozenset(name for name, params in parameters.items()
+                      if name in always or any(p in data for p in params))
+    if len(named) == len(parameters):
+        return cls
+    key = (cls, named)
+    narrowed = _NARROWED.get(key)
+    if narrowed is None:
+        if len(_NARROWED) >= _MAX_NARROWED:
+            return cls
+        narrowed = type(cls.__name__, (cls,), {"__module__": cls.__module__,
+                                               "__qualname__": cls.__qualname__})
+        narrowed.base_filters = {name: f for name, f in cls.base_filters.items()
+                                 if name in named}
+        narrowed = _NARROWED.setdefault(key, narrowed)
+    return narrowed
+
+
+def _narrowing_plan(cls: type[BaseFilterSet]) -> tuple[dict[str, list[str]],
+                                                       frozenset[str]] | None:
+    """(each filter's parameters, the filters that act without any), or None when ``cls``
+    must be bound whole."""
+    from django import forms
+
+    if any(getattr(cls, attr) is not getattr(BaseFilterSet, attr) for attr in _WHOLE) or (
+            cls._meta.form is not forms.Form):
+        return None
+    model = cls._meta.model
+    try:
+        empty = cls(data=MultiValueDict(), queryset=model._default_manager.none())
+        form = empty.form
+        form.is_valid()
+    except Exception:  # a filter that needs a request to build (a callable queryset...)
+        return None
+    always = set(form.errors)
+    for name, filter_ in cls.base_filters.items():
+        if filter_.extra.get("required"):
+            always.add(name)
+        elif name in form.cleaned_data:
+            try:
+                acts = _compile_filter(empty, model, name, empty.filters[name],
+                                       form.cleaned_data[name]) is not None
+            except Exception:  # whatever it is, the filter must be bound
+                acts = True
+            if acts:
+                always.add(name)
+    return filter_parameters(cls), frozenset(always)
+
+
+# django-filter builds a new form class, and every field of it, for each FilterSet instance:
+# most of the cost of binding a request's parameters. A field that cannot depend on the
+# instance is built once per FilterSet class (and language, for its label) and shared by the
+# form classes; Django forms deep-copy their fields per form, so sharing them is safe.
+_STATIC_FIELDS: dict[tuple[type[BaseFilterSet], str | None], dict[str, Any]] = {}
+_FORM_CLASSES: dict[tuple[type[BaseFilterSet], str | None], type] = {}
+_STATIC_FILTERS: dict[type[BaseFilterSet], frozenset[str] | None] = {}
+_STATIC_FIELD_OWNERS = (df.Filter, df.NumberFilter, df.LookupChoiceFilter)
+
+
+def _reuse_form_fields(filterset: BaseFilterSet) -> None:
+    cls = type(filterset)
+    if cls not in _STATIC_FILTERS:
+        _STATIC_FILTERS[cls] = _static_filters(cls)
+    static = _STATIC_FILTERS[cls]
+    if static is None:
+        return
+    key = (cls, translation.get_language())
+    if len(static) == len(filterset.filters):
+        form_class = _FORM_CLASSES.get(key)
+        if form_class is None:
+            form_class = _FORM_CLASSES.setdefault(key, filterset.get_form_class())
+        filterset.get_form_class = lambda: form_class  # type: ignore[method-assign]
+        return
+    fields = _STATIC_FIELDS.get(key)
+    if fields is None:
+        fields = {name: filterset.filters[name].field for name in static}
+        fields = _STATIC_FIELDS.setdefault(key, fields)
+
+    def get_form_class() -> type:
+        form_fields = {}
+        for name, filter_ in filterset.filters.items():  # in declaration order
+            shared = fields.get(name)
+            form_fields[name] = filter_.field if shared is None else shared
+        return type(f"{cls.__name__}Form", (cls._meta.form,), form_fields)
+
+    # An instance attribute: ``BaseFilterSet.form`` calls ``self.get_form_class()``.
+    filterset.get_form_class = get_form_class  # type: ignore[method-assign]
+
+
+def _static_filters(cls: type[BaseFilterSet]) -> frozenset[str] | None:
+    """The names of ``cls``'s filters whose form field is the same for every instance.
+
+    None when ``cls`` overrides ``__init__`` or ``get_form_class`` (either may shape the
+    filters per request). Not static: a filter with a callable ``queryset=`` (it takes the
+    request), ``AllValuesFilter`` (its choices come from the database), and any filter with
+    its own ``field`` property.
+    """
+    if cls.__init__ is not BaseFilterSet.__init__ or (
+        cls.get_form_class is not BaseFilterSet.get_form_class
+    ):
+        return None
+    static = set()
+    for name, filter_ in cls.base_filters.items():
+        owner = next(k for k in type(filter_).__mro__ if "field" in vars(k))
+        if owner is df.QuerySetRequestMixin:
+            if not callable(getattr(filter_, "queryset", None)):
+                static.add(name)
+        elif owner in _STATIC_FIELD_OWNERS:
+            static.add(name)
+    return frozenset(static)
+
+
+def _as_multivalue(filterset_class: type[BaseFilterSet], data: Mapping[str, Any]) -> Any:
+    if isinstance(data, MultiValueDict):  # QueryDict included
+        return data
+    result: MultiValueDict = MultiValueDict()
+    for key, value in data.items():
+        if isinstance(value, list | tuple):
+            if is_csv(filterset_class.base_filters.get(key)):
+                result[key] = ",".join(str(v) for v in value)
+            else:
+                result.setlist(key, list(value))
+        else:
+            result[key] = value
+    return result
+
+
+def _hook(filterset: BaseFilterSet, name: str, filter_: df.Filter) -> SpecHook | None:
+    hook = getattr(filterset, f"spec_{name}", None)
+    if callable(hook):
+        return hook
+    hook = getattr(filter_, "spec", None)
+    return hook if callable(hook) else None
+
+
+_FILTER_METHODS = {
+    df.Filter.filter: "generic",
+    df.ChoiceFilter.filter: "choice",
+    df.MultipleChoiceFilter.filter: "multiple",
+    df.RangeFilter.filter: "range",
+    df.LookupChoiceFilter.filter: "lookup_choice",
+}
+
+
+def _compile_filter(
+    filterset: BaseFilterSet,
+    model: type[models.Model],
+    name: str,
+    filter_: df.Filter,
+    value: Any,
+) -> Spec | None:
+    hook = _hook(filterset, name, filter_)
+    if hook is not None:
+        if value in EMPTY_VALUES:
+            return None
+        spec = hook(filter_.field_name, value)
+        if not isinstance(spec, Spec):
+            raise TypeError(f"The spec hook of filter {name!r} returned {spec!r}, not a Spec.")
+        return spec
+    if filter_.method is not None:
+        if value in EMPTY_VALUES:  # FilterMethod skips empty values: nothing to compile
+            return None
+        raise Uncompilable(
+            name,
+            f"uses method={filter_.method!r} and has no spec: define "
+            f"spec_{name}(self, name, value) on the FilterSet.",
+        )
+    if isinstance(filter_, df.DateRangeFilter) and filter_.filters is df.DateRangeFilter.filters:
+        return _date_range(model, name, filter_.field_name, value)
+    kind = _FILTER_METHODS.get(type(filter_).filter)
+    if kind is None:
+        # Its own filter() decides; every filter shipped with django-filter (and every sane
+        # custom one) ignores an absent parameter, so only a given value makes it uncompilable.
+        if value in EMPTY_VALUES:
+            return None
+        raise Uncompilable(name, f"{type(filter_).__name__} is not a filter a spec can mirror.")
+    wrap = Not if filter_.exclude else None
+
+    def leaf(key: str, val: Any) -> Spec:
+        spec = _leaf(model, name, key, val)
+        return wrap(spec) if wrap else spec
+
+    field_name = filter_.field_name
+    if kind == "choice":
+        if value == filter_.null_value:  # type: ignore[attr-defined]
+            return leaf(f"{field_name}__{filter_.lookup_expr}", None)
+        kind = "generic"
+    if kind == "lookup_choice":
+        if not value:
+            return None
+        return leaf(f"{field_name}__{value.lookup_expr}", value.value)
+    if kind == "range":
+        if not value:
+            return None
+        if value.start is not None and value.stop is not None:
+            return leaf(f"{field_name}__range", (value.start, value.stop))
+        if value.start is not None:
+            return leaf(f"{field_name}__gte", value.start)
+        if value.stop is not None:
+            return leaf(f"{field_name}__lte", value.stop)
+        return None
+    if kind == "multiple":
+        if not value or filter_.is_noop(filterset.queryset, value):  # type: ignore[attr-defined]
+            return None
+        predicates = []
+        for v in dict.fromkeys(value):  # Django iterates set(value); keep a stable order
+            if v == filter_.null_value:  # type: ignore[attr-defined]
+                v = None
+            predicate = filter_.get_filter_predicate(v)  # type: ignore[attr-defined]
+            leaves = [_leaf(model, name, k, pv) for k, pv in predicate.items()]
+            if len(leaves) > 1 and any(
+                crosses_many(model, path) for spec in leaves for path in spec.fields()
+            ):
+                raise Uncompilable(
+                    name,
+                    "several lookups in one filter() call through a to-many relation share "
+                    "one join, which per-leaf specs cannot express.",
+                )
+            predicates.append(and_all(leaves))
+        if filter_.conjoined:  # type: ignore[attr-defined]
+            return and_all([Not(p) if wrap else p for p in predicates])
+        combined = predicates[0] if len(predicates) == 1 else Or(*predicates)
+        return Not(combined) if wrap else combined
+    # generic: Filter.filter
+    if value in EMPTY_VALUES:
+        return None
+    return leaf(f"{field_name}__{filter_.lookup_expr}", value)
+
+
+def _date_range(model: type[models.Model], name: str, path: str, value: Any) -> Spec | None:
+    """django-filter's ``DateRangeFilter`` (today, yesterday, week, month, year) as the
+    :class:`Range` its ``filter()`` selects.
+
+    As django-filter does: the day, month and year are those of ``timezone.now()`` (UTC); a
+    ``__year``/``__month``/``__day`` lookup on a ``DateTimeField`` reads the column in the
+    current time zone, so those bounds are midnights there; the past week's ``__gte``/``__lt``
+    dates become midnights in the default time zone, as Django reads a date given for a
+    datetime column.
+    """
+    if value in EMPTY_VALUES:
+        return None
+    field = model_field(model, path)
+    moment = timezone.now()
+    today = moment.date()
+    if value == "today":
+        low, high, zone = today, today + dt.timedelta(days=1), "current"
+    elif value == "yesterday":
+        low, high, zone = today - dt.timedelta(days=1), today, "current"
+    elif value == "week":
+        low = (moment - dt.timedelta(days=7)).date()
+        high, zone = (moment + dt.timedelta(days=1)).date(), "default"
+    elif value == "month":
+        low = today.replace(day=1)
+        high = (low + dt.timedelta(days=32)).replace(day=1)
+        zone = "current"
+    elif value == "year":
+        low, high, zone = today.replace(month=1, day=1), today.replace(year=today.year + 1,
+                                                                         month=1, day=1), "current"
+    else:  # pragma: no cover - the form's choices allow nothing else
+        raise Uncompilable(name, f"unknown DateRangeFilter choice {value!r}.")
+    if isinstance(field, models.DateTimeField):
+        tz = timezone.get_current_timezone() if zone == "current" else \
+            timezone.get_default_timezone()
+
+        def start(day: dt.date) -> Any:
+            naive = dt.datetime.combine(day, dt.time())
+            return timezone.make_aware(naive, tz) if settings.USE_TZ else naive
+
+        return Range(path, gte=start(low), lt=start(high))
+    if isinstance(field, models.DateField):
+        return Range(path, gte=low, lt=high)
+    raise Uncompilable(name, f"DateRangeFilter over {path!r}, which is not a date or datetime.")
+
+
+def _pk_of(value: Any) -> Any:
+    if isinstance(value, models.Model):
+        return value.pk
+    if isinstance(value, list | tuple):
+        return type(value)(_pk_of(v) for v in value)
+    return value
+
+
+def _leaf(model: type[models.Model], name: str, key: str, value: Any) -> Spec:
+    """One lookup ``key=value`` as Django's ``filter(**{key: value})`` reads it."""
+    try:
+        path, lookup, field = split_lookup(model, key)
+    except LookupError as exc:
+        raise Uncompilable(name, str(exc)) from exc
+    if lookup not in SUPPORTED_LOOKUPS:
+        raise Uncompilable(
+            name,
+            f"the lookup {lookup!r} on {path!r} is not supported "
+            f"(supported: {', '.join(sorted(SUPPORTED_LOOKUPS))}).",
+        )
+    if value is None:
+        if lookup in ("exact", "iexact"):
+            return IsNull(path, True)
+        raise ValueError("Cannot use None as a query value")
+    if lookup == "isnull":
+        return IsNull(path, value)
+    if lookup in _TEXT_LOOKUPS:
+        if not isinstance(field, models.CharField | models.TextField):
+            raise Uncompilable(
+                name,
+                f"the text lookup {lookup!r} on the non-text field "
+                f"{path!r} depends on the database's text cast.",
+            )
+        text = str(value)
+        if lookup == "iexact":
+            return IEq(path, text)
+        pattern = {"contains": Contains, "startswith": StartsWith, "endswith": EndsWith}
+        insensitive = lookup.startswith("i")
+        return pattern[lookup.removeprefix("i")](path, text, case_insensitive=insensitive)
+    if field is not None and not field.is_relation:
+        # A path ending at a reverse one-to-one (``detail``) compares the related row's pk:
+        # Django reads a model instance given for it as its pk.
+        value = _pk_of(value)
+    prepared = prepare(field, lookup, value)
+    for item in prepared if isinstance(prepared, list | tuple) else (prepared,):
+        why = check_value(field, item)
+        if why:
+            raise ValidationFailed({name: [why]})
+    if lookup == "exact":
+        return Eq(path, prepared)
+    if lookup == "in":
+        return In(path, [v for v in prepared if v is not None])
+    if lookup == "range":
+        low, high = prepared
+        if low is None or high is None:  # BETWEEN NULL AND x: nothing
+            return MatchNone()
+        return Range(path, gte=low, lte=high)
+    return Range(path, **{lookup: prepared})
