@@ -55,8 +55,16 @@ from datapipe_django.executor import submit
 from datapipe_django.fetchers.base import FetchRequest, FetchResult, Verdict, hook
 from datapipe_django.observability import NullTracer, Tracer, is_recording
 from datapipe_django.paging import Ordering
-from datapipe_django.specs import MatchAll, Spec
-from datapipe_django.tiers import Relation, contains, describe_holds, relation
+from datapipe_django.specs import Spec
+from datapipe_django.tiers import (
+    Move,
+    Relation,
+    TierWalk,
+    contains,
+    describe_holds,
+    narrow,
+    relation,
+)
 
 __all__ = [
     "UNAVAILABLE_ERRORS",
@@ -144,6 +152,8 @@ class ChainResult:
     #: The page may lack rows: a source that could hold some of them was unavailable and no
     #: source that holds them too answered in its place.
     partial: bool = False
+    #: What each store holds (``FetcherChain.holds``), as evaluated for this execution.
+    holds: dict[str, Spec | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -233,12 +243,103 @@ def _verdict(fetcher: Any, request: FetchRequest) -> Verdict:
     return Verdict(bool(answer), "" if answer else "can_handle returned False")
 
 
-def _and(spec: Spec | None, bounds: Sequence[Spec]) -> Spec | None:
-    if spec is None:
-        return None
-    for bound in bounds:
-        spec = spec & bound
-    return spec
+def _store_of(name: str, mirrors: dict[str, str]) -> str:
+    """The fetcher whose store ``name`` reads (a mirror of a mirror stands in for the same
+    store)."""
+    while name in mirrors:
+        name = mirrors[name]
+    return name
+
+
+def _merged_count(answers: list[tuple[str, list[Any]]], ordering: Ordering) -> int:
+    """How many distinct rows the answers so far hold."""
+    if len(answers) == 1:
+        return len(answers[0][1])
+    return len(merge_streams([rows for _, rows in answers], ordering))
+
+
+def _first_field(request: FetchRequest) -> str:
+    return str(request.ordering.fields[0])
+
+
+def _within(holds: Spec, items: list[Any]) -> list[Any]:
+    """The leading rows of ``items`` that ``holds`` matches (a prefix tier's own rows)."""
+    cut = next((i for i, row in enumerate(items) if not holds.matches(row)), len(items))
+    return items[:cut]
+
+
+def _names(store: Store) -> set[str]:
+    return {m.name for m in store.members}
+
+
+def _covered(store: Store, later: list[Store], earlier: list[Store], answered: set[str]) -> bool:
+    """Whether a store that answered holds every row ``store`` holds: a later one whose holds
+    contain its own (an undeclared one holds every row), or an earlier one by declaration."""
+    return any(_names(other) & answered and contains(other.holds, store.holds)
+               for other in later) or \
+        any(_names(other) & answered and other.declared and contains(other.holds, store.holds)
+            for other in earlier)
+
+
+def _span_attributes(fetcher: Any, request: FetchRequest, fallback: str | None,
+                     probe: bool) -> dict[str, Any]:
+    attributes: dict[str, Any] = {"datapipe.pipeline": request.pipeline,
+                                  "datapipe.source": fetcher.name,
+                                  "datapipe.request.size": request.size}
+    if fallback is not None:
+        attributes["datapipe.fallback.reason"] = fallback
+    if probe:
+        attributes["datapipe.probe"] = True  # FIRST_SUCCESS: is there a row past the page?
+    remaining = request.remaining
+    if remaining is not None:
+        attributes["datapipe.deadline.remaining"] = remaining
+    return attributes
+
+
+def _record_answer(span: Any, result: FetchResult) -> None:
+    span.set_attribute("datapipe.outcome", "ok")
+    span.set_attribute("datapipe.item_count", len(result.items))
+    span.set_attribute("datapipe.has_more", bool(result.has_more))
+    cache = result.meta.get("cache")
+    if cache is not None:
+        span.set_attribute("datapipe.cache", str(cache))
+        span.set_attribute("datapipe.cache.hit", cache in ("hit", "stale"))
+
+
+#: Why the tiered walk does not read a store (``Attempt.reason``), by move.
+_WALK_SKIPS = {
+    Move.HOLDS_NONE: "holds none of the rows this page needs",
+    Move.SKIP_SOME: "holds only some of the matching rows: a relevance or facets page comes "
+                    "from one that holds them all",
+    Move.SKIP_UNALIGNED: "skipped: {} is not aligned with its holds",
+}
+#: The same, as the plan says it (``PlanStep.verdict``).
+_PLAN_SKIPS = {
+    Move.HOLDS_NONE: "not read: it holds none of the matching rows",
+    Move.SKIP_SOME: "skipped: holds only some of the matching rows, and a relevance or facets "
+                    "page comes from one that holds them all",
+    Move.SKIP_UNALIGNED: "skipped: {} is not aligned with its holds",
+}
+
+
+@dataclass
+class _TierPage:
+    """The rows a tiered walk gathered so far: ``need`` more to fill the page (its ``limit``
+    + 1), ``skip`` of the region's first rows still to skip (the offset not pushed down yet),
+    ``why`` the next source is read (a span's fallback reason)."""
+
+    need: int
+    skip: int
+    rows: list[Any] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    why: str | None = None
+    answered: bool = False
+
+    def add(self, source: str, items: list[Any]) -> None:
+        self.rows.extend(items)
+        self.need -= len(items)
+        if items and source not in self.sources:
+            self.sources.append(source)
 
 
 class FetcherChain:
@@ -289,107 +390,101 @@ class FetcherChain:
         self._mirrors = result
         return result
 
-    def stores(self, request: FetchRequest, attempts: list[Attempt] | None = None
-               ) -> list[Store]:
+    def holds(self) -> dict[str, Spec | None]:
+        """``{store's fetcher name: what it holds}`` for every store of this chain, each
+        ``holds`` evaluated now (once per execution: :meth:`run` keeps them in
+        ``ChainResult.holds`` for the plan of the total)."""
+        mirrors = self.mirrors()
+        keys = dict.fromkeys(_store_of(f.name, mirrors) for f in self.fetchers)
+        by_name = {f.name: f for f in self.fetchers}
+        return {key: hook(by_name[key], "get_holds")() for key in keys}
+
+    def stores(self, request: FetchRequest, attempts: list[Attempt] | None = None, *,
+               holds: dict[str, Spec | None] | None = None) -> list[Store]:
         """The stores that can serve ``request``, in priority order: each fetcher with the
         mirrors that stand in for it, ``holds`` evaluated once per store (the primary's, which
-        its mirrors share). Fetchers that decline are
-        recorded in ``attempts``."""
+        its mirrors share; ``holds``: already evaluated, see :meth:`holds`). Fetchers that
+        decline are recorded in ``attempts``."""
         mirrors = self.mirrors()
-        by_name = {f.name: f for f in self.fetchers}
-
-        def store_of(name: str) -> str:
-            while name in mirrors:  # a mirror of a mirror stands in for the same store
-                name = mirrors[name]
-            return name
-
-        groups: dict[str, Store] = {}
-        for fetcher in self.fetchers:
-            key = store_of(fetcher.name)
-            if key not in groups:
-                groups[key] = Store([], hook(by_name[key], "get_holds")(), primary=key)
+        held = self.holds() if holds is None else holds
+        groups = {key: Store([], spec, primary=key) for key, spec in held.items()}
         # Members stay in priority order (a replica listed first takes the reads, its primary
         # stands in for it); either way one of them is read, never two.
         for fetcher, verdict in self.verdicts(request):
             if verdict:
-                groups[store_of(fetcher.name)].members.append(fetcher)
+                groups[_store_of(fetcher.name, mirrors)].members.append(fetcher)
             elif attempts is not None:
                 self._record(attempts, Attempt(fetcher.name, "declined", verdict.reason))
         return [s for s in groups.values() if s.members]
 
-    def plan(self, request: FetchRequest) -> Plan:
+    def plan(self, request: FetchRequest, *, holds: dict[str, Spec | None] | None = None
+             ) -> Plan:
         """What this chain would read for ``request`` if every source answered: per fetcher,
         its ``holds`` and its verdict (see :class:`PlanStep`). ``request`` is the fetch
-        stage's request (``stages.fetch_request``)."""
-        mirrors = self.mirrors()
-        stores = self.stores(request)
+        stage's request (``stages.fetch_request``); ``holds``: the execution's, when it
+        already evaluated them (``ChainResult.holds``)."""
+        held = self.holds() if holds is None else holds
+        stores = self.stores(request, holds=held)
         steps: dict[str, PlanStep] = {}
-        tiered = self._tiered_chain(stores, request)
-        bounds: list[Spec] = []
-        boundaries: list[str] = []
-        disjoint = True
-        done = False
-        for i, store in enumerate(stores):
-            primary, rest = store.members[0], store.members[1:]
-            text = describe_holds(store.holds)
-            region = _and(request.spec, bounds) if request.spec is not None else None
-            extra = _and(MatchAll(), bounds) if bounds else None
-            if done:
-                steps[primary.name] = PlanStep(primary.name, text, "not_read",
-                                               "not read: an earlier source serves the page",
-                                               extra)
-            elif not tiered:
-                steps[primary.name] = PlanStep(primary.name, text, "reads", self._legacy_verdict(
-                    i, len(stores)), extra)
-                disjoint = disjoint and len(stores) == 1
-            else:
-                relation = self._relation(store, region, request)
-                some_only = False
-                if request.single_source and relation not in (Relation.ALL, Relation.NONE):
-                    some_only = self._covered_later(stores[i + 1:], region, request)
-                    if not some_only:
-                        relation = Relation.ALL  # none holds them all: the first serves alone
-                if some_only:
-                    steps[primary.name] = PlanStep(
-                        primary.name, text, "skipped",
-                        "skipped: holds only some of the matching rows, and a relevance or "
-                        "facets page comes from one that holds them all")
-                elif relation is Relation.ALL:
-                    says = ("serves alone: it holds every matching row" if not bounds
-                            else "serves the rest, beyond " + " and ".join(boundaries))
-                    steps[primary.name] = PlanStep(primary.name, text, "serves", says, extra)
-                    done = True
-                elif relation is Relation.PREFIX:
-                    assert store.holds is not None
-                    steps[primary.name] = PlanStep(
-                        primary.name, text, "prefix",
-                        f"serves the prefix {describe_holds(store.holds)}; later sources are "
-                        f"asked only beyond it", extra)
-                    bounds.append(~store.holds)
-                    boundaries.append(describe_holds(store.holds))
-                elif relation is Relation.NONE:
-                    steps[primary.name] = PlanStep(primary.name, text, "not_read",
-                                                   "not read: it holds none of the matching rows")
-                elif self._covered_later(stores[i + 1:], region, request):
-                    steps[primary.name] = PlanStep(
-                        primary.name, text, "skipped",
-                        f"skipped: {self._ordering_text(request)} is not aligned with its "
-                        f"holds")
-                else:
-                    for later in stores[i:]:
-                        steps[later.members[0].name] = PlanStep(
-                            later.members[0].name, describe_holds(later.holds), "reads",
-                            "merged: no source holds every matching row, so every one is "
-                            "read and merged", extra)
-                    disjoint = False
-                    break
-            for mirror in rest:
+        if self._tiered_chain(stores, request):
+            disjoint = self._plan_tiers(stores, request, steps)
+        else:
+            disjoint = len(stores) <= 1
+            for i, store in enumerate(stores):
+                steps[store.name] = PlanStep(store.name, describe_holds(store.holds), "reads",
+                                             self._legacy_verdict(i, len(stores)))
+        mirrors = self.mirrors()
+        for store in stores:
+            for mirror in store.members[1:]:
                 steps[mirror.name] = PlanStep(
-                    mirror.name, text, "not_read",
-                    f"not read: mirror of {primary.name}, which answered"
-                    if primary.name == store.primary else
-                    f"not read: {primary.name} is read first; this one only in its place",
+                    mirror.name, describe_holds(store.holds), "not_read",
+                    f"not read: mirror of {store.name}, which answered"
+                    if store.name == store.primary else
+                    f"not read: {store.name} is read first; this one only in its place",
                     mirror_of=mirrors.get(mirror.name))
+        return Plan(self._declined_steps(request, steps, held), disjoint)
+
+    def _plan_tiers(self, stores: list[Store], request: FetchRequest,
+                    steps: dict[str, PlanStep]) -> bool:
+        """The tiered walk if every store answered, into ``steps``; whether the reading steps
+        are disjoint."""
+        walk = self._walk(stores, request)
+        boundaries: list[str] = []
+        while (taken := walk.next()) is not None:
+            store, move = taken
+            text = describe_holds(store.holds)
+            if move is Move.MERGE:
+                for later in [store, *walk.drain()]:
+                    steps[later.name] = PlanStep(
+                        later.name, describe_holds(later.holds), "reads",
+                        "merged: no source holds every matching row, so every one is read "
+                        "and merged", walk.beyond)
+                return False
+            if move is Move.SERVES:
+                says = ("serves alone: it holds every matching row" if not boundaries
+                        else "serves the rest, beyond " + " and ".join(boundaries))
+                steps[store.name] = PlanStep(store.name, text, "serves", says, walk.beyond)
+                for later in walk.drain():
+                    steps[later.name] = PlanStep(
+                        later.name, describe_holds(later.holds), "not_read",
+                        "not read: an earlier source serves the page", walk.beyond)
+            elif move is Move.PREFIX:
+                steps[store.name] = PlanStep(
+                    store.name, text, "prefix", f"serves the prefix {text}; later sources "
+                    f"are asked only beyond it", walk.beyond)
+                walk.take(store)
+                boundaries.append(text)
+            else:
+                action = "not_read" if move is Move.HOLDS_NONE else "skipped"
+                steps[store.name] = PlanStep(store.name, text, action,
+                                             _PLAN_SKIPS[move].format(_first_field(request)))
+        return True
+
+    def _declined_steps(self, request: FetchRequest, steps: dict[str, PlanStep],
+                        holds: dict[str, Spec | None]) -> list[PlanStep]:
+        """``steps`` in the fetchers' order, with a ``declined`` step for each fetcher that
+        is not a member of a store (can_handle is asked again of those only)."""
+        mirrors = self.mirrors()
         result = []
         for fetcher in self.fetchers:
             if fetcher.name in steps:  # a member of a store: it accepted the request
@@ -397,10 +492,11 @@ class FetcherChain:
                 continue
             verdict = _verdict(fetcher, request)
             if not verdict:
-                result.append(PlanStep(fetcher.name, describe_holds(hook(fetcher, "get_holds")()),
-                                       "declined", verdict.reason,
-                                       mirror_of=mirrors.get(fetcher.name)))
-        return Plan(result, disjoint)
+                own = holds[fetcher.name] if fetcher.name in holds else \
+                    hook(fetcher, "get_holds")()
+                result.append(PlanStep(fetcher.name, describe_holds(own), "declined",
+                                       verdict.reason, mirror_of=mirrors.get(fetcher.name)))
+        return result
 
     def source_request(self, request: FetchRequest, *, candidates: int, offset: int,
                        limit: int) -> tuple[FetchRequest, int]:
@@ -421,7 +517,8 @@ class FetcherChain:
         """Serve one page. ``attempts`` (a list the caller keeps) receives every source
         considered, also when the chain raises."""
         attempts = [] if attempts is None else attempts
-        stores = self.stores(request, attempts)
+        holds = self.holds()
+        stores = self.stores(request, attempts, holds=holds)
         if not stores:
             raise NoFetcher(
                 "No source can serve this request: "
@@ -434,6 +531,7 @@ class FetcherChain:
             result = self._tiered(stores, request, offset, limit, attempts)
         else:
             result = self._legacy(stores, request, offset, limit, attempts)
+        result.holds = holds
         result.partial = self._partial(stores, attempts)
         if result.partial and not result.has_more and result.items:
             # What the unavailable source holds may come after the page: say there may be
@@ -448,16 +546,9 @@ class FetcherChain:
         return request.single_source or any(s.declared for s in stores)
 
     @staticmethod
-    def _relation(store: Store, region: Spec | None, request: FetchRequest) -> Relation:
-        return relation(store.holds, region, request.ordering, request.after)
-
-    def _covered_later(self, later: list[Store], region: Spec | None,
-                       request: FetchRequest) -> bool:
-        return any(self._relation(s, region, request) is Relation.ALL for s in later)
-
-    @staticmethod
-    def _ordering_text(request: FetchRequest) -> str:
-        return str(request.ordering.fields[0])
+    def _walk(stores: list[Store], request: FetchRequest) -> TierWalk:
+        return TierWalk(stores, request.spec, request.ordering, request.after,
+                        single_source=request.single_source)
 
     def _legacy_verdict(self, index: int, count: int) -> str:
         if count == 1:
@@ -475,90 +566,76 @@ class FetcherChain:
                 attempts: list[Attempt]) -> ChainResult:
         """Serve a page from declared tiers: each source is asked only for the rows it holds
         that the page still needs, the offset pushed down as far as the counts allow."""
-        need, skip = limit + 1, offset
-        rows: list[Any] = []
-        sources: list[str] = []
-        bounds: list[Spec] = []
-        pending = list(stores)
-        why: str | None = None
-        answered = False
-        while need > 0 and pending:
-            store = pending[0]
-            region = _and(request.spec, bounds)
-            rel = self._relation(store, region, request)
-            if rel is Relation.NONE:
-                self._not_read(store, attempts, "holds none of the rows this page needs")
-                pending.pop(0)
-                continue
-            if request.single_source and rel is not Relation.ALL:
-                # A relevance or facets page is one source's: one that holds every matching
-                # row, when a later one does; else the first that holds some serves alone.
-                if self._covered_later(pending[1:], region, request):
-                    self._not_read(store, attempts, "holds only some of the matching rows: a "
-                                                    "relevance or facets page comes from one "
-                                                    "that holds them all")
-                    pending.pop(0)
-                    continue
-                rel = Relation.ALL
-            if rel is Relation.UNALIGNED:
-                if self._covered_later(pending[1:], region, request):
-                    self._not_read(store, attempts, f"skipped: {self._ordering_text(request)} "
-                                                    f"is not aligned with its holds")
-                    pending.pop(0)
-                    continue
-                merged = self._merge_all(pending, replace(request, spec=region), skip, need,
-                                         attempts, why=why)
-                if merged is not None:
-                    items, names = merged
-                    rows.extend(items)
-                    sources.extend(n for n in names if n not in sources)
-                    answered = True
-                pending = []
-                break
-            asked = replace(request, spec=region, offset=skip, size=need)
-            self._check_deadline(request, attempts, answered=answered)
-            got = self._call_store(store, asked, attempts, fallback=why)
-            pending.pop(0)
-            if got is None:
-                why = "unavailable"
-                continue  # the next sources are planned again for the same region
-            answered = True
-            member, result = got
-            items = result.items
-            if rel is Relation.PREFIX:
-                assert store.holds is not None
-                held = store.holds
-                cut = next((i for i, row in enumerate(items) if not held.matches(row)),
-                           len(items))
-                items = items[:cut]  # rows it still has past its boundary are the next tier's
-            rows.extend(items)
-            need -= len(items)
-            if items and member.name not in sources:
-                sources.append(member.name)
-            if rel is Relation.ALL or result.complete:
-                self._not_read_all(pending, attempts,
-                                   f"{member.name} holds every row of the page")
-                pending = []
-                break
-            if need <= 0:
-                break
-            why = "empty" if not items else "incomplete"
-            assert store.holds is not None  # a PREFIX tier declares holds
-            if items or skip == 0:
-                skip = 0
+        walk = self._walk(stores, request)
+        page = _TierPage(need=limit + 1, skip=offset)
+        while page.need > 0 and (taken := walk.next()) is not None:
+            store, move = taken
+            if move is Move.MERGE:
+                self._merge_tiers([store, *walk.drain()], walk.region, request, page, attempts)
+            elif move in _WALK_SKIPS:
+                self._not_read(store, attempts,
+                               _WALK_SKIPS[move].format(_first_field(request)))
             else:
-                counted = self._count(member, replace(asked, spec=_and(region, [store.holds]),
-                                                      offset=0), attempts)
-                if counted is None:
-                    continue  # unavailable: the sources after it serve its rows too
-                skip = max(0, skip - counted)
-            bounds.append(~store.holds)
-        for rest in pending:
-            self._not_read(rest, attempts, "page already full")
-        if not answered and any(a.outcome in ("unavailable", "timeout") for a in attempts):
+                self._read_tier(walk, store, move, request, page, attempts)
+        self._not_read_all(walk.drain(), attempts, "page already full")
+        if not page.answered and any(a.outcome in ("unavailable", "timeout") for a in attempts):
             self._raise_unavailable(attempts)
-        page = rows[:limit]
-        return ChainResult(page, len(rows) > limit, tuple(sources), attempts)
+        return ChainResult(page.rows[:limit], len(page.rows) > limit, tuple(page.sources),
+                           attempts)
+
+    def _read_tier(self, walk: TierWalk, store: Store, move: Move, request: FetchRequest,
+                   page: _TierPage, attempts: list[Attempt]) -> None:
+        """Read one tier that ``SERVES`` or holds a ``PREFIX`` of the region into ``page``;
+        take its bound when later tiers are to serve the rest."""
+        region = walk.region
+        asked = replace(request, spec=region, offset=page.skip, size=page.need)
+        self._check_deadline(request, attempts, answered=page.answered)
+        got = self._call_store(store, asked, attempts, fallback=page.why)
+        if got is None:
+            page.why = "unavailable"
+            return  # the next sources are planned again for the same region
+        page.answered = True
+        member, result = got
+        items = result.items
+        if move is Move.PREFIX:
+            assert store.holds is not None  # a PREFIX tier declares holds
+            items = _within(store.holds, items)  # rows past its boundary are the next tier's
+        page.add(member.name, items)
+        if move is Move.SERVES or result.complete:
+            self._not_read_all(walk.drain(), attempts,
+                               f"{member.name} holds every row of the page")
+        elif page.need > 0 and self._push_down(member, store, asked, bool(items), page,
+                                               attempts):
+            walk.take(store)
+
+    def _push_down(self, member: Any, store: Store, asked: FetchRequest, read: bool,
+                   page: _TierPage, attempts: list[Attempt]) -> bool:
+        """A prefix tier fell short of the page: what of the offset the next tier still
+        skips (the tier's own rows counted when it gave none: all were skipped). False when
+        it could not count: the sources after it then serve its rows too."""
+        page.why = "incomplete" if read else "empty"
+        if read or page.skip == 0:
+            page.skip = 0
+            return True
+        assert store.holds is not None  # a PREFIX tier declares holds
+        counted = self._count(member, replace(asked, spec=narrow(asked.spec, [store.holds]),
+                                              offset=0), attempts)
+        if counted is None:
+            return False
+        page.skip = max(0, page.skip - counted)
+        return True
+
+    def _merge_tiers(self, stores: list[Store], region: Spec | None, request: FetchRequest,
+                     page: _TierPage, attempts: list[Attempt]) -> None:
+        """No store holds every row of ``region`` in the request's ordering: read every one
+        of ``stores`` for ``skip + need`` rows and merge them into ``page``."""
+        wide = replace(request, spec=region, offset=0, size=page.skip + page.need)
+        merged = self._merged(stores, wide, page.skip, page.need, attempts, why=page.why,
+                              fill=False, required=False)
+        if merged is not None:
+            page.rows.extend(merged.items)
+            page.sources.extend(n for n in merged.sources if n not in page.sources)
+            page.answered = True
 
     def _count(self, member: Any, request: FetchRequest, attempts: list[Attempt]
                ) -> int | None:
@@ -579,25 +656,6 @@ class FetcherChain:
                                        duration=time.perf_counter() - start,
                                        meta={"count": counted}))
         return int(counted)
-
-    def _merge_all(self, stores: list[Store], request: FetchRequest, skip: int, need: int,
-                   attempts: list[Attempt], *, why: str | None = None
-                   ) -> tuple[list[Any], list[str]] | None:
-        """Read every store for ``skip + need`` rows and merge (no store holds them all)."""
-        wide = replace(request, offset=0, size=skip + need)
-        if self.mode is FallbackMode.PARALLEL:
-            answers = self._parallel(stores, wide, attempts, raise_if_none=False)
-        else:
-            answers = []
-            for store in stores:
-                self._check_deadline(request, attempts, answered=bool(answers))
-                got = self._call_store(store, wide, attempts, fallback=why)
-                if got is not None:
-                    answers.append((got[0].name, got[1].items))
-        if not answers:
-            return None
-        page = self._page(answers, request.ordering, skip, need, attempts)
-        return page.items, list(page.sources)
 
     # -- retrieve -------------------------------------------------------------------------------
     def _retrieve(self, stores: list[Store], request: FetchRequest,
@@ -631,19 +689,10 @@ class FetcherChain:
         """Whether a store that was asked could not answer, and no store that holds its rows
         too (after it in priority, or declaring holds that contain its own) answered."""
         answered = {a.source for a in attempts if a.outcome == "ok"}
-        failed_members = {a.source for a in attempts if a.outcome in ("unavailable", "timeout")}
-        for i, store in enumerate(stores):
-            names = {m.name for m in store.members}
-            if not names & failed_members or names & answered:
-                continue
-            covered = any(
-                {m.name for m in other.members} & answered
-                and contains(other.holds, store.holds)
-                and (other.declared or j > i)
-                for j, other in enumerate(stores) if other is not store)
-            if not covered:
-                return True
-        return False
+        failed = {a.source for a in attempts if a.outcome in ("unavailable", "timeout")}
+        return any(_names(store) & failed and not _names(store) & answered
+                   and not _covered(store, stores[i + 1:], stores[:i], answered)
+                   for i, store in enumerate(stores))
 
     # -- the pre-tier modes (no source declares holds) ------------------------------------------
     def _legacy(self, stores: list[Store], request: FetchRequest, offset: int, limit: int,
@@ -652,28 +701,44 @@ class FetcherChain:
             return self._first_success(stores, request, offset, limit, attempts)
         wide, skip = self.source_request(request, candidates=len(stores), offset=offset,
                                          limit=limit)
+        merged = self._merged(stores, wide, skip, limit, attempts)
+        assert merged is not None  # required: no answer raised
+        return merged
+
+    # -- the one merge ----------------------------------------------------------------------
+    def _merged(self, stores: list[Store], wide: FetchRequest, skip: int, limit: int,
+                attempts: list[Attempt], *, why: str | None = None, fill: bool = True,
+                required: bool = True) -> ChainResult | None:
+        """Read ``stores`` for ``wide`` (the first ``skip + limit + 1`` rows, in order), merge
+        their answers by the ordering key, deduplicated by pk (the earlier store's row wins),
+        and slice the page. PARALLEL: every store at once; else in priority order, the next
+        one only while the merged rows are fewer than ``wide.size`` (``fill``; else every
+        one). None when no store answered and the page is not ``required`` (which raises)."""
         if self.mode is FallbackMode.PARALLEL:
-            answers = self._parallel(stores, wide, attempts)
+            answers = self._parallel(stores, wide, attempts, raise_if_none=required)
         else:
-            answers = self._sequential(stores, wide, wide.size, attempts)
-        return self._page(answers, request.ordering, skip, limit, attempts)
+            answers = self._sequential(stores, wide, wide.size if fill else None, attempts,
+                                       why=why, raise_if_none=required)
+        if not answers:
+            return None
+        return self._page(answers, wide.ordering, skip, limit, attempts)
 
     def _sequential(
-        self, candidates: list[Store], request: FetchRequest, need: int,
-        attempts: list[Attempt],
+        self, candidates: list[Store], request: FetchRequest, need: int | None,
+        attempts: list[Attempt], *, why: str | None = None, raise_if_none: bool = True,
     ) -> list[tuple[str, list[Any]]]:
+        """Stores in priority order while the merged rows are fewer than ``need`` (None:
+        every store), a ``complete`` answer ending the walk."""
         answers: list[tuple[str, list[Any]]] = []
         merged = 0
-        why: str | None = None  # why this source is read: the previous one fell short
         for i, store in enumerate(candidates):
-            if merged >= need:
-                for rest in candidates[i:]:
-                    self._not_read(rest, attempts, "page already full")
+            if need is not None and merged >= need:
+                self._not_read_all(candidates[i:], attempts, "page already full")
                 break
             self._check_deadline(request, attempts, answered=bool(answers))
             got = self._call_store(store, request, attempts, fallback=why)
             if got is None:
-                why = "unavailable"
+                why = "unavailable"  # why the next source is read: this one fell short
                 continue
             member, result = got
             why = "empty" if not result.items else "incomplete"
@@ -682,11 +747,8 @@ class FetcherChain:
                 self._not_read_all(candidates[i + 1 :], attempts,
                                    f"{member.name} answered completely")
                 break
-            merged = (
-                len(result.items) if len(answers) == 1
-                else len(merge_streams([a for _, a in answers], request.ordering))
-            )
-        if not answers:
+            merged = _merged_count(answers, request.ordering)
+        if not answers and raise_if_none:
             self._raise_unavailable(attempts)
         return answers
 
@@ -700,52 +762,69 @@ class FetcherChain:
         tries = dict.fromkeys(range(len(candidates)), 0)
         abandoned = False
         while tries:
-            futures: dict[Future[Any], tuple[int, Any]] = {}
-            inline: list[tuple[int, Any]] = []
-            for index, step in tries.items():
-                member = candidates[index].members[step]
-                if hook(member, "runs_inline")(request):
-                    inline.append((index, member))
-                else:
-                    futures[self._submit(self._timed, member, request)] = (index, member)
-            answered: dict[int, FetchResult | None] = {}
-            for index, member in inline:
-                answered[index] = self._call(member, request, attempts)
-            done, pending = wait(futures, timeout=request.remaining)
-            for future in done:
-                index, member = futures[future]
-                answered[index] = self._collect(member, future, attempts)
-            for future in pending:
-                future.cancel()
-                abandoned = True
-                self._record(attempts, Attempt(futures[future][1].name, "timeout",
-                                               "abandoned at the deadline"))
-            next_tries: dict[int, int] = {}
-            for index, step in tries.items():
-                result = answered.get(index)
-                members = candidates[index].members
-                if result is not None:
-                    results[index] = (members[step], result)
-                    for mirror in members[step + 1:]:
-                        self._record(attempts, Attempt(
-                            mirror.name, "not_needed",
-                            candidates[index].stand_in_reason(members[step].name)))
-                elif index in answered and step + 1 < len(members) \
-                        and request.remaining != 0.0:
-                    next_tries[index] = step + 1
-            tries = next_tries
+            answered, timed_out = self._parallel_round(candidates, tries, request, attempts)
+            abandoned = abandoned or timed_out
+            tries = self._settle_round(candidates, tries, answered, results, request, attempts)
         answers = []
-        for index in range(len(candidates)):
-            if index in results:
-                member, result = results[index]
-                answers.append((member.name, result.items))
-                if result.complete:  # later sources' rows would not be part of its answer
-                    break
+        for index in sorted(results):
+            member, result = results[index]
+            answers.append((member.name, result.items))
+            if result.complete:  # later sources' rows would not be part of its answer
+                break
         if not answers and raise_if_none:
             if abandoned:
                 raise DeadlineExceeded("No source answered before the deadline.", stage="fetch")
             self._raise_unavailable(attempts)
         return answers
+
+    def _parallel_round(
+        self, candidates: list[Store], tries: dict[int, int], request: FetchRequest,
+        attempts: list[Attempt],
+    ) -> tuple[dict[int, FetchResult | None], bool]:
+        """Read member ``tries[i]`` of each store ``i`` at once (an inline one on this
+        thread), until the deadline: the answers by store (None: unavailable; missing:
+        abandoned at the deadline) and whether one was abandoned."""
+        futures: dict[Future[Any], tuple[int, Any]] = {}
+        inline: list[tuple[int, Any]] = []
+        for index, step in tries.items():
+            member = candidates[index].members[step]
+            if hook(member, "runs_inline")(request):
+                inline.append((index, member))
+            else:
+                futures[self._submit(self._timed, member, request)] = (index, member)
+        answered: dict[int, FetchResult | None] = {}
+        for index, member in inline:
+            answered[index] = self._call(member, request, attempts)
+        done, pending = wait(futures, timeout=request.remaining)
+        for future in done:
+            index, member = futures[future]
+            answered[index] = self._collect(member, future, attempts)
+        for future in pending:
+            future.cancel()
+            self._record(attempts, Attempt(futures[future][1].name, "timeout",
+                                           "abandoned at the deadline"))
+        return answered, bool(pending)
+
+    def _settle_round(
+        self, candidates: list[Store], tries: dict[int, int],
+        answered: dict[int, FetchResult | None], results: dict[int, tuple[Any, FetchResult]],
+        request: FetchRequest, attempts: list[Attempt],
+    ) -> dict[int, int]:
+        """Keep each store's answer in ``results`` (its other members not needed); the next
+        member to try of each store whose member was unavailable, while time is left."""
+        next_tries: dict[int, int] = {}
+        for index, step in tries.items():
+            result = answered.get(index)
+            members = candidates[index].members
+            if result is not None:
+                results[index] = (members[step], result)
+                for mirror in members[step + 1:]:
+                    self._record(attempts, Attempt(
+                        mirror.name, "not_needed",
+                        candidates[index].stand_in_reason(members[step].name)))
+            elif index in answered and step + 1 < len(members) and request.remaining != 0.0:
+                next_tries[index] = step + 1
+        return next_tries
 
     def _first_success(
         self, candidates: list[Store], request: FetchRequest, offset: int, limit: int,
@@ -770,22 +849,25 @@ class FetcherChain:
             if result.complete:
                 self._not_read_all(candidates[i + 1 :], attempts,
                                    f"{member.name} answered completely")
-                return ChainResult(items, has_more, (member.name,), attempts)
-            for rest in candidates[i + 1 :]:
-                if has_more:
-                    self._not_read(rest, attempts, "page served")
-                    continue
-                # The page ran out here: ask the later sources whether they hold rows past it.
-                probe = replace(request, offset=0, size=1,
-                                after=request.ordering.values(items[-1]))
-                found = self._call_store(rest, probe, attempts, probe=True)
-                if found is not None and found[1].items:
-                    has_more = True  # a source without such rows says nothing of the next one
-                    break
+            elif has_more:
+                self._not_read_all(candidates[i + 1 :], attempts, "page served")
+            else:
+                has_more = self._rows_after(candidates[i + 1 :], request, items, attempts)
             return ChainResult(items, has_more, (member.name,), attempts)
         if not answered:
             self._raise_unavailable(attempts)
         return ChainResult([], False, tuple(answered), attempts)
+
+    def _rows_after(self, later: list[Store], request: FetchRequest, items: list[Any],
+                    attempts: list[Attempt]) -> bool:
+        """FIRST_SUCCESS: the page ran out at its source; whether a later source holds a row
+        past its last one (each asked for one such row, until one has it)."""
+        probe = replace(request, offset=0, size=1, after=request.ordering.values(items[-1]))
+        for store in later:
+            found = self._call_store(store, probe, attempts, probe=True)
+            if found is not None and found[1].items:
+                return True  # a source without such rows says nothing of the next one
+        return False
 
     # -- helpers ----------------------------------------------------------------------------
     def _page(
@@ -826,40 +908,25 @@ class FetcherChain:
     def _fetch(self, fetcher: Any, request: FetchRequest, *, fallback: str | None = None,
                probe: bool = False) -> FetchResult:
         """``fetcher.fetch(request)`` in its span (``fallback``: why the chain reads it)."""
-        attributes: dict[str, Any] = {"datapipe.pipeline": request.pipeline,
-                                      "datapipe.source": fetcher.name,
-                                      "datapipe.request.size": request.size}
-        if fallback is not None:
-            attributes["datapipe.fallback.reason"] = fallback
-        if probe:
-            attributes["datapipe.probe"] = True  # FIRST_SUCCESS: is there a row past the page?
-        remaining = request.remaining
-        if remaining is not None:
-            attributes["datapipe.deadline.remaining"] = remaining
+        attributes = _span_attributes(fetcher, request, fallback, probe)
         with self._tracer.span(f"datapipe.source.{fetcher.name}", attributes) as span:
             try:
                 result: FetchResult = fetcher.fetch(request)
             except (SourceUnavailable, OperationalError, InterfaceError, DataError) as exc:
-                if caused_by_request(exc):
-                    if is_recording(span):
-                        span.set_attribute("datapipe.outcome", "bad_request")
-                        span.set_attribute("datapipe.reason", _reason(exc))
-                    raise _bad_request(request, exc) from exc
-                if not isinstance(exc, UNAVAILABLE_ERRORS):
+                bad = caused_by_request(exc)
+                if not bad and not isinstance(exc, UNAVAILABLE_ERRORS):
                     raise
                 if is_recording(span):
-                    span.set_attribute("datapipe.outcome", "unavailable")
+                    span.set_attribute("datapipe.outcome", "bad_request" if bad else
+                                       "unavailable")
                     span.set_attribute("datapipe.reason", _reason(exc))
+                if bad:
+                    raise _bad_request(request, exc) from exc
                 raise
             if is_recording(span):
-                span.set_attribute("datapipe.outcome", "ok")
-                span.set_attribute("datapipe.item_count", len(result.items))
-                span.set_attribute("datapipe.has_more", bool(result.has_more))
-                cache = result.meta.get("cache")
-                if cache is not None:
-                    span.set_attribute("datapipe.cache", str(cache))
-                    span.set_attribute("datapipe.cache.hit", cache in ("hit", "stale"))
+                _record_answer(span, result)
             return result
+
 
     def _timed(self, fetcher: Any, request: FetchRequest) -> tuple[FetchResult, float]:
         start = time.perf_counter()

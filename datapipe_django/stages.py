@@ -378,7 +378,7 @@ def fetch(state: State) -> None:
             "The page may lack rows: " + "; ".join(f"{k}: {v}" for k, v in unavailable.items()),
             reasons=unavailable, stage="fetch")
     if asked.total:
-        state.total = count_total(chain, asked, state.attempts)
+        state.total = count_total(chain, asked, result)
     if state.facets:
         state.facet_counts = _facet_counts(state)
 

@@ -34,7 +34,8 @@ from django.core.exceptions import ImproperlyConfigured
 from datapipe_django.paging import Ordering
 from datapipe_django.specs import And, Eq, In, IsNull, MatchAll, MatchNone, Not, Range, Spec
 
-__all__ = ["Interval", "Relation", "describe_holds", "evaluate_holds", "relation"]
+__all__ = ["Interval", "Move", "Relation", "TierWalk", "describe_holds", "evaluate_holds",
+           "narrow", "relation"]
 
 HoldsArg = Spec | Callable[[], Spec] | None
 
@@ -105,13 +106,23 @@ class Interval:
             return False
         if not self.values:
             return True
-        if not other.values:
+        return other.values and self._above(other) and self._below(other)
+
+    def _above(self, other: Interval) -> bool:
+        """No value of this interval is below ``other``'s lower bound."""
+        if other.lo is None:
+            return True
+        if self.lo is None or self.lo < other.lo:
             return False
-        if other.lo is not None and (self.lo is None or self.lo < other.lo or (
-                self.lo == other.lo and other.lo_open and not self.lo_open)):
+        return not (self.lo == other.lo and other.lo_open and not self.lo_open)
+
+    def _below(self, other: Interval) -> bool:
+        """No value of this interval is above ``other``'s upper bound."""
+        if other.hi is None:
+            return True
+        if self.hi is None or self.hi > other.hi:
             return False
-        return not (other.hi is not None and (self.hi is None or self.hi > other.hi or (
-            self.hi == other.hi and other.hi_open and not self.hi_open)))
+        return not (self.hi == other.hi and other.hi_open and not self.hi_open)
 
 
 def _tighter(a: Any, a_open: bool, b: Any, b_open: bool, *, low: bool) -> tuple[Any, bool]:
@@ -127,8 +138,61 @@ def _tighter(a: Any, a_open: bool, b: Any, b_open: bool, *, low: bool) -> tuple[
 EVERYTHING = Interval()
 
 
-def _matches_field(leaf_field: str, names: frozenset[str]) -> bool:
-    return leaf_field in names
+def _range(spec: Range) -> Interval:
+    return Interval(lo=spec.gt if spec.gt is not None else spec.gte, lo_open=spec.gt is not None,
+                    hi=spec.lt if spec.lt is not None else spec.lte, hi_open=spec.lt is not None,
+                    nulls=False)
+
+
+def _eq(spec: Eq) -> Interval:
+    if spec.value is None:
+        return Interval(values=False)
+    return Interval(spec.value, False, spec.value, False, nulls=False)
+
+
+def _in(spec: In) -> Interval:
+    values = [v for v in spec.values if v is not None]
+    if not values:
+        return Interval(values=False, nulls=False)
+    return Interval(min(values), False, max(values), False, nulls=False)
+
+
+def _is_null(spec: IsNull) -> Interval:
+    return Interval(values=False) if spec.value else Interval(nulls=False)
+
+
+def _not_range(spec: Range) -> Interval:
+    """The values outside a one-sided range (a two-sided one's outside is two intervals)."""
+    bounds = set(spec.bounds())
+    if bounds <= {"gt", "gte"}:
+        lo = spec.gt if spec.gt is not None else spec.gte
+        return Interval(hi=lo, hi_open=spec.gte is not None)
+    if bounds <= {"lt", "lte"}:
+        hi = spec.lt if spec.lt is not None else spec.lte
+        return Interval(lo=hi, lo_open=spec.lte is not None)
+    return EVERYTHING
+
+
+def _not_is_null(spec: IsNull) -> Interval:
+    return Interval(nulls=False) if spec.value else Interval(values=False)
+
+
+#: The interval of a leaf on the field, by leaf type; of its negation (``Not``), by the
+#: negated leaf's type. A leaf on another field, and any other spec, says nothing (EVERYTHING).
+_LEAVES: tuple[tuple[type[Spec], Callable[[Any], Interval]], ...] = (
+    (Range, _range), (Eq, _eq), (In, _in), (IsNull, _is_null))
+_NEGATED_LEAVES: tuple[tuple[type[Spec], Callable[[Any], Interval]], ...] = (
+    (Range, _not_range), (IsNull, _not_is_null))
+
+
+def _leaf(spec: Spec, names: frozenset[str],
+          table: tuple[tuple[type[Spec], Callable[[Any], Interval]], ...]) -> Interval:
+    if getattr(spec, "field", None) not in names:
+        return EVERYTHING
+    for kind, read in table:
+        if isinstance(spec, kind):
+            return read(spec)
+    return EVERYTHING
 
 
 def interval_of(spec: Spec | None, names: frozenset[str]) -> Interval:
@@ -143,35 +207,9 @@ def interval_of(spec: Spec | None, names: frozenset[str]) -> Interval:
         for child in spec.children:
             result = result & interval_of(child, names)
         return result
-    if isinstance(spec, Range) and _matches_field(spec.field, names):
-        return Interval(
-            lo=spec.gt if spec.gt is not None else spec.gte, lo_open=spec.gt is not None,
-            hi=spec.lt if spec.lt is not None else spec.lte, hi_open=spec.lt is not None,
-            nulls=False)
-    if isinstance(spec, Eq) and _matches_field(spec.field, names):
-        if spec.value is None:
-            return Interval(values=False)
-        return Interval(spec.value, False, spec.value, False, nulls=False)
-    if isinstance(spec, In) and _matches_field(spec.field, names):
-        values = [v for v in spec.values if v is not None]
-        if not values:
-            return Interval(values=False, nulls=False)
-        return Interval(min(values), False, max(values), False, nulls=False)
-    if isinstance(spec, IsNull) and _matches_field(spec.field, names):
-        return Interval(values=False) if spec.value else Interval(nulls=False)
     if isinstance(spec, Not):
-        inner = spec.child
-        if isinstance(inner, Range) and _matches_field(inner.field, names):
-            bounds = inner.bounds()
-            if set(bounds) <= {"gt", "gte"}:
-                lo = inner.gt if inner.gt is not None else inner.gte
-                return Interval(hi=lo, hi_open=inner.gte is not None)
-            if set(bounds) <= {"lt", "lte"}:
-                hi = inner.lt if inner.lt is not None else inner.lte
-                return Interval(lo=hi, lo_open=inner.lte is not None)
-        if isinstance(inner, IsNull) and _matches_field(inner.field, names):
-            return Interval(nulls=False) if inner.value else Interval(values=False)
-    return EVERYTHING
+        return _leaf(spec.child, names, _NEGATED_LEAVES)
+    return _leaf(spec, names, _LEAVES)
 
 
 def holds_interval(holds: Spec, names: frozenset[str]) -> Interval | None:
@@ -211,33 +249,46 @@ def relation(holds: Spec | None, region: Spec | None, ordering: Ordering,
     if len(fields) != 1:
         return Relation.UNALIGNED
     first = ordering.fields[0]
-    model_field = first.field
-    names = _names(model_field) if fields[0] in _names(model_field) else frozenset(fields)
+    sorted_on = _names(first.field)
+    names = sorted_on if fields[0] in sorted_on else frozenset(fields)
     try:
         wanted = interval_of(region, names)
-        if names == _names(model_field):
+        if names == sorted_on:
             wanted = wanted & cursor_interval(ordering, after)
-        exact = holds_interval(holds, names)
-        if wanted.empty:
-            return Relation.NONE
-        if exact is None:
-            return Relation.UNALIGNED
-        if (wanted & exact).empty:
-            return Relation.NONE
-        if wanted.within(exact):
-            return Relation.ALL
-        if names != _names(model_field):
-            return Relation.UNALIGNED
-        # What of the region lies on the side of `holds` that sorts first? None: a prefix.
-        if first.descending:
-            before = Interval(lo=exact.hi, lo_open=not exact.hi_open, nulls=False) \
-                if exact.hi is not None else Interval(values=False, nulls=False)
-        else:
-            before = Interval(hi=exact.lo, hi_open=not exact.lo_open, nulls=False) \
-                if exact.lo is not None else Interval(values=False, nulls=False)
-        return Relation.PREFIX if (wanted & before).empty else Relation.UNALIGNED
+        return _relate(wanted, holds_interval(holds, names), first.descending,
+                       aligned=names == sorted_on)
     except TypeError:  # values that do not compare (naive and aware datetimes...)
         return Relation.UNALIGNED
+
+
+def _relate(wanted: Interval, exact: Interval | None, descending: bool, *,
+            aligned: bool) -> Relation:
+    """How rows whose field is in ``exact`` (None: not a range) relate to the ``wanted`` ones;
+    ``aligned``: the field is the ordering's first (``descending`` or not)."""
+    if wanted.empty:
+        return Relation.NONE
+    if exact is None:
+        return Relation.UNALIGNED
+    if (wanted & exact).empty:
+        return Relation.NONE
+    if wanted.within(exact):
+        return Relation.ALL
+    if not aligned:
+        return Relation.UNALIGNED
+    # What of the region lies on the side of `holds` that sorts first? None: a prefix.
+    return Relation.PREFIX if (wanted & _sorting_before(exact, descending)).empty \
+        else Relation.UNALIGNED
+
+
+def _sorting_before(exact: Interval, descending: bool) -> Interval:
+    """The non-NULL values that sort before every value of ``exact``."""
+    if descending:
+        if exact.hi is None:
+            return Interval(values=False, nulls=False)
+        return Interval(lo=exact.hi, lo_open=not exact.hi_open, nulls=False)
+    if exact.lo is None:
+        return Interval(values=False, nulls=False)
+    return Interval(hi=exact.lo, hi_open=not exact.lo_open, nulls=False)
 
 
 def describe_holds(holds: Spec | None) -> str:
@@ -272,3 +323,96 @@ def contains(outer: Spec | None, inner: Spec | None) -> bool:
         return interval_of(inner, names).within(exact)
     except TypeError:
         return False
+
+
+class Move(enum.Enum):
+    """What the chain does with one store for the region still to serve (:meth:`TierWalk.next`):
+    the tier rules, in one place, for the page and for its plan alike."""
+
+    #: It holds every row of the region (or serves a single-source page that no later store
+    #: holds whole): read it, no store after it.
+    SERVES = "serves"
+    #: It holds the region's first rows in the request's ordering: read them; later stores
+    #: are asked only beyond its ``holds``.
+    PREFIX = "prefix"
+    #: It holds none of the region's rows.
+    HOLDS_NONE = "holds_none"
+    #: A single-source page (relevance, facets) and a later store holds every row.
+    SKIP_SOME = "skip_some"
+    #: The ordering is not aligned with its ``holds`` and a later store holds every row.
+    SKIP_UNALIGNED = "skip_unaligned"
+    #: No store holds every row and the ordering is not aligned: read it and every later
+    #: store, merged.
+    MERGE = "merge"
+
+
+def narrow(spec: Spec | None, bounds: Sequence[Spec]) -> Spec | None:
+    """``spec`` and every one of ``bounds`` (None stays None: no spec to narrow)."""
+    if spec is None:
+        return None
+    for bound in bounds:
+        spec = spec & bound
+    return spec
+
+
+class TierWalk:
+    """The walk over declared tiers for one request: :meth:`next` gives each store, in
+    priority order, with its :class:`Move` for the region still to serve (the request's spec
+    narrowed by ``~holds`` of every tier :meth:`take` was told served its prefix). A store that
+    could not answer is simply not taken: the stores after it are decided for the same region.
+
+    ``stores``: objects with a ``holds`` (a Spec, or None for every row)."""
+
+    def __init__(self, stores: Sequence[Any], spec: Spec | None, ordering: Ordering,
+                 after: Sequence[Any] | None, *, single_source: bool) -> None:
+        self.pending = list(stores)
+        self.bounds: list[Spec] = []
+        self._spec = spec
+        self._ordering = ordering
+        self._after = after
+        self._single = single_source
+
+    @property
+    def region(self) -> Spec | None:
+        """The rows still to serve: the request's spec beyond the tiers taken so far."""
+        return narrow(self._spec, self.bounds)
+
+    @property
+    def beyond(self) -> Spec | None:
+        """What a store is asked for beyond the request's own filters (None: nothing)."""
+        return narrow(MatchAll(), self.bounds) if self.bounds else None
+
+    def next(self) -> tuple[Any, Move] | None:
+        """The next store and what to do with it (None when every store was given)."""
+        if not self.pending:
+            return None
+        store = self.pending.pop(0)
+        return store, self._move(store.holds, self.region)
+
+    def take(self, store: Any) -> None:
+        """``store`` served its prefix: later stores are asked only beyond its ``holds``."""
+        self.bounds.append(~store.holds)
+
+    def drain(self) -> list[Any]:
+        """The stores not given yet (the walk ends)."""
+        rest, self.pending = self.pending, []
+        return rest
+
+    def _relation(self, holds: Spec | None, region: Spec | None) -> Relation:
+        return relation(holds, region, self._ordering, self._after)
+
+    def _move(self, holds: Spec | None, region: Spec | None) -> Move:
+        found = self._relation(holds, region)
+        if found is Relation.NONE:
+            return Move.HOLDS_NONE
+        if found is Relation.ALL:
+            return Move.SERVES
+        if not self._single and found is Relation.PREFIX:
+            return Move.PREFIX
+        # A relevance or facets page is one source's: one that holds every matching row, when
+        # a later one does, else the first that holds some serves alone. An unaligned store
+        # gives way to a later one holding every row, else every store is read and merged.
+        covered = any(self._relation(s.holds, region) is Relation.ALL for s in self.pending)
+        if self._single:
+            return Move.SKIP_SOME if covered else Move.SERVES
+        return Move.SKIP_UNALIGNED if covered else Move.MERGE

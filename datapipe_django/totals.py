@@ -1,8 +1,8 @@
 """``?total=true``: how many rows match a request, exactly, or a reason why not.
 
 A total is only ever exact. It follows the chain's plan for the request (``FetcherChain.plan``,
-from the sources' ``holds``; see docs/fetching.md, "Tiered sources"), made for the whole
-request (no cursor, no offset):
+from the sources' ``holds`` as the page's execution evaluated them; see docs/fetching.md,
+"Tiered sources"), made for the whole request (no cursor, no offset):
 
 * when the sources that would be read are disjoint (one source that holds every matching row;
   or tiers, each later one asked only beyond what the earlier ones hold), the total is the sum
@@ -27,8 +27,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from datapipe_django.chain import UNAVAILABLE_ERRORS, Attempt, FetcherChain, _and, _reason
+from datapipe_django.chain import (
+    UNAVAILABLE_ERRORS,
+    Attempt,
+    ChainResult,
+    FetcherChain,
+    Plan,
+    _reason,
+)
 from datapipe_django.fetchers.base import FetchRequest, hook
+from datapipe_django.tiers import narrow
 
 __all__ = ["Total", "count_total"]
 
@@ -49,37 +57,48 @@ def _holds_everything(fetcher: Any) -> bool:
     return bool(getattr(fetcher, "complete", False))
 
 
-def count_total(chain: FetcherChain, request: FetchRequest,
-                attempts: Sequence[Attempt]) -> Total:
-    """Count the rows of ``request`` (see the module's docstring). ``attempts`` are the
-    page's: a search source's page that reported an exact total is not asked again."""
+def count_total(chain: FetcherChain, request: FetchRequest, page: ChainResult) -> Total:
+    """Count the rows of ``request`` (see the module's docstring). ``page`` is the execution's
+    answer: its ``holds`` (evaluated once per execution) plan the count, and a search source's
+    page that reported an exact total is not asked again."""
     whole = replace(request, after=None, offset=0, pk=None, select_related=(), only=None)
     start = time.perf_counter()
-    plan = chain.plan(whole)
-    reading = plan.reading
-    by_name = {f.name: f for f in chain.fetchers}
-    if not reading:
+    plan = chain.plan(whole, holds=page.holds)
+    if not plan.reading:
         return Total(None, False, reason="no source can serve the request")
-    if plan.disjoint:
-        if len(reading) == 1:
-            reported = _reported_total(reading[0].source, attempts)
-            if reported is not None:
-                return Total(reported, True, reading[0].source)
-        value = 0
-        counted: list[str] = []
-        failures: list[str] = []
-        for step in reading:
-            region = whole if step.region is None else replace(
-                whole, spec=_and(whole.spec, [step.region]))
-            stand_ins = [step.source] + [s.source for s in plan.steps
-                                         if s.mirror_of == step.source]
-            found = _count_one([by_name[n] for n in stand_ins if n in by_name], region,
-                               failures)
-            if found is None:
-                return Total(None, False, reason="; ".join(failures))
-            value += found[1]
-            counted.append(found[0])
-        return Total(value, True, "+".join(counted), duration=time.perf_counter() - start)
+    by_name = {f.name: f for f in chain.fetchers}
+    counting = _disjoint_total if plan.disjoint else _holder_total
+    return counting(plan, whole, by_name, page.attempts, start)
+
+
+def _disjoint_total(plan: Plan, whole: FetchRequest, by_name: dict[str, Any],
+                    attempts: Sequence[Attempt], start: float) -> Total:
+    """The sum of the reading steps' counts, each over its region (the steps are disjoint)."""
+    reading = plan.reading
+    if len(reading) == 1:
+        reported = _reported_total(reading[0].source, attempts)
+        if reported is not None:
+            return Total(reported, True, reading[0].source)
+    value = 0
+    counted: list[str] = []
+    failures: list[str] = []
+    for step in reading:
+        region = whole if step.region is None else replace(
+            whole, spec=narrow(whole.spec, [step.region]))
+        stand_ins = [step.source] + [s.source for s in plan.steps if s.mirror_of == step.source]
+        found = _count_one([by_name[n] for n in stand_ins if n in by_name], region, failures)
+        if found is None:
+            return Total(None, False, reason="; ".join(failures))
+        value += found[1]
+        counted.append(found[0])
+    return Total(value, True, "+".join(counted), duration=time.perf_counter() - start)
+
+
+def _holder_total(plan: Plan, whole: FetchRequest, by_name: dict[str, Any],
+                  attempts: Sequence[Attempt], start: float) -> Total:
+    """The count of one reading source that holds every matching row by declaration (the
+    reading sources may hold the same rows)."""
+    reading = plan.reading
     holders = [by_name[s.source] for s in reading
                if s.source in by_name and _holds_everything(by_name[s.source])]
     if not holders:

@@ -386,3 +386,38 @@ def test_a_cache_holds_what_its_fetcher_holds_unless_told():
     assert CachedFetcher(inner, ttl=5).get_holds() == hot
     assert CachedFetcher(ORMFetcher("default"), ttl=5, holds=lambda: hot).get_holds() == hot
     assert CachedFetcher(ORMFetcher("default"), ttl=5).get_holds() is None
+
+
+@PROPERTY
+@given(values=st.lists(row_values, max_size=25), data=st.data(), filters=filters_strategy,
+       ordering=st.sampled_from(ORDERINGS), limit=st.integers(1, 6),
+       offset=st.integers(0, 8), mode=st.sampled_from(list(FallbackMode)))
+def test_the_page_reads_only_what_its_plan_reads(values, data, filters, ordering, limit,
+                                                 offset, mode):
+    """One set of tier rules: with every source up, a page reads no source its plan does not
+    read, and reads none after a source the plan says serves the rest."""
+    from datapipe_django.stages import fetch_request, validate
+    from datapipe_django.state import State
+
+    s = Scenario(data, values)
+    hot = InMemoryFetcher([copy.copy(r) for r in s.hot], name="hot", holds=s.hot_declaration)
+    mirror = InMemoryFetcher([copy.copy(r) for r in s.hot], name="hot-replica",
+                             mirror_of="hot")
+    archive = InMemoryFetcher([copy.copy(r) for r in s.archive], name="archive",
+                              holds=s.archive_declaration)
+    p = build([hot, mirror, archive], mode)
+    request = PipelineRequest(filters=filters, tenant="t1", limit=limit, ordering=ordering,
+                              offset=offset)
+    state = State(pipeline=p, request=request)
+    validate(state)
+    plan = FetcherChain(p.fetchers, mode).plan(fetch_request(state))
+    reading = [step.source for step in plan.reading]
+    result = p.execute(request)
+    read = [f.name for f in (hot, mirror, archive) if f.calls]
+    assert set(read) <= set(reading), (plan.steps, read)
+    actions = {step.source: step.action for step in plan.steps}
+    serving = next((i for i, name in enumerate(reading) if actions[name] == "serves"), None)
+    if serving is not None:
+        assert not set(read) & set(reading[serving + 1:])
+    want = truth(s.rows, filters, ordering)[offset : offset + limit]
+    assert [r.pk for r in result.items] == [r.pk for r in want]

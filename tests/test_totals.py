@@ -18,6 +18,7 @@ from rest_framework.test import APIRequestFactory
 
 from datapipe_django import FallbackMode, Pipeline, PipelineRequest
 from datapipe_django.fetchers import CachedFetcher, ORMFetcher
+from datapipe_django.specs import Range
 from datapipe_django.test import InMemoryFetcher
 from tests.conftest import engine_databases
 from tests.helpers import list_view
@@ -232,3 +233,22 @@ def test_a_tier_down_is_counted_on_its_mirror_and_else_there_is_no_total():
     down = tiered(cutoff, hot_available=False).execute(request)
     assert down.total is None and down.total_exact is False
     assert "hot unavailable" in down.total_reason
+
+
+def test_a_sliding_holds_is_evaluated_once_per_execution_with_its_total():
+    """``holds`` (a callable: a sliding window) is evaluated once per execution: the total is
+    planned with the holds the page was served with, not a second evaluation."""
+    rows = make_rows()
+    calls: list[int] = []
+
+    def window() -> Any:
+        calls.append(1)
+        return Range("created_at", gte=BASE + dt.timedelta(minutes=7))
+
+    hot = InMemoryFetcher([r for r in rows if r.created_at >= BASE + dt.timedelta(minutes=7)],
+                          name="hot", holds=window)
+    p = pipeline(hot, InMemoryFetcher(rows, name="archive"))
+    result = p.execute(PipelineRequest(tenant="t1", limit=5, offset=3, total=True))
+    assert len(calls) == 1
+    assert (result.total, result.total_exact) == (
+        len([r for r in rows if r.tenant == "t1"]), True)
