@@ -3,6 +3,7 @@
 validate → fetch (with fallback across sources) → transform → enrich → build.
 """
 
+from datapipe_django.cache.generations import invalidate
 from datapipe_django.chain import FallbackMode
 from datapipe_django.errors import (
     DeadlineExceeded,
@@ -13,7 +14,6 @@ from datapipe_django.errors import (
     SourceUnavailable,
     ValidationFailed,
 )
-from datapipe_django.invalidation import invalidate
 from datapipe_django.pipeline import Pipeline
 from datapipe_django.registry import get_pipeline
 from datapipe_django.request import PipelineRequest

@@ -37,12 +37,16 @@ from hypothesis import strategies as st
 
 import datapipe_django
 from datapipe_django import FallbackMode, Pipeline, PipelineRequest, invalidate
-from datapipe_django import invalidation as inv
-from datapipe_django.cache_keys import Uncacheable, canonical, slug
+from datapipe_django.cache import generations
+from datapipe_django.cache import guard as cache_guard
+from datapipe_django.cache import rows as cache_rows
+from datapipe_django.cache.keys import Uncacheable, canonical, slug
+from datapipe_django.cache.rows import decode_rows, encode_rows
 from datapipe_django.conf import datapipe_settings
+from datapipe_django.enrichers import BatchEnricher
+from datapipe_django.enrichers.base import EnrichContext
 from datapipe_django.fetchers import CachedFetcher, FetchRequest, FetchResult, ORMFetcher
 from datapipe_django.fetchers import cache as cache_module
-from datapipe_django.fetchers.cache import decode_rows, encode_rows
 from datapipe_django.paging import Ordering
 from datapipe_django.specs import Eq, In, MatchAll
 from datapipe_django.test import InMemoryFetcher
@@ -132,12 +136,12 @@ def isolated_cache(settings):
                        "flaky": {"BACKEND": "tests.test_cache.FlakyCache", "LOCATION": "flaky"},
                        "buggy": {"BACKEND": "tests.test_cache.BuggyCache", "LOCATION": "buggy"}}
     FlakyCache.down, FlakyCache.calls = False, 0
-    inv._guards.clear()
-    inv._pending.clear()
+    cache_guard._guards.clear()
+    generations._pending.clear()
     yield
     FlakyCache.down = False
-    inv._guards.clear()
-    inv._pending.clear()
+    cache_guard._guards.clear()
+    generations._pending.clear()
 
 
 def run_threads(target, count: int) -> None:
@@ -243,6 +247,28 @@ def stable_key() -> str:
         return fetcher.cache_key(fetch_request(spec=spec, search="a b", after=(BASE, 7)))
 
 
+def test_the_key_layout_never_changes():
+    """Literal keys, computed once by the release that defined the layout: a refactoring that
+    moves a class the keys name (a spec leaf, say) or changes a digest fails here, not in
+    production as a cache emptied at deploy."""
+    assert stable_key() == (
+        "stable:1:keys:mem:d156e7a410ce68dc:f29b7910e28ce42e48dda4e14ff70560cb56c612")
+    with override_settings(DATAPIPE={"CACHE_KEY_PREFIX": "stable"}):
+        fetcher = CachedFetcher(InMemoryFetcher([], name="mem"), ttl=30)
+        assert fetcher.cache_key(fetch_request(pk=5)) == (
+            "stable:1:keys:mem:d156e7a410ce68dc:a68188d8bc726a5fbcee08b0d3ba8ab9b01caea6")
+        assert generations.generation_keys(Item, "tenant", "t1") == ([
+            "stable:gen1:testapp.item",
+            "stable:gen1:testapp.item:tenant:6e14051745f7649a293495ba32d21fa2"], "t1")
+        enricher = BatchEnricher("txn", key="txn_id", load=lambda keys: {}, cache_ttl=60)
+        scope = EnrichContext(pipeline="payouts", expand=frozenset({"txn"}), tenant="t1",
+                              auth_type="private")
+        assert enricher._cache_keys([7, "abc"], scope) == {
+            7: "stable:enrich1:payouts:txn:84f97de2d9e617eca84f8632:i7",
+            "abc": "stable:enrich1:payouts:txn:84f97de2d9e617eca84f8632:"
+                   "6cc43f858fbb763301637b5af970e2a4"}
+
+
 def test_keys_are_safe_for_every_backend():
     assert slug("payouts") == "payouts"
     assert slug("my pipeline") != slug("my_pipeline")
@@ -340,16 +366,16 @@ def _twins(model, rows):
 
 
 def test_rebuilt_rows_are_what_from_db_builds():
-    inv.watch(Item, tenant_field="tenant")  # rows remember their tenant (post_init)
+    generations.watch(Item, tenant_field="tenant")  # rows remember their tenant (post_init)
     decoded, expected = _twins(Item, [make(1, owner=Owner(pk=3)), make(2)])
-    assert cache_module._fast_build(Item)  # nobody observes __init__: built without from_db
+    assert cache_rows.fast_build(Item)  # nobody observes __init__: built without from_db
     for got, want in zip(decoded, expected, strict=True):
         assert type(got) is Item
         assert got.__dict__.keys() - {"_state"} == want.__dict__.keys() - {"_state"}
         assert {k: v for k, v in got.__dict__.items() if k != "_state"} == {
             k: v for k, v in want.__dict__.items() if k != "_state"}
         assert (got._state.db, got._state.adding) == (want._state.db, want._state.adding)
-        assert got.__dict__[inv.LOADED_TENANTS] == {"tenant": "t1"}
+        assert got.__dict__[generations.LOADED_TENANTS] == {"tenant": "t1"}
         assert got.owner_id == want.owner_id and got.get_deferred_fields() == set()
 
 
@@ -364,7 +390,7 @@ def test_rows_go_through_from_db_when_someone_observes_init():
     for signal in (post_init, pre_init):
         signal.connect(observer, sender=Item)
         try:
-            assert not cache_module._fast_build(Item)  # rows go through Item.from_db
+            assert not cache_rows.fast_build(Item)  # rows go through Item.from_db
             _twins(Item, [make(1), make(2)])
         finally:
             signal.disconnect(observer, sender=Item)
@@ -425,8 +451,8 @@ def test_rebuilt_rows_are_what_from_db_builds_for_any_rows(rows, tracked):
     fields, None, aliases other than the entry's, tenants remembered or not), what
     ``Model.from_db`` gives for the values read back from the entry's JSON."""
     if tracked:
-        inv.watch(Item, tenant_field="tenant")
-    assert cache_module._fast_build(Item)  # the generated decoder, not from_db
+        generations.watch(Item, tenant_field="tenant")
+    assert cache_rows.fast_build(Item)  # the generated decoder, not from_db
     fieldsets, records = encode_rows(Item, rows, "default")
     payload = json.loads(json.dumps({"fs": fieldsets, "r": records}, ensure_ascii=False))
     decoded = decode_rows(Item, payload["fs"], payload["r"], "default")
@@ -455,12 +481,12 @@ def test_an_entry_naming_no_field_of_the_model_is_unreadable():
 def test_an_integer_past_64_bits_reads_back_as_that_integer(value):
     """orjson reads the entries of a model of text and integer fields, and reads an integer
     past 64 bits as a float: such an entry is read again by the standard library."""
-    assert cache_module._orjson_reads(Item) is (cache_module.orjson is not None)
+    assert cache_rows._orjson_reads(Item) is (cache_rows.orjson is not None)
     row = make(1, amount=value, owner=Owner(pk=value))
     row._state.db = "default"
     fieldsets, records = encode_rows(Item, [row], "default")
     raw = json.dumps({"fs": fieldsets, "r": records, "db": "default"}, ensure_ascii=False)
-    _, (copy,) = cache_module.read_entry(Item, raw, lambda data: True)
+    _, (copy,) = cache_rows.read_entry(Item, raw, lambda data: True)
     assert (copy.amount, copy.owner_id) == (value, value)
     assert type(copy.amount) is int and type(copy.owner_id) is int
 
@@ -474,19 +500,19 @@ def test_floats_and_json_documents_are_read_by_the_standard_library():
         class Meta:
             app_label = "testapp"
 
-    assert not cache_module._orjson_reads(Measured)
+    assert not cache_rows._orjson_reads(Measured)
     row = Measured.from_db("x", ["id", "ratio", "doc"], [1, float("nan"), {"n": 2**70}])
     fieldsets, records = encode_rows(Measured, [row], "x")
     raw = json.dumps({"fs": fieldsets, "r": records, "db": "x"}, ensure_ascii=False)
-    _, (copy,) = cache_module.read_entry(Measured, raw, lambda data: True)
+    _, (copy,) = cache_rows.read_entry(Measured, raw, lambda data: True)
     assert math.isnan(copy.ratio) and copy.doc == {"n": 2**70}
 
 
 def test_an_entry_not_accepted_is_not_rebuilt():
     raw = json.dumps({"fs": [["nonsense"]], "r": [[0, [1]]], "db": "default", "g": 1})
-    assert cache_module.read_entry(Item, raw, lambda data: data["g"] == 2) is None
+    assert cache_rows.read_entry(Item, raw, lambda data: data["g"] == 2) is None
     with pytest.raises(KeyError):
-        cache_module.read_entry(Item, raw, lambda data: True)
+        cache_rows.read_entry(Item, raw, lambda data: True)
 
 
 # -- serving -----------------------------------------------------------------------------------
@@ -631,7 +657,7 @@ def test_a_cache_outage_is_a_bypass_with_a_warning_and_a_short_circuit(settings,
     # The breaker's clock moves only when this test says: the circuit stays open as long as
     # the test needs, however slow the machine.
     clock = [1000.0]
-    monkeypatch.setattr(inv, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    monkeypatch.setattr(cache_guard, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     source = InMemoryFetcher([make(i) for i in range(1, 4)], name="appdb")
     cached = CachedFetcher(source, ttl=30, cache="flaky")
     p = pipeline(cached)
@@ -689,13 +715,13 @@ def test_invalidations_held_back_by_an_outage_are_written_before_the_next_read(s
     row = Item.objects.get(pk=2)
     row.name = "written during the outage"
     row.save()  # the token cannot be replaced now
-    assert inv._pending["flaky"]
+    assert generations._pending["flaky"]
     assert p.execute(tenant="t1").items[0].name == "written during the outage"  # bypass
     FlakyCache.down = False
     time.sleep(0.15)
     result = p.execute(tenant="t1")
     assert result.items[0].name == "written during the outage"
-    assert outcome(result) == "miss" and not inv._pending.get("flaky")
+    assert outcome(result) == "miss" and not generations._pending.get("flaky")
 
 
 # -- invalidation ------------------------------------------------------------------------------
@@ -876,7 +902,7 @@ def test_one_token_change_per_transaction_however_many_rows():
         for i in range(1, 30):
             Item.objects.create(**{f.attname: getattr(make(i), f.attname)
                                    for f in Item._meta.concrete_fields})
-        bumps = [f for _, f, _ in connection.run_on_commit if isinstance(f, inv._Bump)]
+        bumps = [f for _, f, _ in connection.run_on_commit if isinstance(f, generations._Bump)]
         assert len(bumps) == 1
     assert len(p.execute(tenant="t1").items) == 10
 

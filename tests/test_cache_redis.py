@@ -30,7 +30,8 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from datapipe_django import Pipeline, PipelineRequest, invalidate
-from datapipe_django import invalidation as inv
+from datapipe_django.cache import generations
+from datapipe_django.cache import guard as cache_guard
 from datapipe_django.conf import datapipe_settings
 from datapipe_django.fetchers import CachedFetcher, ORMFetcher
 from tests.conftest import require_alias, require_cache
@@ -310,7 +311,7 @@ def test_a_slow_redis_costs_one_socket_timeout_then_is_skipped(redis, caplog, mo
     # The breaker's clock moves only when this test says: the ten requests all fall in the
     # open circuit however long they take.
     clock = [1000.0]
-    monkeypatch.setattr(inv, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    monkeypatch.setattr(cache_guard, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     seed(*(make(i) for i in range(1, 4)))
     p = primary_pipeline()
     p.execute(tenant="t1")
@@ -412,7 +413,7 @@ def test_redis_stopped_during_a_run(redis, caplog):
     assert cached.stats["errors"] >= 1 and cached.stats["bypasses"] >= 3
     assert "Cache 'redis' is unavailable" in caplog.text
     assert "reachable again" in caplog.text
-    assert not inv._pending.get("redis")
+    assert not generations._pending.get("redis")
     final = p.execute(tenant="t1", limit=5)
     assert [(r.pk, r.name) for r in final.items] == after and outcome(final) == "hit"
     bypass_times = sorted(end - start for start, end, o, _ in log if o == "bypass")

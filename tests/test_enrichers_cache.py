@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from datapipe_django import invalidation as inv
+from datapipe_django.cache import guard as cache_guard
 from datapipe_django.conf import datapipe_settings
 from datapipe_django.enrichers import BatchEnricher
 from datapipe_django.enrichers.base import EnrichContext
@@ -102,7 +102,7 @@ def test_the_value_is_in_redis_as_json_under_a_key_naming_pipeline_and_enricher(
 @hypothesis_settings(max_examples=40, deadline=None,
                      suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_no_tenant_or_auth_type_ever_reads_another_ones_value(requests):
-    inv._guards.clear()
+    cache_guard._guards.clear()
     txn = enricher(Service(), cache_version=time.monotonic_ns())  # fresh entries per example
     for tenant, auth_type, keys in requests:
         got = txn.load_many(keys, context(tenant, auth_type))
@@ -160,7 +160,7 @@ def test_a_dead_cache_is_a_bypass_and_the_breaker_spares_it_the_next_calls(setti
     assert len(service.calls) == 3
     stats = txn.stats.as_dict()
     assert stats["errors"] == 1 and stats["bypasses"] == 3 and stats["hits"] == 0
-    assert inv.get_guard("nowhere").is_open
+    assert cache_guard.get_guard("nowhere").is_open
 
 
 def test_cache_ttl_must_be_positive_seconds():

@@ -15,13 +15,13 @@ from django.core import checks
 from django.core.cache import caches
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 
-from datapipe_django.cache_keys import Uncacheable, digest, slug
+from datapipe_django.cache.guard import CacheGuard, get_guard, unknown_cache_alias
+from datapipe_django.cache.keys import Uncacheable, digest, slug
+from datapipe_django.cache.stats import CacheStats
 from datapipe_django.conf import datapipe_settings
 from datapipe_django.enrichers.base import BaseEnricher, EnrichContext
 from datapipe_django.errors import DeadlineExceeded
 from datapipe_django.executor import submit as pool_submit
-from datapipe_django.fetchers.cache import CacheStats, unknown_cache_alias
-from datapipe_django.invalidation import CacheGuard, get_guard
 
 __all__ = ["BatchEnricher", "ServiceUnavailable", "run_chunks"]
 

@@ -21,11 +21,11 @@ Keys
     and alias, the pipeline's fetchers, ordering, tenant field, search fields and FilterSet, the
     library's entry format and the ``version`` you pass); ``request`` a digest of the tenant,
     auth type, compiled filters, search, ordering, cursor position, offset, size, pk and
-    ``vary(request)``. See :mod:`datapipe_django.cache_keys`.
+    ``vary(request)``. See :mod:`datapipe_django.cache.keys`.
 
 Freshness
     Entries carry the generation tokens of their model (and tenant) read before the source was
-    queried, and are served only while those are current (:mod:`datapipe_django.invalidation`):
+    queried, and are served only while those are current (:mod:`datapipe_django.cache.generations`):
     a committed write is never followed by a read of the old rows. ``ttl`` bounds the age of an
     entry otherwise; with ``stale_ttl`` an entry older than ``ttl`` (but of the current
     generation) is served for ``stale_ttl`` more seconds while one caller refreshes it.
@@ -44,50 +44,41 @@ redis and memcached backends, locmem for one process).
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import decimal
 import functools
-import inspect
 import json
 import logging
 import math
 import operator
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-import django
 from django.core import checks
 from django.core.cache import caches
-from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured, ValidationError
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import connections, models, transaction
-from django.db.models.base import ModelState
-from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
-from django.db.models.query_utils import DeferredAttribute
-from django.db.models.signals import post_init, pre_init
 
-from datapipe_django.cache_keys import CACHE_FORMAT, Uncacheable, canonical, class_path, digest
-from datapipe_django.cache_keys import slug as key_slug
-from datapipe_django.conf import datapipe_settings
-from datapipe_django.fetchers.base import BaseFetcher, FetchRequest, FetchResult, Verdict, hook
-from datapipe_django.invalidation import (
-    LOADED_TENANTS,
-    CacheGuard,
+from datapipe_django.cache.dependencies import pipeline_paths, related_models
+from datapipe_django.cache.generations import (
     generation_keys,
-    get_guard,
     invalidate,
     new_token,
     pending_write,
-    remember_tenants,
     tenant_attname,
-    tenant_attnames,
     watch,
     write_pending,
 )
+from datapipe_django.cache.guard import CacheGuard, get_guard, unknown_cache_alias
+from datapipe_django.cache.keys import CACHE_FORMAT, Uncacheable, canonical, class_path, digest
+from datapipe_django.cache.keys import slug as key_slug
+
+# decode_rows: importable from here for one release (its home is datapipe_django.cache.rows).
+from datapipe_django.cache.rows import decode_rows as decode_rows
+from datapipe_django.cache.rows import encode_rows, read_entry
+from datapipe_django.cache.stats import CacheStats
+from datapipe_django.conf import datapipe_settings
+from datapipe_django.fetchers.base import BaseFetcher, FetchRequest, FetchResult, Verdict, hook
 
 if TYPE_CHECKING:
     from datapipe_django.pipeline import Pipeline
@@ -96,343 +87,9 @@ __all__ = ["CacheStats", "CachedFetcher", "invalidate"]
 
 logger = logging.getLogger("datapipe_django.cache")
 
-_UNSET: Any = object()
-
-orjson: Any
-try:  # the `fast` extra: entries read twice as fast (they are written by the standard library)
-    import orjson
-except ImportError:  # pragma: no cover - orjson is in the dev extra
-    orjson = None
-
-
-class CacheStats:
-    """Counters of one :class:`CachedFetcher` (thread-safe): ``hits``, ``stale`` (stale copies
-    served), ``misses`` (computed and stored), ``waits`` (hits after waiting for another
-    caller), ``bypasses`` (answered without the cache) and ``errors`` (cache errors)."""
-
-    NAMES = ("hits", "stale", "misses", "waits", "bypasses", "errors")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts = dict.fromkeys(self.NAMES, 0)
-
-    def incr(self, name: str) -> None:
-        with self._lock:
-            self._counts[name] += 1
-
-    def __getitem__(self, name: str) -> int:
-        return self._counts[name]
-
-    def as_dict(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._counts)
-
-    def reset(self) -> None:
-        with self._lock:
-            self._counts = dict.fromkeys(self.NAMES, 0)
-
-    def __repr__(self) -> str:
-        return f"CacheStats({self.as_dict()})"
-
 
 class _CacheDown(Exception):
     """A cache call failed with a cache error (already counted and logged)."""
-
-
-# -- rows ⇄ JSON -------------------------------------------------------------------------------
-
-_NATIVE = frozenset({
-    models.AutoField, models.BigAutoField, models.SmallAutoField, models.IntegerField,
-    models.BigIntegerField, models.SmallIntegerField, models.PositiveIntegerField,
-    models.PositiveBigIntegerField, models.PositiveSmallIntegerField, models.CharField,
-    models.TextField, models.SlugField, models.EmailField, models.URLField, models.BooleanField,
-    models.FloatField,
-})
-
-
-def _iso(obj: Any, value: Any) -> Any:
-    return value.isoformat()
-
-
-def _text(obj: Any, value: Any) -> Any:
-    return str(value)
-
-
-_BY_TYPE: dict[type, tuple[Callable[[Any, Any], Any], Callable[[Any], Any]]] = {
-    models.DateTimeField: (_iso, dt.datetime.fromisoformat),
-    models.DateField: (_iso, dt.date.fromisoformat),
-    models.TimeField: (_iso, dt.time.fromisoformat),
-    models.DecimalField: (_text, decimal.Decimal),
-    models.UUIDField: (_text, uuid.UUID),
-}
-
-#: (attname, encoder or None for "as is", decoder or None for "as is")
-_Codec = tuple[str, Callable[[Any, Any], Any] | None, Callable[[Any], Any] | None]
-
-
-def _value_codec(field: Any) -> tuple[Callable[[Any, Any], Any] | None,
-                                      Callable[[Any], Any] | None] | None:
-    """A codec working on the value alone, for Django's own field classes (None otherwise)."""
-    kind = type(field)
-    if kind in _NATIVE:
-        return None, None
-    if kind in _BY_TYPE:
-        return _BY_TYPE[kind]
-    if kind is models.JSONField and field.encoder is None and field.decoder is None:
-        return None, None
-    if field.is_relation and (field.many_to_one or field.one_to_one):
-        return _value_codec(field.target_field)
-    return None
-
-
-def _field_codec(field: Any) -> _Codec:
-    fast = _value_codec(field)
-    if fast is not None:
-        return (field.attname, *fast)
-    # Any other field: the contract Django's serializers rely on.
-    return (field.attname, lambda obj, value: field.value_to_string(obj), field.to_python)
-
-
-@lru_cache(maxsize=256)
-def _codecs(model: type[models.Model]) -> tuple[_Codec, ...]:
-    return tuple(_field_codec(f) for f in model._meta.concrete_fields)
-
-
-def encode_rows(model: type[models.Model], rows: Sequence[Any], db: str | None
-                ) -> tuple[list[list[str]], list[list[Any]]]:
-    """Rows as (field sets, records): a record is ``[field set index, values]`` (plus the
-    row's alias when it is not ``db``). Deferred fields are left out, as loaded."""
-    codecs = _codecs(model)
-    fieldsets: dict[tuple[str, ...], int] = {}
-    records: list[list[Any]] = []
-    for obj in rows:
-        values = obj.__dict__
-        present = tuple(c[0] for c in codecs if c[0] in values)
-        index = fieldsets.setdefault(present, len(fieldsets))
-        encoded = []
-        for attname, encode, _ in codecs:
-            if attname not in values:
-                continue
-            value = values[attname]
-            encoded.append(value if value is None or encode is None else encode(obj, value))
-        record: list[Any] = [index, encoded]
-        if obj._state.db != db:
-            record.append(obj._state.db)
-        records.append(record)
-    return [list(fs) for fs in fieldsets], records
-
-
-def decode_rows(model: type[models.Model], fieldsets: list[list[str]],
-                records: list[list[Any]], db: str | None) -> list[models.Model]:
-    """Model instances from :func:`encode_rows` output: what ``Model.from_db(db, fields,
-    values)`` returns (built without ``__init__`` when :func:`_fast_build` holds, see
-    :func:`_record_decoder`)."""
-    if _fast_build(model):
-        return _decode_generated(model, fieldsets, records, db, checked=False)
-    by_attname = {c[0]: c[2] for c in _codecs(model)}
-    decoders = [[by_attname[a] for a in fs] for fs in fieldsets]
-    build = model.from_db
-    rows = []
-    for record in records:
-        index, values = record[0], record[1]
-        decs = decoders[index]
-        python = [v if v is None or d is None else d(v) for v, d in zip(values, decs, strict=True)]
-        rows.append(build(record[2] if len(record) > 2 else db, fieldsets[index], python))
-    return rows
-
-
-def _decode_generated(model: type[models.Model], fieldsets: list[list[str]],
-                      records: list[list[Any]], db: str | None, checked: bool
-                      ) -> list[models.Model]:
-    """:func:`decode_rows` when :func:`_fast_build` holds: through :func:`_record_decoder`.
-    ``checked``: the records were parsed by orjson, which reads an integer past 64 bits as a
-    float; such a float in an integer field raises :class:`_WideInteger` (see
-    :func:`_orjson_reads`)."""
-    tracked = tenant_attnames(model) if post_init.has_listeners(model) else ()
-    rebuild = [_record_decoder(model, tuple(fs), tracked, checked) for fs in fieldsets]
-    return [rebuild[record[0]](record, db) for record in records]
-
-
-class _WideInteger(ValueError):
-    """orjson read an integer field's value as a float: an integer past 64 bits."""
-
-
-_INTEGERS = frozenset({
-    models.AutoField, models.BigAutoField, models.SmallAutoField, models.IntegerField,
-    models.BigIntegerField, models.SmallIntegerField, models.PositiveIntegerField,
-    models.PositiveBigIntegerField, models.PositiveSmallIntegerField,
-})
-_TEXTS = frozenset({models.CharField, models.TextField, models.SlugField, models.EmailField,
-                    models.URLField, models.BooleanField})
-
-
-def _stored_kind(field: Any) -> str:
-    """How a field's value is in an entry: ``text`` (a string or a boolean, whoever reads it),
-    ``int`` (a JSON integer) or ``other`` (floats, JSON documents...)."""
-    if field.is_relation and (field.many_to_one or field.one_to_one):
-        return _stored_kind(field.target_field)
-    kind = type(field)
-    if kind in _INTEGERS:
-        return "int"
-    codec = _value_codec(field)
-    if kind in _TEXTS or codec is None or codec[1] is not None:
-        return "text"  # str/bool, or written as text (isoformat, str, value_to_string)
-    return "other"
-
-
-@lru_cache(maxsize=256)
-def _orjson_reads(model: type[models.Model]) -> bool:
-    """Whether orjson may read ``model``'s entries: every field holds text or an integer (an
-    integer past 64 bits, which orjson reads as a float, is caught by the checked decoder), and
-    the rows are rebuilt by the generated decoders. Floats (an int in a FloatField) and JSON
-    documents are left to the standard library, which wrote them."""
-    return orjson is not None and all(_stored_kind(f) != "other"
-                                      for f in model._meta.concrete_fields)
-
-
-@lru_cache(maxsize=1024)
-def _record_decoder(model: type[models.Model], names: tuple[str, ...],
-                    tracked: tuple[str, ...], checked: bool = False
-                    ) -> Callable[[list[Any], str | None], Any]:
-    """``(record, db) -> instance`` for the records of one field set, when :func:`_fast_build`
-    holds: the instance ``Model.from_db`` builds, made without running ``__init__`` (as
-    unpickling does, several times faster), from one function generated for the field set
-    (its values unpacked into locals, each decoded where its field needs it, the ``__dict__``
-    written as one literal). The generated code names only the model's own
-    attnames (a field set naming anything else raises ``KeyError``: an unreadable entry)."""
-    decoders = {c[0]: c[2] for c in _codecs(model)}
-    kinds = {f.attname: _stored_kind(f) for f in model._meta.concrete_fields}
-    env: dict[str, Any] = {"_new": model.__new__, "_model": model, "_State": ModelState,
-                           "_TENANTS": LOADED_TENANTS, "_Wide": _WideInteger}
-    local = {name: f"a{i}" for i, name in enumerate(names)}  # the last of a repeated name wins
-    lines = [f"    [{''.join(f'a{i}, ' for i in range(len(names)))}] = record[1]"]
-    for i, name in enumerate(names):
-        decode = decoders[name]  # KeyError: not a concrete field of the model
-        if decode is not None:
-            env[f"d{i}"] = decode
-            lines.append(f"    if a{i} is not None: a{i} = d{i}(a{i})")
-        elif checked and kinds[name] == "int":
-            lines.append(f"    if a{i}.__class__ is float: raise _Wide({name!r})")
-    items = "".join(f"{name!r}: {var}, " for name, var in local.items())
-    if tracked:  # what remember_tenants records
-        seen = "".join(f"{a!r}: {local[a]}, " for a in tracked if a in local)
-        items += f"_TENANTS: {{{seen}}}, "
-    source = "\n".join([
-        "def decode(record, db):",
-        *lines,
-        "    state = _State()",
-        "    state.adding = False",
-        "    state.db = record[2] if len(record) > 2 else db",
-        "    obj = _new(_model)",
-        f"    obj.__dict__ = {{'_state': state, {items}}}",
-        "    return obj",
-    ])
-    exec(compile(source, f"<datapipe cached {model._meta.label} row>", "exec"), env)
-    return env["decode"]  # type: ignore[no-any-return]
-
-
-def read_entry(model: type[models.Model], raw: str | bytes,
-               accept: Callable[[dict[str, Any]], bool]
-               ) -> tuple[dict[str, Any], list[models.Model]] | None:
-    """An entry's JSON and its rows, or None when ``accept(entry)`` says it is not the one
-    wanted (its rows are then not rebuilt). orjson reads it when :func:`_orjson_reads` allows;
-    what orjson refuses or may misread (NaN, an integer past 64 bits) the standard library,
-    which wrote the entry, reads again."""
-    fast = _orjson_reads(model) and _fast_build(model)
-    if fast:
-        try:
-            data = orjson.loads(raw)
-            if not accept(data):
-                return None
-            return data, _decode_generated(model, data["fs"], data["r"], data["db"],
-                                           checked=True)
-        except ValueError:  # orjson.JSONDecodeError, _WideInteger
-            pass
-    data = json.loads(raw)
-    if not accept(data):
-        return None
-    return data, decode_rows(model, data["fs"], data["r"], data["db"])
-
-
-_PLAIN_DESCRIPTORS = (DeferredAttribute, ForeignKeyDeferredAttribute)
-
-
-@lru_cache(maxsize=256)
-def _plain_model(model: type[models.Model]) -> bool:
-    """Whether ``Model.from_db`` on ``model`` amounts to storing the values in the instance's
-    ``__dict__``: Django's own ``__init__`` and ``from_db``, and only Django's plain attribute
-    descriptors on the fields (whose ``__set__``, if any, stores the value and nothing else)."""
-    if django.VERSION[:2] > (5, 2):
-        return False  # from_db and ModelState as known here; a later Django gets from_db()
-    if model.__init__ is not models.Model.__init__:
-        return False
-    if getattr(model.from_db, "__func__", None) is not getattr(models.Model.from_db, "__func__",
-                                                               True):
-        return False
-    return all(type(inspect.getattr_static(model, f.attname, None)) in _PLAIN_DESCRIPTORS
-               for f in model._meta.concrete_fields)
-
-
-def _init_unobserved(model: type[models.Model]) -> bool:
-    """No ``pre_init``/``post_init`` receiver for ``model`` but this library's tenant tracker."""
-    if pre_init.has_listeners(model):
-        return False
-    if not post_init.has_listeners(model):
-        return True
-    try:
-        live: Any = post_init._live_receivers(model)
-    except Exception:  # an internal API: should it change, take the safe path
-        return False
-    sync, asynchronous = live if isinstance(live, tuple) else (live, [])
-    return not asynchronous and all(r is remember_tenants for r in sync)
-
-
-def _fast_build(model: type[models.Model]) -> bool:
-    """Whether nobody could tell ``Model.from_db`` from storing the values in a new instance
-    built without ``__init__`` (a plain model, no ``pre_init``/``post_init`` receiver but this
-    library's)."""
-    return _plain_model(model) and _init_unobserved(model)
-
-
-# -- dependencies ------------------------------------------------------------------------------
-
-@lru_cache(maxsize=1024)
-def _related_models(model: type[models.Model], path: str) -> frozenset[type[models.Model]]:
-    """Models a filter on ``path`` reads besides ``model`` (joins), e.g. ``owner__name`` →
-    ``{Owner}``. A path ending at a local foreign key (``owner``) reads no other table."""
-    found: set[type[models.Model]] = set()
-    meta = model._meta
-    parts = path.lstrip("^=@$").split("__")
-    for i, part in enumerate(parts):
-        try:
-            field = meta.pk if part == "pk" else meta.get_field(part)
-        except FieldDoesNotExist:
-            break
-        related: Any = getattr(field, "related_model", None)
-        if not getattr(field, "is_relation", False) or not (
-                isinstance(related, type) and issubclass(related, models.Model)):
-            break
-        last = i == len(parts) - 1
-        if last and getattr(field, "concrete", False) and not field.many_to_many:
-            break  # the local column
-        found.add(related._meta.concrete_model or related)
-        through = getattr(getattr(field, "remote_field", None), "through", None)
-        if field.many_to_many and isinstance(through, type):
-            found.add(through)
-        meta = related._meta
-    return frozenset(found)
-
-
-def _pipeline_paths(pipeline: Any) -> set[str]:
-    paths = {p for p in getattr(pipeline, "search_fields", ()) if p}
-    if getattr(pipeline, "tenant_field", None):
-        paths.add(pipeline.tenant_field)
-    filterset = getattr(pipeline, "filterset_class", None)
-    for flt in getattr(filterset, "base_filters", {}).values():
-        name = getattr(flt, "field_name", None)
-        if isinstance(name, str) and name:
-            paths.add(name)
-    return paths
 
 
 # -- the fetcher -------------------------------------------------------------------------------
@@ -550,8 +207,8 @@ class CachedFetcher(BaseFetcher):
         self._shapes.pop(pipeline.name, None)
         model = pipeline.model
         deps = {_concrete(m) for m in self.depends_on}
-        for path in _pipeline_paths(pipeline):
-            deps |= _related_models(model, path)
+        for path in pipeline_paths(pipeline):
+            deps |= related_models(model, path)
         self._deps[pipeline.name] = frozenset(deps)
         watch(model, tenant_field=pipeline.tenant_field, cache=self._cache, depends_on=deps)
 
@@ -560,7 +217,7 @@ class CachedFetcher(BaseFetcher):
         if deps is None:  # used outside a Pipeline declaration (a bare FetcherChain)
             found = {_concrete(m) for m in self.depends_on}
             for path in request.search_fields:
-                found |= _related_models(request.model, path)
+                found |= related_models(request.model, path)
             deps = self._deps[request.pipeline] = frozenset(found)
             watch(request.model, tenant_field=request.tenant_field, cache=self._cache,
                   depends_on=deps)
@@ -704,7 +361,7 @@ class CachedFetcher(BaseFetcher):
         if request.spec is not None:
             joined: set[type[models.Model]] = set()
             for path in request.spec.fields():
-                joined |= _related_models(request.model, path)
+                joined |= related_models(request.model, path)
             missing = joined - deps
             if missing:
                 names = ", ".join(sorted(m._meta.label for m in missing))
@@ -974,21 +631,6 @@ def check_cache_aliases(app_configs: Any = None, **kwargs: Any) -> list[checks.C
     return [error for pipeline, fetcher in _cached_fetchers()
             if (error := unknown_cache_alias(pipeline, f"CachedFetcher {fetcher.name!r}",
                                              fetcher.cache_alias)) is not None]
-
-
-def unknown_cache_alias(pipeline: Any, user: str, alias: str) -> checks.Error | None:
-    """E003 when ``user`` (what names the cache alias, e.g. ``CachedFetcher 'appdb'``) names
-    an ``alias`` that is not in settings.CACHES."""
-    from django.conf import settings
-
-    if alias in settings.CACHES:
-        return None
-    return checks.Error(
-        f"Pipeline {pipeline.name!r}: {user} uses cache alias {alias!r}, which is not in "
-        f"settings.CACHES.",
-        hint="Add it to CACHES, or pass cache='<alias>' / set DATAPIPE['CACHE'].",
-        obj=pipeline, id="datapipe_django.E003",
-    )
 
 
 @checks.register(checks.Tags.caches, deploy=True)
