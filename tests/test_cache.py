@@ -269,6 +269,25 @@ def test_the_key_layout_never_changes():
                    "6cc43f858fbb763301637b5af970e2a4"}
 
 
+def test_a_spec_class_of_the_library_is_named_by_its_public_path_in_keys():
+    def leaf(module: str) -> type:
+        cls = type("Moved", (Eq,), {"__module__": module, "__qualname__": "Moved"})
+        return dataclasses.dataclass(frozen=True)(cls)
+
+    here, moved = leaf("datapipe_django.specs"), leaf("datapipe_django.specs.tree")
+    assert canonical(here("status", "a")) == canonical(moved("status", "a"))
+    assert canonical(leaf("myapp.specs")("status", "a")) != canonical(here("status", "a"))
+
+
+def test_the_old_module_paths_still_import():
+    from datapipe_django import cache_keys, invalidation
+    from datapipe_django.cache import keys
+
+    assert cache_keys.digest is keys.digest and invalidation.invalidate is invalidate
+    assert invalidation.CacheGuard is cache_guard.CacheGuard
+    assert cache_module.decode_rows is decode_rows and cache_module.CacheStats
+
+
 def test_keys_are_safe_for_every_backend():
     assert slug("payouts") == "payouts"
     assert slug("my pipeline") != slug("my_pipeline")
