@@ -5,7 +5,7 @@ A stage is a callable ``(state) -> None`` that reads and writes :class:`~datapip
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -76,60 +76,80 @@ def _ordering(state: State, errors: dict[str, list[str]]) -> Ordering:
         return pipeline.default_ordering
     if any(n.lstrip("-+") == RELEVANCE for n in asked) and \
             RELEVANCE not in pipeline.ordering_fields:
-        if asked != (RELEVANCE,):
-            errors["ordering"] = [f"{RELEVANCE!r} orders by itself (best first, the primary "
-                                  f"key breaking ties): give it alone."]
-        elif not state.request.search:
-            errors["ordering"] = [f"Ordering by {RELEVANCE!r} needs a search: give q."]
-        elif not pipeline.search_fields:
-            errors["ordering"] = [f"This endpoint cannot order by {RELEVANCE!r}: it has no "
-                                  f"free-text search."]
-        else:
-            return Ordering.by_relevance(pipeline.model)
+        why = _relevance_error(state, asked)
+    else:
+        why = _ordering_error(asked, pipeline.ordering_fields)
+    if why:
+        errors["ordering"] = [why]
         return pipeline.default_ordering
-    allowed_names = pipeline.ordering_fields
+    if asked == (RELEVANCE,) and RELEVANCE not in pipeline.ordering_fields:
+        return Ordering.by_relevance(pipeline.model)
+    return Ordering.for_model(pipeline.model, asked, owner=f"Pipeline {pipeline.name!r}")
+
+
+def _relevance_error(state: State, asked: tuple[str, ...]) -> str | None:
+    """Why ``ordering=relevance`` (by the engine's score) cannot order this request."""
+    if asked != (RELEVANCE,):
+        return (f"{RELEVANCE!r} orders by itself (best first, the primary key breaking ties): "
+                f"give it alone.")
+    if not state.request.search:
+        return f"Ordering by {RELEVANCE!r} needs a search: give q."
+    if not state.pipeline.search_fields:
+        return f"This endpoint cannot order by {RELEVANCE!r}: it has no free-text search."
+    return None
+
+
+def _ordering_error(asked: tuple[str, ...], allowed_names: Any) -> str | None:
+    """Why the client's ordering fields cannot order this request (None: they can)."""
     if len(asked) > len(allowed_names):
-        errors["ordering"] = [f"Give at most {len(allowed_names)} ordering fields, "
-                              f"not {len(asked)}."]
-        return pipeline.default_ordering
+        return f"Give at most {len(allowed_names)} ordering fields, not {len(asked)}."
     unknown = [n for n in asked if n.lstrip("-+") not in allowed_names]
     if unknown:
         allowed = ", ".join(sorted(allowed_names))
-        errors["ordering"] = [f"Unknown ordering field {quote(unknown[0])}. Allowed: {allowed}."]
-        return pipeline.default_ordering
+        return f"Unknown ordering field {quote(unknown[0])}. Allowed: {allowed}."
     seen = [n.lstrip("-+") for n in asked]
     if len(set(seen)) != len(seen):
-        errors["ordering"] = ["Give each ordering field once."]
-        return pipeline.default_ordering
-    return Ordering.for_model(pipeline.model, asked, owner=f"Pipeline {pipeline.name!r}")
+        return "Give each ordering field once."
+    return None
 
 
 def _expand(state: State, errors: dict[str, list[str]]) -> frozenset[str]:
     pipeline = state.pipeline
-    auth_type = state.request.auth_type
-    max_depth = int(datapipe_settings.MAX_EXPAND_DEPTH)
-    allowed = pipeline.expandable(auth_type)
     asked = state.request.expand
     known = {path for e in pipeline.enrichers for path in e.paths()}
     if len(asked) > max(len(known), 1):
         errors["expand"] = [f"Give at most {max(len(known), 1)} expansions, not {len(asked)}."]
         return frozenset()
+    allowed = pipeline.expandable(state.request.auth_type)
+    max_depth = int(datapipe_settings.MAX_EXPAND_DEPTH)
     result: set[str] = set()
     messages: list[str] = []
     for path in sorted(asked):
-        parts = path.split(".")
-        if len(parts) > max_depth:
-            messages.append(f"{quote(path)} is nested deeper than {max_depth} "
-                            f"level{'' if max_depth == 1 else 's'}.")
-        elif path not in allowed:
-            messages.append(f"Unknown expansion {quote(path)}.")
+        why = _expansion_error(path, allowed, max_depth)
+        if why:
+            messages.append(why)
         else:
+            parts = path.split(".")
             result.update(".".join(parts[: i + 1]) for i in range(len(parts)))
     if messages:
-        errors["expand"] = messages[:MAX_MESSAGES] + (
-            [f"... and {len(messages) - MAX_MESSAGES} more."]
-            if len(messages) > MAX_MESSAGES else [])
+        errors["expand"] = _at_most(messages)
     return frozenset(result)
+
+
+def _expansion_error(path: str, allowed: Any, max_depth: int) -> str | None:
+    if path.count(".") >= max_depth:
+        return (f"{quote(path)} is nested deeper than {max_depth} "
+                f"level{'' if max_depth == 1 else 's'}.")
+    if path not in allowed:
+        return f"Unknown expansion {quote(path)}."
+    return None
+
+
+def _at_most(messages: list[str]) -> list[str]:
+    """The first ``MAX_MESSAGES`` messages, and how many more there are."""
+    if len(messages) <= MAX_MESSAGES:
+        return messages
+    return [*messages[:MAX_MESSAGES], f"... and {len(messages) - MAX_MESSAGES} more."]
 
 
 def _highlight(raw: Any, errors: dict[str, list[str]]) -> bool:
@@ -210,28 +230,63 @@ def quote_messages(exc: DjangoValidationError) -> str:
 
 def validate(state: State) -> None:
     """Check every parameter and compile the filters; nothing invalid goes further."""
-    pipeline, request = state.pipeline, state.request
-    for validator in pipeline.validators:
-        validator(request)
+    for validator in state.pipeline.validators:
+        validator(state.request)
     errors: dict[str, list[str]] = {}
-    if pipeline.tenant_field and request.tenant is None:
-        errors["tenant"] = ["A tenant is required for this pipeline."]
-    elif pipeline.tenant_field:
-        # Converted once, by the tenant field: every source, cache key and enricher sees it.
-        tenant = tenant_value(pipeline, request.tenant, errors)
-        if "tenant" not in errors and tenant != request.tenant:
-            state.request = request = request.replace(tenant=tenant)
+    _tenant(state, errors)
     state.expand = _expand(state, errors)
-    if request.pk is not None:
-        pk = _key(pipeline, "pk", request.pk, "pk", errors)
-        if "pk" not in errors and pk != request.pk:
-            state.request = request = request.replace(pk=pk)
-        state.limit, state.offset = 1, 0
-        state.ordering = pipeline.default_ordering
-        state.spec = MatchAll()
-        if errors:
-            raise ValidationFailed(errors)
+    if state.request.pk is not None:
+        _retrieve_parameters(state, errors)
+    else:
+        _list_parameters(state, errors)
+    if errors:
+        raise ValidationFailed(errors)
+
+
+def _tenant(state: State, errors: dict[str, list[str]]) -> None:
+    """The tenant, converted once by the tenant field: every source, cache key and enricher
+    sees it."""
+    pipeline, request = state.pipeline, state.request
+    if not pipeline.tenant_field:
         return
+    if request.tenant is None:
+        errors["tenant"] = ["A tenant is required for this pipeline."]
+        return
+    tenant = tenant_value(pipeline, request.tenant, errors)
+    if "tenant" not in errors and tenant != request.tenant:
+        state.request = request.replace(tenant=tenant)
+
+
+def _retrieve_parameters(state: State, errors: dict[str, list[str]]) -> None:
+    """A retrieve: the pk, converted by the pk field; one row, in the default ordering."""
+    pipeline, request = state.pipeline, state.request
+    pk = _key(pipeline, "pk", request.pk, "pk", errors)
+    if "pk" not in errors and pk != request.pk:
+        state.request = request.replace(pk=pk)
+    state.limit, state.offset = 1, 0
+    state.ordering = pipeline.default_ordering
+    state.spec = MatchAll()
+
+
+def _list_parameters(state: State, errors: dict[str, list[str]]) -> None:
+    """A list: its page, ordering, search, highlight, facets, cursor and filters."""
+    _page(state, errors)
+    state.ordering = _ordering(state, errors)
+    _search(state, errors)
+    state.highlight = _highlight(state.request.highlight, errors)
+    state.facets = _facets(state, errors)
+    if state.request.cursor is not None and "ordering" not in errors:
+        try:
+            state.after = Cursor.decode(state.request.cursor, state.ordering,
+                                        namespace=state.pipeline.name)
+        except ValidationFailed as exc:
+            errors.update(exc.errors)
+    _filters(state, errors)
+
+
+def _page(state: State, errors: dict[str, list[str]]) -> None:
+    """``limit`` and ``offset`` (or ``cursor``, not both)."""
+    request = state.request
     limit = request.limit if request.limit is not None else datapipe_settings.DEFAULT_LIMIT
     state.limit = _integer(limit, "limit", errors, minimum=1,
                            maximum=int(datapipe_settings.MAX_LIMIT)) or 0
@@ -240,31 +295,27 @@ def validate(state: State) -> None:
     elif request.offset is not None:
         state.offset = _integer(request.offset, "offset", errors, minimum=0,
                                 maximum=datapipe_settings.MAX_OFFSET) or 0
-    state.ordering = _ordering(state, errors)
-    _search(state, errors)
-    state.highlight = _highlight(request.highlight, errors)
-    state.facets = _facets(state, errors)
-    if request.cursor is not None and "ordering" not in errors:
-        try:
-            state.after = Cursor.decode(request.cursor, state.ordering, namespace=pipeline.name)
-        except ValidationFailed as exc:
-            errors.update(exc.errors)
-    bad = check_parameters(pipeline.filterset_class, request.filters,
+
+
+def _filters(state: State, errors: dict[str, list[str]]) -> None:
+    """The filters, bound to the FilterSet and compiled to ``state.spec`` (a filter that
+    cannot be compiled leaves it None, naming the filter); an unknown or repeated parameter
+    is an error, and then nothing is compiled."""
+    pipeline = state.pipeline
+    bad = check_parameters(pipeline.filterset_class, state.request.filters,
                            unknown=str(datapipe_settings.UNKNOWN_PARAMETERS))
     if bad:
         errors.update(bad)
-        raise ValidationFailed(errors)
+        return
     try:
         state.spec = (
-            compile_filterset(pipeline.filterset_class, request.filters)
+            compile_filterset(pipeline.filterset_class, state.request.filters)
             if pipeline.filterset_class is not None else MatchAll()
         )
     except ValidationFailed as exc:
         errors.update(exc.errors)
     except Uncompilable as exc:
         state.spec, state.uncompilable = None, exc.filter_name
-    if errors:
-        raise ValidationFailed(errors)
 
 
 def fetch_request(state: State) -> FetchRequest:
@@ -324,29 +375,52 @@ def load_fields(state: State) -> tuple[str, ...] | None:
     if request.only is None or pipeline.transformers:
         return None
     model = pipeline.model
+    names = _concrete_names(model, request.only)
+    enriched = _enricher_needs(state) if names is not None else None
+    if names is None or enriched is None:
+        return None
+    names |= enriched | _pipeline_reads(state)
+    concrete = {f.name for f in model._meta.concrete_fields}
+    if names >= concrete:
+        return None
+    return tuple(sorted(names & concrete))
+
+
+def _concrete_names(model: Any, only: Iterable[str]) -> set[str] | None:
+    """The concrete model fields among ``only`` (None: one is not a model field at all)."""
     names: set[str] = set()
-    for name in request.only:
+    for name in only:
         try:
             field = model._meta.get_field(name)
         except FieldDoesNotExist:
             return None  # not a model field (a property, an annotation): load everything
         if getattr(field, "concrete", False):
             names.add(field.name)
-    names.add(model._meta.pk.name)  # type: ignore[union-attr]
+    return names
+
+
+def _pipeline_reads(state: State) -> set[str]:
+    """The fields the pipeline reads itself: the pk, the ordering keys (merging and the
+    cursor) and the tenant field."""
+    pipeline = state.pipeline
+    names = {pipeline.model._meta.pk.name}  # type: ignore[union-attr]
     if state.ordering is not None:
         names.update(f.name for f in state.ordering.fields)
     if pipeline.tenant_field:
         names.add(pipeline.tenant_field.split("__")[0])
-    selected = pipeline.composite_enricher.select(state.expand, request.auth_type)
-    for enricher in selected:
-        needed = enricher.needs(model)
+    return names
+
+
+def _enricher_needs(state: State) -> set[str] | None:
+    """The fields the enrichers this request runs read (None: one cannot say)."""
+    pipeline = state.pipeline
+    names: set[str] = set()
+    for enricher in pipeline.composite_enricher.select(state.expand, state.request.auth_type):
+        needed = enricher.needs(pipeline.model)
         if needed is None:
             return None
         names.update(needed)
-    concrete = {f.name for f in model._meta.concrete_fields}
-    if names >= concrete:
-        return None
-    return tuple(sorted(names & concrete))
+    return names
 
 
 def _joins(state: State) -> tuple[str, ...]:
@@ -415,26 +489,35 @@ def enrich(state: State) -> None:
                             auth_type=request.auth_type, tenant=request.tenant,
                             deadline=state.deadline, workers=pipeline.max_workers,
                             tracer=pipeline.tracer)
-    metric = getattr(pipeline.metrics, "enricher", None)  # optional in the Metrics protocol
+    errors = composite.run(state.items, context, selected, report=_reporter(state))
+    if errors and pipeline.fail_fast:
+        raise EnrichmentFailed(f"Enricher {errors[0]['enricher']!r} failed.", stage="enrich",
+                               op=errors[0]["enricher"])
+    state.errors.extend(errors)
+    state.expand = _loaded(state.expand, selected, {error["enricher"] for error in errors})
+
+
+def _loaded(expand: frozenset[str], selected: Sequence[Any], failed: set[str]
+            ) -> frozenset[str]:
+    """From the enrich stage on, ``expand`` says what is loaded (serializers render exactly
+    that): the ``always`` enrichers join it, failed ones and the paths below them leave it."""
+    loaded = {path for e in selected if e.name not in failed for path in e.paths()}
+    return frozenset(path for path in expand | loaded
+                     if not any(path == f or path.startswith(f"{f}.") for f in failed))
+
+
+def _reporter(state: State) -> Callable[[str, str, float], None]:
+    """How the enrichers report each run: into ``state.enrichments`` and the pipeline's
+    ``enricher`` metric (optional in the Metrics protocol)."""
+    pipeline = state.pipeline
+    metric = getattr(pipeline.metrics, "enricher", None)
 
     def report(name: str, outcome: str, seconds: float) -> None:
         state.enrichments.append({"enricher": name, "outcome": outcome, "seconds": seconds})
         if callable(metric):
             metric(pipeline.name, name, outcome, seconds)
 
-    errors = composite.run(state.items, context, selected, report=report)
-    if errors and pipeline.fail_fast:
-        raise EnrichmentFailed(f"Enricher {errors[0]['enricher']!r} failed.", stage="enrich",
-                               op=errors[0]["enricher"])
-    state.errors.extend(errors)
-    # From here on `expand` says what is loaded (serializers render exactly that): the
-    # `always` enrichers join it, failed ones and the paths below them leave it.
-    failed = {error["enricher"] for error in errors}
-    loaded = {path for e in selected if e.name not in failed for path in e.paths()}
-    state.expand = frozenset(
-        path for path in state.expand | loaded
-        if not any(path == f or path.startswith(f"{f}.") for f in failed)
-    )
+    return report
 
 
 def build(state: State) -> None:
