@@ -123,25 +123,8 @@ class LoggingMiddleware:
         fields["stages_ms"] = {**{k: round(v * 1000, 3) for k, v in state.timings.items()},
                                stage: round((now - stage_started) * 1000, 3)}
         fields["duration_ms"] = round((now - started) * 1000, 3)
-        sources = "; ".join(_describe_source(s) for s in fields["sources"])
-        head = f"{fields['pipeline']} {fields['operation']}"
-        if exc is None:
-            served = ",".join(fields["served_by"]) or "no source"
-            text = (f"{head}: {fields['items']} items from {served} in "
-                    f"{fields['duration_ms']:.1f} ms")
-        else:
-            text = f"{head} failed: {fields['error']} in {fields['duration_ms']:.1f} ms"
-            if fields.get("invalid"):
-                text += f" (invalid: {', '.join(fields['invalid'])})"
-        if sources:
-            text += f" [{sources}]"
-        if fields["enrichment_errors"]:
-            text += " enrichment errors: " + ", ".join(
-                f"{e.get('enricher')} {e.get('code')}" for e in fields["enrichment_errors"])
-        if fields["recovered"]:
-            text += " recovered: " + ", ".join(
-                f"{r['stage']} {r['error']}" for r in fields["recovered"])
-        self.logger.log(level, "%s", text, extra={"datapipe": fields})
+        self.logger.log(level, "%s", _line(fields, failed=exc is not None),
+                        extra={"datapipe": fields})
 
     @staticmethod
     def fields(state: State, exc: BaseException | None) -> dict[str, Any]:
@@ -185,6 +168,28 @@ class LoggingMiddleware:
         if any(s["outcome"] in ("unavailable", "timeout") for s in fields["sources"]):
             return logging.WARNING
         return logging.INFO
+
+
+def _line(fields: dict[str, Any], *, failed: bool) -> str:
+    """The human-readable line of a request's log record, from its structured ``fields``."""
+    head = f"{fields['pipeline']} {fields['operation']}"
+    if not failed:
+        served = ",".join(fields["served_by"]) or "no source"
+        text = f"{head}: {fields['items']} items from {served} in {fields['duration_ms']:.1f} ms"
+    else:
+        text = f"{head} failed: {fields['error']} in {fields['duration_ms']:.1f} ms"
+        if fields.get("invalid"):
+            text += f" (invalid: {', '.join(fields['invalid'])})"
+    sources = "; ".join(_describe_source(s) for s in fields["sources"])
+    if sources:
+        text += f" [{sources}]"
+    if fields["enrichment_errors"]:
+        text += " enrichment errors: " + ", ".join(
+            f"{e.get('enricher')} {e.get('code')}" for e in fields["enrichment_errors"])
+    if fields["recovered"]:
+        text += " recovered: " + ", ".join(
+            f"{r['stage']} {r['error']}" for r in fields["recovered"])
+    return text
 
 
 def _describe_source(source: Mapping[str, Any]) -> str:

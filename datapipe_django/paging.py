@@ -173,20 +173,10 @@ class Ordering:
 
     def after_q(self, values: Sequence[Any]) -> Q:
         """The keyset predicate: rows strictly after ``values`` in this ordering."""
-        clauses: list[Q] = []
-        for i, field in enumerate(self.fields):
-            value = values[i]
-            if value is None:
-                continue  # NULLs sort last: nothing comes after NULL within this prefix
-            op = "lt" if field.descending else "gt"
-            after = Q(**{f"{field.attname}__{op}": value})
-            if field.nullable:
-                after |= Q(**{f"{field.attname}__isnull": True})
-            prefix = [
-                Q(**{f"{f.attname}__isnull": True}) if v is None else Q(**{f.attname: v})
-                for f, v in zip(self.fields[:i], values[:i], strict=True)
-            ]
-            clauses.append(Q(*prefix, after))
+        # One clause per field: the fields before it equal, it strictly after. NULLs sort
+        # last: nothing comes after NULL within its prefix.
+        clauses = [self._after_at(i, values) for i in range(len(self.fields))
+                   if values[i] is not None]
         if not clauses:
             return Q(pk__in=[])
         result = clauses[0]
@@ -198,6 +188,19 @@ class Ordering:
             # start the scan at the cursor instead of filtering every earlier row.
             result &= Q(**{f"{first.attname}__{'lte' if first.descending else 'gte'}": value})
         return result
+
+    def _after_at(self, i: int, values: Sequence[Any]) -> Q:
+        """Rows equal to ``values`` on the fields before the ``i``-th, after it on that one."""
+        field = self.fields[i]
+        op = "lt" if field.descending else "gt"
+        after = Q(**{f"{field.attname}__{op}": values[i]})
+        if field.nullable:
+            after |= Q(**{f"{field.attname}__isnull": True})
+        prefix = [
+            Q(**{f"{f.attname}__isnull": True}) if v is None else Q(**{f.attname: v})
+            for f, v in zip(self.fields[:i], values[:i], strict=True)
+        ]
+        return Q(*prefix, after)
 
     def is_after(self, obj: Any, values: Sequence[Any]) -> bool:
         """In-memory twin of :meth:`after_q`."""
