@@ -8,12 +8,13 @@ from typing import Any
 
 from django.conf import settings
 from django.core import checks
-from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
 from datapipe_django.conf import DEFAULTS, datapipe_settings
 from datapipe_django.paging import Ordering
 from datapipe_django.registry import all_pipelines
+from datapipe_django.specs.paths import path_error
 
 __all__ = ["check_declarations", "check_pipelines"]
 
@@ -70,25 +71,6 @@ def check_pipelines(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
 #        (datapipe_django.rest.checks: no get_tenant() and no `tenant` on the user model)
 
 
-def _field_path_error(model: Any, path: str) -> str | None:
-    """Why ``path`` (``a__b__c``) is not a field path of ``model``, or None."""
-    current = model
-    parts = path.split("__")
-    for i, part in enumerate(parts):
-        try:
-            field = current._meta.get_field(part)
-        except FieldDoesNotExist:
-            names = sorted(f.name for f in current._meta.get_fields())
-            close = difflib.get_close_matches(part, names, n=1)
-            return (f"{current._meta.label} has no field {part!r}"
-                    + (f" (did you mean {close[0]!r}?)" if close else ""))
-        if field.related_model is not None:
-            current = field.related_model
-        elif i < len(parts) - 1:
-            return f"{current._meta.label}.{part} is not a relation"
-    return None
-
-
 def _document_model(document: Any) -> Any:
     """The model a django-elasticsearch-dsl / django-opensearch-dsl Document indexes."""
     for attr in ("django", "Django"):
@@ -115,7 +97,7 @@ def check_declarations(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
         owner = f"Pipeline {pipeline.name!r}"
         label = pipeline.model._meta.label
         if pipeline.tenant_field:
-            why = _field_path_error(pipeline.model, pipeline.tenant_field)
+            why = path_error(pipeline.model, pipeline.tenant_field)
             if why:
                 messages.append(checks.Error(
                     f"{owner}: tenant_field {pipeline.tenant_field!r} is not a field of {label}: "
@@ -159,7 +141,7 @@ def check_declarations(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
         messages.extend(_check_tiers(pipeline))
         messages.extend(_check_filters(pipeline, owner))
         for path in pipeline.search_fields:
-            why = _field_path_error(pipeline.model, path)
+            why = path_error(pipeline.model, path)
             if why:
                 messages.append(checks.Error(
                     f"{owner}: search_fields entry {path!r} is not a field of {label}: {why}.",

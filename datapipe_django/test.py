@@ -15,18 +15,17 @@ from typing import Any
 from datapipe_django import registry
 from datapipe_django.errors import SourceUnavailable
 from datapipe_django.fetchers.base import BaseFetcher, FetchRequest, FetchResult
+from datapipe_django.search.database import search_words
 
 __all__ = ["InMemoryFetcher", "count_facets", "matches_search", "unregister_pipeline"]
 
 
 def matches_search(obj: Any, search: str, fields: Iterable[str]) -> bool:
-    """In-memory twin of :func:`datapipe_django.fetchers.orm.search_q` (for plain fields)."""
+    """In-memory twin of :func:`datapipe_django.fetchers.orm.search_q` (for plain fields): the
+    same words (:func:`~datapipe_django.search.database.search_words`), each in some field."""
     fields = tuple(fields)
     values = [str(getattr(obj, f, "") or "").casefold() for f in fields]
-    return all(
-        any(term.casefold() in v for v in values)
-        for term in search.replace(",", " ").split()
-    )
+    return all(any(term.casefold() in v for v in values) for term in search_words(search))
 
 
 class InMemoryFetcher(BaseFetcher):
@@ -54,17 +53,8 @@ class InMemoryFetcher(BaseFetcher):
         self.calls.append(request)
         if not self.available:
             raise SourceUnavailable(self.name, "switched off")
-        spec = request.full_spec
-        pk = None if request.pk is None else request.model._meta.pk.to_python(  # type: ignore[union-attr]
-            request.pk)  # "12" from a URL is the integer 12, as in a database query
-        return [
-            r for r in self.rows
-            if (spec is None or spec.matches(r))
-            and (pk is None or r.pk == pk)
-            and (not request.search or matches_search(r, request.search,
-                                                       request.search_fields))
-            and (request.after is None or request.ordering.is_after(r, request.after))
-        ]
+        tests = _row_tests(request)
+        return [r for r in self.rows if all(test(r) for test in tests)]
 
     def count(self, request: FetchRequest) -> int | None:
         """How many of the rows match ``request`` (``?total=true``)."""
@@ -80,6 +70,26 @@ class InMemoryFetcher(BaseFetcher):
 
     def can_facet(self, request: FetchRequest) -> bool:
         return True  # it holds its whole list
+
+
+def _row_tests(request: FetchRequest) -> list[Callable[[Any], bool]]:
+    """What a row must pass to match ``request``, as a database source filters: the spec (the
+    tenant included), the pk, the search terms and the cursor."""
+    tests: list[Callable[[Any], bool]] = []
+    spec = request.full_spec
+    if spec is not None:
+        tests.append(spec.matches)
+    if request.pk is not None:
+        # "12" from a URL is the integer 12, as in a database query
+        pk = request.model._meta.pk.to_python(request.pk)  # type: ignore[union-attr]
+        tests.append(lambda r: r.pk == pk)
+    if request.search:
+        search, fields = request.search, request.search_fields
+        tests.append(lambda r: matches_search(r, search, fields))
+    if request.after is not None:
+        ordering, after = request.ordering, request.after
+        tests.append(lambda r: ordering.is_after(r, after))
+    return tests
 
 
 def count_facets(rows: Iterable[Any], request: FetchRequest) -> dict[str, list[tuple[Any, int]]]:

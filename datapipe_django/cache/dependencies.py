@@ -5,37 +5,19 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from django.core.exceptions import FieldDoesNotExist
 from django.db import models
+
+from datapipe_django.specs.paths import joined_models
 
 __all__ = ["pipeline_paths", "related_models"]
 
 
 @lru_cache(maxsize=1024)
 def related_models(model: type[models.Model], path: str) -> frozenset[type[models.Model]]:
-    """Models a filter on ``path`` reads besides ``model`` (joins), e.g. ``owner__name`` →
-    ``{Owner}``. A path ending at a local foreign key (``owner``) reads no other table."""
-    found: set[type[models.Model]] = set()
-    meta = model._meta
-    parts = path.lstrip("^=@$").split("__")
-    for i, part in enumerate(parts):
-        try:
-            field = meta.pk if part == "pk" else meta.get_field(part)
-        except FieldDoesNotExist:
-            break
-        related: Any = getattr(field, "related_model", None)
-        if not getattr(field, "is_relation", False) or not (
-                isinstance(related, type) and issubclass(related, models.Model)):
-            break
-        last = i == len(parts) - 1
-        if last and getattr(field, "concrete", False) and not field.many_to_many:
-            break  # the local column
-        found.add(related._meta.concrete_model or related)
-        through = getattr(getattr(field, "remote_field", None), "through", None)
-        if field.many_to_many and isinstance(through, type):
-            found.add(through)
-        meta = related._meta
-    return frozenset(found)
+    """Models a filter on ``path`` (a search field may carry a ``^=@$`` prefix) reads besides
+    ``model`` (joins), e.g. ``owner__name`` → ``{Owner}``: :func:`~datapipe_django.specs.paths.
+    joined_models`. A path ending at a local foreign key (``owner``) reads no other table."""
+    return joined_models(model, path.lstrip("^=@$"))
 
 
 def pipeline_paths(pipeline: Any) -> set[str]:

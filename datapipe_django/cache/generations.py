@@ -42,13 +42,14 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import caches
-from django.core.exceptions import FieldDoesNotExist, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import connections, models, transaction
 from django.db.models.signals import m2m_changed, post_delete, post_init, post_save, pre_save
 
 from datapipe_django.cache.guard import get_guard
 from datapipe_django.cache.keys import CACHE_FORMAT, Uncacheable, digest, slug
 from datapipe_django.conf import datapipe_settings
+from datapipe_django.specs.paths import local_attname
 
 __all__ = [
     "LOADED_TENANTS",
@@ -115,15 +116,7 @@ def _tenant_generation_key(model: type[models.Model], suffix: str) -> str:
 def tenant_attname(model: type[models.Model], tenant_field: str | None) -> str | None:
     """The attribute holding the tenant on an instance, when ``tenant_field`` is a local
     concrete field (``merchant``, ``merchant_id``); None otherwise (``merchant__slug``)."""
-    if not tenant_field or "__" in tenant_field:
-        return None
-    try:
-        field = model._meta.get_field(tenant_field)
-    except FieldDoesNotExist:
-        return None
-    if not getattr(field, "concrete", False) or field.many_to_many:
-        return None
-    return field.attname  # type: ignore[union-attr]
+    return local_attname(model, tenant_field)
 
 
 def _tenant_value(model: type[models.Model], attname: str, value: Any) -> Any:

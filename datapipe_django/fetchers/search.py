@@ -36,6 +36,7 @@ from datapipe_django.fetchers.base import (
 from datapipe_django.paging import SCORE_ATTR
 from datapipe_django.search.body import facet_aggregations, facet_buckets, search_body
 from datapipe_django.search.documents import DocumentAdapter, adapter_for
+from datapipe_django.specs.paths import forward_prefixes
 from datapipe_django.specs.search import FieldMap, NotSearchable
 from datapipe_django.stores import use_store
 
@@ -403,7 +404,7 @@ class SearchFetcher(BaseFetcher):
         """The queryset hits are read back from (``using``); it selects the relations the
         spec reads, so re-checking them costs no query per row. Override to add your own."""
         qs = request.model._default_manager.using(self.using).all()
-        related = _relations(request.model, request.full_spec.fields()
+        related = forward_prefixes(request.model, request.full_spec.fields()
                              if self.recheck and request.full_spec is not None else ())
         if related:
             return qs.select_related(*related)
@@ -446,27 +447,6 @@ def _source_value(source: dict[str, Any], field: Any) -> Any:
                 return None if not value else _MISSING
             return value
     return _MISSING
-
-
-def _relations(model: type[models.Model], paths: Any) -> list[str]:
-    """The forward one-to-one/foreign-key prefixes of ``paths`` (for select_related)."""
-    found: set[str] = set()
-    for path in paths:
-        current: Any = model
-        parts: list[str] = []
-        for name in path.split("__")[:-1]:
-            try:
-                field = current._meta.get_field(name)
-            except Exception:
-                break
-            if not (field.is_relation and field.concrete and
-                    (field.many_to_one or field.one_to_one)):
-                break
-            parts.append(name)
-            current = field.related_model
-        if parts:
-            found.add("__".join(parts))
-    return sorted(found)
 
 
 # -- system checks ---------------------------------------------------------------------------

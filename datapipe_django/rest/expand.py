@@ -6,13 +6,13 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from django.core.exceptions import FieldDoesNotExist
 from django.db import models
 from rest_framework import serializers
 
 from datapipe_django.enrichers.prefetch import cache_name_of
 from datapipe_django.request import parse_names
 from datapipe_django.rest.sparse import restrict
+from datapipe_django.specs.paths import field_of
 
 __all__ = ["ExpandableField", "parse_expand"]
 
@@ -117,7 +117,7 @@ def _reader(kind: Any, source: str, many: bool) -> Reader:
     rows are already fetched). Anything else (an attribute a service enricher set, an object
     that is not a model instance) takes the general route of :func:`_is_loaded` and
     :func:`_loaded_value`."""
-    field = _field_of(kind, source) if hasattr(kind, "_meta") else None
+    field = field_of(kind, source, accessors=True) if hasattr(kind, "_meta") else None
     if field is not None and field.is_relation and not many and (
             field.many_to_one or field.one_to_one):
         name = cache_name_of(field)
@@ -157,21 +157,10 @@ def _reader(kind: Any, source: str, many: bool) -> Reader:
 
 def _model_field(instance: Any, name: str) -> Any:
     model: Any = type(instance)
-    return _field_of(model, name) if hasattr(instance, "_meta") else None
+    return field_of(model, name, accessors=True) if hasattr(instance, "_meta") else None
 
 
 @functools.lru_cache(maxsize=512)
-def _field_of(model: type[models.Model], name: str) -> Any:
-    try:
-        return model._meta.get_field(name)
-    except FieldDoesNotExist:
-        pass
-    for rel in model._meta.related_objects:  # a reverse relation by its accessor (`foo_set`)
-        if rel.get_accessor_name() == name:
-            return rel
-    return None
-
-
 def _cache_name(field: Any) -> str:
     """Key of a to-many relation in ``_prefetched_objects_cache``."""
     return cache_name_of(field)

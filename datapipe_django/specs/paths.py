@@ -239,6 +239,11 @@ def maybe_many(path: str) -> bool:
     return any(crosses_many(model, path) for model in apps.get_models(include_auto_created=True))
 
 
+def _followable(field: Any) -> bool:
+    """Whether a relation is one a path can follow (not a generic relation)."""
+    return bool(field.many_to_one or field.one_to_one or field.many_to_many or field.one_to_many)
+
+
 @functools.lru_cache(maxsize=1024)
 def split_lookup(model: type[models.Model], key: str) -> tuple[str, str, Field | None]:
     """Split ``"owner__name__icontains"`` into ``("owner__name", "icontains", <name field>)``.
@@ -254,9 +259,7 @@ def split_lookup(model: type[models.Model], key: str) -> tuple[str, str, Field |
         raise FieldError(f"Cannot resolve keyword {parts[0]!r} into field of {model.__name__}."
                          + (f" Did you mean {close!r}?" if close else ""))
     for name, field in used:
-        if field.is_relation and not (
-            field.many_to_one or field.one_to_one or field.many_to_many or field.one_to_many
-        ):
+        if field.is_relation and not _followable(field):
             raise LookupError(f"{name!r} is not a relation a spec can follow")
     path = LOOKUP_SEP.join(name for name, _ in used)
     lookup = LOOKUP_SEP.join(parts[len(used):]) or "exact"
@@ -270,16 +273,25 @@ def joined_models(model: type[models.Model], path: str) -> frozenset[type[models
     found: set[type[models.Model]] = set()
     parts = path.split(LOOKUP_SEP)
     for index, (_, field) in enumerate(fields_along(model, parts)):
-        related: Any = field.related_model if field.is_relation else None
-        if not (isinstance(related, type) and issubclass(related, models.Model)):
+        joined = _joined_by(field, last=index == len(parts) - 1)
+        if not joined:
             break
-        if index == len(parts) - 1 and field.concrete and not field.many_to_many:
-            break  # the local column
-        found.add(related._meta.concrete_model or related)
-        through = getattr(getattr(field, "remote_field", None), "through", None)
-        if field.many_to_many and isinstance(through, type):
-            found.add(through)
+        found.update(joined)
     return frozenset(found)
+
+
+def _joined_by(field: Any, *, last: bool) -> list[type[models.Model]]:
+    """The tables reading through ``field`` joins (none for a column of the current table)."""
+    related: Any = field.related_model if field.is_relation else None
+    if not (isinstance(related, type) and issubclass(related, models.Model)):
+        return []
+    if last and field.concrete and not field.many_to_many:
+        return []  # the local column
+    joined = [related._meta.concrete_model or related]
+    through = getattr(getattr(field, "remote_field", None), "through", None)
+    if field.many_to_many and isinstance(through, type):
+        joined.append(through)
+    return joined
 
 
 def forward_prefixes(model: type[models.Model], paths: Iterable[str]) -> list[str]:
