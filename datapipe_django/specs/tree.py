@@ -473,10 +473,3 @@ def and_all(specs: list[Spec]) -> Spec:
         return specs[0]
     return And(*specs)
 
-
-# A request's cache key holds each node's class path (``datapipe_django.specs.Eq``) and pickles
-# name it: the nodes keep the module they had before ``specs`` became a package.
-for _node in (Uncompilable, Spec, MatchAll, MatchNone, Leaf, Eq, IEq, In, Range, _Pattern,
-              Contains, StartsWith, EndsWith, IsNull, _Composite, And, Or, Not):
-    _node.__module__ = "datapipe_django.specs"
-del _node
