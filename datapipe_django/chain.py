@@ -52,7 +52,7 @@ from datapipe_django.errors import (
     ValidationFailed,
 )
 from datapipe_django.executor import submit
-from datapipe_django.fetchers.base import FetchRequest, FetchResult, Verdict, hook
+from datapipe_django.fetchers.base import Fetcher, FetchRequest, FetchResult, Verdict, as_fetcher
 from datapipe_django.observability import NullTracer, Tracer, is_recording
 from datapipe_django.paging import Ordering
 from datapipe_django.specs import Spec
@@ -352,14 +352,14 @@ class FetcherChain:
 
     def __init__(
         self,
-        fetchers: Sequence[Any],
+        fetchers: Sequence[Fetcher],
         mode: FallbackMode = FallbackMode.SEQUENTIAL,
         *,
         submit: Callable[..., Future[Any]] = submit,
         on_attempt: Callable[[Attempt], None] | None = None,
         tracer: Tracer | None = None,
     ) -> None:
-        self.fetchers = list(fetchers)
+        self.fetchers = [as_fetcher(f) for f in fetchers]
         self.mode = mode
         self._submit = submit
         self._on_attempt = on_attempt
@@ -379,12 +379,12 @@ class FetcherChain:
             return self._mirrors
         result: dict[str, str] = {}
         for fetcher in self.fetchers:
-            target = hook(fetcher, "mirror_of")
+            target = fetcher.mirror_of
             if not target:
                 continue
             for other in self.fetchers:
                 if other is not fetcher and other.name not in result and (
-                        other.name == target or hook(other, "database") == target):
+                        other.name == target or other.database == target):
                     result[fetcher.name] = other.name
                     break
         self._mirrors = result
@@ -397,7 +397,7 @@ class FetcherChain:
         mirrors = self.mirrors()
         keys = dict.fromkeys(_store_of(f.name, mirrors) for f in self.fetchers)
         by_name = {f.name: f for f in self.fetchers}
-        return {key: hook(by_name[key], "get_holds")() for key in keys}
+        return {key: by_name[key].get_holds() for key in keys}
 
     def stores(self, request: FetchRequest, attempts: list[Attempt] | None = None, *,
                holds: dict[str, Spec | None] | None = None) -> list[Store]:
@@ -493,7 +493,7 @@ class FetcherChain:
             verdict = _verdict(fetcher, request)
             if not verdict:
                 own = holds[fetcher.name] if fetcher.name in holds else \
-                    hook(fetcher, "get_holds")()
+                    fetcher.get_holds()
                 result.append(PlanStep(fetcher.name, describe_holds(own), "declined",
                                        verdict.reason, mirror_of=mirrors.get(fetcher.name)))
         return result
@@ -643,7 +643,7 @@ class FetcherChain:
         read (None when it became unavailable)."""
         start = time.perf_counter()
         try:
-            counted = hook(member, "count")(request)
+            counted = member.count(request)
             if counted is None:
                 held = request.spec
                 result = self._fetch(member, replace(request, size=max(request.offset, 1)))
@@ -788,7 +788,7 @@ class FetcherChain:
         inline: list[tuple[int, Any]] = []
         for index, step in tries.items():
             member = candidates[index].members[step]
-            if hook(member, "runs_inline")(request):
+            if member.runs_inline(request):
                 inline.append((index, member))
             else:
                 futures[self._submit(self._timed, member, request)] = (index, member)

@@ -158,15 +158,13 @@ def _check_tiers(pipeline: Any) -> list[checks.CheckMessage]:
     holds, while a later source exists (the chain then trusts its pages as if it held every
     row, or as if its rows came first in every ordering)."""
     from datapipe_django.chain import FallbackMode, FetcherChain
-    from datapipe_django.fetchers.base import hook
-
     if pipeline.fallback is FallbackMode.PARALLEL:
         return []
     mirrors = FetcherChain(pipeline.fetchers, pipeline.fallback).mirrors()
     stores = [f for f in pipeline.fetchers if f.name not in mirrors]
     messages: list[checks.CheckMessage] = []
     for fetcher, later in itertools.pairwise(stores):
-        if hook(fetcher, "declares_scope")():
+        if fetcher.declares_scope():
             continue
         messages.append(checks.Warning(
             f"Pipeline {pipeline.name!r}: fetcher {fetcher.name!r} declares neither `holds` nor "

@@ -21,6 +21,7 @@ from datapipe_django.enrichers.base import (
     parent_path,
 )
 from datapipe_django.errors import PipelineError
+from datapipe_django.fetchers.base import BaseFetcher, Fetcher, as_fetcher
 from datapipe_django.middleware import StageMiddleware, compose
 from datapipe_django.observability import (
     Metrics,
@@ -74,7 +75,7 @@ class Pipeline:
         name: str,
         *,
         model: type[models.Model],
-        fetchers: Sequence[Any],
+        fetchers: Sequence[Fetcher],
         filterset_class: type[Any] | None = None,
         search_fields: Iterable[str] = (),
         tenant_field: str | None = None,
@@ -182,11 +183,9 @@ class Pipeline:
         if register:
             registry.register(self)
         for fetcher in self.fetchers:
-            # Optional hook, like Django's contribute_to_class: a fetcher that needs to know its
-            # pipeline (CachedFetcher starts watching the model for writes) gets it here.
-            contribute = getattr(fetcher, "contribute_to_pipeline", None)
-            if callable(contribute):
-                contribute(self)
+            # Like Django's contribute_to_class: a fetcher that needs to know its pipeline
+            # (CachedFetcher starts watching the model for writes) gets it here.
+            fetcher.contribute_to_pipeline(self)
 
     # -- declaration checks -------------------------------------------------------------------
     @staticmethod
@@ -200,33 +199,15 @@ class Pipeline:
         return tuple(str(n) for n in names) or ("pk",)
 
     @staticmethod
-    def _check_fetchers(owner: str, fetchers: Sequence[Any]) -> list[Any]:
+    def _check_fetchers(owner: str, fetchers: Sequence[Fetcher]) -> list[BaseFetcher]:
         if not fetchers:
             raise ImproperlyConfigured(f"{owner}: `fetchers` is empty. Give at least one, "
                                        f"e.g. fetchers=[ORMFetcher(using='default')].")
-        seen: set[str] = set()
-        for fetcher in fetchers:
-            if isinstance(fetcher, type):
-                raise ImproperlyConfigured(
-                    f"{owner}: `fetchers` holds the class {fetcher.__name__}, not an instance. "
-                    f"Pass a fetcher object, e.g. {fetcher.__name__}(using='default')."
-                )
-            for attr in ("name", "can_handle", "fetch"):
-                if not hasattr(fetcher, attr):
-                    raise ImproperlyConfigured(
-                        f"{owner}: fetcher {fetcher!r} has no `{attr}`. A fetcher needs `name`, "
-                        f"`priority`, `can_handle(request)` and `fetch(request)`; subclass "
-                        f"datapipe_django.fetchers.BaseFetcher."
-                    )
-            if fetcher.name in seen:
-                raise ImproperlyConfigured(
-                    f"{owner}: two fetchers are named {fetcher.name!r}. Pass name='...' to "
-                    f"tell them apart."
-                )
-            seen.add(fetcher.name)
-        indexed = list(enumerate(fetchers))
-        indexed.sort(key=lambda p: (p[0] if getattr(p[1], "priority", None) is None
-                                    else p[1].priority, p[0]))
+        checked = [_fetcher(owner, fetcher) for fetcher in fetchers]
+        for message in duplicate_fetcher_names(checked):
+            raise ImproperlyConfigured(f"{owner}: {message} Pass name='...' to tell them apart.")
+        indexed = sorted(enumerate(checked), key=lambda p: (
+            p[0] if p[1].priority is None else p[1].priority, p[0]))
         return [f for _, f in indexed]
 
     @staticmethod
@@ -402,6 +383,38 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"<Pipeline {self.name!r} model={self.model._meta.label}>"
+
+
+def duplicate_fetcher_names(fetchers: Iterable[BaseFetcher]) -> list[str]:
+    """One message per fetcher whose name an earlier one has (results, headers, traces and
+    metrics could not tell them apart): the constructor raises it, system check E010 reports
+    it when the list changed since."""
+    seen: set[str] = set()
+    messages = []
+    for fetcher in fetchers:
+        if fetcher.name in seen:
+            messages.append(f"two fetchers are named {fetcher.name!r}; results, headers, "
+                            f"traces and metrics could not tell them apart.")
+        seen.add(fetcher.name)
+    return messages
+
+
+def _fetcher(owner: str, fetcher: Any) -> BaseFetcher:
+    """One entry of ``fetchers``, checked (an instance with the required part of the protocol)
+    and seen as a :class:`~datapipe_django.fetchers.BaseFetcher` (``as_fetcher``)."""
+    if isinstance(fetcher, type):
+        raise ImproperlyConfigured(
+            f"{owner}: `fetchers` holds the class {fetcher.__name__}, not an instance. "
+            f"Pass a fetcher object, e.g. {fetcher.__name__}(using='default')."
+        )
+    for attr in ("name", "can_handle", "fetch"):
+        if not hasattr(fetcher, attr):
+            raise ImproperlyConfigured(
+                f"{owner}: fetcher {fetcher!r} has no `{attr}`. A fetcher needs `name`, "
+                f"`priority`, `can_handle(request)` and `fetch(request)`; subclass "
+                f"datapipe_django.fetchers.BaseFetcher."
+            )
+    return as_fetcher(fetcher)
 
 
 def _enricher(owner: str, enricher: Any) -> BaseEnricher:

@@ -35,7 +35,7 @@ from datapipe_django.chain import (
     Plan,
     _reason,
 )
-from datapipe_django.fetchers.base import FetchRequest, hook
+from datapipe_django.fetchers.base import BaseFetcher, FetchRequest
 from datapipe_django.tiers import narrow
 
 __all__ = ["Total", "count_total"]
@@ -53,8 +53,8 @@ class Total:
     duration: float = 0.0
 
 
-def _holds_everything(fetcher: Any) -> bool:
-    return bool(getattr(fetcher, "complete", False))
+def _holds_everything(fetcher: BaseFetcher) -> bool:
+    return fetcher.complete
 
 
 def count_total(chain: FetcherChain, request: FetchRequest, page: ChainResult) -> Total:
@@ -122,7 +122,7 @@ def _count_one(fetchers: Sequence[Any], request: FetchRequest,
     ``failures`` saying why."""
     for fetcher in fetchers:
         try:
-            value = hook(fetcher, "count")(request)
+            value = fetcher.count(request)
         except UNAVAILABLE_ERRORS as exc:
             failures.append(f"{fetcher.name} unavailable ({_reason(exc)})")
             continue

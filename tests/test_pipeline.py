@@ -246,3 +246,71 @@ def test_a_duck_typed_enricher_keeps_the_hooks_it_has():
     result = pipeline.execute(limit=2)
     assert [item.both for item in result.items] == [10, 20]  # always: not asked for, runs
     assert result.expand == {"both", "both.more"}
+
+
+class Rows:
+    """The smallest fetcher: ``name``, ``can_handle``, ``fetch``; no base class, no priority."""
+
+    name = "rows"
+
+    def __init__(self, items):
+        self.items, self.asked = items, []
+
+    def can_handle(self, request):
+        return True
+
+    def fetch(self, request):
+        from datapipe_django.fetchers import FetchResult
+
+        self.asked.append(request)
+        ordered = sorted((i for i in self.items if request.after is None
+                          or request.ordering.is_after(i, request.after)), key=request.ordering.key)
+        page = ordered[request.offset: request.offset + request.size]
+        return FetchResult(page, has_more=len(ordered) > request.offset + request.size)
+
+
+def test_a_duck_typed_fetcher_serves_with_the_base_class_defaults():
+    from datapipe_django.fetchers import BaseFetcher, Fetcher
+
+    source = Rows(rows(7))
+    assert not isinstance(source, BaseFetcher)
+    pipeline = make(fetchers=[source], ordering=("-id",))
+    seen = pipeline.fetchers[0]
+    assert isinstance(seen, BaseFetcher) and isinstance(seen, Fetcher) and seen.wrapped is source
+    assert seen.items is source.items  # any other attribute is the fetcher's own
+    first = pipeline.execute(limit=3)
+    assert [i.id for i in first.items] == [7, 6, 5] and first.has_more
+    assert first.sources == ("rows",)
+    second = pipeline.execute(limit=3, cursor=first.next_cursor)
+    assert [i.id for i in second.items] == [4, 3, 2]
+    request = source.asked[0]
+    assert (seen.priority, seen.database, seen.mirror_of, seen.complete, seen.fetcher) == (
+        None, None, None, False, None)
+    assert seen.get_holds() is None and seen.declares_scope()  # nothing known: no W014
+    assert seen.count(request) is None and seen.runs_inline(request) is False
+    assert seen.can_rank(request) is False and seen.can_facet(request) is False
+    assert seen.check(pipeline) == [] and seen.explain(request) == {} and seen.health() is None
+    assert pipeline.execute(limit=3, total=True).total is None  # no count(): no exact total
+
+
+def test_a_duck_typed_fetcher_keeps_the_hooks_it_has_and_can_be_cached():
+    from datapipe_django.fetchers import CachedFetcher
+
+    class Counting(Rows):
+        priority = -1
+
+        def count(self, request):
+            return len(self.items)
+
+    source = Counting(rows(4))
+    pipeline = make(fetchers=[InMemoryFetcher(rows(2), name="memory"), source])
+    assert [f.name for f in pipeline.fetchers] == ["rows", "memory"]  # its own priority
+    assert make("p-count", fetchers=[source]).execute(limit=2, total=True).total == 4  # count()
+    request = source.asked[0]
+    cached = CachedFetcher(Rows(rows(3)), name="cached")
+    # What a cache asks of the fetcher it wraps exists on a minimal one (no AttributeError).
+    assert cached.can_rank(request) is False and cached.can_facet(request) is False
+    assert cached.count(request) is None and cached.get_holds() is None
+    assert cached.runs_inline(request) is False and cached.database is None
+    served = make("p-cached", fetchers=[cached]).execute(limit=2)
+    assert [i.id for i in served.items] == [1, 2] and served.sources == ("cached",)

@@ -1,11 +1,28 @@
-"""The fetcher protocol.
+"""The fetcher protocol: everything a source is asked, in one class.
 
 A fetcher is any object with ``name``, ``priority``, ``can_handle(request)`` and
-``fetch(request) -> FetchResult``. :class:`BaseFetcher` gives the optional parts safe defaults;
-subclasses implement :meth:`BaseFetcher.fetch`. The optional hooks (each with a default here,
-read by the chain through :func:`hook`): ``get_holds()`` (which rows the store holds),
-``database`` and ``mirror_of`` (which store it reads, and whose copy that is),
-``count(request)``, ``runs_inline(request)``, ``declares_scope()``.
+``fetch(request) -> FetchResult`` (the :class:`Fetcher` protocol). :class:`BaseFetcher`
+declares every other hook the library calls, each with a safe default, so that a new source
+is written from this file alone: subclass it and implement :meth:`BaseFetcher.fetch`::
+
+    class LedgerFetcher(BaseFetcher):
+        def fetch(self, request):              # rows in request.ordering, at most request.size
+            rows = ledger.page(request.full_spec, request.ordering, after=request.after,
+                               offset=request.offset, size=request.size + 1)
+            return FetchResult(rows[: request.size], has_more=len(rows) > request.size)
+
+The optional hooks, by what they answer:
+
+* what the store holds: ``get_holds()``, ``declares_scope()``, ``database``, ``mirror_of``,
+  ``complete``;
+* what it can do: ``can_handle(request)`` (call super()), ``can_rank(request)``,
+  ``can_facet(request)``, ``count(request)``, ``runs_inline(request)``;
+* its declaration: ``contribute_to_pipeline(pipeline)``, ``check(pipeline)``;
+* operations: ``explain(request)``, ``health()``; a wrapper names what it wraps in
+  ``fetcher``.
+
+A fetcher that does not subclass :class:`BaseFetcher` (duck-typed) keeps working: the
+pipeline wraps it with :func:`as_fetcher`, which gives it the defaults of the hooks it lacks.
 """
 
 from __future__ import annotations
@@ -16,14 +33,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from django.core.checks import CheckMessage
     from django.db import models
 
     from datapipe_django.paging import Ordering
+    from datapipe_django.pipeline import Pipeline
     from datapipe_django.request import PipelineRequest
     from datapipe_django.specs import Spec
 
 __all__ = ["HIGHLIGHTS_ATTR", "BaseFetcher", "FetchRequest", "FetchResult", "Fetcher", "Verdict",
-           "hook"]
+           "as_fetcher", "hook"]
 
 #: The attribute a source sets on each row for ``highlight=true``: ``{field: [fragments]}``.
 HIGHLIGHTS_ATTR = "_datapipe_highlights"
@@ -143,6 +162,12 @@ class Verdict:
 
 @runtime_checkable
 class Fetcher(Protocol):
+    """What makes an object a fetcher: the required part of :class:`BaseFetcher`.
+
+    Every optional hook has its default on :class:`BaseFetcher`; the pipeline gives them to a
+    fetcher that does not subclass it (:func:`as_fetcher`).
+    """
+
     name: str
     priority: int | None
 
@@ -152,7 +177,7 @@ class Fetcher(Protocol):
 
 
 class BaseFetcher:
-    """Base class for fetchers.
+    """Base class for fetchers: every hook the library calls, with its default.
 
     ``name`` identifies the source in results, headers and traces; ``priority`` orders the
     chain (lower first; default: position in the pipeline's ``fetchers`` list); ``can_handle``
@@ -166,10 +191,18 @@ class BaseFetcher:
     alias of the store this one is a copy of (a replica): it then holds what that store holds
     and is read only in its place. An ``ORMFetcher`` on an alias of ``DATAPIPE["REPLICAS"]``
     mirrors ``DATAPIPE["PRIMARY"]`` without being told.
+
+    Required: :meth:`fetch`. Everything else has a default.
     """
 
     name: str = ""
     priority: int | None = None
+    #: The source holds every row any request it serves matches (a search index of the whole
+    #: model): its answers are ``complete`` and no later source can add a row. Default: False.
+    complete: bool = False
+    #: The fetcher this one wraps (a :class:`~datapipe_django.fetchers.CachedFetcher`'s), so
+    #: that checks and the management commands see it too; None for a source of its own.
+    fetcher: BaseFetcher | None = None
 
     def __init__(
         self,
@@ -189,6 +222,27 @@ class BaseFetcher:
         self._predicate = can_handle
         self.holds = check_holds(f"{type(self).__name__}({self.name!r})", holds)
         self._mirror_of = mirror_of
+
+    # -- required ----------------------------------------------------------------------------
+    def fetch(self, request: FetchRequest) -> FetchResult:
+        """The rows ``request`` asks for (see :class:`FetchRequest`: its spec, tenant, search,
+        ordering, ``after``, ``offset`` and ``size``), and whether the store holds more. Raise
+        :class:`~datapipe_django.errors.SourceUnavailable` when the store is down (the chain
+        then falls back); any other exception is a bug and propagates."""
+        raise NotImplementedError(f"{type(self).__name__} must implement fetch(request).")
+
+    def can_handle(self, request: FetchRequest) -> bool | Verdict:
+        """Whether this source can serve ``request``. Override to add rules; call super()."""
+        if request.spec is None:
+            return Verdict(False, f"filter {request.uncompilable!r} cannot be compiled")
+        if request.relevance and not self.can_rank(request):
+            return Verdict(False, "cannot rank by relevance")
+        if request.facets and not self.can_facet(request):
+            return Verdict(False, "cannot count facets")
+        if self._predicate is not None and not self._predicate(request):
+            name = getattr(self._predicate, "__name__", "can_handle")
+            return Verdict(False, f"declined by {name}")
+        return Verdict(True)
 
     # -- what the store holds -----------------------------------------------------------------
     def get_holds(self) -> Spec | None:
@@ -213,22 +267,7 @@ class BaseFetcher:
         chain need not assume it holds every row (system check W014)."""
         return self.holds is not None or self._predicate is not None
 
-    def can_handle(self, request: FetchRequest) -> bool | Verdict:
-        """Whether this source can serve ``request``. Override to add rules; call super()."""
-        if request.spec is None:
-            return Verdict(False, f"filter {request.uncompilable!r} cannot be compiled")
-        if request.relevance and not self.can_rank(request):
-            return Verdict(False, "cannot rank by relevance")
-        if request.facets and not self.can_facet(request):
-            return Verdict(False, "cannot count facets")
-        if self._predicate is not None and not self._predicate(request):
-            name = getattr(self._predicate, "__name__", "can_handle")
-            return Verdict(False, f"declined by {name}")
-        return Verdict(True)
-
-    def fetch(self, request: FetchRequest) -> FetchResult:
-        raise NotImplementedError(f"{type(self).__name__} must implement fetch(request).")
-
+    # -- what it can do -----------------------------------------------------------------------
     def runs_inline(self, request: FetchRequest) -> bool:
         """True when this fetch must run in the calling thread (e.g. inside its transaction)."""
         return False
@@ -253,28 +292,91 @@ class BaseFetcher:
         Default: False."""
         return False
 
+    # -- its declaration ------------------------------------------------------------------------
+    def contribute_to_pipeline(self, pipeline: Pipeline) -> None:
+        """Called once by the :class:`~datapipe_django.Pipeline` this fetcher is declared in
+        (like Django's ``contribute_to_class``): a source that must know its pipeline (a cache
+        watching the model for writes) sets itself up here. Default: nothing."""
+
+    def check(self, pipeline: Pipeline) -> list[CheckMessage]:
+        """System-check messages about this source's declaration in ``pipeline`` (``manage.py
+        check``, see :mod:`datapipe_django.checks`). Default: none."""
+        return []
+
+    # -- operations -------------------------------------------------------------------------------
+    def explain(self, request: FetchRequest) -> dict[str, Any]:
+        """What this source would run for ``request`` (``manage.py datapipe explain``): its
+        query, as ``{label: text}``. Default: nothing to show."""
+        return {}
+
+    def health(self) -> tuple[bool, str] | None:
+        """``(ok, detail)`` of this source's own store for ``manage.py datapipe health``, or
+        None when it has no check of its own (the command then checks its ``database``)."""
+        return None
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
 
 
-_DEFAULTS: dict[str, Callable[[Any], Any]] = {
-    "get_holds": lambda fetcher: (lambda: None),
-    "database": lambda fetcher: None,
-    "mirror_of": lambda fetcher: None,
-    "count": lambda fetcher: (lambda request: None),
-    "runs_inline": lambda fetcher: (lambda request: False),
-    "declares_scope": lambda fetcher: (lambda: True),
-}
+#: The optional methods a duck-typed fetcher may define; the others take BaseFetcher's.
+_METHOD_HOOKS = ("get_holds", "declares_scope", "runs_inline", "count", "can_rank", "can_facet",
+                 "contribute_to_pipeline", "check", "explain", "health")
+
+
+class _DuckFetcher(BaseFetcher):
+    """A fetcher that does not subclass :class:`BaseFetcher`, seen through it: its own hooks
+    where it has them, the base's defaults elsewhere (``declares_scope()`` says True: nothing
+    is known of what it serves, so nothing is warned of). Any other attribute is the wrapped
+    object's."""
+
+    def __init__(self, fetcher: Any) -> None:
+        self.wrapped = fetcher
+        self.name = fetcher.name
+        self.priority = getattr(fetcher, "priority", None)
+        self.holds, self._predicate = None, None
+        self._mirror_of = getattr(fetcher, "mirror_of", None)
+        self._database = getattr(fetcher, "database", None)
+        self.complete = bool(getattr(fetcher, "complete", False))
+        inner = getattr(fetcher, "fetcher", None)
+        self.fetcher = as_fetcher(inner) if inner is not None else None
+        for method in _METHOD_HOOKS:
+            own = getattr(fetcher, method, None)
+            if callable(own):
+                self.__dict__[method] = own
+
+    def can_handle(self, request: FetchRequest) -> bool | Verdict:
+        return self.wrapped.can_handle(request)  # type: ignore[no-any-return]
+
+    def fetch(self, request: FetchRequest) -> FetchResult:
+        return self.wrapped.fetch(request)  # type: ignore[no-any-return]
+
+    def declares_scope(self) -> bool:
+        return True
+
+    @property
+    def database(self) -> str | None:
+        return self._database  # type: ignore[no-any-return]
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "wrapped":
+            raise AttributeError(name)
+        return getattr(self.wrapped, name)
+
+    def __repr__(self) -> str:
+        return repr(self.wrapped)
+
+
+def as_fetcher(fetcher: Any) -> BaseFetcher:
+    """``fetcher`` as a :class:`BaseFetcher`: itself when it subclasses it, else wrapped so
+    that every hook the library calls exists (the ones it lacks take the base's defaults; the
+    wrapped object is ``.wrapped``). The pipeline and ``CachedFetcher`` call it on the fetchers
+    they are given."""
+    if isinstance(fetcher, BaseFetcher):
+        return fetcher
+    return _DuckFetcher(fetcher)
 
 
 def hook(fetcher: Any, name: str) -> Any:
-    """An optional hook of ``fetcher`` (see :class:`BaseFetcher`), or its default for a
-    fetcher that only implements the required protocol (``name``, ``can_handle``, ``fetch``)."""
-    if name not in _DEFAULTS:
-        raise AttributeError(f"{name!r} is not an optional fetcher hook")
-    try:
-        return getattr(fetcher, name)
-    except AttributeError:
-        return _DEFAULTS[name](fetcher)
-
-
+    """The hook ``name`` of ``fetcher``, the :class:`BaseFetcher` default when it lacks it.
+    Kept for one release: call the hook on ``as_fetcher(fetcher)``."""
+    return getattr(as_fetcher(fetcher), name)

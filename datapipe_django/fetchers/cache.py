@@ -78,7 +78,13 @@ from datapipe_django.cache.rows import decode_rows as decode_rows
 from datapipe_django.cache.rows import encode_rows, read_entry
 from datapipe_django.cache.stats import CacheStats
 from datapipe_django.conf import datapipe_settings
-from datapipe_django.fetchers.base import BaseFetcher, FetchRequest, FetchResult, Verdict, hook
+from datapipe_django.fetchers.base import (
+    BaseFetcher,
+    FetchRequest,
+    FetchResult,
+    Verdict,
+    as_fetcher,
+)
 
 if TYPE_CHECKING:
     from datapipe_django.pipeline import Pipeline
@@ -131,6 +137,8 @@ class CachedFetcher(BaseFetcher):
     (``holds``, given here, wins).
     """
 
+    fetcher: BaseFetcher
+
     def __init__(
         self,
         fetcher: Any,
@@ -165,7 +173,7 @@ class CachedFetcher(BaseFetcher):
         super().__init__(name=name if name is not None else fetcher.name,
                          priority=priority if priority is not None
                          else getattr(fetcher, "priority", None), holds=holds)
-        self.fetcher = fetcher
+        self.fetcher = as_fetcher(fetcher)
         self._ttl = ttl
         self.stale_ttl = float(stale_ttl)
         self._cache = cache
@@ -191,7 +199,7 @@ class CachedFetcher(BaseFetcher):
     @property
     def using(self) -> str:
         """The inner fetcher's database alias (``AttributeError`` when it has none)."""
-        return self.fetcher.using  # type: ignore[no-any-return]
+        return self.fetcher.using  # type: ignore[attr-defined]  # an ORMFetcher's
 
     @property
     def guard(self) -> CacheGuard:
@@ -200,9 +208,7 @@ class CachedFetcher(BaseFetcher):
     def contribute_to_pipeline(self, pipeline: Pipeline) -> None:
         """Called by :class:`~datapipe_django.Pipeline` when it is declared: computes the
         pipeline's shape digest and starts watching its model for writes."""
-        inner = getattr(self.fetcher, "contribute_to_pipeline", None)
-        if callable(inner):
-            inner(pipeline)
+        self.fetcher.contribute_to_pipeline(pipeline)
         self._pipelines[pipeline.name] = pipeline
         self._shapes.pop(pipeline.name, None)
         model = pipeline.model
@@ -225,7 +231,7 @@ class CachedFetcher(BaseFetcher):
 
     # -- the fetcher protocol -------------------------------------------------------------------
     def can_handle(self, request: FetchRequest) -> bool | Verdict:
-        return self.fetcher.can_handle(request)  # type: ignore[no-any-return]
+        return self.fetcher.can_handle(request)
 
     def can_rank(self, request: FetchRequest) -> bool:
         return bool(self.fetcher.can_rank(request))  # served by the inner fetcher, uncached
@@ -234,34 +240,34 @@ class CachedFetcher(BaseFetcher):
         return bool(self.fetcher.can_facet(request))
 
     def runs_inline(self, request: FetchRequest) -> bool:
-        return bool(hook(self.fetcher, "runs_inline")(request))
+        return self.fetcher.runs_inline(request)
 
     # What the store holds is the inner fetcher's: the cache holds copies of its pages.
     def get_holds(self) -> Any:
         """Its own ``holds`` when given, else the wrapped fetcher's."""
         if self.holds is not None:
             return super().get_holds()
-        return hook(self.fetcher, "get_holds")()
+        return self.fetcher.get_holds()
 
     @property
     def database(self) -> str | None:
-        return hook(self.fetcher, "database")  # type: ignore[no-any-return]
+        return self.fetcher.database
 
     @property
     def mirror_of(self) -> str | None:
-        return hook(self.fetcher, "mirror_of")  # type: ignore[no-any-return]
+        return self.fetcher.mirror_of
 
     def declares_scope(self) -> bool:
-        return self.holds is not None or bool(hook(self.fetcher, "declares_scope")())
+        return self.holds is not None or self.fetcher.declares_scope()
 
     def count(self, request: FetchRequest) -> int | None:
         """The inner fetcher's count (not cached: a total must be exact now)."""
-        return hook(self.fetcher, "count")(request)  # type: ignore[no-any-return]
+        return self.fetcher.count(request)
 
     @property
-    def complete(self) -> bool:
+    def complete(self) -> bool:  # type: ignore[override]  # read-only here: the inner's
         """The inner fetcher's ``complete`` (it holds every matching row)."""
-        return bool(getattr(self.fetcher, "complete", False))
+        return self.fetcher.complete
 
     def fetch(self, request: FetchRequest) -> FetchResult:
         if request.relevance or request.highlight or request.facets:
@@ -298,6 +304,19 @@ class CachedFetcher(BaseFetcher):
     def cache_key(self, request: FetchRequest) -> str:
         """The key ``request``'s page is stored under (raises ``Uncacheable``)."""
         return self._plan(request, self._ensure_watched(request)).key
+
+    def explain(self, request: FetchRequest) -> dict[str, Any]:
+        """For ``manage.py datapipe explain``: the cache alias, the key ``request``'s page is
+        stored under (or why it is not cached), the wrapped fetcher and its explanation."""
+        details: dict[str, Any] = {"cache alias": self.cache_alias}
+        try:
+            details["cache key"] = self.cache_key(request)
+        except Exception as exc:  # an uncacheable request: say why
+            details["cache key"] = f"(not cached: {exc})"
+        details["wraps"] = f"{type(self.fetcher).__name__} {self.fetcher.name!r}"
+        details.update({k: v for k, v in self.fetcher.explain(request).items()
+                        if k not in details})
+        return details
 
     def key_parts(self, request: FetchRequest, tenant: Any) -> dict[str, Any]:
         """What tells two requests apart. Override (call super()) to add to it."""

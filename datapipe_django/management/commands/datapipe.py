@@ -384,32 +384,18 @@ def describe_pipeline(pipeline: Pipeline) -> dict[str, Any]:
         "fetchers": [{"name": f.name, "kind": type(f).__name__,
                       "database": getattr(f, "using", None)} for f in pipeline.fetchers],
         "enrichers": [{"name": e.name, "kind": type(e).__name__,
-                       "auth_types": sorted(getattr(e, "auth_types", None) or ()),
-                       "required": bool(e.required), "always": bool(getattr(e, "always", False))}
+                       "auth_types": sorted(e.auth_types or ()),
+                       "required": bool(e.required), "always": bool(e.always)}
                       for e in pipeline.enrichers],
     }
 
 
 def describe_fetcher(fetcher: Any, request: Any, *, db_plan: bool = False) -> dict[str, Any]:
     """What ``fetcher`` would run for ``request``: its ``explain(request)`` (an ORM fetcher's
-    SQL, a search fetcher's query), the cache alias and key of a caching wrapper, the wrapped
-    fetcher's own explanation."""
-    details: dict[str, Any] = {}
-    cache_key = getattr(fetcher, "cache_key", None)
-    if callable(cache_key):
-        details["cache alias"] = getattr(fetcher, "cache_alias", None)
-        try:
-            details["cache key"] = cache_key(request)
-        except Exception as exc:  # an uncacheable request: say why
-            details["cache key"] = f"(not cached: {exc})"
-    explain = getattr(fetcher, "explain", None)
-    inner = getattr(fetcher, "fetcher", None)
-    if callable(explain):
-        details.update(explain(request))
-    elif inner is not None:
-        details["wraps"] = f"{type(inner).__name__} {inner.name!r}"
-        details.update({k: v for k, v in describe_fetcher(inner, request).items()
-                        if k not in details})
+    SQL, a search fetcher's query; a caching wrapper's alias and key, then the wrapped
+    fetcher's own explanation)."""
+    details: dict[str, Any] = dict(fetcher.explain(request))
+    inner = fetcher.fetcher
     build = getattr(fetcher, "build_queryset", None) or getattr(inner, "build_queryset", None)
     if db_plan and callable(build):
         try:
@@ -521,7 +507,7 @@ def _enrichers(pipeline: Pipeline, state: State) -> list[dict[str, Any]]:
     for enricher in pipeline.enrichers:
         runs = id(enricher) in selected
         if runs:
-            status = "runs (always)" if getattr(enricher, "always", False) else \
+            status = "runs (always)" if enricher.always else \
                 "runs (asked for)"
             if enricher.required:
                 status += ", required: its failure fails the request"
@@ -677,14 +663,13 @@ def check_health(pipelines: list[Pipeline], *, timeout: float = 3.0,
             cache_alias = getattr(fetcher, "cache_alias", None)
             if isinstance(cache_alias, str):
                 cache_aliases.setdefault(cache_alias, None)
-            if callable(getattr(fetcher, "health", None)):
-                hooks.append((f"{pipeline.name}.{fetcher.name}", fetcher))
+            hooks.append((f"{pipeline.name}.{fetcher.name}", fetcher))
     if not cache_aliases and datapipe_settings.CACHE:
         cache_aliases[datapipe_settings.CACHE] = None
     checks = [_check_database(a, roles.get(a, ""), replica=a in replicas, timeout=timeout)
               for a in aliases]
     checks += [_check_cache(a) for a in cache_aliases]
-    checks += [_check_hook(name, fetcher) for name, fetcher in hooks]
+    checks += [c for name, fetcher in hooks if (c := _check_hook(name, fetcher)) is not None]
     by_database = {c["name"]: c["ok"] for c in checks if c["kind"] == "database"}
     by_hook = {c["name"]: c["ok"] for c in checks if c["kind"] == "source"}
     report_pipelines = []
@@ -762,12 +747,16 @@ def _check_cache(alias: str) -> dict[str, Any]:
     return check
 
 
-def _check_hook(name: str, fetcher: Any) -> dict[str, Any]:
+def _check_hook(name: str, fetcher: Any) -> dict[str, Any] | None:
+    """The source's own ``health()``, or None when it has none (its database is checked)."""
     check: dict[str, Any] = {"kind": "source", "name": name, "role": type(fetcher).__name__,
                              "ok": False, "required": True, "ms": None, "detail": ""}
     start = time.perf_counter()
     try:
-        ok, detail = fetcher.health()
+        answer = fetcher.health()
+        if answer is None:
+            return None
+        ok, detail = answer
     except Exception as exc:  # the hook's own failure is the source's
         ok, detail = False, f"unreachable: {_first_line(exc)}"
     check["ms"] = round((time.perf_counter() - start) * 1000, 3)
