@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from datapipe_django import registry
@@ -57,8 +58,9 @@ class InMemoryFetcher(BaseFetcher):
         return [r for r in self.rows if all(test(r) for test in tests)]
 
     def count(self, request: FetchRequest) -> int | None:
-        """How many of the rows match ``request`` (``?total=true``)."""
-        return len(self._matching(request))
+        """How many of the rows match ``request`` (``?total=true``): its filters, search and
+        tenant, not its page or cursor (as ``BaseFetcher.count``)."""
+        return len(self._matching(replace(request, after=None)))
 
     def fetch(self, request: FetchRequest) -> FetchResult:
         rows = self._matching(request)

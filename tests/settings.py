@@ -9,6 +9,7 @@ Database aliases:
 * ``archive``  the real MariaDB (MySQL wire protocol) on 127.0.0.1:3306.
 * ``archive_replica``  the real MariaDB replica of it (GTID replication) on 127.0.0.1:3307.
 * ``down``     PostgreSQL on a closed port: a source that is always unavailable.
+* ``archive_down``  MariaDB's engine (MySQL wire) on a closed port: the same for the archive.
 
 Cache aliases: ``default`` (local memory) and ``redis``, the real Redis on 127.0.0.1:6379.
 
@@ -134,6 +135,15 @@ DATABASES["down"] = {
     "OPTIONS": {"connect_timeout": 2},
     "TEST": {"MIRROR": "default"},
 }
+
+if "mariadb" in AVAILABLE:
+    # The archive's engine on a closed port (MySQL wire): an archive that is always down.
+    DATABASES["archive_down"] = {
+        **DATABASES["archive"],
+        "PORT": 9,
+        "OPTIONS": {"charset": "utf8mb4", "connect_timeout": 2},
+        "TEST": {"MIRROR": "default"},
+    }
 
 # Caches. ``default``: local memory, no server needed. ``redis``: the real Redis through
 # django-redis (database 3; keys prefixed per DATAPIPE_TEST_DB_SUFFIX), with short socket
