@@ -1,6 +1,6 @@
 """A cache hit (CachedFetcher on the real Redis) against the same request from PostgreSQL.
 
-    python benchmarks/cache.py [--requests 500] [--page 10 --page 50]
+    python benchmarks/cache.py [--rounds 7] [--requests 80] [--page 10 --page 50]
 
 Needs PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379 (``bash scripts/services.sh
 start``). It creates the database ``datapipe_bench_cache`` if missing, the ``tests.testapp``
@@ -14,12 +14,18 @@ interleaved (db, cache, db, cache...):
 
 * ``fetch``: the fetch alone, ``fetcher.fetch(request)``: SQL + model instances against
   Redis ``MGET`` + JSON + ``Model.from_db`` (the goal: a hit at most 0.2x the DB fetch);
-* ``execute``: the whole ``pipeline.execute()`` (validation, FilterSet, chain, cursor).
+* ``execute``: the whole ``pipeline.execute()`` (validation, FilterSet, chain, cursor);
 
-and prints the median and p99 of each and the ratio cache / db. It measures twice: with the
-hit and the PostgreSQL fetch interleaved (db, cache, db, cache...: both see the same load), and
-back to back (every db request, then every cache request: each side has the CPU caches, the
-connection and the server to itself). ``--order`` picks one.
+then one Redis round trip alone (a ``GET`` on django-redis's client) right after a PostgreSQL
+fetch and right after another round trip: the floor of any hit, and the part of it that
+interleaving slows down.
+
+in ``--rounds`` rounds, and prints per side the median of the round medians (p10-p90 over
+rounds) and the ratio cache / db (per round the median of the per-pair ratios; median and
+p10-p90 over rounds). It measures twice: with the hit and the PostgreSQL fetch interleaved (db,
+cache, db, cache...: both see the same load), and back to back (within each round every db
+request, then every cache request: each side has the CPU caches, the connection and the server
+to itself). ``--order`` picks one.
 """
 
 from __future__ import annotations
@@ -28,14 +34,23 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import common
-from benchmarks.common import HINT, ensure_postgres_database, first_line, seed_items
+from benchmarks.common import (
+    HINT,
+    ensure_postgres_database,
+    first_line,
+    fmt,
+    interleaved,
+    round_medians,
+    round_ratios,
+    seed_items,
+    timed,
+)
 
 PG_HOST = os.environ.get("DATAPIPE_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("DATAPIPE_PG_PORT", "5432"))
@@ -116,7 +131,32 @@ def request_kwargs(page: int) -> dict[str, Any]:
     return {"tenant": TENANT, "filters": {"status": "processed"}, "limit": page}
 
 
-def measure(db: Any, cached: Any, page: int, n: int, order: str) -> dict[str, list[float]]:
+def round_trips(db: Any, page: int, rounds: int, n: int) -> dict[str, list[list[float]]]:
+    """One Redis round trip alone (a GET of a missing key on django-redis's own client and
+    connection pool), timed right after a PostgreSQL fetch of the page (untimed) and right
+    after another round trip: ``{"after PG": rounds, "after Redis": rounds}``. What any hit
+    pays whatever its code, in each setting."""
+    from django.core.cache import caches
+
+    client = caches["default"].client.get_client()
+    request, fetcher = fetch_request(db, page), db.fetchers[0]
+    out: dict[str, list[list[float]]] = {"after PG": [], "after Redis": []}
+    for _ in range(rounds):
+        cold, warm = [], []
+        for _ in range(n):
+            fetcher.fetch(request)
+            cold.append(timed(lambda: client.get("bench:round-trip-probe")))
+            warm.append(timed(lambda: client.get("bench:round-trip-probe")))
+        out["after PG"].append(cold)
+        out["after Redis"].append(warm)
+    return out
+
+
+def measure(db: Any, cached: Any, page: int, rounds: int, n: int, order: str
+            ) -> dict[str, list[list[float]]]:
+    """``{call: [[seconds] per round]}`` for the four calls, ``rounds`` rounds of ``n`` each:
+    ``interleaved`` (db, cache, db, cache... call by call) or ``back-to-back`` (each call's
+    ``n`` in a row within a round); the order of the calls rotates from round to round."""
     db_request, cache_request = fetch_request(db, page), fetch_request(cached, page)
     db_fetcher, cache_fetcher = db.fetchers[0], cached.fetchers[0]
     kwargs = request_kwargs(page)
@@ -136,32 +176,17 @@ def measure(db: Any, cached: Any, page: int, n: int, order: str) -> dict[str, li
         if "cache" in name and meta.get("cache") != "hit":
             raise SystemExit(f"page {page}: {name} did not hit the cache: {meta}")
     misses = cache_fetcher.stats["misses"]
-    samples: dict[str, list[float]] = {name: [] for name in calls}
-    if order == "interleaved":
-        rounds = [list(calls.items())] * (WARMUP + n)
-    else:  # back to back: each call n times in a row (after its own warm-up)
-        rounds = [[(name, call)] for name, call in calls.items() for _ in range(WARMUP + n)]
-    seen: dict[str, int] = dict.fromkeys(calls, 0)
-    for group in rounds:
-        for name, call in group:
-            start = time.perf_counter()
-            call()
-            elapsed = time.perf_counter() - start
-            seen[name] += 1
-            if seen[name] > WARMUP:
-                samples[name].append(elapsed)
+    samples = interleaved(calls, rounds, n, warmup=WARMUP,
+                          back_to_back=order == "back-to-back")
     if cache_fetcher.stats["misses"] != misses or cache_fetcher.stats["bypasses"]:
         raise SystemExit(f"the cache side did not only hit: {cache_fetcher.stats}")
     return samples
 
 
-def p99(values: list[float]) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[98]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=500, help="per measurement")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--requests", type=int, default=80, help="per round and call")
     parser.add_argument("--page", type=int, action="append",
                         help="page size (repeatable; default 10 and 50)")
     parser.add_argument("--order", choices=("interleaved", "back-to-back", "both"),
@@ -179,30 +204,36 @@ def main() -> None:
     db, cached = pipelines()
     print(common.machine())
     print(f"{ROWS} rows, tenant {TENANT!r}, status=processed, newest first; PostgreSQL "
-          f"{PG_HOST}:{PG_PORT} vs Redis {REDIS_URL} (django-redis defaults); {args.requests} "
-          f"requests each after {WARMUP} warm-up\n")
-    head = (f"{'order':<12} {'page':>4} {'what':<8} {'db med':>8} {'db p99':>8} {'hit med':>8} "
-            f"{'hit p99':>8} {'med ratio':>10} {'p99 ratio':>10}")
+          f"{PG_HOST}:{PG_PORT} vs Redis {REDIS_URL} (django-redis defaults); {args.rounds} "
+          f"rounds x {args.requests} requests per call after {WARMUP} warm-up\n")
+    head = (f"{'order':<12} {'page':>4} {'what':<8} {'db ms':>20} {'hit ms':>20} "
+            f"{'hit/db':>18}")
     print(head)
     print("-" * len(head))
     worst = dict.fromkeys(orders, 0.0)
     for order in orders:
         for page in pages:
-            samples = measure(db, cached, page, args.requests, order)
+            samples = measure(db, cached, page, args.rounds, args.requests, order)
             for what in ("fetch", "execute"):
                 a, b = samples[f"{what} db"], samples[f"{what} cache"]
-                med_a, med_b = statistics.median(a), statistics.median(b)
+                ratios = round_ratios(b, a)
                 if what == "fetch":
-                    worst[order] = max(worst[order], med_b / med_a)
-                print(f"{order:<12} {page:>4} {what:<8} {med_a * 1e3:>8.3f} "
-                      f"{p99(a) * 1e3:>8.3f} {med_b * 1e3:>8.3f} {p99(b) * 1e3:>8.3f} "
-                      f"{med_b / med_a:>10.2f} {p99(b) / p99(a):>10.2f}")
-    print("\n(ms; ratio = cache hit / PostgreSQL; fetch = the fetcher alone, execute = the "
-          "whole pipeline)")
+                    worst[order] = max(worst[order], statistics.median(ratios))
+                print(f"{order:<12} {page:>4} {what:<8} {fmt(round_medians(a), 1e3, 3):>20} "
+                      f"{fmt(round_medians(b), 1e3, 3):>20} {fmt(ratios):>18}")
+    trips = round_trips(db, pages[0], args.rounds, args.requests)
+    print(f"\nOne Redis round trip alone (GET, django-redis's connection pool), page "
+          f"{pages[0]}: right after a PostgreSQL fetch "
+          f"{fmt(round_medians(trips['after PG']), 1e3, 3)} ms, right after another round trip "
+          f"{fmt(round_medians(trips['after Redis']), 1e3, 3)} ms")
+    print("\n(ms: median of the round medians, p10-p90 over rounds; hit/db: the cache hit / the "
+          "PostgreSQL fetch, per round the median of the per-pair ratios, then median and "
+          "p10-p90 over rounds; fetch = the fetcher alone, execute = the whole pipeline)")
     for order, value in worst.items():
         verdict = "meets" if value <= 0.2 else "misses"
         print(f"{order}: worst fetch ratio {value:.2f}: {verdict} the goal of a hit at most "
               f"0.2x the DB fetch")
+
 
 if __name__ == "__main__":
     main()

@@ -1,14 +1,20 @@
 """What the benchmark scripts share: their Django settings, a timed request, the PostgreSQL
-database they create and the rows they seed (the test suite's ``Item`` model, deterministic)."""
+database they create, the rows they seed (the test suite's ``Item`` model, deterministic), and
+the one way every table is measured (:func:`interleaved` rounds, :func:`fmt`'s median and
+p10-p90, :func:`round_ratios`)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import platform
 import random
+import statistics
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 HINT = "start it with `bash scripts/services.sh start`"
@@ -40,10 +46,17 @@ def timed_get(view: Any, params: dict[str, Any], **headers: Any) -> tuple[float,
 
 
 def machine() -> str:
-    """The header line every run records: UTC time, CPUs, load average and Python version."""
+    """The header line every run records: UTC time, CPUs (and their model), the load average
+    and the Python version."""
+    model = ""
+    with contextlib.suppress(OSError):
+        model = next((line.split(":", 1)[1].strip() for line in
+                      Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), "")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {os.cpu_count()} CPUs, "
-            f"load average {load}; Python {platform.python_version()}")
+    return (f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {os.cpu_count()} CPUs"
+            f"{f' ({model})' if model else ''}, load average {load}; Python "
+            f"{platform.python_version()}")
 
 
 def first_line(exc: BaseException) -> str:
@@ -90,3 +103,88 @@ def seed_items(count: int, tenants: tuple[str, ...] | list[str]) -> bool:
         ))
     Item.objects.bulk_create(rows, batch_size=2_000)
     return True
+
+
+# -- interleaved rounds and their spread ------------------------------------------------------
+#
+# Every table of every script is measured the same way: the sides compared run interleaved
+# (a, b, a, b, ...; which goes first alternates from one round to the next), in several
+# rounds; a figure is the median of its rounds with the p10-p90 of the rounds beside it, and a
+# ratio is taken per round (the median of that round's per-pair ratios), so that a slow spell
+# of the shared machine lands on both sides of the ratio it disturbs.
+
+
+def spread(values: Sequence[float]) -> tuple[float, float, float]:
+    """(median, p10, p90) of ``values`` (all three the value itself when there is one)."""
+    if not values:
+        raise ValueError("spread() of no values")
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    deciles = statistics.quantiles(values, n=10, method="inclusive")
+    return statistics.median(values), deciles[0], deciles[8]
+
+
+def fmt(values: Sequence[float], scale: float = 1.0, digits: int = 2) -> str:
+    """``"median (p10-p90)"`` of ``values`` times ``scale``."""
+    med, lo, hi = spread(values)
+    return f"{med * scale:.{digits}f} ({lo * scale:.{digits}f}-{hi * scale:.{digits}f})"
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    """Seconds ``fn()`` took."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleaved(sides: Mapping[str, Callable[[], Any]], rounds: int, n: int, *,
+                warmup: int = 0, back_to_back: bool = False) -> dict[str, list[list[float]]]:
+    """``rounds`` rounds of ``n`` timed calls of every side: ``{side: [[seconds] per round]}``.
+
+    Within a round the sides alternate call by call (a, b, c, a, b, c, ...) and the side that
+    goes first rotates from round to round. ``back_to_back``: within a round, each side's ``n``
+    calls in a row instead (the order of the sides still rotating), which gives every side the
+    CPU caches and connections to itself. ``warmup`` untimed calls of every side come first.
+    """
+    names = list(sides)
+    for _ in range(warmup):
+        for name in names:
+            sides[name]()
+    out: dict[str, list[list[float]]] = {name: [] for name in names}
+    for r in range(rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        batch: dict[str, list[float]] = {name: [] for name in names}
+        if back_to_back:
+            for name in order:
+                batch[name] = [timed(sides[name]) for _ in range(n)]
+        else:
+            for _ in range(n):
+                for name in order:
+                    batch[name].append(timed(sides[name]))
+        for name in names:
+            out[name].append(batch[name])
+    return out
+
+
+def round_medians(rounds: Sequence[Sequence[float]]) -> list[float]:
+    """The median of each round."""
+    return [statistics.median(r) for r in rounds]
+
+
+def round_ratios(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> list[float]:
+    """Per round, the median of the per-pair ratios ``a / b`` (the i-th call of ``a`` against
+    the i-th of ``b`` of the same round)."""
+    return [statistics.median(x / y for x, y in zip(ra, rb, strict=True))
+            for ra, rb in zip(a, b, strict=True)]
+
+
+def pooled(rounds: Sequence[Sequence[float]]) -> list[float]:
+    """Every sample of every round, in one list."""
+    return [value for r in rounds for value in r]
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The ``p``-th percentile (0-100) of ``values``, inclusive method."""
+    if len(values) < 2:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[max(0, min(98, round(p) - 1))]

@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -190,29 +191,33 @@ def latency(n: int) -> None:
         ("fetch + 3 enrichers, sequential", pipeline("seq", 3, False), {"ledger", "risk", "fx"}),
         ("fetch + 1 enricher, cache_ttl=600", pipeline("cached", 1, True, 600), {"ledger"}),
     ]
-    samples: dict[str, list[float]] = {label: [] for label, _, _ in cases}
-    for i in range(n + 5):
-        for label, p, expand in cases:
-            start = time.perf_counter()
+    def run(label: str, p: Pipeline, expand: set[str]) -> Callable[[], None]:
+        def call() -> None:
             result = p.execute(PipelineRequest(tenant=TENANT, limit=50, expand=expand))
-            elapsed = time.perf_counter() - start
             if result.errors or len(result.items) != 50:
                 raise SystemExit(f"{label}: unexpected result {result.errors}")
-            if i >= 5:  # warm-up
-                samples[label].append(elapsed)
-    single = statistics.median(samples["fetch + 1 enricher"])
+        return call
+
+    rounds = max(2, n // 8)
+    per_round = max(1, n // rounds)
+    samples = common.interleaved({label: run(label, p, expand) for label, p, expand in cases},
+                                 rounds, per_round, warmup=5)
+    single = samples["fetch + 1 enricher"]
     where = CACHE["BACKEND"].rsplit(".", 1)[-1]
     print(f"1. Latency: page of 50 rows, enrichers of {SERVICE_DELAY * 1e3:.0f} ms each, "
-          f"{n} runs per row after 5 warm-up (interleaved); the cached row hits {where}\n")
-    head = f"{'':<34} {'median ms':>10} {'p90 ms':>8} {'x 1 enricher':>13}"
+          f"{rounds} rounds x {per_round} interleaved runs per row after 5 warm-up; the cached "
+          f"row hits {where}\n")
+    head = f"{'':<34} {'ms':>20} {'x 1 enricher':>18}"
     print(head)
     print("-" * len(head))
     for label, _, _ in cases:
         values = samples[label]
-        med = statistics.median(values)
-        p90 = statistics.quantiles(values, n=10)[8]
-        print(f"{label:<34} {med * 1e3:>10.1f} {p90 * 1e3:>8.1f} {med / single:>13.2f}")
-    ratio = statistics.median(samples["fetch + 3 enrichers, parallel"]) / single
+        print(f"{label:<34} {common.fmt(common.round_medians(values), 1e3, 1):>20} "
+              f"{common.fmt(common.round_ratios(values, single)):>18}")
+    print("(ms: median of the round medians, p10-p90 over rounds; x 1 enricher: per round the "
+          "median of the per-pair ratios, median and p10-p90 over rounds)")
+    ratio = statistics.median(common.round_ratios(samples["fetch + 3 enrichers, parallel"],
+                                                  single))
     print(f"\n3 parallel / 1 enricher = {ratio:.2f}x (goal <= 1.3x): "
           f"{'met' if ratio <= 1.3 else 'NOT met'}")
 
@@ -369,10 +374,7 @@ def queries(n: int, counter: QueryCounter) -> None:
                 elapsed, count, _ = call(implementations[k][1], size, implementations[k][2])
                 results.setdefault((k, size), []).append((elapsed, count))
 
-    def spread(values: list[float]) -> str:
-        deciles = statistics.quantiles(values, n=10, method="inclusive")
-        return f"{statistics.median(values):.2f} ({deciles[0]:.2f}-{deciles[8]:.2f})"
-
+    spread = common.fmt
     head = f"{'':<42}" + "".join(f" {f'page {s}':>28}" for s in PAGE_SIZES)
     print(head)
     print(f"{'':<42}" + "".join(f" {'queries':>7} {'ms med (p10-p90)':>20}" for _ in PAGE_SIZES))
@@ -395,6 +397,7 @@ def queries(n: int, counter: QueryCounter) -> None:
             cells.append(f" {spread(ratios):>28}")
         print(f"{label:<42}" + "".join(cells))
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=40, help="runs per cell (default 40)")
@@ -409,7 +412,7 @@ def main() -> None:
     seed()
     counter = QueryCounter()
     counter.install()
-    print(f"Database: {label}; {ROWS} items, Python {sys.version.split()[0]}\n")
+    print(f"{common.machine()}\nDatabase: {label}; {ROWS} items\n")
     latency(args.requests)
     queries(args.requests, counter)
 

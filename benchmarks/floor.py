@@ -19,7 +19,6 @@ import json
 import os
 import statistics
 import sys
-import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.settings"
 
 from benchmarks import settings as bench_settings
-from benchmarks.common import timed_get
+from benchmarks.common import fmt, interleaved, round_ratios, timed, timed_get
 
 TENANT = "t1"
 WARMUP = 20
@@ -89,46 +88,7 @@ def floor_call(sql: str, params: Any, page: int) -> Callable[[], bytes]:
     return run
 
 
-# -- statistics ----------------------------------------------------------------------------
-
-def spread(values: list[float]) -> tuple[float, float, float]:
-    """(median, p10, p90)."""
-    if len(values) < 2:
-        return values[0], values[0], values[0]
-    deciles = statistics.quantiles(values, n=10, method="inclusive")
-    return statistics.median(values), deciles[0], deciles[8]
-
-
-def fmt(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
-    med, lo, hi = spread(values)
-    return f"{med * scale:.{digits}f} ({lo * scale:.{digits}f}-{hi * scale:.{digits}f})"
-
-
-def timed(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def measure(sides: dict[str, Callable[[], Any]], rounds: int, n: int
-            ) -> dict[str, list[list[float]]]:
-    """``rounds`` rounds of ``n`` interleaved calls of every side: {side: [[seconds]...]}."""
-    out: dict[str, list[list[float]]] = {name: [] for name in sides}
-    for _ in range(rounds):
-        batch: dict[str, list[float]] = {name: [] for name in sides}
-        for _ in range(n):
-            for name, fn in sides.items():
-                batch[name].append(timed(fn))
-        for name in sides:
-            out[name].append(batch[name])
-    return out
-
-
-def round_ratios(a: list[list[float]], b: list[list[float]]) -> list[float]:
-    """Per round, the median of the per-pair ratios a/b."""
-    return [statistics.median(x / y for x, y in zip(ra, rb, strict=True))
-            for ra, rb in zip(a, b, strict=True)]
-
+# -- statistics: benchmarks/common.py (interleaved rounds, median and p10-p90) ------------------
 
 def allocated(fn: Callable[[], Any], n: int = 15) -> float:
     """Median peak of traced memory during one call, bytes."""
@@ -314,9 +274,7 @@ def main() -> None:
             raise SystemExit(f"page {page}: the three sides disagree on the ids")
         sides_by_page[page] = {"ours": ours, "drf": drf, "floor": floor}
 
-    for sides in sides_by_page.values():
-        measure(sides, 1, WARMUP)
-    results = {page: measure(sides, args.rounds, args.requests)
+    results = {page: interleaved(sides, args.rounds, args.requests, warmup=WARMUP)
                for page, sides in sides_by_page.items()}
 
     print(f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; {machine()}; {args.rounds} rounds x "

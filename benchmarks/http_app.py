@@ -1,4 +1,4 @@
-"""The WSGI application ``benchmarks/http_load.py`` serves on gunicorn: ours and hand-written DRF
+"""The WSGI application ``benchmarks/http.py`` serves on gunicorn: ours and hand-written DRF
 views side by side, over the real PostgreSQL (database ``datapipe_bench_http``).
 
 Routes (every one takes the tenant from ``X-Tenant``):

@@ -1,6 +1,6 @@
 """Our list endpoint against a hand-written DRF ``ListAPIView``, on the real PostgreSQL.
 
-    python benchmarks/list_endpoint.py [--requests 300] [--profile 200]
+    python benchmarks/list_endpoint.py [--rounds 7] [--requests 40] [--profile 200]
 
 See benchmarks/README.md for what is measured and how.
 """
@@ -20,7 +20,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.settings"
 
 from benchmarks import settings as bench_settings
-from benchmarks.common import ensure_postgres_database, seed_items, timed_get
+from benchmarks.common import (
+    ensure_postgres_database,
+    fmt,
+    interleaved,
+    machine,
+    percentile,
+    pooled,
+    round_medians,
+    round_ratios,
+    seed_items,
+    timed_get,
+)
 
 ROWS, TENANTS, TENANT, PAGE = 10_000, ("t1", "t2"), "t1", 50
 WARMUP = 30
@@ -79,35 +90,34 @@ def check_same_pages(ours, drf, cases) -> None:
             raise SystemExit(f"{label}: the two endpoints disagree: {ids_a[:5]} vs {ids_b[:5]}")
 
 
-def measure(ours, drf, cases, n: int) -> dict[tuple[str, str], list[float]]:
-    """``n`` requests per scenario and implementation, interleaved: ours, DRF, ours, DRF..."""
-    samples: dict[tuple[str, str], list[float]] = {}
-    for _ in range(n):
-        for label, ours_params, drf_params in cases:
-            samples.setdefault((label, "ours"), []).append(call(ours, ours_params)[0])
-            samples.setdefault((label, "drf"), []).append(call(drf, drf_params)[0])
-    return samples
-
-
-def p99(values: list[float]) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[98]
+def measure(ours, drf, cases, rounds: int, n: int) -> dict[str, list[list[float]]]:
+    """``rounds`` rounds of ``n`` requests per scenario and side, interleaved (ours, DRF,
+    ours, DRF..., every scenario in turn): ``{"<scenario> ours"|"<scenario> drf": rounds}``."""
+    sides = {}
+    for label, ours_params, drf_params in cases:
+        sides[f"{label} ours"] = lambda p=ours_params: call(ours, p)
+        sides[f"{label} drf"] = lambda p=drf_params: call(drf, p)
+    return interleaved(sides, rounds, n, warmup=WARMUP)
 
 
 def print_table(cases, samples) -> float:
-    """Print the table; return the worst ratio of medians."""
-    head = (f"{'scenario':<34} {'ours med':>9} {'ours p99':>9} {'DRF med':>9} {'DRF p99':>9} "
-            f"{'med ratio':>10} {'p99 ratio':>10}")
+    """Print the table; return the worst median ratio."""
+    head = (f"{'scenario':<34} {'ours ms':>18} {'DRF ms':>18} {'ours/DRF':>18} "
+            f"{'p99 ours/DRF':>13}")
     print(head)
     print("-" * len(head))
     worst = 0.0
     for label, _, _ in cases:
-        a, b = samples[label, "ours"], samples[label, "drf"]
-        med_a, med_b, p99_a, p99_b = (statistics.median(a), statistics.median(b), p99(a), p99(b))
-        worst = max(worst, med_a / med_b)
-        print(f"{label:<34} {med_a * 1e3:>9.2f} {p99_a * 1e3:>9.2f} {med_b * 1e3:>9.2f} "
-              f"{p99_b * 1e3:>9.2f} {med_a / med_b:>10.2f} {p99_a / p99_b:>10.2f}")
-    print("(ms; ratio = ours / DRF; the cursor row compares our cursor page with DRF's offset "
-          "page of the same rows)")
+        a, b = samples[f"{label} ours"], samples[f"{label} drf"]
+        ratios = round_ratios(a, b)
+        worst = max(worst, statistics.median(ratios))
+        p99 = percentile(pooled(a), 99) / percentile(pooled(b), 99)
+        print(f"{label:<34} {fmt(round_medians(a), 1e3):>18} {fmt(round_medians(b), 1e3):>18} "
+              f"{fmt(ratios):>18} {p99:>13.2f}")
+    print("(ms: median of the round medians (p10-p90 over rounds); ours/DRF: per round the "
+          "median of the per-pair ratios, then median (p10-p90) over rounds; p99 over every "
+          "request; the cursor row compares our cursor page with DRF's offset page of the "
+          "same rows)")
     return worst
 
 
@@ -150,7 +160,9 @@ def profile(ours, cases, n: int, top: int = 15) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=300, help="per scenario and side")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--requests", type=int, default=40,
+                        help="per round, scenario and side")
     parser.add_argument("--profile", type=int, default=200,
                         help="requests of ours profiled (0: no profile)")
     parser.add_argument("--nulls-last-index", action="store_true",
@@ -167,11 +179,12 @@ def main() -> None:
 
     cases = scenarios(ours_list)
     check_same_pages(ours_list, drf_list, cases)
-    measure(ours_list, drf_list, cases, WARMUP)
-    samples = measure(ours_list, drf_list, cases, args.requests)
+    samples = measure(ours_list, drf_list, cases, args.rounds, args.requests)
+    print(machine())
     index = " + (tenant, created_at DESC NULLS LAST, id DESC NULLS LAST)" * args.nulls_last_index
     print(f"{ROWS} rows, tenant {TENANT!r} ({ROWS // len(TENANTS)} rows), page {PAGE}, "
-          f"{args.requests} interleaved requests per scenario and side, after {WARMUP} warm-up; "
+          f"{args.rounds} rounds x {args.requests} interleaved requests per scenario and side, "
+          f"after {WARMUP} warm-up; "
           f"indexes: (tenant, created_at, id){index}\n")
     worst = print_table(cases, samples)
     print("\nQuery plans, first page:")

@@ -1,14 +1,15 @@
 """What tracing, metrics and logging cost per execution, without a database.
 
-    python benchmarks/observability.py [--executions 20000]
+    python benchmarks/observability.py [--executions 20000] [--rounds 10]
 
 One pipeline over an in-memory source (50 rows, page of 10, one enricher asked for, no
 deadline so that nothing runs on the thread pool), executed with: no-op hooks; the defaults
 (the OpenTelemetry API without an SDK: what a project that configures nothing pays); an SDK
 that records every span (batch processor, in-memory exporter) and every instrument (in-memory
-reader); the same plus ``LoggingMiddleware``. Prints microseconds per execution and the
-difference to the no-op hooks: the best of 10 interleaved rounds, the estimate least disturbed
-by other processes on a shared machine.
+reader); the same plus ``LoggingMiddleware``. The variants run interleaved, in ``--rounds``
+rounds (each a batch of executions per variant, which goes first rotating). Prints microseconds
+per execution (median of the rounds, p10-p90 over rounds) and the difference to the no-op hooks
+(per round, then median and p10-p90 over rounds).
 """
 
 from __future__ import annotations
@@ -18,16 +19,18 @@ import datetime as dt
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
 
+from benchmarks.common import fmt, interleaved, machine
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--executions", type=int, default=20_000)
+    parser.add_argument("--executions", type=int, default=20_000, help="in all, per variant")
+    parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args()
 
     import django
@@ -79,20 +82,26 @@ def main() -> None:
                                              **recording)),
     ]
     request = PipelineRequest(tenant="t1", limit=10, expand={"mark"})
-    rounds: dict[str, list[float]] = {label: [] for label, _ in variants}
-    n = args.executions // 10
-    for _ in range(10):
-        for label, p in variants:
-            start = time.perf_counter()
-            for _ in range(n):
-                p.execute(request)
-            rounds[label].append((time.perf_counter() - start) / n)
-            exporter.clear()
-    baseline = min(rounds[variants[0][0]])
-    print(f"{'variant':<40} {'µs/execution':>13} {'vs no-op':>10}")
+    n = max(1, args.executions // args.rounds)
+
+    def batch(p: Pipeline) -> None:
+        for _ in range(n):
+            p.execute(request)
+        exporter.clear()
+
+    # One sample per round and variant: a batch of n executions (microseconds apart, too
+    # short to time one by one).
+    samples = interleaved({label: (lambda p=p: batch(p)) for label, p in variants},
+                          args.rounds, 1, warmup=1)
+    per_exec = {label: [r[0] / n for r in rounds] for label, rounds in samples.items()}
+    baseline = per_exec[variants[0][0]]
+    print(f"{machine()}; {args.rounds} rounds x {n} executions per variant, interleaved\n")
+    print(f"{'variant':<40} {'µs/execution':>20} {'vs no-op, µs':>22}")
     for label, _ in variants:
-        value = min(rounds[label])
-        print(f"{label:<40} {value * 1e6:>13.1f} {(value - baseline) * 1e6:>+10.1f}")
+        extra = [v - b for v, b in zip(per_exec[label], baseline, strict=True)]
+        print(f"{label:<40} {fmt(per_exec[label], 1e6, 1):>20} {fmt(extra, 1e6, 1):>22}")
+    print("\n(median of the rounds, p10-p90 over rounds; vs no-op: per round, the variant's "
+          "time minus the no-op hooks' of the same round)")
 
 
 if __name__ == "__main__":

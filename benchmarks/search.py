@@ -1,6 +1,7 @@
 """Search requests through the endpoint against the same query sent by the client alone.
 
-    python benchmarks/search.py [--requests 300] [--page 20] [--set all|plain|features]
+    python benchmarks/search.py [--rounds 7] [--requests 40] [--page 20]
+                                [--set all|plain|features]
                                 [--engine elasticsearch|opensearch]
 
 Needs PostgreSQL on 127.0.0.1:5432 and the search node on 127.0.0.1:9200 (``bash
@@ -29,10 +30,11 @@ cursor taken from its own pages (its ranking is not the engine's, so its ids are
 compared). ``--engine opensearch`` runs everything against the OpenSearch node (127.0.0.1:9201)
 with a django-opensearch-dsl Document and opensearch-py.
 
-It first checks that the three return the same ids, then prints median, p90 and p99 per
-side, the endpoint's overhead over the client at the median, and p99 against the 200 ms
-target of the seed. p99 of a few hundred requests on a shared machine is noisy; medians are
-the numbers to compare.
+It first checks that the three return the same ids, then runs every scenario and side
+interleaved in ``--rounds`` rounds and prints per side the median of the round medians
+(p10-p90 over rounds), p99 over every request against the 200 ms target of the seed, and the
+endpoint's overhead over the client (per round, median and p10-p90 over rounds). p99 of a few
+hundred requests on a shared machine is noisy; medians are the numbers to compare.
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ import datetime as dt
 import json
 import os
 import random
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -317,13 +318,11 @@ def scenarios(endpoints: dict[str, Any], page: int, which: str) -> list[Case]:
     return plain + features
 
 
-def pct(values: list[float], p: int) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[p - 1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=300, help="per scenario and side")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--requests", type=int, default=40,
+                        help="per round, scenario and side")
     parser.add_argument("--page", type=int, default=20, help="page size (default 20)")
     parser.add_argument("--set", default="all", choices=["all", "plain", "features"],
                         help="the scenarios: plain q, issue 15's features, or both")
@@ -366,46 +365,44 @@ def main() -> None:
             elif source != "search" or ids != expected or not ids:
                 raise SystemExit(f"{label}: {name} disagrees with the client ({source}): "
                                  f"{ids[:5]} vs {expected[:5]}")
-    for _ in range(WARMUP):
-        for label, params, db_params in cases:
-            client_call(client, bodies[label])
-            for _name, view, asked in runs(db_params, params):
-                call(view, asked)
-
-    samples: dict[tuple[str, str], list[float]] = {}
-    for _ in range(args.requests):
-        for label, params, db_params in cases:
-            samples.setdefault((label, "client alone"), []).append(
-                client_call(client, bodies[label])[0])
-            for name, view, asked in runs(db_params, params):
-                samples.setdefault((label, name), []).append(call(view, asked)[0])
+    sides: dict[str, Any] = {}
+    for label, params, db_params in cases:
+        sides[f"{label}|client alone"] = lambda b=bodies[label]: client_call(client, b)
+        for name, view, asked in runs(db_params, params):
+            sides[f"{label}|{name}"] = lambda v=view, a=asked: call(v, a)
+    samples = common.interleaved(sides, args.rounds, args.requests, warmup=WARMUP)
 
     version = client.info()["version"]["number"]
+    print(common.machine())
     print(f"{ {'elasticsearch': 'Elasticsearch', 'opensearch': 'OpenSearch'}[ENGINE]} "
           f"{version}, {ROWS:,} rows "
-          f"({ROWS // 2:,} in the tenant), page {args.page}, {args.requests} requests per "
-          f"scenario and side, interleaved")
-    sides = ["endpoint (db)", "endpoint (_source)", DATABASE_SIDE, "client alone"]
-    head = f"{'scenario':<30} {'side':<21} {'med':>7} {'p90':>7} {'p99':>7}  {'p99 < 200 ms':<12}"
+          f"({ROWS // 2:,} in the tenant), page {args.page}, {args.rounds} rounds x "
+          f"{args.requests} requests per scenario and side, interleaved")
+    order = ["endpoint (db)", "endpoint (_source)", DATABASE_SIDE, "client alone"]
+    head = (f"{'scenario':<30} {'side':<21} {'ms':>20} {'p99':>7}  {'p99 < 200 ms':<12} "
+            f"{'over the client, ms':>20}")
     print(head)
     print("-" * len(head))
     worst = worst_db = 0.0
     for label, _, _ in cases:
-        client_med = statistics.median(samples[label, "client alone"])
-        for side in sides:
-            if (label, side) not in samples:
+        client_rounds = common.round_medians(samples[f"{label}|client alone"])
+        for side in order:
+            if f"{label}|{side}" not in samples:
                 continue
-            values = samples[label, side]
-            med, p90, p99 = statistics.median(values), pct(values, 90), pct(values, 99)
+            rounds = samples[f"{label}|{side}"]
+            medians = common.round_medians(rounds)
+            p99 = common.percentile(common.pooled(rounds), 99)
             if side == DATABASE_SIDE:
                 worst_db = max(worst_db, p99)
             elif side != "client alone":
                 worst = max(worst, p99)
-            extra = "" if side in ("client alone", DATABASE_SIDE) else \
-                f"  +{(med - client_med) * 1e3:.1f} ms"
-            print(f"{label:<30} {side:<21} {med * 1e3:>7.2f} {p90 * 1e3:>7.2f} "
-                  f"{p99 * 1e3:>7.2f}  {'yes' if p99 < TARGET_P99 else 'NO':<12}{extra}")
-    print("(ms; +N ms: the endpoint's median over the client's for the same query)")
+            extra = "" if side in ("client alone", DATABASE_SIDE) else common.fmt(
+                [m - c for m, c in zip(medians, client_rounds, strict=True)], 1e3)
+            print(f"{label:<30} {side:<21} {common.fmt(medians, 1e3):>20} {p99 * 1e3:>7.2f}  "
+                  f"{'yes' if p99 < TARGET_P99 else 'NO':<12} {extra:>20}")
+    print("(ms: median of the round medians, p10-p90 over rounds; p99 over every request; over "
+          "the client: per round the endpoint's median minus the client's, median and p10-p90 "
+          "over rounds)")
     print(f"worst endpoint p99: {worst * 1e3:.1f} ms against the {TARGET_P99 * 1e3:.0f} ms "
           f"target: {'met' if worst < TARGET_P99 else 'MISSED'}")
     if DISCARDED[0]:

@@ -1,10 +1,12 @@
 """What ``?fields=`` saves and what ``?total=true`` costs, on the real PostgreSQL.
 
-    python benchmarks/sparse.py [--requests 300]
+    python benchmarks/sparse.py [--rounds 7] [--requests 40]
 
 The same list endpoint as list_endpoint.py (``benchmarks/views.py``: one ``ORMFetcher``, 10,000
-``Item`` rows in two tenants), each pair of requests run interleaved (A, B, A, B...) after a
-warm-up, medians and the ratio B/A printed:
+``Item`` rows in two tenants), each pair of requests run interleaved (A, B, A, B...; which goes
+first alternates by round) in ``--rounds`` rounds after a warm-up; printed: the median of the
+round medians of each (p10-p90 over rounds) and the ratio B/A (per round the median of the
+per-pair ratios, then median and p10-p90 over rounds):
 
 * page of 100, every field, against ``fields=id,amount`` (the query selects 4 columns instead
   of 12, the serializer renders 2 fields instead of 11);
@@ -15,14 +17,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.settings"
 
-from benchmarks.common import timed_get
+from benchmarks.common import fmt, interleaved, machine, round_medians, round_ratios, timed_get
 from benchmarks.list_endpoint import ROWS, TENANT, ensure_database, seed
 
 WARMUP = 30
@@ -36,17 +38,10 @@ PAIRS = [
 ]
 
 
-def measure(view, a: dict, b: dict, n: int) -> tuple[list[float], list[float]]:
-    times_a, times_b = [], []
-    for _ in range(n):
-        times_a.append(timed_get(view, a, HTTP_X_TENANT=TENANT)[0])
-        times_b.append(timed_get(view, b, HTTP_X_TENANT=TENANT)[0])
-    return times_a, times_b
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=300, help="per side of each pair")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--requests", type=int, default=40, help="per round and side")
     args = parser.parse_args()
     ensure_database()
     import django
@@ -55,15 +50,20 @@ def main() -> None:
     seed(nulls_last_index=False)
     from benchmarks.views import ours_list
 
-    print(f"{ROWS} rows, tenant {TENANT!r}, {args.requests} interleaved requests per side "
-          f"after {WARMUP} warm-up\n")
-    print(f"{'A':<30} {'median A':>9}   {'B':<40} {'median B':>9}  {'B/A':>5}")
+    def side(params: dict) -> Callable[[], object]:
+        return lambda: timed_get(ours_list, params, HTTP_X_TENANT=TENANT)
+
+    print(f"{machine()}\n{ROWS} rows, tenant {TENANT!r}, {args.rounds} rounds x "
+          f"{args.requests} interleaved requests per side after {WARMUP} warm-up\n")
+    print(f"{'A':<30} {'A ms':>18}   {'B':<40} {'B ms':>18} {'B/A':>17}")
     for label_a, a, label_b, b in PAIRS:
-        measure(ours_list, a, b, WARMUP)
-        times_a, times_b = measure(ours_list, a, b, args.requests)
-        median_a, median_b = statistics.median(times_a), statistics.median(times_b)
-        print(f"{label_a:<30} {median_a * 1e3:>7.2f}ms   {label_b:<40} {median_b * 1e3:>7.2f}ms"
-              f"  {median_b / median_a:>5.2f}")
+        samples = interleaved({"a": side(a), "b": side(b)}, args.rounds, args.requests,
+                              warmup=WARMUP)
+        print(f"{label_a:<30} {fmt(round_medians(samples['a']), 1e3):>18}   {label_b:<40} "
+              f"{fmt(round_medians(samples['b']), 1e3):>18} "
+              f"{fmt(round_ratios(samples['b'], samples['a'])):>17}")
+    print("\n(ms: median of the round medians, p10-p90 over rounds; B/A: per round the median "
+          "of the per-pair ratios, median and p10-p90 over rounds)")
 
 
 if __name__ == "__main__":

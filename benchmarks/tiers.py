@@ -1,7 +1,8 @@
 """Tiered sources on the real servers: a page inside the hot tier against a hand-written DRF
 view on that database, and the example project's deep offset page over HTTP.
 
-    python benchmarks/tiers.py [--requests 300] [--http-requests 480] [--concurrency 16]
+    python benchmarks/tiers.py [--rounds 7] [--requests 40] [--http-requests 480]
+                               [--concurrency 16]
                                [--against <another checkout, e.g. of main before a change>]
 
 See benchmarks/README.md ("tiers.py") for what is measured and how.
@@ -26,6 +27,14 @@ ROOT = Path(__file__).resolve().parent.parent
 CODE = Path(os.environ.get("DATAPIPE_BENCH_CODE", str(ROOT))).resolve()
 sys.path[:0] = [str(ROOT)] + ([str(CODE)] if CODE != ROOT else [])
 os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.example_settings"
+
+from benchmarks.common import (  # noqa: E402 - after sys.path names the code measured
+    fmt,
+    interleaved,
+    machine,
+    round_medians,
+    round_ratios,
+)
 
 PAYOUTS, MERCHANT, PAGE, DEEP_OFFSET = 20_000, 1, 10, 729
 WARMUP = 30
@@ -137,7 +146,7 @@ def call(view: Any, params: dict[str, Any]) -> tuple[float, dict[str, Any]]:
     return elapsed, json.loads(response.content)
 
 
-def hot_tier_page(n: int) -> None:
+def hot_tier_page(rounds: int, n: int) -> None:
     ours, drf, declared = hot_tier_views()
     cursor = call(ours, {"limit": PAGE, "offset": 90})[1]["next_cursor"]
     cases = [("first page", {"limit": PAGE}, {"limit": PAGE}),
@@ -148,21 +157,22 @@ def hot_tier_page(n: int) -> None:
         x, y = call(ours, a)[1], call(drf, b)[1]
         if [i["id"] for i in x["items"]] != [i["id"] for i in y["items"]]:
             raise SystemExit(f"{label}: ours and DRF disagree")
-    samples: dict[tuple[str, str], list[float]] = {}
-    for round_ in range(WARMUP + n):
-        for label, a, b in cases:
-            ta, tb = call(ours, a)[0], call(drf, b)[0]
-            if round_ >= WARMUP:
-                samples.setdefault((label, "ours"), []).append(ta)
-                samples.setdefault((label, "drf"), []).append(tb)
+    sides = {}
+    for label, a, b in cases:
+        sides[f"{label} ours"] = lambda a=a: call(ours, a)
+        sides[f"{label} drf"] = lambda b=b: call(drf, b)
+    samples = interleaved(sides, rounds, n, warmup=WARMUP)
     print(f"1. A page inside the hot tier: ours (appdb {declared}, replica, archive; no cache) "
-          f"against a DRF ListAPIView on the primary alone; {n} interleaved requests each, "
-          f"page {PAGE}, merchant {MERCHANT}.")
-    head = f"   {'page':<22} {'ours ms':>8} {'DRF ms':>8} {'ours/DRF':>9}"
+          f"against a DRF ListAPIView on the primary alone; {rounds} rounds x {n} interleaved "
+          f"requests each, page {PAGE}, merchant {MERCHANT}.")
+    head = f"   {'page':<22} {'ours ms':>18} {'DRF ms':>18} {'ours/DRF':>18}"
     print(head + "\n   " + "-" * (len(head) - 3))
     for label, _, _ in cases:
-        a, b = statistics.median(samples[label, "ours"]), statistics.median(samples[label, "drf"])
-        print(f"   {label:<22} {a * 1e3:>8.2f} {b * 1e3:>8.2f} {a / b:>9.2f}")
+        x, y = samples[f"{label} ours"], samples[f"{label} drf"]
+        print(f"   {label:<22} {fmt(round_medians(x), 1e3):>18} {fmt(round_medians(y), 1e3):>18} "
+              f"{fmt(round_ratios(x, y)):>18}")
+    print("   (ms: median of the round medians, p10-p90 over rounds; ours/DRF: per round the "
+          "median of the per-pair ratios, median and p10-p90 over rounds)")
 
 
 # -- part 2: the example's deep offset page -----------------------------------------------------
@@ -283,7 +293,8 @@ def rows_of(code: Path) -> list[str]:
     return [line for line in out.stdout.splitlines() if line.startswith("   ")]
 
 
-def deep_offset_page(total: int, concurrency: int, against: Path | None) -> None:
+def deep_offset_page(total: int, concurrency: int, against: Path | None,
+                     rounds: int = 4) -> None:
     print(f"\n2. The example's GET /v1/payouts?offset={DEEP_OFFSET} (limit {PAGE}, merchant "
           f"{MERCHANT}: a page past the primary's 30 days), the example pipeline as declared "
           f"(cache, appdb, replica, archive).")
@@ -297,32 +308,34 @@ def deep_offset_page(total: int, concurrency: int, against: Path | None) -> None
     try:
         cases = [(f"offset={DEEP_OFFSET}", {"offset": DEEP_OFFSET}), ("first page", {})]
         results: dict[tuple[str, str], list[Any]] = {}
-        rounds = 4
         for _, _, port, _ in servers:
             load(port, concurrency * 4, concurrency, cases[0][1])  # warm up
-        for _ in range(rounds):  # interleaved: each server in turn, a quarter at a time
+        for r in range(rounds):  # interleaved: each server in turn, the first alternating
             for case, params in cases:
-                for label, _, port, _ in servers:
+                order = servers if r % 2 == 0 else servers[::-1]
+                for label, _, port, _ in order:
                     seconds, latencies, statuses = load(port, total // rounds, concurrency,
                                                         params)
-                    entry = results.setdefault((case, label), [0.0, [], {}])
-                    entry[0] += seconds
+                    entry = results.setdefault((case, label), [[], [], {}])
+                    entry[0].append(len(latencies) / seconds)
                     entry[1].extend(latencies)
                     for k, v in statuses.items():
                         entry[2][k] = entry[2].get(k, 0) + v
         print(f"   over HTTP: gunicorn 2 gthread workers x 4 threads each, concurrency "
               f"{concurrency}, {total} requests per page and checkout, interleaved in {rounds} "
               f"rounds")
-        head = (f"   {'page':<12} {'checkout':<14} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
+        head = (f"   {'page':<12} {'checkout':<14} {'req/s':>20} {'p50 ms':>7} {'p99 ms':>7} "
                 f"{'max ms':>7}  statuses")
         print(head + "\n   " + "-" * (len(head) - 3))
         for case, _ in cases:
             for label, _, _, _ in servers:
-                seconds, latencies, statuses = results[case, label]
+                rates, latencies, statuses = results[case, label]
                 q = statistics.quantiles(latencies, n=100, method="inclusive")
-                print(f"   {case:<12} {label:<14} {len(latencies) / seconds:>7.1f} "
+                print(f"   {case:<12} {label:<14} {fmt(rates, 1, 1):>20} "
                       f"{q[49] * 1e3:>7.1f} {q[98] * 1e3:>7.1f} {max(latencies) * 1e3:>7.1f}  "
                       f"{statuses}")
+        print("   (req/s: median of the rounds, p10-p90 over rounds; latencies over every "
+              "request)")
     finally:
         for _, _, _, process in servers:
             process.terminate()
@@ -331,8 +344,9 @@ def deep_offset_page(total: int, concurrency: int, against: Path | None) -> None
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=300,
-                        help="in-process requests per page and side (part 1)")
+    parser.add_argument("--rounds", type=int, default=7, help="rounds of part 1 (part 2: 4)")
+    parser.add_argument("--requests", type=int, default=40,
+                        help="in-process requests per round, page and side (part 1)")
     parser.add_argument("--http-requests", type=int, default=480,
                         help="HTTP requests per page and checkout (part 2)")
     parser.add_argument("--concurrency", type=int, default=16)
@@ -352,10 +366,10 @@ def main() -> None:
         return
     import datapipe_django
 
-    print(f"datapipe_django from {Path(datapipe_django.__file__).parent}")
+    print(f"{machine()}; datapipe_django from {Path(datapipe_django.__file__).parent}")
     seed()
     if not args.skip_hot:
-        hot_tier_page(args.requests)
+        hot_tier_page(args.rounds, args.requests)
     deep_offset_page(args.http_requests, args.concurrency,
                      args.against.resolve() if args.against else None)
 
