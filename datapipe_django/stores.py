@@ -36,6 +36,7 @@ from typing import Any
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 
+from datapipe_django._internal.breaker import BackgroundProbe, Breaker
 from datapipe_django.conf import datapipe_settings
 from datapipe_django.errors import SourceUnavailable
 from datapipe_django.timeouts import statement_timeout
@@ -80,61 +81,39 @@ def is_connection_failure(exc: BaseException) -> bool:
     return isinstance(exc, InterfaceError)
 
 
-class StoreGuard:
-    """The breaker of one database alias (one per process, shared by every thread).
+class StoreGuard(Breaker):
+    """The breaker of one database alias (one per process, shared by every thread): a
+    :class:`~datapipe_django._internal.breaker.Breaker` that recovers through a background
+    prober.
 
     Closed: reads go through. :meth:`failed` with a connection failure opens it: reads are
-    refused at once (:meth:`allow` is False) while a background thread tries to connect every
-    ``STORE_RETRY_INTERVAL`` seconds; the first success closes it. ``failures`` counts the
-    connection failures seen; ``last_error`` is the latest.
+    refused at once (:meth:`allow` is False) while a background thread tries a fresh connection
+    at once, then every ``STORE_RETRY_INTERVAL`` seconds; the first success renews the alias's
+    pool and closes it. ``failures`` counts the connection failures seen; ``last_error`` is the
+    latest.
     """
 
     def __init__(self, alias: str) -> None:
-        self.alias = alias
-        self.failures = 0
-        self.last_error = ""
-        self.opened_at: float | None = None
-        self._lock = threading.Lock()
+        super().__init__(
+            alias,
+            BackgroundProbe(lambda: _reachable(alias), interval=_retry_interval,
+                            on_recover=lambda: _renew_pool(alias),
+                            meanwhile="reads skip it until it answers"),
+            label="Database", logger=logger, resume="reading it")
 
     @property
-    def is_open(self) -> bool:
-        return self.opened_at is not None
+    def alias(self) -> str:
+        return self.name
 
-    def allow(self) -> bool:
-        """Whether a read of the alias may be attempted now."""
-        return self.opened_at is None
-
-    def failed(self, exc: BaseException) -> None:
+    def failed(self, error: BaseException | str) -> None:
         """Record a connection failure: open the breaker (if closed) and start the prober."""
-        with self._lock:
-            self.failures += 1
-            self.last_error = f"{type(exc).__name__}: {_first_line(exc)}"
-            if self.opened_at is not None:
-                return
-            self.opened_at = time.monotonic()
-            prober = threading.Thread(
-                target=self._probe_until_reachable, name=f"datapipe-store-{self.alias}",
-                daemon=True)
-        logger.warning("Database %r is unavailable (%s); reads skip it until it answers.",
-                       self.alias, self.last_error)
-        prober.start()
+        if isinstance(error, BaseException):
+            error = f"{type(error).__name__}: {_first_line(error)}"
+        super().failed(error)
 
-    def close(self) -> None:
-        """Close the breaker (the store answered)."""
-        with self._lock:
-            was_open, self.opened_at = self.opened_at is not None, None
-        if was_open:
-            logger.warning("Database %r is reachable again; reading it.", self.alias)
 
-    def _probe_until_reachable(self) -> None:
-        # At once first: a pooled connection that died with a restart the server is already
-        # back from costs a few milliseconds, not an interval.
-        while self.opened_at is not None:
-            if _reachable(self.alias):
-                _renew_pool(self.alias)
-                self.close()
-                return
-            time.sleep(max(0.01, float(datapipe_settings.STORE_RETRY_INTERVAL)))
+def _retry_interval() -> float:
+    return float(datapipe_settings.STORE_RETRY_INTERVAL)
 
 
 _guards: dict[str, StoreGuard] = {}

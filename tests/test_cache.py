@@ -37,6 +37,7 @@ from hypothesis import strategies as st
 
 import datapipe_django
 from datapipe_django import FallbackMode, Pipeline, PipelineRequest, invalidate
+from datapipe_django._internal import breaker as breaker_module
 from datapipe_django.cache import generations
 from datapipe_django.cache import guard as cache_guard
 from datapipe_django.cache import rows as cache_rows
@@ -676,7 +677,7 @@ def test_a_cache_outage_is_a_bypass_with_a_warning_and_a_short_circuit(settings,
     # The breaker's clock moves only when this test says: the circuit stays open as long as
     # the test needs, however slow the machine.
     clock = [1000.0]
-    monkeypatch.setattr(cache_guard, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    monkeypatch.setattr(breaker_module, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     source = InMemoryFetcher([make(i) for i in range(1, 4)], name="appdb")
     cached = CachedFetcher(source, ttl=30, cache="flaky")
     p = pipeline(cached)

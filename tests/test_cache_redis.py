@@ -30,8 +30,8 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from datapipe_django import Pipeline, PipelineRequest, invalidate
+from datapipe_django._internal import breaker as breaker_module
 from datapipe_django.cache import generations
-from datapipe_django.cache import guard as cache_guard
 from datapipe_django.conf import datapipe_settings
 from datapipe_django.fetchers import CachedFetcher, ORMFetcher
 from tests.conftest import require_alias, require_cache
@@ -311,7 +311,7 @@ def test_a_slow_redis_costs_one_socket_timeout_then_is_skipped(redis, caplog, mo
     # The breaker's clock moves only when this test says: the ten requests all fall in the
     # open circuit however long they take.
     clock = [1000.0]
-    monkeypatch.setattr(cache_guard, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    monkeypatch.setattr(breaker_module, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     seed(*(make(i) for i in range(1, 4)))
     p = primary_pipeline()
     p.execute(tenant="t1")

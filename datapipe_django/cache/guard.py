@@ -14,12 +14,12 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-import time
 from typing import Any
 
 from django.core import checks
 from django.db import InterfaceError, OperationalError
 
+from datapipe_django._internal.breaker import Breaker, TimedProbe
 from datapipe_django.conf import datapipe_settings
 
 __all__ = ["CacheGuard", "get_guard", "is_cache_error", "unknown_cache_alias"]
@@ -56,66 +56,22 @@ _CLIENT_ERRORS = (
 )
 
 
-class CacheGuard:
-    """Circuit breaker for one cache alias (one per process, shared by every fetcher).
+class CacheGuard(Breaker):
+    """The circuit breaker of one cache alias (one per process, shared by every fetcher and
+    enricher): a :class:`~datapipe_django._internal.breaker.Breaker` with a timed probe.
 
-    Closed: calls go through. After a failure it is open for ``CACHE_BREAKER_SECONDS``: callers
-    skip the cache. Then it lets one call through as a probe; success closes it, failure opens
-    it again. ``failures`` counts every cache error seen.
-
-    The same breaker guards other dependencies (a ``BatchEnricher``'s service): ``seconds``
-    then gives how long it stays open, and ``label`` names the dependency in the log lines.
+    Closed: calls go through. After a failure it is open for ``CACHE_BREAKER_SECONDS`` (or
+    ``seconds()``): callers skip the cache. Then it lets one call through as a probe; success
+    closes it, failure opens it again. ``failures`` counts every cache error seen.
     """
 
     def __init__(self, alias: str, *, seconds: Any = None, label: str = "Cache") -> None:
-        self.alias = alias
-        self._seconds = seconds  # a callable returning seconds; None: CACHE_BREAKER_SECONDS
-        self.label = label
-        self.failures = 0
-        self.last_error = ""
-        self._open_until = 0.0
-        self._probing = False
-        self._lock = threading.Lock()
-        #: ``time.monotonic()`` of the last successful call (0.0: none yet).
-        self.last_success = 0.0
+        super().__init__(alias, TimedProbe(seconds if seconds is not None else _breaker_seconds),
+                         label=label, logger=logger)
 
     @property
-    def is_open(self) -> bool:
-        return self._open_until != 0.0
-
-    def allow(self) -> bool:
-        """Whether the caller may use the cache now (the probe, when the breaker is open)."""
-        if self._open_until == 0.0:
-            return True
-        with self._lock:
-            if self._open_until == 0.0:
-                return True
-            if self._probing or time.monotonic() < self._open_until:
-                return False
-            self._probing = True
-            return True
-
-    def succeeded(self) -> None:
-        self.last_success = time.monotonic()
-        if self._open_until == 0.0:
-            return
-        with self._lock:
-            if self._open_until != 0.0:
-                self._open_until, self._probing = 0.0, False
-                logger.warning("%s %r is reachable again; using it.", self.label, self.alias)
-
-    def failed(self, exc: BaseException) -> None:
-        seconds = float(self._seconds() if self._seconds is not None
-                        else datapipe_settings.CACHE_BREAKER_SECONDS)
-        with self._lock:
-            self.failures += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            self._open_until = time.monotonic() + max(seconds, 0.001)
-            self._probing = False
-        logger.warning(
-            "%s %r is unavailable (%s); answering without it for %.1fs.",
-            self.label, self.alias, self.last_error, seconds,
-        )
+    def alias(self) -> str:
+        return self.name
 
     def absorb(self, exc: Exception) -> None:
         """Take ``exc``, raised by a cache call, as the cache being down (the breaker opens);
@@ -125,15 +81,9 @@ class CacheGuard:
             raise exc
         self.failed(exc)
 
-    def release_probe(self) -> None:
-        """End a probe that made no cache call (the breaker stays as it is)."""
-        if self._probing:
-            with self._lock:
-                self._probing = False
 
-    def reset(self) -> None:
-        with self._lock:
-            self._open_until, self._probing = 0.0, False
+def _breaker_seconds() -> float:
+    return float(datapipe_settings.CACHE_BREAKER_SECONDS)
 
 
 _guards: dict[str, CacheGuard] = {}

@@ -15,7 +15,8 @@ from django.core import checks
 from django.core.cache import caches
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 
-from datapipe_django.cache.guard import CacheGuard, get_guard, unknown_cache_alias
+from datapipe_django._internal.breaker import Breaker, TimedProbe
+from datapipe_django.cache.guard import get_guard, unknown_cache_alias
 from datapipe_django.cache.keys import Uncacheable, digest, slug
 from datapipe_django.cache.stats import CacheStats
 from datapipe_django.conf import datapipe_settings
@@ -26,6 +27,9 @@ from datapipe_django.executor import submit as pool_submit
 __all__ = ["BatchEnricher", "ServiceUnavailable", "run_chunks"]
 
 logger = logging.getLogger("datapipe_django.enrichers")
+
+#: The breaker of a service logs where every breaker of the library always has.
+_breaker_logger = logging.getLogger("datapipe_django.cache")
 
 #: Bumped when the format of cached enrichment values changes.
 ENRICH_CACHE_FORMAT = 1
@@ -87,8 +91,8 @@ class BatchEnricher(BaseEnricher):
         #: Opens when a call of ``load`` fails: for ``ENRICH_BREAKER_SECONDS`` the enricher
         #: fails at once (``unavailable``) instead of waiting on a service that is down or
         #: frozen; then one call probes it.
-        self.breaker = CacheGuard(self.name, label="The service of BatchEnricher",
-                                  seconds=lambda: datapipe_settings.ENRICH_BREAKER_SECONDS)
+        self.breaker = Breaker(self.name, TimedProbe(_enrich_breaker_seconds),
+                               label="The service of BatchEnricher", logger=_breaker_logger)
         # Enrichers with the same `load` share its memo within a request (bound methods of
         # one object compare equal; anything unhashable memoises on its own).
         try:
@@ -288,6 +292,10 @@ class BatchEnricher(BaseEnricher):
         for item in items:
             value = self.key(item)
             setattr(item, self.name, loaded.get(value) if value is not None else None)
+
+
+def _enrich_breaker_seconds() -> float:
+    return float(datapipe_settings.ENRICH_BREAKER_SECONDS)
 
 
 #: A loader's own mistakes: they fail its call, never open its breaker.

@@ -25,6 +25,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, models
 
+from datapipe_django._internal.breaker import Breaker, Cooldown
 from datapipe_django.errors import SourceUnavailable
 from datapipe_django.fetchers.base import (
     HIGHLIGHTS_ATTR,
@@ -111,7 +112,8 @@ class SearchFetcher(BaseFetcher):
                                        f"'AUTO', 0, 1 or 2, not {fuzziness!r}.")
         self.fuzziness = fuzziness
         self._field_maps: dict[type[models.Model], FieldMap] = {}
-        self._down: tuple[float, str] | None = None
+        #: Open for ``cooldown`` seconds after the engine failed: searches are refused at once.
+        self.breaker = Breaker(self.name, Cooldown(lambda: self.cooldown))
 
     # -- configuration ---------------------------------------------------------------------
     @property
@@ -250,14 +252,12 @@ class SearchFetcher(BaseFetcher):
 
     # -- the engine ------------------------------------------------------------------------
     def _check_cooldown(self) -> None:
-        down = self._down
-        if down is None:
+        breaker = self.breaker
+        if breaker.allow():
             return
-        since, reason = down
-        age = time.monotonic() - since
-        if age < self.cooldown:
-            raise SourceUnavailable(self.name, f"{reason} ({age:.1f}s ago; not retried for "
-                                               f"{self.cooldown:g}s)")
+        age = time.monotonic() - (breaker.failed_at or 0.0)
+        raise SourceUnavailable(self.name, f"{breaker.last_error} ({age:.1f}s ago; not retried "
+                                           f"for {self.cooldown:g}s)")
 
     def _search(self, body: dict[str, Any], request: FetchRequest) -> dict[str, Any]:
         try:
@@ -266,16 +266,16 @@ class SearchFetcher(BaseFetcher):
             reason = self.adapter.unavailable_reason(exc)
             if reason is None:
                 raise  # not an outage: a bad query or mapping is a bug
-            self._down = (time.monotonic(), reason)
+            self.breaker.failed(reason)
             raise SourceUnavailable(self.name, reason, cause=exc) from exc
         if response.get("timed_out"):
-            self._down = (time.monotonic(), "the search timed out")
+            self.breaker.failed("the search timed out")
             raise SourceUnavailable(self.name, "the search timed out (its hits are partial)")
         shards = response.get("_shards") or {}
         if shards.get("failed"):
             raise SourceUnavailable(self.name, f"{shards['failed']} of {shards.get('total')} "
                                                f"shards failed (the hits are partial)")
-        self._down = None
+        self.breaker.succeeded()
         return response
 
     def health(self) -> tuple[bool, str]:

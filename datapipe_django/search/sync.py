@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -45,6 +44,7 @@ from django.core.exceptions import ObjectDoesNotExist
 from django.db import DatabaseError, connections, models, router, transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete
 
+from datapipe_django._internal.breaker import Breaker, Cooldown
 from datapipe_django.conf import datapipe_settings
 from datapipe_django.search.documents import (
     DocumentAdapter,
@@ -165,33 +165,38 @@ def write_documents(adapter: DocumentAdapter, pks: Iterable[Any], *, using: str,
 
 # -- failures: counted, logged, recorded -------------------------------------------------
 
-_cooldowns: dict[tuple[str, str | None], tuple[float, str]] = {}
+#: The breaker of each engine (flavor, connection alias): open for ``SEARCH_SYNC_COOLDOWN``
+#: seconds after an outage, while writes skip the engine.
+_breakers: dict[tuple[str, str | None], Breaker] = {}
 
 
-def _engine_key(adapter: DocumentAdapter) -> tuple[str, str | None]:
-    return adapter.flavor, adapter.connection
+def _sync_cooldown() -> float:
+    return float(datapipe_settings.SEARCH_SYNC_COOLDOWN or 0)
+
+
+def _breaker(adapter: DocumentAdapter) -> Breaker:
+    key = (adapter.flavor, adapter.connection)
+    found = _breakers.get(key)
+    if found is None:
+        found = _breakers.setdefault(key, Breaker(adapter.flavor, Cooldown(_sync_cooldown)))
+    return found
 
 
 def _cooling(adapter: DocumentAdapter) -> str | None:
-    entry = _cooldowns.get(_engine_key(adapter))
-    if entry is None:
+    """Why writes skip the engine now (its last outage), or None."""
+    breaker = _breakers.get((adapter.flavor, adapter.connection))
+    if breaker is None or breaker.allow():
         return None
-    until, reason = entry
-    if time.monotonic() >= until:
-        _cooldowns.pop(_engine_key(adapter), None)
-        return None
-    return reason
+    return breaker.last_error
 
 
 def _trip(adapter: DocumentAdapter, reason: str) -> None:
-    seconds = float(datapipe_settings.SEARCH_SYNC_COOLDOWN or 0)
-    if seconds > 0:
-        _cooldowns[_engine_key(adapter)] = (time.monotonic() + seconds, reason)
+    _breaker(adapter).failed(reason)
 
 
 def reset_cooldowns() -> None:
     """Forget recent outages: the next write tries the engine again."""
-    _cooldowns.clear()
+    _breakers.clear()
 
 
 _counter: Any = None
