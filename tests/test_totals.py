@@ -2,7 +2,7 @@
 
 Counted with ``COUNT(*)`` on the one source that can serve the request (each database engine),
 with the engine's exact hit count on a search index that holds every row (tests/
-test_search_fetcher.py), never summed over sources that may hold the same rows."""
+test_fetchers_search.py), never summed over sources that may hold the same rows."""
 
 from __future__ import annotations
 
