@@ -14,7 +14,7 @@ from drf_spectacular.generators import SchemaGenerator
 from rest_framework.routers import SimpleRouter
 from rest_framework.test import APIRequestFactory
 
-from tests.test_sparse import pipeline_on, seed, view_for
+from tests.test_rest_sparse import pipeline_on, seed, view_for
 
 pytestmark = pytest.mark.django_db
 
