@@ -1,6 +1,6 @@
 """CachedFetcher, cache keys and invalidation, on the local-memory cache and SQLite.
 
-No server needed: the real Redis is exercised in tests/test_cache_redis.py. Outages are
+No server needed: the real Redis is exercised in tests/test_redis_cache.py. Outages are
 simulated with :class:`FlakyCache` (local memory that raises ``ConnectionRefusedError`` on
 demand) and with django-redis pointed at a closed port.
 """

@@ -24,7 +24,7 @@ from datapipe_django.enrichers import BatchEnricher
 from datapipe_django.enrichers.base import EnrichContext
 from tests.conftest import require_cache
 from tests.test_cache import isolated_cache
-from tests.test_cache_redis import redis_to_ourselves
+from tests.test_redis_cache import redis_to_ourselves
 
 # Autouse fixtures: a fresh key prefix and closed breakers; no other run pausing Redis meanwhile.
 __all__ = ["isolated_cache", "redis_to_ourselves"]

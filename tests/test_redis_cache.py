@@ -210,7 +210,7 @@ from datapipe_django.conf import datapipe_settings
 settings.DATAPIPE = {**settings.DATAPIPE, "CACHE": "redis", "CACHE_KEY_PREFIX": sys.argv[2]}
 datapipe_settings.reload()
 connections["primary"].settings_dict["NAME"] = sys.argv[1]
-from tests.test_cache_redis import shared_pipeline
+from tests.test_redis_cache import shared_pipeline
 shared_pipeline()
 from tests.testapp.models import Item
 row = Item.objects.using("primary").get(pk=1)
