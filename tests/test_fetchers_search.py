@@ -1,6 +1,6 @@
 """`SearchFetcher` on the real engine: pipelines and the REST endpoint over an index of
 :class:`tests.testapp.models.Item`, rows read back from the database (SQLite here; PostgreSQL
-in tests/test_search_property.py) or built from ``_source``."""
+in tests/test_elasticsearch_specs.py) or built from ``_source``."""
 
 from __future__ import annotations
 

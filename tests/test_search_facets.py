@@ -35,7 +35,7 @@ from tests.search_documents import (
     recreate,
     search_indices_fixture,  # noqa: F401
 )
-from tests.test_search_property import MAX_ROWS, rows_strategy
+from tests.test_elasticsearch_specs import MAX_ROWS, rows_strategy
 from tests.test_specs import as_query, make_world, params_strategy
 from tests.testapp.filters import ItemFilterSet
 from tests.testapp.models import Category, Item

@@ -1,6 +1,6 @@
 """Tests of :mod:`datapipe_django.search.query`: specs, orderings and requests as query
 bodies, without an engine (the agreement with the database on a real engine is in
-tests/test_search_property.py)."""
+tests/test_elasticsearch_specs.py)."""
 
 from __future__ import annotations
 
