@@ -226,7 +226,7 @@ BACKENDS = {
     "memory": lambda r: contextlib.nullcontext(Backend(InMemoryFetcher(WORLD))),
 }
 #: A fetcher of the same kind whose store is down. SQLite is embedded: no server to lose. The
-#: replica is a real standby: a down one is skipped by ``can_handle`` (tests/test_topology.py
+#: replica is a real standby: a down one is skipped by ``can_handle`` (tests/test_replicas.py
 #: and tests/test_outages.py stop it).
 OUTAGES: dict[str, Callable[[], contextlib.AbstractContextManager[Any]]] = {
     "orm-postgres": lambda: database_down("down"),
