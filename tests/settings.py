@@ -48,7 +48,7 @@ INSTALLED_APPS = [
     "drf_spectacular",  # the OpenAPI extension of PipelineViewSet is tested
     "datapipe_django",
     "tests.testapp",
-    # The example project's payouts app: its pipeline and ledger (test_enrichers_ledger.py).
+    # The example project's payouts app: its pipeline and ledger (test_example_ledger.py).
     "example_project.payouts",
 ]
 
