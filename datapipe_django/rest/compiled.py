@@ -42,6 +42,7 @@ import decimal
 import keyword
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.signals import setting_changed
@@ -99,27 +100,37 @@ def serializer_data(serializer: Any) -> Any:
         return serializer.data
     many = isinstance(serializer, serializers.ListSerializer)
     child = serializer.child if many else serializer
-    if (getattr(serializer, "instance", None) is None or hasattr(serializer, "initial_data")
-            or hasattr(serializer, "_data") or not _renders_plainly(serializer, child, many)):
-        return serializer.data
-    plan = _plan_for(child)
+    plan = _plan_for(child) if _unrendered(serializer) and \
+        _renders_plainly(serializer, child, many) else None
     if plan is None:
         return serializer.data
-    row = plan.bind(child)
-    model = plan.model
     if many:
-        instance = serializer.instance
-        items = instance.all() if isinstance(instance, BaseManager) else instance
-        items = items if isinstance(items, list) else list(items)
-        if not all(isinstance(obj, model) for obj in items):
-            return serializer.data
-        rows = [row(obj) for obj in items]
-        serializer._data = rows
-        return (FiniteList if plan.finite else ReturnList)(rows, serializer=serializer)
-    if not isinstance(serializer.instance, model):
+        return _list_data(serializer, plan, child)
+    if not isinstance(serializer.instance, plan.model):
         return serializer.data
-    serializer._data = row(serializer.instance)
+    serializer._data = plan.bind(child)(serializer.instance)
     return (FiniteDict if plan.finite else ReturnDict)(serializer._data, serializer=serializer)
+
+
+def _unrendered(serializer: Any) -> bool:
+    """Whether ``serializer`` renders an instance and has not rendered (nor validated) yet."""
+    return not (getattr(serializer, "instance", None) is None
+                or hasattr(serializer, "initial_data") or hasattr(serializer, "_data"))
+
+
+def _list_data(serializer: Any, plan: _Plan, child: Any) -> Any:
+    """A ``ListSerializer``'s data through ``plan``'s rows (DRF's own when a row is not an
+    instance of the plan's model)."""
+    instance = serializer.instance
+    items = instance.all() if isinstance(instance, BaseManager) else instance
+    items = items if isinstance(items, list) else list(items)
+    model = plan.model
+    if not all(isinstance(obj, model) for obj in items):
+        return serializer.data
+    row = plan.bind(child)
+    rows = [row(obj) for obj in items]
+    serializer._data = rows
+    return (FiniteList if plan.finite else ReturnList)(rows, serializer=serializer)
 
 
 def _renders_plainly(serializer: Any, child: Any, many: bool) -> bool:
@@ -237,44 +248,69 @@ def _conversion(field: Any, n: int, ns: dict[str, Any]) -> str | None:
     what it needs put in ``ns``; None when the field's conversion is not known to be
     context-free."""
     ns[f"c{n}"] = field.to_representation
-    if _resolves_to(field, "to_representation", drf_fields.IntegerField):
-        return "int(v)"
-    big = getattr(drf_fields, "BigIntegerField", None)  # DRF 3.16+
-    if big is not None and _resolves_to(field, "to_representation", big):
-        as_text = getattr(field, "coerce_to_string",
-                          getattr(api_settings, "COERCE_BIGINT_TO_STRING", False))
-        return "str(v)" if as_text else "int(v)"
-    if _resolves_to(field, "to_representation", drf_fields.CharField):
-        return "str(v)"
-    if _resolves_to(field, "to_representation", drf_fields.FloatField):
-        return "float(v)"
-    if _resolves_to(field, "to_representation", drf_fields.ReadOnlyField):
-        return "v"
-    if _resolves_to(field, "to_representation", drf_fields.BooleanField):
-        return f"(v if v.__class__ is bool else c{n}(v))"
-    if _resolves_to(field, "to_representation", drf_fields.ChoiceField):
-        ns[f"m{n}"] = field.choice_strings_to_values
-        return f"(m{n}.get(v, v) if v.__class__ is str else c{n}(v))"
-    if _resolves_to(field, "to_representation", drf_fields.DateField):
-        if str(getattr(field, "format", api_settings.DATE_FORMAT) or "").lower() == ISO_8601:
-            ns["_date"] = dt.date
-            return f"(v.isoformat() if v.__class__ is _date else c{n}(v))"
-        return f"c{n}(v)"
-    if _resolves_to(field, "to_representation", drf_fields.DateTimeField):
-        fmt = getattr(field, "format", api_settings.DATETIME_FORMAT)
-        if (str(fmt or "").lower() == ISO_8601
-                and _resolves_to(field, "enforce_timezone", drf_fields.DateTimeField)
-                and _resolves_to(field, "default_timezone", drf_fields.DateTimeField)):
-            # The zone is the field's own or the one active now, as DRF reads it per value.
-            ns["_aware_iso"] = _aware_iso
-            if hasattr(field, "timezone"):
-                ns[f"z{n}"] = field.timezone
-                return f"_aware_iso(v, z{n}, c{n})"
-            return f"_aware_iso(v, zone, c{n})"  # the zone active for this request
-        return f"c{n}(v)"
-    if any(_resolves_to(field, "to_representation", base) for base in _VALUE_ONLY):
-        return f"c{n}(v)"
+    for base, conversion in _CONVERSIONS:
+        if _resolves_to(field, "to_representation", base):
+            return conversion(field, n, ns)
     return None
+
+
+def _bigint(field: Any, n: int, ns: dict[str, Any]) -> str:
+    as_text = getattr(field, "coerce_to_string",
+                      getattr(api_settings, "COERCE_BIGINT_TO_STRING", False))
+    return "str(v)" if as_text else "int(v)"
+
+
+def _boolean(field: Any, n: int, ns: dict[str, Any]) -> str:
+    return f"(v if v.__class__ is bool else c{n}(v))"
+
+
+def _choice(field: Any, n: int, ns: dict[str, Any]) -> str:
+    ns[f"m{n}"] = field.choice_strings_to_values
+    return f"(m{n}.get(v, v) if v.__class__ is str else c{n}(v))"
+
+
+def _date(field: Any, n: int, ns: dict[str, Any]) -> str:
+    if str(getattr(field, "format", api_settings.DATE_FORMAT) or "").lower() == ISO_8601:
+        ns["_date"] = dt.date
+        return f"(v.isoformat() if v.__class__ is _date else c{n}(v))"
+    return f"c{n}(v)"
+
+
+def _datetime(field: Any, n: int, ns: dict[str, Any]) -> str:
+    fmt = getattr(field, "format", api_settings.DATETIME_FORMAT)
+    if not (str(fmt or "").lower() == ISO_8601
+            and _resolves_to(field, "enforce_timezone", drf_fields.DateTimeField)
+            and _resolves_to(field, "default_timezone", drf_fields.DateTimeField)):
+        return f"c{n}(v)"
+    # The zone is the field's own or the one active now, as DRF reads it per value.
+    ns["_aware_iso"] = _aware_iso
+    if hasattr(field, "timezone"):
+        ns[f"z{n}"] = field.timezone
+        return f"_aware_iso(v, z{n}, c{n})"
+    return f"_aware_iso(v, zone, c{n})"  # the zone active for this request
+
+
+def _fixed(expression: str) -> Callable[[Any, int, dict[str, Any]], str]:
+    """A conversion that is the same expression for every field of its class."""
+    def conversion(field: Any, n: int, ns: dict[str, Any]) -> str:
+        return expression.format(n=n)
+    return conversion
+
+
+#: The DRF field classes whose ``to_representation`` compiles, and how (in this order).
+_CONVERSIONS: list[tuple[type, Callable[[Any, int, dict[str, Any]], str]]] = [
+    (drf_fields.IntegerField, _fixed("int(v)")),
+    *([(drf_fields.BigIntegerField, _bigint)]  # DRF 3.16+
+      if hasattr(drf_fields, "BigIntegerField") else []),
+    (drf_fields.CharField, _fixed("str(v)")),
+    (drf_fields.FloatField, _fixed("float(v)")),
+    (drf_fields.ReadOnlyField, _fixed("v")),
+    (drf_fields.BooleanField, _boolean),
+    (drf_fields.ChoiceField, _choice),
+    (drf_fields.DateField, _date),
+    (drf_fields.DateTimeField, _datetime),
+    *((base, _fixed("c{n}(v)")) for base in _VALUE_ONLY),
+]
 
 
 def _aware_iso(value: Any, zone: Any, convert: Callable[[Any], Any]) -> Any:
@@ -323,78 +359,95 @@ class _Plan:
         return self._factory(zone, *(found[name] for name in self.bound))
 
 
+@dataclass
+class _Piece:
+    """What one field contributes to a row function: its ``lines``, whether it needs the
+    request's bound field (``f<n>``), the per-request cache it keeps (``r<n>``), and whether
+    it never gives a float (so no NaN for the renderer to look for)."""
+
+    lines: list[str]
+    bound: bool = False
+    cache: str | None = None
+    finite: bool = False
+
+
 def _compile(kind: type, names: tuple[str, ...], found: Mapping[str, Any],
              expanded: frozenset[str]) -> _Plan | None:
     model = kind.Meta.model  # type: ignore[attr-defined]
     ns: dict[str, Any] = {"SkipField": SkipField, "PKOnlyObject": PKOnlyObject,
                           "_nested": _nested}
-    body: list[str] = []
-    bound: list[str] = []
-    caches: list[str] = []  # per request: the nested renderers of expanded relations
-    finite = True  # no field can give a NaN or an infinity
-    for n, name in enumerate(names):
-        # A fresh unbound copy (DRF rebuilds a field from its arguments): the plan outlives
-        # the request, and must not keep its serializer (and its page) alive.
-        original = found[name]
-        field = copy.deepcopy(original)
-        key = repr(name)
-        drf_default = (_resolves_to(field, "get_attribute", drf_fields.Field)
-                       and not isinstance(field, serializers.BaseSerializer))
-        attr = _plain_source(model, original) if drf_default else None
-        convert = _conversion(field, n, ns) if attr is not None else None
-        if convert is not None and attr is not None:
-            if not _float_free(convert, field):
-                finite = False
-            read = f"obj.{attr}" if attr.isidentifier() and not keyword.iskeyword(attr) \
-                else f"getattr(obj, {attr!r})"
-            body += [f"v = {read}", f"d[{key}] = None if v is None else {convert}"]
-            continue
-        if (isinstance(field, ExpandableField) and name not in expanded
-                and _resolves_to(field, "to_representation", ExpandableField)
-                and _resolves_to(field, "get_attribute", ExpandableField)
-                and _resolves_to(field, "_id", ExpandableField)):
-            expression, float_free = _id_expression(model, field, original.source or name, n, ns)
-            finite = finite and float_free
-            body.append(f"d[{key}] = {expression}")
-            continue
-        if (isinstance(field, ExpandableField)
-                and all(_resolves_to(field, hook, ExpandableField) for hook in (
-                    "to_representation", "get_attribute", "_id", "loaded_value", "nested"))):
-            # Expanded: the loaded relation through its serializer, compiled in its turn.
-            finite = False
-            arg = f"f{n}"
-            bound.append(name)
-            source = original.source or name
-            body += [
-                f"ok, v, many = {arg}.loaded_value(obj)",
-                "if ok:",
-                f"    d[{key}] = None if v is None else "
-                f"(r{n}.get(many) or _nested(r{n}, {arg}, many))(v)",
-                "else:",
-                f"    d[{key}] = {arg}._id(obj, {source!r})",
-            ]
-            caches.append(f"r{n}")
-            continue
-        # DRF's own code for this field, with the request's bound field.
-        finite = False
-        arg = f"f{n}"
-        bound.append(name)
-        body += [
-            "try:",
-            f"    v = {arg}.get_attribute(obj)",
-            "except SkipField:",
-            "    pass",
-            "else:",
-            "    c = v.pk if isinstance(v, PKOnlyObject) else v",
-            f"    d[{key}] = None if c is None else {arg}.to_representation(v)",
-        ]
+    pieces = [_piece(model, name, found[name], n, ns, name in expanded)
+              for n, name in enumerate(names)]
+    bound = [name for name, piece in zip(names, pieces, strict=True) if piece.bound]
     args = ", ".join(["zone", *(f"f{names.index(name)}" for name in bound)])
-    lines = [f"def bind({args}):", *(f"    {cache} = {{}}" for cache in caches),
+    lines = [f"def bind({args}):", *(f"    {p.cache} = {{}}" for p in pieces if p.cache),
              "    def row(obj):", "        d = {}"]
-    lines += [f"        {line}" for line in body]
+    lines += [f"        {line}" for piece in pieces for line in piece.lines]
     lines += ["        return d", "    return row"]
     source = "\n".join(lines) + "\n"
-    return _Plan(model, source, ns, tuple(bound), zoned="zone, c" in source, finite=finite)
+    return _Plan(model, source, ns, tuple(bound), zoned="zone, c" in source,
+                 finite=all(piece.finite for piece in pieces))
+
+
+def _piece(model: type[Model], name: str, original: Any, n: int, ns: dict[str, Any],
+           expanded: bool) -> _Piece:
+    """How the row function renders field ``name`` (the ``n``-th): a plain read and a known
+    conversion, an unexpanded relation's id, an expanded one's nested rows, or DRF's code."""
+    # A fresh unbound copy (DRF rebuilds a field from its arguments): the plan outlives
+    # the request, and must not keep its serializer (and its page) alive.
+    field = copy.deepcopy(original)
+    key = repr(name)
+    plain = _plain_piece(model, original, field, key, n, ns)
+    if plain is not None:
+        return plain
+    if isinstance(field, ExpandableField) and not expanded and _plain_expandable(
+            field, ("to_representation", "get_attribute", "_id")):
+        expression, float_free = _id_expression(model, field, original.source or name, n, ns)
+        return _Piece([f"d[{key}] = {expression}"], finite=float_free)
+    if isinstance(field, ExpandableField) and _plain_expandable(
+            field, ("to_representation", "get_attribute", "_id", "loaded_value", "nested")):
+        # Expanded: the loaded relation through its serializer, compiled in its turn.
+        arg, source = f"f{n}", original.source or name
+        return _Piece([
+            f"ok, v, many = {arg}.loaded_value(obj)",
+            "if ok:",
+            f"    d[{key}] = None if v is None else "
+            f"(r{n}.get(many) or _nested(r{n}, {arg}, many))(v)",
+            "else:",
+            f"    d[{key}] = {arg}._id(obj, {source!r})",
+        ], bound=True, cache=f"r{n}")
+    # DRF's own code for this field, with the request's bound field.
+    arg = f"f{n}"
+    return _Piece([
+        "try:",
+        f"    v = {arg}.get_attribute(obj)",
+        "except SkipField:",
+        "    pass",
+        "else:",
+        "    c = v.pk if isinstance(v, PKOnlyObject) else v",
+        f"    d[{key}] = None if c is None else {arg}.to_representation(v)",
+    ], bound=True)
+
+
+def _plain_piece(model: type[Model], original: Any, field: Any, key: str, n: int,
+                 ns: dict[str, Any]) -> _Piece | None:
+    """A plain attribute read and a known conversion, when the field is one column read
+    with DRF's own ``get_attribute``."""
+    drf_default = (_resolves_to(field, "get_attribute", drf_fields.Field)
+                   and not isinstance(field, serializers.BaseSerializer))
+    attr = _plain_source(model, original) if drf_default else None
+    convert = _conversion(field, n, ns) if attr is not None else None
+    if convert is None or attr is None:
+        return None
+    read = f"obj.{attr}" if attr.isidentifier() and not keyword.iskeyword(attr) \
+        else f"getattr(obj, {attr!r})"
+    return _Piece([f"v = {read}", f"d[{key}] = None if v is None else {convert}"],
+                  finite=_float_free(convert, field))
+
+
+def _plain_expandable(field: Any, hooks: tuple[str, ...]) -> bool:
+    """Whether an ``ExpandableField`` keeps the library's own ``hooks``."""
+    return all(_resolves_to(field, hook, ExpandableField) for hook in hooks)
 
 
 def _float_free(expression: str, field: Any) -> bool:
