@@ -38,6 +38,7 @@ from hypothesis import strategies as st
 import datapipe_django
 from datapipe_django import FallbackMode, Pipeline, PipelineRequest, invalidate
 from datapipe_django._internal import breaker as breaker_module
+from datapipe_django._internal import oncommit
 from datapipe_django.cache import generations
 from datapipe_django.cache import guard as cache_guard
 from datapipe_django.cache import rows as cache_rows
@@ -922,7 +923,7 @@ def test_one_token_change_per_transaction_however_many_rows():
         for i in range(1, 30):
             Item.objects.create(**{f.attname: getattr(make(i), f.attname)
                                    for f in Item._meta.concrete_fields})
-        bumps = [f for _, f, _ in connection.run_on_commit if isinstance(f, generations._Bump)]
+        bumps = [f for f in oncommit.waiting(connection) if isinstance(f, generations._Bump)]
         assert len(bumps) == 1
     assert len(p.execute(tenant="t1").items) == 10
 

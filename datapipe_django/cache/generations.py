@@ -43,9 +43,10 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import caches
 from django.core.exceptions import ValidationError
-from django.db import connections, models, transaction
+from django.db import connections, models
 from django.db.models.signals import m2m_changed, post_delete, post_init, post_save, pre_save
 
+from datapipe_django._internal import oncommit
 from datapipe_django.cache.guard import get_guard
 from datapipe_django.cache.keys import CACHE_FORMAT, Uncacheable, digest, slug
 from datapipe_django.conf import datapipe_settings
@@ -442,14 +443,16 @@ def _schedule(targets: set[tuple[type[models.Model], str | None]], using: str | 
         _Bump(targets)()
         return
     # One callback per transaction level, however many rows it writes.
-    if conn.run_on_commit:
-        newest: Any = conn.run_on_commit[-1]  # (savepoint ids, callback, robust)
-        sids, last = newest[0], newest[1]
-        if isinstance(last, _Bump) and not last.done and sids == set(conn.savepoint_ids):
-            last.targets |= targets
-            return
-    transaction.on_commit(_Bump(targets), using=conn.alias)
-    _local.deferred = True
+    bump, new = oncommit.batch(conn.alias, lambda: _Bump(targets), _live_bump,
+                               newest_only=True, this_level=True)
+    if new:
+        _local.deferred = True
+    else:
+        bump.targets |= targets
+
+
+def _live_bump(callback: Any) -> bool:
+    return isinstance(callback, _Bump) and not callback.done
 
 
 def pending_write(model: type[models.Model]) -> bool:
@@ -459,11 +462,8 @@ def pending_write(model: type[models.Model]) -> bool:
     model = _concrete(model)
     deferred = False
     for conn in connections.all(initialized_only=True):
-        if not conn.in_atomic_block:
-            continue
-        for entry in getattr(conn, "run_on_commit", ()):
-            func = entry[1]
-            if isinstance(func, _Bump) and not func.done:
+        for func in oncommit.waiting(conn):
+            if _live_bump(func):
                 deferred = True
                 if model in func.models():
                     return True

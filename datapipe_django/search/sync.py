@@ -41,9 +41,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import ObjectDoesNotExist
-from django.db import DatabaseError, connections, models, router, transaction
+from django.db import DatabaseError, connections, models, router
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete
 
+from datapipe_django._internal import oncommit
 from datapipe_django._internal.breaker import Breaker, Cooldown
 from datapipe_django.conf import datapipe_settings
 from datapipe_django.search.documents import (
@@ -67,8 +68,6 @@ logger = logging.getLogger("datapipe_django.search")
 
 #: Documents per bulk request.
 BULK_CHUNK = 1_000
-
-_BATCH_ATTR = "_datapipe_search_batch"
 
 _paused: ContextVar[bool] = ContextVar("datapipe_search_sync_paused", default=False)
 
@@ -285,32 +284,27 @@ def _write(document: type[Any], pks: set[Any], using: str) -> None:
 # -- batching per transaction ----------------------------------------------------------------
 
 class _Batch:
-    """The (Document, pk) pairs one transaction on one alias wrote."""
+    """The (Document, pk) pairs one transaction on one alias wrote; called on its commit."""
 
     def __init__(self, using: str) -> None:
         self.using = using
         self.keys: dict[type[Any], set[Any]] = defaultdict(set)
 
-    def flush(self) -> None:
-        connection = connections[self.using]
-        if getattr(connection, _BATCH_ATTR, None) is self:
-            setattr(connection, _BATCH_ATTR, None)
+    def __call__(self) -> None:
         for document, pks in list(self.keys.items()):
             _write(document, pks, self.using)
 
 
 def _pending_batch(using: str) -> _Batch:
-    """The batch of the transaction open on ``using``, registered to flush on its commit."""
-    connection = connections[using]
-    batch: _Batch | None = getattr(connection, _BATCH_ATTR, None)
-    # A batch whose commit hook is gone was rolled back (the transaction or the savepoint the
-    # hook was registered in): start over, the rows it named were not written.
-    hooks = getattr(connection, "run_on_commit", [])
-    if batch is None or not any(entry[1] == batch.flush for entry in hooks):
-        batch = _Batch(using)
-        setattr(connection, _BATCH_ATTR, batch)
-        transaction.on_commit(batch.flush, using=using)
+    """The batch of the transaction open on ``using``, registered to run on its commit. A
+    batch whose callback is gone was rolled back (the transaction or the savepoint it was
+    registered in): a new one starts, the rows it named were not written."""
+    batch, _ = oncommit.batch(using, lambda: _Batch(using), _is_batch)
     return batch
+
+
+def _is_batch(callback: Any) -> bool:
+    return isinstance(callback, _Batch)
 
 
 def schedule(document: type[Any], pks: Iterable[Any], using: str) -> None:
