@@ -25,7 +25,7 @@ from opentelemetry.trace import Status, StatusCode
 from datapipe_django.errors import PipelineError
 from datapipe_django.observability import NullTracer
 
-__all__ = ["DURATION_BUCKETS", "SCOPE", "OpenTelemetryMetrics", "OpenTelemetryTracer"]
+__all__ = ["DURATION_BUCKETS", "SCOPE", "OpenTelemetryMetrics", "OpenTelemetryTracer", "counter"]
 
 #: The instrumentation scope name of every span and instrument.
 SCOPE = "datapipe_django"
@@ -39,6 +39,13 @@ def _version() -> str:
     import datapipe_django
 
     return str(getattr(datapipe_django, "__version__", ""))
+
+
+def counter(name: str, *, unit: str, description: str) -> otel_metrics.Counter:
+    """A counter of the global meter provider under :data:`SCOPE`: for the library's instruments
+    that are not a pipeline's (the index sync's failures, reported after a commit)."""
+    return otel_metrics.get_meter(SCOPE, _version()).create_counter(
+        name, unit=unit, description=description)
 
 
 def record_error(span: Any, exc: BaseException) -> None:

@@ -32,7 +32,6 @@ record; ``manage.py datapipe_index rebuild`` is the remedy for that (rare) case.
 from __future__ import annotations
 
 import logging
-import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -46,6 +45,7 @@ from django.db.models.signals import m2m_changed, post_delete, post_save, pre_de
 
 from datapipe_django._internal import oncommit
 from datapipe_django._internal.breaker import Breaker, Cooldown
+from datapipe_django._internal.counters import Counters, otel_counter
 from datapipe_django.conf import datapipe_settings
 from datapipe_django.search.documents import (
     DocumentAdapter,
@@ -83,24 +83,16 @@ def paused() -> Iterator[None]:
         _paused.reset(token)
 
 
-@dataclass
-class SyncStats:
-    """What this process's index sync did (``sync_stats()``; reset with ``.reset()``)."""
+class SyncStats(Counters):
+    """What this process's index sync did (``sync_stats()``; reset with ``.reset()``):
+    documents ``indexed`` and ``deleted``, ``failures`` (documents not written) and rows
+    ``recorded`` in ``PendingIndex`` for re-index."""
 
-    indexed: int = 0
-    deleted: int = 0
-    failures: int = 0
-    recorded: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, **counts: int) -> None:
-        with self.lock:
-            for name, value in counts.items():
-                setattr(self, name, getattr(self, name) + value)
-
-    def reset(self) -> None:
-        with self.lock:
-            self.indexed = self.deleted = self.failures = self.recorded = 0
+    NAMES = ("indexed", "deleted", "failures", "recorded")
+    indexed: int
+    deleted: int
+    failures: int
+    recorded: int
 
 
 _STATS = SyncStats()
@@ -198,23 +190,13 @@ def reset_cooldowns() -> None:
     _breakers.clear()
 
 
-_counter: Any = None
-
-
 def _count_failures(adapter: DocumentAdapter, count: int, outcome: str) -> None:
-    global _counter
     _STATS.add(failures=count)
-    if _counter is None:
-        try:
-            from opentelemetry import metrics
-        except ImportError:
-            _counter = False
-        else:
-            _counter = metrics.get_meter("datapipe_django").create_counter(
-                "datapipe.search.sync.failures", unit="{document}",
-                description="Documents the index sync could not write (marked for re-index).")
-    if _counter:
-        _counter.add(count, {"datapipe.document": adapter.label, "datapipe.outcome": outcome})
+    counter = otel_counter(
+        "datapipe.search.sync.failures", unit="{document}",
+        description="Documents the index sync could not write (marked for re-index).")
+    if counter is not None:
+        counter.add(count, {"datapipe.document": adapter.label, "datapipe.outcome": outcome})
 
 
 def record_pending(adapter: DocumentAdapter, reasons: dict[Any, str], using: str) -> None:
