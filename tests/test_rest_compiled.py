@@ -415,7 +415,13 @@ def test_the_endpoint_answers_the_same_with_the_fast_path_on_and_off(params, aut
         slow = client.get("/v1/items", {**params, **expand}, **headers)
         one_slow = client.get("/v1/items/3", expand, **headers)
         assert type(slow.accepted_renderer) is drf_renderers.JSONRenderer
-    assert fast.json()["items"] and fast.json() == slow.json()
+    # The cursor's position, not its signing second (a second may pass between the two).
+    def body(response):
+        found = response.json()
+        cursor = found.get("next_cursor")
+        return {**found, "next_cursor": cursor and cursor.split(":")[0]}
+
+    assert fast.json()["items"] and body(fast) == body(slow)
     rows = fast.json()["items"]
     if "fields" in params:
         assert all(set(row) == {"id", "amount", "owner"} for row in rows)
