@@ -16,9 +16,6 @@ class DatapipeConfig(AppConfig):
             from datapipe_django.rest import schema  # noqa: F401
         from datapipe_django import checks  # noqa: F401  (registers the system checks)
 
-        if django_apps.is_installed("rest_framework"):
-            from datapipe_django.rest import checks as rest_checks  # noqa: F401  (W016)
-
         # Import every installed app's `pipelines` module, as the admin imports `admin.py`:
         # pipelines register by name, and a cached one watches its model for writes in every
         # process (a worker or a management command that writes must invalidate too).

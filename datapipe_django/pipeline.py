@@ -34,6 +34,7 @@ from datapipe_django.observability import (
 )
 from datapipe_django.paging import RELEVANCE, Ordering
 from datapipe_django.request import PipelineRequest
+from datapipe_django.specs.paths import path_error
 from datapipe_django.stages import DEFAULT_STAGES, Stage
 from datapipe_django.state import State
 
@@ -102,18 +103,10 @@ class Pipeline:
         search_fuzziness: str | int | None = None,
     ) -> None:
         owner = f"Pipeline {name!r}"
-        if not name or not isinstance(name, str):
-            raise ImproperlyConfigured("Pipeline: the first argument, `name`, must be a "
-                                       "non-empty string that identifies the pipeline.")
-        if not (isinstance(model, type) and issubclass(model, models.Model)):
-            raise ImproperlyConfigured(f"{owner}: `model` must be a Django model class, "
-                                       f"got {model!r}.")
-        if not isinstance(fallback, FallbackMode):
-            raise ImproperlyConfigured(f"{owner}: `fallback` must be a FallbackMode "
-                                       f"(SEQUENTIAL, FIRST_SUCCESS or PARALLEL).")
-        if partial not in ("flag", "error"):
-            raise ImproperlyConfigured(f"{owner}: `partial` must be 'flag' (serve the page, "
-                                       f"marked partial) or 'error' (a 503), not {partial!r}.")
+        _check_arguments(owner, name=name, model=model, fallback=fallback, partial=partial,
+                         max_workers=max_workers, timeout=timeout)
+        _check_search_arguments(owner, search_ordering=search_ordering, facet_size=facet_size,
+                                search_fuzziness=search_fuzziness)
         self.partial = partial
         self.name = name
         self.model = model
@@ -124,16 +117,12 @@ class Pipeline:
         self.fetchers = self._check_fetchers(owner, fetchers)
         self.enrichers = self._check_enrichers(owner, enrichers)
         self.parallel_enrichment = parallel_enrichment
-        if max_workers < 1:
-            raise ImproperlyConfigured(f"{owner}: `max_workers` must be at least 1.")
         self.max_workers = max_workers
         self.transformers = list(transformers)
         self.response_builder = response_builder
         # OpenTelemetry when its API is installed (no-op until an SDK is configured), else no-op.
         self.metrics: Metrics = metrics if metrics is not None else default_metrics()
         self.tracer: Tracer = tracer if tracer is not None else default_tracer()
-        if timeout is not UNSET and timeout is not None and timeout <= 0:
-            raise ImproperlyConfigured(f"{owner}: `timeout` must be positive seconds or None.")
         self._timeout = timeout
         self.fail_fast = fail_fast
         #: Whether a list counts its total when the request does not say (``?total=``).
@@ -141,45 +130,26 @@ class Pipeline:
         self.validators = list(validators)
         self.middleware: list[StageMiddleware] = list(middleware)
         self.stages: list[Stage] = list(DEFAULT_STAGES)
-        if search_ordering not in (None, RELEVANCE):
-            raise ImproperlyConfigured(f"{owner}: `search_ordering` must be None or "
-                                       f"{RELEVANCE!r}, not {search_ordering!r}.")
         self.search_ordering = search_ordering
-        self.facet_fields = tuple(facet_fields)
-        for facet in self.facet_fields:
-            try:
-                field = model._meta.get_field(facet)
-            except FieldDoesNotExist:
-                field = None
-            if field is None or not getattr(field, "concrete", False) or field.many_to_many:
-                raise ImproperlyConfigured(
-                    f"{owner}: facet field {facet!r} is not a concrete field of "
-                    f"{model._meta.label}. Count a local column (a foreign key counts its ids).")
-        if facet_size < 1:
-            raise ImproperlyConfigured(f"{owner}: `facet_size` must be at least 1.")
+        self.facet_fields = _facet_fields(owner, model, facet_fields)
         self.facet_size = facet_size
-        if search_fuzziness is not None and not (
-                search_fuzziness == "AUTO" or (isinstance(search_fuzziness, int)
-                                               and 0 <= search_fuzziness <= 2)):
-            raise ImproperlyConfigured(f"{owner}: `search_fuzziness` must be None, 'AUTO', 0, "
-                                       f"1 or 2, not {search_fuzziness!r}.")
         self.search_fuzziness = search_fuzziness
         if tenant_field is not None:
-            try:
-                model._meta.get_field(tenant_field.split("__")[0])
-            except FieldDoesNotExist:
+            # Its first part only: the related models of a path may not be loaded yet when a
+            # pipeline is declared; system check E007 follows the whole path.
+            why = path_error(model, tenant_field.split("__")[0])
+            if why is not None:
                 raise ImproperlyConfigured(
                     f"{owner}: `tenant_field` {tenant_field!r} is not a field of "
-                    f"{model._meta.label}. Name the field that holds the tenant."
-                ) from None
+                    f"{model._meta.label}. Name the field that holds the tenant.")
         names = tuple(ordering) if ordering is not None else self._model_ordering(owner, model)
         self.default_ordering = Ordering.for_model(model, names, owner=owner)
         self.ordering_fields = frozenset(
             ordering_fields if ordering_fields is not None
             else (n.lstrip("-+") for n in names)
         ) | {"pk", model._meta.pk.name}  # type: ignore[union-attr]
-        for field_name in self.ordering_fields - {"pk"}:
-            Ordering.for_model(model, [field_name], owner=f"{owner} `ordering_fields`")
+        for error in ordering_errors(self, owner=f"{owner} `ordering_fields`"):
+            raise error
         if register:
             registry.register(self)
         for fetcher in self.fetchers:
@@ -384,6 +354,77 @@ class Pipeline:
     def __repr__(self) -> str:
         return f"<Pipeline {self.name!r} model={self.model._meta.label}>"
 
+
+
+# -- declaration checks shared by the constructor and the system checks --------------------------
+
+def _check_arguments(owner: str, *, name: Any, model: Any, fallback: Any, partial: Any,
+                     max_workers: int, timeout: Any) -> None:
+    if not name or not isinstance(name, str):
+        raise ImproperlyConfigured("Pipeline: the first argument, `name`, must be a "
+                                   "non-empty string that identifies the pipeline.")
+    if not (isinstance(model, type) and issubclass(model, models.Model)):
+        raise ImproperlyConfigured(f"{owner}: `model` must be a Django model class, "
+                                   f"got {model!r}.")
+    problems = (
+        (not isinstance(fallback, FallbackMode),
+         "`fallback` must be a FallbackMode (SEQUENTIAL, FIRST_SUCCESS or PARALLEL)."),
+        (partial not in ("flag", "error"),
+         f"`partial` must be 'flag' (serve the page, marked partial) or 'error' (a 503), "
+         f"not {partial!r}."),
+        (max_workers < 1, "`max_workers` must be at least 1."),
+        (timeout is not UNSET and timeout is not None and timeout <= 0,
+         "`timeout` must be positive seconds or None."),
+    )
+    for bad, message in problems:
+        if bad:
+            raise ImproperlyConfigured(f"{owner}: {message}")
+
+
+def _check_search_arguments(owner: str, *, search_ordering: Any, facet_size: int,
+                            search_fuzziness: Any) -> None:
+    fuzziness_ok = search_fuzziness in (None, "AUTO") or (
+        isinstance(search_fuzziness, int) and 0 <= search_fuzziness <= 2)
+    problems = (
+        (search_ordering not in (None, RELEVANCE),
+         f"`search_ordering` must be None or {RELEVANCE!r}, not {search_ordering!r}."),
+        (facet_size < 1, "`facet_size` must be at least 1."),
+        (not fuzziness_ok,
+         f"`search_fuzziness` must be None, 'AUTO', 0, 1 or 2, not {search_fuzziness!r}."),
+    )
+    for bad, message in problems:
+        if bad:
+            raise ImproperlyConfigured(f"{owner}: {message}")
+
+
+def _facet_fields(owner: str, model: type[models.Model], names: Iterable[str]
+                  ) -> tuple[str, ...]:
+    facets = tuple(names)
+    for facet in facets:
+        try:
+            field = model._meta.get_field(facet)
+        except FieldDoesNotExist:
+            field = None
+        if field is None or not field.concrete or field.many_to_many:
+            raise ImproperlyConfigured(
+                f"{owner}: facet field {facet!r} is not a concrete field of "
+                f"{model._meta.label}. Count a local column (a foreign key counts its ids).")
+    return facets
+
+
+def ordering_errors(pipeline: Pipeline, *, owner: str | None = None
+                    ) -> list[ImproperlyConfigured]:
+    """Why a field of ``pipeline``'s ``ordering`` or ``ordering_fields`` cannot order its
+    rows (not a concrete field of the model), one error per field: the constructor raises the
+    first, system check E008 reports each (the attributes may change after construction)."""
+    names = [f.name for f in pipeline.default_ordering.fields]
+    errors = []
+    for name in dict.fromkeys([*names, *sorted(pipeline.ordering_fields - {"pk"})]):
+        try:
+            Ordering.for_model(pipeline.model, [name], owner=owner or f"Pipeline {pipeline.name!r}")
+        except ImproperlyConfigured as exc:
+            errors.append(exc)
+    return errors
 
 def duplicate_fetcher_names(fetchers: Iterable[BaseFetcher]) -> list[str]:
     """One message per fetcher whose name an earlier one has (results, headers, traces and

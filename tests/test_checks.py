@@ -174,33 +174,33 @@ def test_e008_ordering_fields_unknown(only):
 
 
 def test_e009_search_document_of_another_model(only):
-    class OwnerDocument:
-        django = types.SimpleNamespace(model=Owner)
+    from django_elasticsearch_dsl import Document
 
-    class ItemDocument:
+    from datapipe_django.fetchers import CachedFetcher, SearchFetcher
+    from tests.search_documents import ItemDocument
+
+    class OwnerDocument(Document):  # not registered: nothing indexes it
+        class Index:
+            name = "dp-unused-owners"
+
         class Django:
-            model = Item
+            model = Owner
+            fields = ["name"]
 
-    class Search(InMemoryFetcher):
-        def __init__(self, document, **kwargs):
-            super().__init__(**kwargs)
-            self.document = document
-
-    class Cached(InMemoryFetcher):  # a wrapper: its inner fetcher is checked too
-        def __init__(self, fetcher, **kwargs):
-            super().__init__(**kwargs)
-            self.fetcher = fetcher
-
-    only(pipeline("chk", Search(ItemDocument, name="items"), Search(OwnerDocument, name="search"),
-                  Cached(Search(OwnerDocument, name="inner"), name="cached")))
+    only(pipeline("chk", SearchFetcher(OwnerDocument, name="search"),
+                  CachedFetcher(SearchFetcher(OwnerDocument, name="inner"), name="cached"),
+                  ORMFetcher("default")))
     messages = found("datapipe_django.E009")
     assert [m[1] for m in messages] == [
         "Pipeline 'chk': fetcher 'search' searches OwnerDocument, which indexes testapp.Owner, "
         "not the pipeline's model testapp.Item.",
+        # a wrapper's check(pipeline) runs the wrapped fetcher's
         "Pipeline 'chk': fetcher 'inner' searches OwnerDocument, which indexes testapp.Owner, "
         "not the pipeline's model testapp.Item.",
     ]
     assert messages[0][2] == "Give the fetcher a Document whose Django.model is testapp.Item."
+    only(pipeline("chk", SearchFetcher(ItemDocument, name="items")))
+    assert found("datapipe_django.E009") == []
 
 
 def test_e010_duplicate_fetcher_names(only):

@@ -79,6 +79,47 @@ def test_the_checks_page_lists_every_check_id_the_library_emits():
         assert what and where
 
 
+def ids_given_to_check_messages() -> set[str]:
+    """The ids the library's check messages are built with (``id="datapipe_django.X000"``)."""
+    found = set()
+    for path in sorted(LIBRARY.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.keyword) and node.arg == "id" and isinstance(
+                    node.value, ast.Constant) and str(node.value.value).startswith(
+                    "datapipe_django."):
+                found.add(node.value.value)
+    return found
+
+
+def test_the_check_table_holds_every_id_the_library_emits_and_no_other():
+    from datapipe_django.checks import CHECKS
+
+    emitted = ids_given_to_check_messages()
+    assert {"datapipe_django.E001", "datapipe_django.W017"} <= emitted  # the scan finds them
+    assert set(CHECKS) == emitted, (sorted(emitted - set(CHECKS)), sorted(set(CHECKS) - emitted))
+    assert all(meaning and "\n" not in meaning for meaning in CHECKS.values())
+
+
+@pytest.mark.parametrize("page", ["checks.md", "operations.md"])
+def test_the_checks_and_operations_pages_list_every_id_of_the_table_and_no_other(page):
+    from datapipe_django.checks import CHECKS
+
+    rows = [f"datapipe_django.{m.group(1)}" for m in table_rows(page, CHECK_ROW)]
+    assert len(rows) == len(set(rows)), f"an id has two rows in docs/{page}"
+    assert set(rows) == set(CHECKS), (f"docs/{page}: lacks {sorted(set(CHECKS) - set(rows))}, "
+                                      f"lists {sorted(set(rows) - set(CHECKS))} too")
+    named = {f"datapipe_django.{i}" for i in CHECK_ID.findall((DOCS / page).read_text())}
+    assert named <= set(CHECKS), f"docs/{page} names {sorted(named - set(CHECKS))}"
+
+
+def test_the_operations_page_gives_each_id_the_meaning_of_the_table():
+    from datapipe_django.checks import CHECKS
+
+    meanings = {f"datapipe_django.{m.group(1)}": m.group(2).strip(" |")
+                for m in table_rows("operations.md", CHECK_ROW)}
+    assert meanings == CHECKS
+
+
 def test_check_ids_named_anywhere_in_the_docs_exist():
     emitted = emitted_check_ids()
     for page in sorted(DOCS.glob("*.md")):

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from datapipe_django.specs import Spec
 
 __all__ = ["HIGHLIGHTS_ATTR", "BaseFetcher", "FetchRequest", "FetchResult", "Fetcher", "Verdict",
-           "as_fetcher", "hook"]
+           "as_fetcher", "hook", "unknown_database"]
 
 #: The attribute a source sets on each row for ``highlight=true``: ``{field: [fragments]}``.
 HIGHLIGHTS_ATTR = "_datapipe_highlights"
@@ -374,6 +374,23 @@ def as_fetcher(fetcher: Any) -> BaseFetcher:
     if isinstance(fetcher, BaseFetcher):
         return fetcher
     return _DuckFetcher(fetcher)
+
+
+def unknown_database(pipeline: Pipeline, fetcher: BaseFetcher, alias: str | None
+                     ) -> list[CheckMessage]:
+    """System check E001 for a ``fetcher.check(pipeline)``: ``alias``, the database the fetcher
+    reads, is not in ``settings.DATABASES``."""
+    from django.core import checks
+    from django.db import connections
+
+    if alias is None or alias in connections.settings:
+        return []
+    return [checks.Error(
+        f"Pipeline {pipeline.name!r}: fetcher {fetcher.name!r} uses database alias {alias!r}, "
+        f"which is not in settings.DATABASES.",
+        hint="Add the alias to DATABASES or fix the fetcher's `using`.",
+        obj=pipeline, id="datapipe_django.E001",
+    )]
 
 
 def hook(fetcher: Any, name: str) -> Any:

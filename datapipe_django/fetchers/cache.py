@@ -305,6 +305,12 @@ class CachedFetcher(BaseFetcher):
         """The key ``request``'s page is stored under (raises ``Uncacheable``)."""
         return self._plan(request, self._ensure_watched(request)).key
 
+    def check(self, pipeline: Pipeline) -> list[checks.CheckMessage]:
+        """E003 (its cache alias is not in ``settings.CACHES``), then the wrapped fetcher's
+        own checks."""
+        error = unknown_cache_alias(pipeline, f"CachedFetcher {self.name!r}", self.cache_alias)
+        return [*([error] if error is not None else []), *self.fetcher.check(pipeline)]
+
     def explain(self, request: FetchRequest) -> dict[str, Any]:
         """For ``manage.py datapipe explain``: the cache alias, the key ``request``'s page is
         stored under (or why it is not cached), the wrapped fetcher and its explanation."""
@@ -644,17 +650,17 @@ def _cached_fetchers() -> Iterable[tuple[Any, CachedFetcher]]:
                 yield pipeline, fetcher
 
 
-@checks.register(checks.Tags.caches)
 def check_cache_aliases(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """E003: a CachedFetcher names a cache alias that is not in settings.CACHES."""
+    """E003: a CachedFetcher names a cache alias that is not in settings.CACHES (what
+    ``manage.py check`` gets from each one's ``check(pipeline)``)."""
     return [error for pipeline, fetcher in _cached_fetchers()
             if (error := unknown_cache_alias(pipeline, f"CachedFetcher {fetcher.name!r}",
                                              fetcher.cache_alias)) is not None]
 
 
-@checks.register(checks.Tags.caches, deploy=True)
 def check_shared_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """W003 (``check --deploy``): a CachedFetcher on a per-process cache (locmem, dummy)."""
+    """W003 (``check --deploy``): a CachedFetcher on a per-process cache (locmem, dummy).
+    Registered by :func:`datapipe_django.checks.check_deployment`."""
     from django.conf import settings
 
     messages: list[checks.CheckMessage] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable
 from functools import reduce
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections
@@ -18,12 +18,18 @@ from datapipe_django.fetchers.base import (
     FetchRequest,
     FetchResult,
     Verdict,
+    unknown_database,
 )
 from datapipe_django.paging import SCORE_ATTR
 from datapipe_django.pinning import is_pinned
 from datapipe_django.replicas import replica_status
 from datapipe_django.search.database import search_words
 from datapipe_django.stores import use_store
+
+if TYPE_CHECKING:
+    from django.core.checks import CheckMessage
+
+    from datapipe_django.pipeline import Pipeline
 
 __all__ = ["ORMFetcher", "interpolate_sql", "mark_words", "search_q"]
 
@@ -222,6 +228,10 @@ class ORMFetcher(BaseFetcher):
                 if parts:
                     found[path] = parts
             setattr(obj, HIGHLIGHTS_ATTR, found)
+
+    def check(self, pipeline: Pipeline) -> list[CheckMessage]:
+        """E001: its database alias is not in ``settings.DATABASES``."""
+        return unknown_database(pipeline, self, self.using)
 
     def explain(self, request: FetchRequest) -> dict[str, Any]:
         """What this fetcher would run for ``request`` (``manage.py datapipe explain``): the

@@ -33,6 +33,7 @@ from datapipe_django.fetchers.base import (
     FetchRequest,
     FetchResult,
     Verdict,
+    unknown_database,
 )
 from datapipe_django.paging import SCORE_ATTR
 from datapipe_django.search.body import facet_aggregations, facet_buckets, search_body
@@ -296,12 +297,20 @@ class SearchFetcher(BaseFetcher):
 
     # -- checks ----------------------------------------------------------------------------
     def check(self, pipeline: Any) -> list[checks.CheckMessage]:
-        """System checks of this source in ``pipeline`` (see :func:`check_search_fetchers`)."""
+        """System checks of this source in ``pipeline``: E001 (its ``using`` is unknown), E009
+        (its Document indexes another model), E012, W012 and W013 (see
+        :func:`check_search_fetchers`)."""
         owner = f"Pipeline {pipeline.name!r}: fetcher {self.name!r}"
         document = self.document.__name__
-        if self.adapter.model is not pipeline.model:
-            return []  # E009 says it
-        messages: list[checks.CheckMessage] = []
+        messages: list[checks.CheckMessage] = unknown_database(pipeline, self, self.using)
+        indexed, label = self.adapter.model, pipeline.model._meta.label
+        if indexed is not pipeline.model:
+            messages.append(checks.Error(
+                f"{owner} searches {document}, which indexes {indexed._meta.label}, not the "
+                f"pipeline's model {label}.",
+                hint=f"Give the fetcher a Document whose Django.model is {label}.",
+                obj=pipeline, id="datapipe_django.E009"))
+            return messages
         fields = self.field_map(pipeline.model)
         needed = [("tenant_field", pipeline.tenant_field)] if pipeline.tenant_field else []
         needed += [("ordering", name) for name in sorted(
@@ -451,18 +460,19 @@ def _source_value(source: dict[str, Any], field: Any) -> Any:
 
 # -- system checks ---------------------------------------------------------------------------
 
-@checks.register("datapipe_django")
 def check_search_fetchers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """E012: a field the pipeline needs (tenant, ordering, search) is not in the Document's
     mapping the way the engine needs it. W012: a DateTimeField the pipeline orders by is
     mapped as ``date`` (milliseconds). W013: a filter of the FilterSet, or a facet field, the
-    engine cannot serve exactly (requests using it go to the next source)."""
+    engine cannot serve exactly (requests using it go to the next source). The messages of
+    every registered pipeline's search fetchers; ``manage.py check`` gets them from each
+    fetcher's ``check(pipeline)`` (:mod:`datapipe_django.checks`)."""
     from datapipe_django.registry import all_pipelines
 
     messages: list[checks.CheckMessage] = []
     for pipeline in all_pipelines():
         for fetcher in pipeline.fetchers:
-            for candidate in (fetcher, getattr(fetcher, "fetcher", None)):
+            for candidate in (fetcher, fetcher.fetcher):
                 if isinstance(candidate, SearchFetcher):
                     messages.extend(candidate.check(pipeline))
     return messages

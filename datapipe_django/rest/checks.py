@@ -75,9 +75,9 @@ def unrendered_expansions(pipeline: Any, serializer_class: Any) -> list[str]:
     return sorted(set(missing))
 
 
-@checks.register("datapipe_django")
 def check_viewsets(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """W016 and W017 (see the module's docstring)."""
+    """W016 and W017 (see the module's docstring); run by
+    :func:`datapipe_django.checks.check_pipelines` when DRF is installed."""
     from datapipe_django.rest.viewsets import PipelineViewSet
 
     messages: list[checks.CheckMessage] = []
