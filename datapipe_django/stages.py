@@ -33,8 +33,8 @@ from datapipe_django.totals import count_total
 if TYPE_CHECKING:
     from datapipe_django.state import State
 
-__all__ = ["Stage", "build", "enrich", "fetch", "fetch_request", "load_fields", "tenant_value",
-           "transform", "validate", "wants_total"]
+__all__ = ["Stage", "build", "enrich", "enrich_deadline", "fetch", "fetch_request", "load_fields",
+           "tenant_value", "transform", "validate", "wants_total"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,14 @@ def _integer(raw: Any, name: str, errors: dict[str, list[str]], *, minimum: int,
 
 #: At most this many messages per parameter (the rest are counted).
 MAX_MESSAGES = 5
+
+#: What the enrichers leave of the request's deadline to build and send the response with: this
+#: share of the pipeline's timeout, at most ``ENRICH_RESERVE_MAX`` seconds. An enricher still
+#: running then is abandoned that much before the deadline (its loader's own timeout,
+#: ``context.remaining``, ends there too), so a page that waited for it still answers within
+#: the deadline on a busy machine, not a few tens of milliseconds after it.
+ENRICH_RESERVE_SHARE = 0.02
+ENRICH_RESERVE_MAX = 0.05
 
 
 def _ordering(state: State, errors: dict[str, list[str]]) -> Ordering:
@@ -487,7 +495,7 @@ def enrich(state: State) -> None:
         return
     context = EnrichContext(pipeline=pipeline.name, expand=state.expand,
                             auth_type=request.auth_type, tenant=request.tenant,
-                            deadline=state.deadline, workers=pipeline.max_workers,
+                            deadline=enrich_deadline(state), workers=pipeline.max_workers,
                             tracer=pipeline.tracer)
     errors = composite.run(state.items, context, selected, report=_reporter(state))
     if errors and pipeline.fail_fast:
@@ -495,6 +503,15 @@ def enrich(state: State) -> None:
                                op=errors[0]["enricher"])
     state.errors.extend(errors)
     state.expand = _loaded(state.expand, selected, {error["enricher"] for error in errors})
+
+
+def enrich_deadline(state: State) -> float | None:
+    """The enrichers' deadline: the request's, less the reserve that builds the response
+    (:data:`ENRICH_RESERVE_SHARE` of the timeout, at most :data:`ENRICH_RESERVE_MAX`)."""
+    timeout = state.pipeline.timeout
+    if state.deadline is None or timeout is None:
+        return state.deadline
+    return state.deadline - min(ENRICH_RESERVE_MAX, ENRICH_RESERVE_SHARE * float(timeout))
 
 
 def _loaded(expand: frozenset[str], selected: Sequence[Any], failed: set[str]

@@ -371,3 +371,42 @@ def test_a_timeout_at_the_deadline_is_the_deadlines():
     assert errors == [{"enricher": "svc", "code": "deadline_exceeded"}]
     with pytest.raises(DeadlineExceeded):
         run([OwnTimeout("svc", required=True)], timeout=0.1, parallel=False)
+
+
+# -- the response's reserve of the deadline ----------------------------------------------------
+
+@pytest.mark.parametrize("timeout", [0.1, 1.0, 2.0, None])  # None: the TIMEOUT default
+def test_enrichers_leave_part_of_the_deadline_to_build_the_response(timeout):
+    from datapipe_django.conf import datapipe_settings
+
+    seen: dict[str, float] = {}
+
+    class Probe(Sleepy):
+        def load(self, items, context):
+            seen["enricher"] = context.deadline
+            return super().load(items, context)
+
+    kwargs = {} if timeout is None else {"timeout": timeout}
+    p = make([Probe("a")], parallel_enrichment=True, **kwargs)
+    p.add_stage(lambda state: seen.setdefault("request", state.deadline), name="probe",
+                before="enrich")
+    p.execute(expand={"a"})
+    budget = p.timeout
+    assert budget == (timeout if timeout is not None else float(datapipe_settings.TIMEOUT))
+    assert seen["request"] - seen["enricher"] == pytest.approx(min(0.05, 0.02 * budget))
+
+
+def test_an_enricher_abandoned_at_its_deadline_leaves_the_answer_inside_the_requests():
+    gate = threading.Event()  # never set before the pipeline returns: a frozen service
+    deadline: list[float] = []
+    p = make([Sleepy("frozen", gate=gate)], parallel_enrichment=True, timeout=1.0)
+    p.add_stage(lambda state: deadline.append(state.deadline), name="probe", before="enrich")
+    try:
+        result = p.execute(expand={"frozen"})
+        returned = time.monotonic()
+    finally:
+        gate.set()
+    assert result.errors == [{"enricher": "frozen", "code": "deadline_exceeded"}]
+    # The enrichers' deadline is 20 ms (2 % of 1 s) before the request's: the page is built in
+    # that time, so the pipeline returns before the request's deadline, not after it.
+    assert returned <= deadline[0]
