@@ -48,6 +48,7 @@ import http.client
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -61,6 +62,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ROOT / "scripts" / "services.sh"
 FLAG = Path("/tmp/datapipe-FAULT-RUN-IN-PROGRESS")
+#: Where gunicorn's workers write each request's server-side times (benchmarks/gunicorn_timing.py)
+TIMING = Path(f"/tmp/datapipe-faults-timing-{os.getpid()}")
 HOST = "127.0.0.1"
 DEADLINE = 2.0  # the example pipeline's timeout
 MERCHANTS = (1, 2, 3)
@@ -121,7 +124,8 @@ class Servers:
         self.env = {**os.environ, "DATAPIPE_EXAMPLE_DB": "real", "DJANGO_DEBUG": "0",
                     "DJANGO_SETTINGS_MODULE": "example_project.settings",
                     "LEDGER_URL": f"http://{HOST}:{args.ledger_port}",
-                    "PYTHONPATH": str(ROOT)}
+                    "PYTHONPATH": str(ROOT),
+                    "DATAPIPE_BENCH_TIMING_DIR": str(TIMING)}
         self.ledger: subprocess.Popen[bytes] | None = None
         self.gunicorn: subprocess.Popen[bytes] | None = None
         self.restores: dict[str, Any] = {}
@@ -135,7 +139,8 @@ class Servers:
             [sys.executable, "-m", "gunicorn", "example_project.wsgi",
              "--bind", f"{HOST}:{self.args.port}", "--workers", "2",
              "--worker-class", "gthread", "--threads", "4", "--timeout", "30",
-             "--keep-alive", "30", "--log-level", "warning"],
+             "--keep-alive", "30", "--log-level", "warning",
+             "--config", "python:benchmarks.gunicorn_timing"],
             cwd=ROOT, env=self.env, stdout=log, stderr=log, start_new_session=True)
         wait_http(self.args.ledger_port, "/v1/transactions?merchant_id=1", 60)
         wait_http(self.args.port, "/v1/payouts?limit=1", 60)
@@ -407,6 +412,10 @@ class Outcome:
     degraded: bool = False  # anything but a complete, correct 200
     what: str = ""  # the request and, for a wrong answer, what was wrong
     unavailable: str = ""  # X-Datapipe-Unavailable
+    ident: int = 0  # its X-Bench-Request header: joins it to the server's own times
+    #: The server's times (ms): waiting for a thread, then handling it to the last byte sent
+    queued: float | None = None
+    served: float | None = None
 
 
 def expected_rows(q: Query, truth: Truth, sent: float, received: float) -> list[list[Row]]:
@@ -515,6 +524,7 @@ class Load:
         self.threads = [threading.Thread(target=self.client, args=(i,), daemon=True)
                         for i in range(args.concurrency)]
         self.sent = 0
+        self.idents = 0
 
     def start(self) -> None:
         for t in self.threads:
@@ -531,8 +541,11 @@ class Load:
                     self.running.clear()
                     continue
                 self.sent += 1
+                self.idents += 1
+                ident = self.idents
             q = make_query(rng, self.truth)
             headers = {"X-Merchant-Id": str(q.merchant), "X-Auth-Type": q.auth,
+                       "X-Bench-Request": str(ident),
                        "Accept": "application/json"}
             sent = time.monotonic()
             status, answer_headers, body = 0, {}, None
@@ -555,6 +568,7 @@ class Load:
                 conn = None
             received = time.monotonic()
             outcome = judge(q, status, answer_headers, body, sent, received, self.truth)
+            outcome.ident = ident
             outcome.unavailable = answer_headers.get("x-datapipe-unavailable", "")
             if outcome.wrong or outcome.foreign or not outcome.designed or \
                     outcome.seconds > DEADLINE + 0.05:
@@ -616,9 +630,25 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(p * (len(ordered) - 1))))]
 
 
+def join_server_times(outcomes: list[Outcome]) -> None:
+    """Set each outcome's ``queued``/``served`` from the lines gunicorn's workers wrote."""
+    times: dict[int, tuple[float, float]] = {}
+    for path in TIMING.glob("*.tsv"):
+        for line in path.read_text().splitlines():
+            parts = line.split("\t")
+            with contextlib.suppress(ValueError, IndexError):
+                times[int(parts[0])] = (float(parts[1]), float(parts[3]))
+    for o in outcomes:
+        if o.ident in times:
+            o.queued, o.served = times[o.ident]
+
+
 def summarize(name: str, outcomes: list[Outcome], seconds: float, baseline: float | None,
               recovery: list[Outcome] | None, restored_at: float | None) -> dict[str, Any]:
+    join_server_times([*outcomes, *(recovery or [])])
     statuses = Counter(o.status for o in outcomes)
+    served = [o.served / 1e3 for o in outcomes if o.served is not None]
+    queued = [o.queued / 1e3 for o in outcomes if o.queued is not None]
     latencies = [o.seconds for o in outcomes]
     rate = len(outcomes) / seconds if seconds else 0.0
     recover = None
@@ -639,21 +669,32 @@ def summarize(name: str, outcomes: list[Outcome], seconds: float, baseline: floa
         "p50": percentile(latencies, 0.5), "p99": percentile(latencies, 0.99),
         "max": max(latencies, default=0.0),
         "late": sum(1 for t in latencies if t > DEADLINE + 0.05),
+        "srv_max": max(served, default=0.0),
+        "srv_late": sum(1 for t in served if t > DEADLINE + 0.05),
+        "queue_max": max(queued, default=0.0),
+        "client_extra": max((o.seconds - o.served / 1e3 for o in outcomes
+                             if o.served is not None), default=0.0),
         "rate": rate, "ratio": (rate / baseline) if baseline else None,
         "recover": recover,
         "recovery_requests": len(recovery or []),
         "recovery_wrong": sum(o.wrong + o.foreign for o in recovery or [] if not o.flagged),
         "recovery_undesigned": sum(1 for o in recovery or [] if not o.designed),
         "unavailable": Counter(o.unavailable for o in outcomes if o.unavailable),
-        "examples": [o.what for o in [*outcomes, *(recovery or [])] if o.what
-                     and not o.flagged][:4],
+        "examples": [o.what + ("" if o.served is None else
+                               f" (server: {o.served:.0f} ms, {o.queued:.0f} ms of it queued)")
+                     for o in [*outcomes, *(recovery or [])] if o.what and not o.flagged][:4],
+        "server_late": [f"#{o.ident} server {o.served:.0f} ms ({o.queued:.0f} ms queued), "
+                        f"client {o.seconds * 1000:.0f} ms, status {o.status}"
+                        for o in outcomes if o.served is not None
+                        and o.served > (DEADLINE + 0.05) * 1000][:4],
     }
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     head = (f"{'fault':<14}{'reqs':>6}  {'statuses':<26}{'5xx!':>5}{'wrong':>7}{'flag':>6}"
             f"{'foreign':>8}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}{'req/s':>7}{'x base':>7}"
-            f"{'recover s':>10}{'partial':>8}{'exp.err':>8}{'late':>5}")
+            f"{'recover s':>10}{'partial':>8}{'exp.err':>8}{'late':>5}{'srv max':>8}"
+            f"{'srv late':>9}{'queue':>7}")
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -663,14 +704,23 @@ def print_table(rows: list[dict[str, Any]]) -> None:
               f"{r['wrong_unflagged']:>7}{r['wrong_flagged']:>6}{r['foreign']:>8}"
               f"{r['p50'] * 1000:>8.0f}{r['p99'] * 1000:>8.0f}{r['max'] * 1000:>8.0f}"
               f"{r['rate']:>7.1f}{ratio:>7}{recover:>10}{r['flagged_pages']:>8}"
-              f"{r['enrich_errors']:>8}{r['late']:>5}")
+              f"{r['enrich_errors']:>8}{r['late']:>5}{r['srv_max'] * 1000:>8.0f}"
+              f"{r['srv_late']:>9}{r['queue_max'] * 1000:>7.0f}")
     print()
     print(f"deadline {DEADLINE * 1000:.0f} ms. 5xx!: undesigned 5xx (or no answer); wrong: "
           f"wrong rows on unflagged pages; flag: wrong rows on pages flagged partial; "
           f"x base: req/s / healthy baseline; recover: seconds from the restore to the last "
           f"unhealthy response; partial: pages flagged as possibly lacking rows; exp.err: "
-          f"responses listing a failed enricher; late: answers later than the deadline + 50 ms")
+          f"responses listing a failed enricher; late: answers later than the deadline + 50 ms "
+          f"(as the client measured them); srv max, srv late: the same measured by gunicorn "
+          f"from the request's arrival (its connection handed to the thread pool) to its last "
+          f"byte sent; queue: the longest wait for a gunicorn thread (ms)")
     for r in rows:
+        if r["client_extra"] > 0.05:
+            print(f"  {r['fault']}: the client measured up to {r['client_extra'] * 1000:.0f} ms "
+                  f"more than gunicorn did for one request (the client's own threads waiting "
+                  f"for the GIL or a CPU, the loopback, and the worker's main loop before it "
+                  f"hands a connection to its threads)")
         if r["recovery_wrong"] or r["recovery_undesigned"]:
             print(f"  after {r['fault']}: {r['recovery_wrong']} wrong/foreign rows and "
                   f"{r['recovery_undesigned']} undesigned 5xx in {r['recovery_requests']} "
@@ -680,6 +730,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             print(f"  {r['fault']}: X-Datapipe-Unavailable: {named}")
         for example in r["examples"]:
             print(f"  {r['fault']}: wrong, undesigned or late: {example}")
+        for example in r["server_late"]:
+            print(f"  {r['fault']}: late on the server: {example}")
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -741,6 +793,10 @@ def main() -> None:
     signal.signal(signal.SIGALRM, on_signal)
     signal.alarm(int(args.time_limit))
 
+    # The load client's threads judge answers in Python while others wait on their sockets: a
+    # thread whose answer arrived waits for the GIL before it reads the clock. A shorter switch
+    # interval than the default 5 ms bounds that wait, which is the client's, not the server's.
+    sys.setswitchinterval(0.0005)
     servers = Servers(args)
     stop = threading.Event()
     FLAG.touch()
@@ -812,6 +868,7 @@ def main() -> None:
         if writer is not None:
             writer.cleanup()
         FLAG.unlink(missing_ok=True)
+        shutil.rmtree(TIMING, ignore_errors=True)
 
 
 if __name__ == "__main__":
