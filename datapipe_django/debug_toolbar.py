@@ -55,7 +55,7 @@ def _text(value: Any) -> Any:
 def _queries(state: Any) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, str]]]:
     """Per source that answered: what it ran (its ``explain`` of the request it was asked);
     per source: what it holds and what the chain's plan does with it."""
-    from datapipe_django.management.commands.datapipe import describe_fetcher
+    from datapipe_django.inspect import describe_fetcher
     from datapipe_django.stages import fetch_request
 
     pipeline = state.pipeline

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 
+from datapipe_django.inspect import describe_documents
 from datapipe_django.models import PendingIndex
 from datapipe_django.search.documents import adapter_for
 from datapipe_django.search.indexing import Progress, rebuild
@@ -103,12 +104,16 @@ def test_the_command_rebuilds_and_reindexes_pending_rows() -> None:
     out, _ = run("list")
     assert f"{label}: elasticsearch index {adapter_for(ItemDocument).index!r} (alias of " in out
     assert "12 documents, model testapp.Item; pending: none" in out
+    (info,) = describe_documents([ItemDocument])  # what `list` prints, as data
+    assert (info["label"], info["size"], info["pending"]) == (label, 12, {})
+    assert info["where"].startswith("alias of ") and info["model"] == "testapp.Item"
 
 
 def test_the_command_pending_only_and_errors() -> None:
     rows(2)
     label = adapter_for(ItemDocument).label
     PendingIndex.objects.create(document=label, object_pk="2", reason="down")
+    assert describe_documents([ItemDocument])[0]["pending"] == {"default": 1}
     out, _ = run("pending", adapter_for(ItemDocument).index)
     assert "1 marked, 1 indexed, 0 deleted" in out
     assert indexed_source(1) is None and indexed_source(2) is not None
@@ -128,6 +133,8 @@ def test_the_command_says_when_the_engine_is_down() -> None:
             run("rebuild", "ItemDocument", "--database", "default")
         out, _ = run("list")
         assert "unreachable" in out
+        (info,) = describe_documents([ItemDocument])
+        assert info["size"] is None and info["where"].startswith("connection")
     finally:
         connections.create_connection("default", **settings.ELASTICSEARCH_DSL["default"])
 

@@ -27,29 +27,23 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
 from datapipe_django.conf import datapipe_settings
-from datapipe_django.search.documents import (
-    adapter_for,
-    document_label,
-    registered_documents,
-)
+from datapipe_django.inspect import DocumentInfo, describe_documents, known_documents
+from datapipe_django.search.documents import adapter_for, document_label
 from datapipe_django.search.indexing import Progress, process_pending, rebuild
 
 
-def known_documents() -> list[type[Any]]:
-    """Registered Documents and those the registered pipelines search."""
-    from datapipe_django.registry import all_pipelines
-
-    found = {document_label(d): d for d in registered_documents()}
-    for pipeline in all_pipelines():
-        for fetcher in pipeline.fetchers:
-            for candidate in (fetcher, getattr(fetcher, "fetcher", None)):
-                document = getattr(candidate, "document", None)
-                if document is not None and hasattr(document, "_index"):
-                    found.setdefault(document_label(document), document)
-    return [found[label] for label in sorted(found)]
+def _matching(name: str, documents: list[type[Any]]) -> list[type[Any]]:
+    """The Documents ``name`` designates (a dotted path, a class name or an index name)."""
+    matches = [d for d in documents
+               if name in (document_label(d), d.__name__, adapter_for(d).index)]
+    if not matches:
+        known = ", ".join(f"{d.__name__} ({adapter_for(d).index})" for d in documents)
+        raise CommandError(f"Unknown Document {name!r}. Known: {known or 'none'}.")
+    return matches
 
 
 def select_documents(names: list[str]) -> list[type[Any]]:
+    """The Documents ``names`` designate, in order, each once; every known one by default."""
     documents = known_documents()
     if not names:
         if not documents:
@@ -58,13 +52,15 @@ def select_documents(names: list[str]) -> list[type[Any]]:
         return documents
     chosen: list[type[Any]] = []
     for name in names:
-        matches = [d for d in documents
-                   if name in (document_label(d), d.__name__, adapter_for(d).index)]
-        if not matches:
-            known = ", ".join(f"{d.__name__} ({adapter_for(d).index})" for d in documents)
-            raise CommandError(f"Unknown Document {name!r}. Known: {known or 'none'}.")
-        chosen.extend(m for m in matches if m not in chosen)
+        chosen.extend(m for m in _matching(name, documents) if m not in chosen)
     return chosen
+
+
+def _document_line(info: DocumentInfo) -> str:
+    size = "unreachable" if info["size"] is None else f"{info['size']:,} documents"
+    pending = ", ".join(f"{count} on {alias!r}" for alias, count in info["pending"].items())
+    return (f"{info['label']}: {info['flavor']} index {info['index']!r} ({info['where']}), "
+            f"{size}, model {info['model']}; pending: {pending or 'none'}")
 
 
 class Command(BaseCommand):
@@ -91,29 +87,33 @@ class Command(BaseCommand):
                                  help="Do not re-index the pending rows afterwards.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        action = options["action"]
-        if action == "list":
+        if options["action"] == "list":
             self.list_documents()
             return
         if options["batch_size"] < 1:
             raise CommandError("--batch-size must be at least 1.")
         using = options["database"] or datapipe_settings.PRIMARY
         for document in select_documents(options["documents"]):
-            try:
-                if action == "rebuild":
-                    self.rebuild(document, using, options)
-                if action == "pending" or not options.get("no_pending"):
-                    self.pending(document, using, options)
-            except CommandError:
+            self.index(document, using, options)
+
+    def index(self, document: type[Any], using: str, options: dict[str, Any]) -> None:
+        """Rebuild and/or re-index the pending rows of ``document``; a database or an engine
+        that is down is a CommandError naming it."""
+        try:
+            if options["action"] == "rebuild":
+                self.rebuild(document, using, options)
+            if options["action"] == "pending" or not options.get("no_pending"):
+                self.pending(document, using, options)
+        except CommandError:
+            raise
+        except DatabaseError as exc:
+            raise CommandError(f"{document.__name__}: database {using!r}: {exc}") from exc
+        except Exception as exc:
+            reason = adapter_for(document).unavailable_reason(exc)
+            if reason is None:
                 raise
-            except DatabaseError as exc:
-                raise CommandError(f"{document.__name__}: database {using!r}: {exc}") from exc
-            except Exception as exc:
-                reason = adapter_for(document).unavailable_reason(exc)
-                if reason is None:
-                    raise
-                raise CommandError(f"{document.__name__}: the search engine is unavailable "
-                                   f"({reason}).") from exc
+            raise CommandError(f"{document.__name__}: the search engine is unavailable "
+                               f"({reason}).") from exc
 
     def rebuild(self, document: type[Any], using: str, options: dict[str, Any]) -> None:
         adapter = adapter_for(document)
@@ -145,31 +145,5 @@ class Command(BaseCommand):
                                f"(still marked): {sample}")
 
     def list_documents(self) -> None:
-        from django.db import connections
-
-        from datapipe_django.models import PendingIndex
-
-        for document in known_documents():
-            adapter = adapter_for(document)
-            try:
-                concrete = adapter.aliased_indices(adapter.index)
-                size = f"{adapter.count():,} documents"
-                where = (f"alias of {', '.join(concrete)}" if concrete else "an index")
-            except Exception as exc:
-                if adapter.unavailable_reason(exc) is None:
-                    raise
-                size, where = "unreachable", adapter.unavailable_reason(exc) or ""
-            pending = []
-            aliases = [datapipe_settings.PRIMARY, *datapipe_settings.ARCHIVES]
-            for alias in (a for a in dict.fromkeys(aliases) if a in connections.settings):
-                try:
-                    count = PendingIndex.objects.using(alias).filter(
-                        document=adapter.label).count()
-                except DatabaseError:
-                    continue
-                if count:
-                    pending.append(f"{count} on {alias!r}")
-            self.stdout.write(
-                f"{adapter.label}: {adapter.flavor} index {adapter.index!r} ({where}), "
-                f"{size}, model {adapter.model._meta.label}; pending: "
-                f"{', '.join(pending) or 'none'}")
+        for info in describe_documents():
+            self.stdout.write(_document_line(info))
