@@ -206,11 +206,48 @@ def search_body(
     first for a relevance ordering), ``offset`` as ``from`` or the cursor ``after`` as
     ``search_after``, ``timeout`` (seconds) as the engine's own timeout, ``highlight`` as a
     ``highlight`` of the search fields and ``facets`` as ``terms`` aggregations."""
-    if model is None and ordering is not None:
-        model = ordering.model
-    field_map = FieldMap.coerce(fields, model)
+    field_map = FieldMap.coerce(fields, model if model is not None else
+                                getattr(ordering, "model", None))
     if after is not None and offset:
         raise ValueError("search_after pages start at the cursor: offset must be 0.")
+    engine_fields = [field_map.search_field(p) for p in search_fields] if search else []
+    must = _scoring(search, engine_fields, search_query, fuzziness)
+    body: dict[str, Any] = {"query": _query(_filters(spec, pk, field_map), must), "size": size,
+                            "track_total_hits": track_total_hits, "_source": source}
+    if ordering is not None:
+        body.update(_sorting(ordering, after, field_map))
+    if offset:
+        body["from"] = offset
+    if highlight and search:
+        body["highlight"] = highlight_clause(engine_fields)
+    body.update(_aggregations_and_timeout(facets, field_map, facet_size, timeout))
+    return body
+
+
+def _aggregations_and_timeout(facets: Sequence[str], field_map: FieldMap, facet_size: int,
+                              timeout: float | None) -> dict[str, Any]:
+    """``aggs`` for the facets, and the engine's own ``timeout`` (milliseconds, at least 1)."""
+    extra: dict[str, Any] = {}
+    if facets:
+        extra["aggs"] = facet_aggregations(facets, field_map, size=facet_size)
+    if timeout is not None:
+        extra["timeout"] = f"{max(1, int(timeout * 1000))}ms"
+    return extra
+
+
+def _scoring(search: str | None, engine_fields: list[str],
+             search_query: Mapping[str, Any] | None,
+             fuzziness: str | int | None) -> list[dict[str, Any]]:
+    """The scoring clauses of ``q``: the caller's ``search_query``, or a ``multi_match``."""
+    if not search:
+        return []
+    if search_query is not None:
+        return [dict(search_query)]
+    return [multi_match(search, engine_fields, fuzziness=fuzziness)]
+
+
+def _filters(spec: Spec | None, pk: Any, field_map: FieldMap) -> list[dict[str, Any]]:
+    """The non-scoring filters: the spec (an And's parts each on their own) and the pk."""
     filters = []
     if spec is not None:
         compiled = compile_spec(spec, fields=field_map)
@@ -221,31 +258,25 @@ def search_body(
             filters.append(compiled)
     if pk is not None:
         filters.append({"ids": {"values": [str(pk)]}})
-    must = []
-    engine_fields = [field_map.search_field(p) for p in search_fields] if search else []
-    if search:
-        must.append(dict(search_query) if search_query is not None else
-                    multi_match(search, engine_fields, fuzziness=fuzziness))
+    return filters
+
+
+def _query(filters: list[dict[str, Any]], must: list[dict[str, Any]]) -> dict[str, Any]:
+    """``match_all``, or a ``bool`` of the filters and the scoring ``must`` clauses."""
     if not filters and not must:
-        query: dict[str, Any] = dict(MATCH_ALL)
-    else:
-        query = {"bool": {}}
-        if filters:
-            query["bool"]["filter"] = filters
-        if must:
-            query["bool"]["must"] = must
-    body: dict[str, Any] = {"query": query, "size": size,
-                            "track_total_hits": track_total_hits, "_source": source}
-    if ordering is not None:
-        body["sort"] = sort_clause(ordering, field_map)
-        if after is not None:
-            body["search_after"] = search_after(ordering, after, field_map)
-    if offset:
-        body["from"] = offset
-    if highlight and search:
-        body["highlight"] = highlight_clause(engine_fields)
-    if facets:
-        body["aggs"] = facet_aggregations(facets, field_map, size=facet_size)
-    if timeout is not None:
-        body["timeout"] = f"{max(1, int(timeout * 1000))}ms"
-    return body
+        return dict(MATCH_ALL)
+    query: dict[str, Any] = {}
+    if filters:
+        query["filter"] = filters
+    if must:
+        query["must"] = must
+    return {"bool": query}
+
+
+def _sorting(ordering: Ordering, after: Sequence[Any] | None,
+             field_map: FieldMap) -> dict[str, Any]:
+    """``sort`` for the ordering, and ``search_after`` for a cursor."""
+    clause: dict[str, Any] = {"sort": sort_clause(ordering, field_map)}
+    if after is not None:
+        clause["search_after"] = search_after(ordering, after, field_map)
+    return clause

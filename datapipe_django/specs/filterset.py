@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django import forms
@@ -110,29 +111,32 @@ class _KeyChoiceField(forms.Field):
     def to_python(self, value: Any) -> Any:
         if value in EMPTY_VALUES:
             return [] if self.multiple else None
-        values = list(value) if self.multiple and isinstance(value, list | tuple) else [value]
-        out: list[Any] = []
-        for raw in values:
-            if raw in EMPTY_VALUES:
-                continue
-            if self.null_label is not None and raw == self.null_value:
-                out.append(self.null_value)
-                continue
-            try:
-                key = self.key.to_python(raw)
-            except DjangoValidationError:
-                raise DjangoValidationError(
-                    f"Select a valid choice: {quote(raw)} is not a valid key.",
-                    code="invalid_choice") from None
-            why = check_value(self.key, key)
-            if why:
-                raise DjangoValidationError(why, code="invalid_choice")
-            out.append(self.model(**{self.key.attname: key}))
-        if self.multiple:  # in key order, null last (as django-filter's queryset gives them)
-            keys = sorted({o.pk for o in out if o != self.null_value})
-            return [self.model(**{self.key.attname: k}) for k in keys] + (
-                [self.null_value] if self.null_value in out else [])
-        return out[0] if out else None
+        if not self.multiple:
+            return self._choice(value)
+        values = list(value) if isinstance(value, list | tuple) else [value]
+        return self._in_key_order([self._choice(raw) for raw in values
+                                   if raw not in EMPTY_VALUES])
+
+    def _in_key_order(self, out: list[Any]) -> list[Any]:
+        """The choices in key order, null last (as django-filter's queryset gives them)."""
+        keys = sorted({o.pk for o in out if o != self.null_value})
+        nulls = [self.null_value] if self.null_value in out else []
+        return [self.model(**{self.key.attname: k}) for k in keys] + nulls
+
+    def _choice(self, raw: Any) -> Any:
+        """One raw value as an unsaved instance carrying its key (or the null value)."""
+        if self.null_label is not None and raw == self.null_value:
+            return self.null_value
+        try:
+            key = self.key.to_python(raw)
+        except DjangoValidationError:
+            raise DjangoValidationError(
+                f"Select a valid choice: {quote(raw)} is not a valid key.",
+                code="invalid_choice") from None
+        why = check_value(self.key, key)
+        if why:
+            raise DjangoValidationError(why, code="invalid_choice")
+        return self.model(**{self.key.attname: key})
 
 
 def _key_only_fields(filterset: BaseFilterSet) -> None:
@@ -250,17 +254,17 @@ def _narrowed(cls: type[BaseFilterSet], data: Any) -> type[BaseFilterSet]:
                       if name in always or any(p in data for p in params))
     if len(named) == len(parameters):
         return cls
-    key = (cls, named)
-    narrowed = _NARROWED.get(key)
-    if narrowed is None:
-        if len(_NARROWED) >= _MAX_NARROWED:
-            return cls
-        narrowed = type(cls.__name__, (cls,), {"__module__": cls.__module__,
-                                               "__qualname__": cls.__qualname__})
-        narrowed.base_filters = {name: f for name, f in cls.base_filters.items()
-                                 if name in named}
-        narrowed = _NARROWED.setdefault(key, narrowed)
-    return narrowed
+    return _NARROWED.get((cls, named)) or _narrow(cls, named)
+
+
+def _narrow(cls: type[BaseFilterSet], named: frozenset[str]) -> type[BaseFilterSet]:
+    """The subclass of ``cls`` with only the filters ``named`` (made once per set of names)."""
+    if len(_NARROWED) >= _MAX_NARROWED:
+        return cls
+    narrowed: type[BaseFilterSet] = type(cls.__name__, (cls,), {
+        "__module__": cls.__module__, "__qualname__": cls.__qualname__})
+    narrowed.base_filters = {name: f for name, f in cls.base_filters.items() if name in named}
+    return _NARROWED.setdefault((cls, named), narrowed)
 
 
 def _narrowing_plan(cls: type[BaseFilterSet]) -> tuple[dict[str, list[str]],
@@ -380,13 +384,22 @@ def _hook(filterset: BaseFilterSet, name: str, filter_: df.Filter) -> SpecHook |
     return hook if callable(hook) else None
 
 
-_FILTER_METHODS = {
-    df.Filter.filter: "generic",
-    df.ChoiceFilter.filter: "choice",
-    df.MultipleChoiceFilter.filter: "multiple",
-    df.RangeFilter.filter: "range",
-    df.LookupChoiceFilter.filter: "lookup_choice",
-}
+@dataclass(frozen=True)
+class _Filter:
+    """One filter of a bound FilterSet, as its compilation sees it."""
+
+    filterset: BaseFilterSet
+    model: type[models.Model]
+    name: str
+    filter: Any
+
+    def leaf(self, key: str, value: Any) -> Spec:
+        """``filter(**{key: value})`` (``exclude(...)`` for an ``exclude=True`` filter)."""
+        spec = _leaf(self.model, self.name, key, value)
+        return Not(spec) if self.filter.exclude else spec
+
+    def lookup(self, lookup_expr: str | None = None) -> str:
+        return f"{self.filter.field_name}__{lookup_expr or self.filter.lookup_expr}"
 
 
 def _compile_filter(
@@ -396,14 +409,11 @@ def _compile_filter(
     filter_: df.Filter,
     value: Any,
 ) -> Spec | None:
+    """The spec of one filter with its cleaned ``value`` (None: the filter does nothing), as
+    its ``filter()`` would filter: a spec hook first, then django-filter's own filter kinds."""
     hook = _hook(filterset, name, filter_)
     if hook is not None:
-        if value in EMPTY_VALUES:
-            return None
-        spec = hook(filter_.field_name, value)
-        if not isinstance(spec, Spec):
-            raise TypeError(f"The spec hook of filter {name!r} returned {spec!r}, not a Spec.")
-        return spec
+        return _from_hook(hook, name, filter_, value)
     if filter_.method is not None:
         if value in EMPTY_VALUES:  # FilterMethod skips empty values: nothing to compile
             return None
@@ -414,64 +424,99 @@ def _compile_filter(
         )
     if isinstance(filter_, df.DateRangeFilter) and filter_.filters is df.DateRangeFilter.filters:
         return _date_range(model, name, filter_.field_name, value)
-    kind = _FILTER_METHODS.get(type(filter_).filter)
-    if kind is None:
+    compile_kind = _FILTER_KINDS.get(type(filter_).filter)
+    if compile_kind is None:
         # Its own filter() decides; every filter shipped with django-filter (and every sane
         # custom one) ignores an absent parameter, so only a given value makes it uncompilable.
         if value in EMPTY_VALUES:
             return None
         raise Uncompilable(name, f"{type(filter_).__name__} is not a filter a spec can mirror.")
-    wrap = Not if filter_.exclude else None
+    return compile_kind(_Filter(filterset, model, name, filter_), value)
 
-    def leaf(key: str, val: Any) -> Spec:
-        spec = _leaf(model, name, key, val)
-        return wrap(spec) if wrap else spec
 
-    field_name = filter_.field_name
-    if kind == "choice":
-        if value == filter_.null_value:  # type: ignore[attr-defined]
-            return leaf(f"{field_name}__{filter_.lookup_expr}", None)
-        kind = "generic"
-    if kind == "lookup_choice":
-        if not value:
-            return None
-        return leaf(f"{field_name}__{value.lookup_expr}", value.value)
-    if kind == "range":
-        if not value:
-            return None
-        if value.start is not None and value.stop is not None:
-            return leaf(f"{field_name}__range", (value.start, value.stop))
-        if value.start is not None:
-            return leaf(f"{field_name}__gte", value.start)
-        if value.stop is not None:
-            return leaf(f"{field_name}__lte", value.stop)
-        return None
-    if kind == "multiple":
-        if not value or filter_.is_noop(filterset.queryset, value):  # type: ignore[attr-defined]
-            return None
-        predicates = []
-        for v in dict.fromkeys(value):  # Django iterates set(value); keep a stable order
-            if v == filter_.null_value:  # type: ignore[attr-defined]
-                v = None
-            predicate = filter_.get_filter_predicate(v)  # type: ignore[attr-defined]
-            leaves = [_leaf(model, name, k, pv) for k, pv in predicate.items()]
-            if len(leaves) > 1 and any(
-                crosses_many(model, path) for spec in leaves for path in spec.fields()
-            ):
-                raise Uncompilable(
-                    name,
-                    "several lookups in one filter() call through a to-many relation share "
-                    "one join, which per-leaf specs cannot express.",
-                )
-            predicates.append(and_all(leaves))
-        if filter_.conjoined:  # type: ignore[attr-defined]
-            return and_all([Not(p) if wrap else p for p in predicates])
-        combined = predicates[0] if len(predicates) == 1 else Or(*predicates)
-        return Not(combined) if wrap else combined
-    # generic: Filter.filter
+def _from_hook(hook: SpecHook, name: str, filter_: df.Filter, value: Any) -> Spec | None:
     if value in EMPTY_VALUES:
         return None
-    return leaf(f"{field_name}__{filter_.lookup_expr}", value)
+    spec = hook(filter_.field_name, value)
+    if not isinstance(spec, Spec):
+        raise TypeError(f"The spec hook of filter {name!r} returned {spec!r}, not a Spec.")
+    return spec
+
+
+def _generic(f: _Filter, value: Any) -> Spec | None:
+    """``Filter.filter``: one lookup, skipped for an empty value."""
+    if value in EMPTY_VALUES:
+        return None
+    return f.leaf(f.lookup(), value)
+
+
+def _choice(f: _Filter, value: Any) -> Spec | None:
+    """``ChoiceFilter.filter``: its ``null_value`` means NULL."""
+    if value == f.filter.null_value:
+        return f.leaf(f.lookup(), None)
+    return _generic(f, value)
+
+
+def _lookup_choice(f: _Filter, value: Any) -> Spec | None:
+    """``LookupChoiceFilter.filter``: the lookup the client chose."""
+    if not value:
+        return None
+    return f.leaf(f.lookup(value.lookup_expr), value.value)
+
+
+def _range(f: _Filter, value: Any) -> Spec | None:
+    """``RangeFilter.filter``: ``range`` with both ends, ``gte``/``lte`` with one."""
+    if not value:
+        return None
+    if value.start is not None and value.stop is not None:
+        return f.leaf(f.lookup("range"), (value.start, value.stop))
+    if value.start is not None:
+        return f.leaf(f.lookup("gte"), value.start)
+    if value.stop is not None:
+        return f.leaf(f.lookup("lte"), value.stop)
+    return None
+
+
+def _multiple(f: _Filter, value: Any) -> Spec | None:
+    """``MultipleChoiceFilter.filter``: one predicate per value, ORed (ANDed when
+    ``conjoined``), each negated for an ``exclude=True`` filter."""
+    filter_ = f.filter
+    if not value or filter_.is_noop(f.filterset.queryset, value):
+        return None
+    # Django iterates set(value); keep a stable order
+    predicates = [_choice_predicate(f, v) for v in dict.fromkeys(value)]
+    if filter_.conjoined:
+        return and_all([Not(p) if filter_.exclude else p for p in predicates])
+    combined = predicates[0] if len(predicates) == 1 else Or(*predicates)
+    return Not(combined) if filter_.exclude else combined
+
+
+def _choice_predicate(f: _Filter, value: Any) -> Spec:
+    """One value's ``get_filter_predicate`` as a spec (its lookups ANDed)."""
+    if value == f.filter.null_value:
+        value = None
+    predicate = f.filter.get_filter_predicate(value)
+    leaves = [_leaf(f.model, f.name, key, v) for key, v in predicate.items()]
+    if len(leaves) > 1 and any(
+        crosses_many(f.model, path) for spec in leaves for path in spec.fields()
+    ):
+        raise Uncompilable(
+            f.name,
+            "several lookups in one filter() call through a to-many relation share "
+            "one join, which per-leaf specs cannot express.",
+        )
+    return and_all(leaves)
+
+
+# How each of django-filter's filter() methods compiles, by the method itself (a subclass that
+# keeps its parent's filter() compiles as its parent).
+_FILTER_KINDS: dict[Any, Callable[[_Filter, Any], Spec | None]] = {
+    df.Filter.filter: _generic,
+    df.ChoiceFilter.filter: _choice,
+    df.MultipleChoiceFilter.filter: _multiple,
+    df.RangeFilter.filter: _range,
+    df.LookupChoiceFilter.filter: _lookup_choice,
+}
 
 
 def _date_range(model: type[models.Model], name: str, path: str, value: Any) -> Spec | None:
@@ -546,18 +591,13 @@ def _leaf(model: type[models.Model], name: str, key: str, value: Any) -> Spec:
     if lookup == "isnull":
         return IsNull(path, value)
     if lookup in _TEXT_LOOKUPS:
-        if not isinstance(field, models.CharField | models.TextField):
-            raise Uncompilable(
-                name,
-                f"the text lookup {lookup!r} on the non-text field "
-                f"{path!r} depends on the database's text cast.",
-            )
-        text = str(value)
-        if lookup == "iexact":
-            return IEq(path, text)
-        pattern = {"contains": Contains, "startswith": StartsWith, "endswith": EndsWith}
-        insensitive = lookup.startswith("i")
-        return pattern[lookup.removeprefix("i")](path, text, case_insensitive=insensitive)
+        return _text_leaf(name, path, lookup, field, value)
+    return _value_leaf(name, path, lookup, field, value)
+
+
+def _checked(name: str, field: Any, lookup: str, value: Any) -> Any:
+    """``value`` prepared by ``field`` for ``lookup``; a value a database's column cannot
+    hold is a bad parameter ``name``."""
     if field is not None and not field.is_relation:
         # A path ending at a reverse one-to-one (``detail``) compares the related row's pk:
         # Django reads a model instance given for it as its pk.
@@ -567,6 +607,31 @@ def _leaf(model: type[models.Model], name: str, key: str, value: Any) -> Spec:
         why = check_value(field, item)
         if why:
             raise ValidationFailed({name: [why]})
+    return prepared
+
+
+_PATTERNS = {"contains": Contains, "startswith": StartsWith, "endswith": EndsWith}
+
+
+def _text_leaf(name: str, path: str, lookup: str, field: Any, value: Any) -> Spec:
+    """A text lookup (``iexact``, ``[i]contains``, ``[i]startswith``, ``[i]endswith``)."""
+    if not isinstance(field, models.CharField | models.TextField):
+        raise Uncompilable(
+            name,
+            f"the text lookup {lookup!r} on the non-text field "
+            f"{path!r} depends on the database's text cast.",
+        )
+    text = str(value)
+    if lookup == "iexact":
+        return IEq(path, text)
+    insensitive = lookup.startswith("i")
+    return _PATTERNS[lookup.removeprefix("i")](path, text, case_insensitive=insensitive)
+
+
+def _value_leaf(name: str, path: str, lookup: str, field: Any, value: Any) -> Spec:
+    """``exact``, ``in``, ``range`` or a bound: the value prepared by the model field, and
+    checked against what the databases' column can hold."""
+    prepared = _checked(name, field, lookup, value)
     if lookup == "exact":
         return Eq(path, prepared)
     if lookup == "in":

@@ -41,17 +41,22 @@ def storage_field(field: Any) -> Any:
 @functools.lru_cache(maxsize=256)
 def _integer_range(internal_type: str, aliases: tuple[str, ...]) -> tuple[int | None, int | None]:
     """The integers a column of ``internal_type`` holds on every one of ``aliases``."""
-    low: int | None = None
-    high: int | None = None
-    for alias in aliases:
-        try:
-            lo, hi = connections[alias].ops.integer_field_range(internal_type)
-        except (KeyError, AttributeError, TypeError):
-            continue
-        if internal_type.startswith("Positive") and hi is not None:
-            lo = -hi - 1  # comparing with a negative value is fine, it matches nothing
-        low = lo if low is None or (lo is not None and lo > low) else low
-        high = hi if high is None or (hi is not None and hi < high) else high
+    ranges = [r for r in (_alias_range(internal_type, alias) for alias in aliases)
+              if r is not None]
+    lows = [lo for lo, _ in ranges if lo is not None]
+    highs = [hi for _, hi in ranges if hi is not None]
+    return (max(lows) if lows else None), (min(highs) if highs else None)
+
+
+def _alias_range(internal_type: str, alias: str) -> tuple[int | None, int | None] | None:
+    """The integers a column of ``internal_type`` holds on ``alias`` (None: not a database
+    that says)."""
+    try:
+        low, high = connections[alias].ops.integer_field_range(internal_type)
+    except (KeyError, AttributeError, TypeError):
+        return None
+    if internal_type.startswith("Positive") and high is not None:
+        low = -high - 1  # comparing with a negative value is fine, it matches nothing
     return low, high
 
 
@@ -121,25 +126,39 @@ def check_parameters(filterset_class: type[BaseFilterSet] | None, data: Mapping[
     errors: dict[str, list[str]] = {}
     unknown_names = []
     for key in data:
-        values = _raw_values(data, key)
         if key not in known:
             unknown_names.append(key)
             continue
         name, many = known[key]
-        if len(values) > 1 and not many:
-            errors[key] = ["Give this parameter once."]
-        elif any("\x00" in str(v) for v in values):
-            errors[key] = ["Null characters are not allowed."]
-        elif values and not _boolean_ok(filterset_class.base_filters[name], key,  # type: ignore[union-attr]
-                                        values[-1]):
-            errors[key] = [f"Must be true or false, not {quote(values[-1])}."]
+        why = _values_error(filterset_class.base_filters[name], key,  # type: ignore[union-attr]
+                            _raw_values(data, key), many=many)
+        if why:
+            errors[key] = [why]
     if unknown_names and unknown != "ignore":
-        for key in unknown_names[:10]:
-            close = difflib.get_close_matches(key, list(known), n=1) if len(key) < 100 else []
-            errors[parameter_key(key)] = [
-                "Unknown parameter." + (f" Did you mean {close[0]!r}?" if close else "")]
-        if len(unknown_names) > 10:
-            errors["non_field_errors"] = [f"{len(unknown_names)} unknown parameters."]
+        errors.update(_unknown_errors(unknown_names, known))
+    return errors
+
+
+def _values_error(filter_: df.Filter, key: str, values: list[Any], *, many: bool) -> str | None:
+    """What is wrong with the values given for one known parameter, or None."""
+    if len(values) > 1 and not many:
+        return "Give this parameter once."
+    if any("\x00" in str(v) for v in values):
+        return "Null characters are not allowed."
+    if values and not _boolean_ok(filter_, key, values[-1]):
+        return f"Must be true or false, not {quote(values[-1])}."
+    return None
+
+
+def _unknown_errors(names: list[str], known: Mapping[str, Any]) -> dict[str, list[str]]:
+    """An error per unknown parameter (the first ten), each with the closest known name."""
+    errors: dict[str, list[str]] = {}
+    for key in names[:10]:
+        close = difflib.get_close_matches(key, list(known), n=1) if len(key) < 100 else []
+        errors[parameter_key(key)] = [
+            "Unknown parameter." + (f" Did you mean {close[0]!r}?" if close else "")]
+    if len(names) > 10:
+        errors["non_field_errors"] = [f"{len(names)} unknown parameters."]
     return errors
 
 

@@ -42,7 +42,7 @@ import datetime as dt
 import enum
 import functools
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -213,23 +213,27 @@ class FieldMap:
         parts = path.split("__")
         if parts == ["pk"] and self.model is not None:
             parts = [self.model._meta.pk.name]  # type: ignore[union-attr]
-        found = [".".join(parts)]
-        if self.model is not None:
-            try:
-                steps, final = resolve(self.model, path)
-            except FieldError:
-                steps, final = (), None
-            if steps and steps[-1].kind == "value" and steps[-1].name != steps[-1].attname:
-                # The path reads a foreign key column: stored as the key itself, as an object
-                # holding the related row's key, or under the column's name.
-                prefix = "".join(f"{s.name}." for s in steps[:-1])
-                last = steps[-1]
-                related: Any = final
-                target = related.target_field.name if getattr(related, "is_relation", False) \
-                    else getattr(related, "name", "id")
-                found += [f"{prefix}{last.name}", f"{prefix}{last.name}.{target}",
-                          f"{prefix}{last.attname}"]
+        found = [".".join(parts), *self._key_candidates(path)]
         return list(dict.fromkeys(found))
+
+    def _key_candidates(self, path: str) -> list[str]:
+        """Where a path that reads a foreign key column may be stored: as the key itself, as
+        an object holding the related row's key, or under the column's name."""
+        if self.model is None:
+            return []
+        try:
+            steps, final = resolve(self.model, path)
+        except FieldError:
+            return []
+        if not steps or steps[-1].kind != "value" or steps[-1].name == steps[-1].attname:
+            return []
+        prefix = "".join(f"{s.name}." for s in steps[:-1])
+        last = steps[-1]
+        related: Any = final
+        target = related.target_field.name if getattr(related, "is_relation", False) \
+            else getattr(related, "name", "id")
+        return [f"{prefix}{last.name}", f"{prefix}{last.name}.{target}",
+                f"{prefix}{last.attname}"]
 
     def _guess_type(self, path: str) -> str | None:
         field = self.model_field(path)
@@ -250,21 +254,10 @@ class FieldMap:
             spec = self.flat.get(name)
             if spec is None or spec["type"] in ("object", "flattened"):
                 continue
-            if spec["_nested"] or spec["type"] == "nested":
-                raise NotSearchable(f"{name!r} is inside a nested field; the spec compiles to "
-                                    f"plain queries only (map it as an object).", field=path)
-            if spec["type"] in TEXT_TYPES:
-                sub = _subfield(spec, KEYWORD_TYPES, plain=True)
-                if sub is None:
-                    text_only = text_only or name
-                    continue
-                name, spec = f"{name}.{sub[0]}", sub[1]
-            if spec["type"] in KEYWORD_TYPES and spec.get("normalizer"):
-                raise NotSearchable(
-                    f"{name!r} is a keyword with the normalizer {spec['normalizer']!r}, so an "
-                    f"exact filter on {path!r} would not be exact; map it without one.",
-                    field=path)
-            return EngineField(name, spec["type"])
+            found = _exact_field(path, name, spec)
+            if found is not None:
+                return found
+            text_only = text_only or name
         if text_only is not None:
             raise NotSearchable(
                 f"{text_only!r} is analyzed text: give it a keyword sub-field to filter or sort "
@@ -331,6 +324,26 @@ class FieldMap:
                             f"for {', '.join(map(repr, candidates))}).", field=path)
 
 
+def _exact_field(path: str, name: str, spec: Mapping[str, Any]) -> EngineField | None:
+    """The exact-value field of the mapped field ``name`` (itself, or the keyword sub-field of
+    analyzed text); None when it is analyzed text only. Raises :class:`NotSearchable` for a
+    field inside a nested one and for a normalised keyword."""
+    if spec["_nested"] or spec["type"] == "nested":
+        raise NotSearchable(f"{name!r} is inside a nested field; the spec compiles to "
+                            f"plain queries only (map it as an object).", field=path)
+    if spec["type"] in TEXT_TYPES:
+        sub = _subfield(spec, KEYWORD_TYPES, plain=True)
+        if sub is None:
+            return None
+        name, spec = f"{name}.{sub[0]}", sub[1]
+    if spec["type"] in KEYWORD_TYPES and spec.get("normalizer"):
+        raise NotSearchable(
+            f"{name!r} is a keyword with the normalizer {spec['normalizer']!r}, so an "
+            f"exact filter on {path!r} would not be exact; map it without one.",
+            field=path)
+    return EngineField(name, spec["type"])
+
+
 def _subfield(spec: Mapping[str, Any], types: Iterable[str], *,
               plain: bool = False) -> tuple[str, dict[str, Any]] | None:
     """The first sub-field of ``spec`` of one of ``types`` (``plain``: without normalizer
@@ -362,23 +375,49 @@ def to_json(value: Any, kind: str | None = None) -> Any:
         value = value.value
     if value is None or isinstance(value, bool | int | float | str):
         return value
-    if isinstance(value, Decimal):
-        if kind in KEYWORD_TYPES:
-            return str(value)
-        if value == value.to_integral_value() and kind not in FLOAT_TYPES:
-            return int(value)
-        return float(value)
-    if isinstance(value, dt.datetime):
-        return aware(value).isoformat()
-    if isinstance(value, dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, dt.timedelta):
-        return (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, list | tuple | set | frozenset):
-        return [to_json(v, kind) for v in value]
+    for types, convert in _TO_JSON:
+        if isinstance(value, types):
+            return convert(value, kind)
     return value
+
+
+def _decimal_json(value: Decimal, kind: str | None) -> Any:
+    if kind in KEYWORD_TYPES:
+        return str(value)
+    if value == value.to_integral_value() and kind not in FLOAT_TYPES:
+        return int(value)
+    return float(value)
+
+
+def _datetime_json(value: dt.datetime, kind: str | None) -> str:
+    return aware(value).isoformat()
+
+
+def _iso_json(value: dt.date | dt.time, kind: str | None) -> str:
+    return value.isoformat()
+
+
+def _duration_json(value: dt.timedelta, kind: str | None) -> int:
+    return (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+
+
+def _str_json(value: Any, kind: str | None) -> str:
+    return str(value)
+
+
+def _each_json(value: Iterable[Any], kind: str | None) -> list[Any]:
+    return [to_json(v, kind) for v in value]
+
+
+# Checked in order: a datetime is also a date.
+_TO_JSON: tuple[tuple[Any, Callable[[Any, str | None], Any]], ...] = (
+    (Decimal, _decimal_json),
+    (dt.datetime, _datetime_json),
+    (dt.date | dt.time, _iso_json),
+    (dt.timedelta, _duration_json),
+    (uuid.UUID, _str_json),
+    (list | tuple | set | frozenset, _each_json),
+)
 
 
 def _fits(value: Any, kind: str | None) -> bool:
@@ -499,18 +538,14 @@ class _Compiler:
 
     def _Range(self, spec: Range) -> dict[str, Any]:
         target = self.fields.filter_field(spec.field)
-        low, high = INTEGER_RANGES.get(target.type or "", (None, None))
         bounds: dict[str, Any] = {}
         for name, raw in spec.bounds().items():
             value = to_json(self.fields.prepare(spec.field, name, raw), target.type)
-            if low is not None and isinstance(value, int | float) \
-                    and not isinstance(value, bool):
-                lower = name in ("gt", "gte")
-                if (value < low if lower else value > high):  # type: ignore[operator]
-                    continue  # every stored value is past this bound (Django drops it too)
-                if (value > high if lower else value < low):  # type: ignore[operator]
-                    return dict(MATCH_NONE)  # no stored value can be past this bound
-            bounds[name] = value
+            verdict = _bound_verdict(name, value, target.type)
+            if verdict == "none":
+                return dict(MATCH_NONE)  # no stored value can be past this bound
+            if verdict == "keep":
+                bounds[name] = value
         if not bounds:  # only "has a value" is left: a range never matches a missing value
             return {"exists": {"field": target.name}}
         return {"range": {target.name: bounds}}
@@ -536,8 +571,7 @@ class _Compiler:
         folded = self.fields.folded_field(path)
         if folded is not None:
             target, kind = folded
-            odd = [c for c in text if ord(c) > 127 and c in _fold_trouble()
-                   ] if kind == "lowercase" else []
+            odd = _lowercase_trouble(text) if kind == "lowercase" else []
             if odd:
                 raise NotSearchable(
                     f"the case-insensitive {lookup!r} of {text!r} on {path!r}: {odd[0]!r} folds "
@@ -572,6 +606,28 @@ class _Compiler:
         return self._pattern(spec, "wildcard", f"*{_escape(str(spec.value))}")
 
 
+def _bound_verdict(name: str, value: Any, kind: str | None) -> str:
+    """What a range bound does on an integer field of ``kind``: ``"keep"`` it, ``"drop"`` it
+    (every stored value is past it: Django drops it too) or match ``"none"`` (no stored value
+    can be past it). Only numbers on integer fields are ever dropped."""
+    low, high = INTEGER_RANGES.get(kind or "", (None, None))
+    if low is None or high is None or not isinstance(value, int | float) \
+            or isinstance(value, bool):
+        return "keep"
+    lower = name in ("gt", "gte")
+    if (value < low if lower else value > high):
+        return "drop"
+    if (value > high if lower else value < low):
+        return "none"
+    return "keep"
+
+
+def _lowercase_trouble(text: str) -> list[str]:
+    """The characters of ``text`` a lowercase normalizer folds unlike ``UPPER()``."""
+    trouble = _fold_trouble()
+    return [c for c in text if ord(c) > 127 and c in trouble]
+
+
 @functools.cache
 def _fold_trouble() -> frozenset[str]:
     """Non-ASCII letters for which "same lower case" (a lowercase normalizer, one character
@@ -580,25 +636,27 @@ def _fold_trouble() -> frozenset[str]:
     sign... A case-insensitive lookup of a value holding one is not exact on the engine.
     (A stored value holding one can still differ from the database for an ASCII query; see
     docs/search.md.)"""
-    lower_of: dict[str, str] = {}
-    by_lower: dict[str, set[str]] = {}
-    by_upper: dict[str, set[str]] = {}
-    for code in range(0x10000):
-        if 0xD800 <= code <= 0xDFFF:
-            continue
-        char = chr(code)
-        lower = char.lower()[0]  # the simple mapping: "İ".lower() is "i" + a combining dot
-        lower_of[char] = lower
-        by_lower.setdefault(lower, set()).add(char)
-        by_upper.setdefault(pg_upper(char), set()).add(char)
-    trouble: set[str] = set()
-    for group in by_lower.values():
-        if len({pg_upper(c) for c in group}) > 1:
-            trouble |= group
-    for group in by_upper.values():
-        if len({lower_of[c] for c in group}) > 1:
-            trouble |= group
+    # the simple mapping: "İ".lower() is "i" + a combining dot
+    lower_of = {char: char.lower()[0] for char in _bmp_characters()}
+    upper_of = {char: pg_upper(char) for char in lower_of}
+    trouble = _disagreeing(lower_of, upper_of) | _disagreeing(upper_of, lower_of)
     return frozenset(c for c in trouble if ord(c) > 127)
+
+
+def _bmp_characters() -> list[str]:
+    return [chr(code) for code in range(0x10000) if not 0xD800 <= code <= 0xDFFF]
+
+
+def _disagreeing(fold: Mapping[str, str], other: Mapping[str, str]) -> set[str]:
+    """The characters of every group that ``fold`` makes equal and ``other`` does not."""
+    groups: dict[str, set[str]] = {}
+    for char, folded in fold.items():
+        groups.setdefault(folded, set()).add(char)
+    found: set[str] = set()
+    for group in groups.values():
+        if len({other[c] for c in group}) > 1:
+            found |= group
+    return found
 
 
 def _escape(text: str) -> str:
