@@ -1,6 +1,12 @@
 """What a page is enriched with after the fetch."""
 
-from datapipe_django.enrichers.base import BaseEnricher, CompositeEnricher, EnrichContext, Enricher
+from datapipe_django.enrichers.base import (
+    BaseEnricher,
+    CompositeEnricher,
+    EnrichContext,
+    Enricher,
+    as_enricher,
+)
 from datapipe_django.enrichers.batch import BatchEnricher
 from datapipe_django.enrichers.prefetch import PrefetchEnricher
 
@@ -11,4 +17,5 @@ __all__ = [
     "EnrichContext",
     "Enricher",
     "PrefetchEnricher",
+    "as_enricher",
 ]

@@ -1,11 +1,18 @@
-"""Sources a pipeline reads from."""
+"""Sources a pipeline reads from: the protocol (:mod:`~datapipe_django.fetchers.base`) and the
+built-in sources. None of them imports an optional client library (the search engines' and
+Redis's are imported where they are used), so all are importable from here."""
 
-from __future__ import annotations
-
-from typing import Any
-
-from datapipe_django.fetchers.base import BaseFetcher, Fetcher, FetchRequest, FetchResult, Verdict
+from datapipe_django.fetchers.base import (
+    BaseFetcher,
+    Fetcher,
+    FetchRequest,
+    FetchResult,
+    Verdict,
+    as_fetcher,
+)
+from datapipe_django.fetchers.cache import CachedFetcher
 from datapipe_django.fetchers.orm import ORMFetcher
+from datapipe_django.fetchers.search import SearchFetcher
 
 __all__ = [
     "BaseFetcher",
@@ -16,18 +23,5 @@ __all__ = [
     "ORMFetcher",
     "SearchFetcher",
     "Verdict",
+    "as_fetcher",
 ]
-
-# Integrations that need optional client libraries are imported on first use.
-_LAZY: dict[str, str] = {
-    "CachedFetcher": "datapipe_django.fetchers.cache",
-    "SearchFetcher": "datapipe_django.fetchers.search",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -650,14 +650,6 @@ def _cached_fetchers() -> Iterable[tuple[Any, CachedFetcher]]:
                 yield pipeline, fetcher
 
 
-def check_cache_aliases(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """E003: a CachedFetcher names a cache alias that is not in settings.CACHES (what
-    ``manage.py check`` gets from each one's ``check(pipeline)``)."""
-    return [error for pipeline, fetcher in _cached_fetchers()
-            if (error := unknown_cache_alias(pipeline, f"CachedFetcher {fetcher.name!r}",
-                                             fetcher.cache_alias)) is not None]
-
-
 def check_shared_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """W003 (``check --deploy``): a CachedFetcher on a per-process cache (locmem, dummy).
     Registered by :func:`datapipe_django.checks.check_deployment`."""

@@ -75,7 +75,7 @@ def unrendered_expansions(pipeline: Any, serializer_class: Any) -> list[str]:
     return sorted(set(missing))
 
 
-def check_viewsets(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+def check_viewsets() -> list[checks.CheckMessage]:
     """W016 and W017 (see the module's docstring); run by
     :func:`datapipe_django.checks.check_pipelines` when DRF is installed."""
     from datapipe_django.rest.viewsets import PipelineViewSet
