@@ -16,12 +16,25 @@ Only :class:`SourceUnavailable` and Django's ``OperationalError``/``InterfaceErr
 fetcher chain to its next source. Anything else (``FieldError``, ``TypeError``...) is a bug and
 propagates unchanged. HTTP status codes live here only as data (``status_code``); the mapping
 to responses happens in :mod:`datapipe_django.rest`.
+
+Is this store down?
+    :func:`unavailable_reason` is the one classifier of a store's exceptions, whichever store
+    raised it (a database, a cache, a search engine): why it means the store cannot answer now,
+    or None when it is anything else (a bug, a bad query), which must propagate. The breakers
+    of the cache aliases, the database aliases and the search engines all decide with it;
+    :func:`is_connection_failure` narrows a database error to "the store cannot be reached" (a
+    query cut by its statement timeout is unavailability, but no reason to skip the store).
+    The client libraries' exception classes are recognised when those libraries are loaded;
+    this module imports none of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+from django.db import InterfaceError, OperationalError
 
 __all__ = [
     "DeadlineExceeded",
@@ -31,6 +44,9 @@ __all__ = [
     "SourceUnavailable",
     "SourcesUnavailable",
     "ValidationFailed",
+    "first_line",
+    "is_connection_failure",
+    "unavailable_reason",
 ]
 
 
@@ -115,7 +131,6 @@ class SourcesUnavailable(PipelineError):
     status_code = 503
     default_code = "sources_unavailable"
     default_message = "No data source is available right now."
-    retry_after = 1
 
     def __init__(self, message: str | None = None, *, reasons: Mapping[str, str] | None = None,
                  **kwargs: Any) -> None:
@@ -152,3 +167,120 @@ class SourceUnavailable(Exception):
         self.reason = reason
         self.cause = cause
         super().__init__(f"{source}: {reason}")
+
+
+# -- is this store down? -----------------------------------------------------------------------
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (at most 200 characters), or its class name."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= 200 else f"{line[:197]}..."
+
+
+def unavailable_reason(exc: BaseException) -> str | None:
+    """Why ``exc`` means that the store which raised it cannot answer now, or None.
+
+    A store cannot answer when it cannot be reached or is overloaded: a socket error or timeout
+    (``OSError``), a database's ``OperationalError``/``InterfaceError``, the cache clients'
+    connection errors (django-redis ``ConnectionInterrupted``; redis-py ``ConnectionError``,
+    ``TimeoutError`` and ``ResponseError``, a server loading, read-only or out of memory;
+    pymemcache and pylibmc errors), the search clients' connection errors and timeouts, and an
+    engine's 5xx or 429 answer or a missing index. Anything else is None.
+    """
+    for rule in _RULES:
+        reason = rule(exc)
+        if reason is not None:
+            return reason
+    return None
+
+
+# PostgreSQL SQLSTATEs of a server going away: class 08 (connection exception) and
+# admin_shutdown, crash_shutdown, cannot_connect_now.
+_PG_DOWN_STATES = ("57P01", "57P02", "57P03")
+# MySQL/MariaDB client and server error numbers of a server that cannot be reached or went away.
+_MYSQL_DOWN_ERRORS = frozenset({1040, 1053, 2002, 2003, 2005, 2006, 2013, 2026, 2055})
+
+
+def is_connection_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (a Django database error) means the store cannot be reached, as opposed
+    to a query that failed or was cut by its timeout."""
+    if not isinstance(exc, OperationalError | InterfaceError):
+        return False
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    if type(cause).__name__ == "PoolTimeout":
+        return True
+    sqlstate = getattr(cause, "sqlstate", None)
+    module = type(cause).__module__
+    if module.startswith("psycopg"):
+        # No SQLSTATE: the client could not connect, or lost the connection.
+        return sqlstate is None or sqlstate.startswith("08") or sqlstate in _PG_DOWN_STATES
+    args = getattr(cause, "args", ())
+    if module.startswith("MySQLdb") and args and isinstance(args[0], int):
+        return args[0] in _MYSQL_DOWN_ERRORS
+    return isinstance(exc, InterfaceError)
+
+
+def _database(exc: BaseException) -> str | None:
+    if not isinstance(exc, OperationalError | InterfaceError):
+        return None
+    what = "connection failed" if is_connection_failure(exc) else "database error"
+    return f"{what}: {first_line(exc)}"
+
+
+def _loaded(module: str, *names: str) -> tuple[type[BaseException], ...]:
+    """The exception classes ``names`` of ``module`` when it is loaded (none otherwise: nothing
+    can have raised them)."""
+    loaded = sys.modules.get(module)
+    if loaded is None:
+        return ()
+    found = (getattr(loaded, name, None) for name in names)
+    return tuple(cls for cls in found if isinstance(cls, type) and issubclass(cls, BaseException))
+
+
+#: (module, class names, what the reason says) of errors that mean "down" by their class alone.
+_DOWN_CLASSES = (
+    ("elastic_transport", ("ConnectionTimeout",), "timed out"),
+    ("opensearchpy.exceptions", ("ConnectionTimeout",), "timed out"),
+    ("elastic_transport", ("ConnectionError",), "connection failed"),
+    ("opensearchpy.exceptions", ("ConnectionError",), "connection failed"),
+    ("django_redis.exceptions", ("ConnectionInterrupted",), "cache error"),
+    ("redis.exceptions", ("ConnectionError", "TimeoutError", "ResponseError"), "cache error"),
+    ("pymemcache.exceptions", ("MemcacheError",), "cache error"),
+    ("pylibmc", ("Error",), "cache error"),
+)
+
+
+def _client(exc: BaseException) -> str | None:
+    for module, names, what in _DOWN_CLASSES:
+        classes = _loaded(module, *names)
+        if classes and isinstance(exc, classes):
+            return f"{what}: {first_line(exc)}"
+    return None
+
+
+def _socket(exc: BaseException) -> str | None:
+    return f"{type(exc).__name__}: {first_line(exc)}" if isinstance(exc, OSError) else None
+
+
+def _engine_status(exc: BaseException) -> str | None:
+    """An engine's answer that means it cannot serve now: 5xx, 429, the index missing."""
+    es_errors = _loaded("elastic_transport", "ApiError")
+    if es_errors and isinstance(exc, es_errors):
+        status: Any = exc.meta.status  # type: ignore[attr-defined]
+    else:
+        os_errors = _loaded("opensearchpy.exceptions", "TransportError")
+        if not (os_errors and isinstance(exc, os_errors)):
+            return None
+        status = exc.status_code  # type: ignore[attr-defined]
+    if not isinstance(status, int):
+        return None
+    if status == 404 and "index_not_found" in str(getattr(exc, "error", "")):
+        return f"index missing ({first_line(exc)})"
+    if status >= 500 or status == 429:
+        return f"engine answered {status}: {first_line(exc)}"
+    return None
+
+
+_RULES: tuple[Callable[[BaseException], str | None], ...] = (
+    _database, _client, _engine_status, _socket)

@@ -38,7 +38,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 
 from datapipe_django._internal.breaker import BackgroundProbe, Breaker
 from datapipe_django.conf import datapipe_settings
-from datapipe_django.errors import SourceUnavailable
+from datapipe_django.errors import SourceUnavailable, first_line, is_connection_failure
 from datapipe_django.timeouts import statement_timeout
 
 __all__ = [
@@ -54,32 +54,6 @@ logger = logging.getLogger("datapipe_django.stores")
 #: ``time.monotonic()`` instant by which a connection must be handed out on this context.
 _connect_by: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "datapipe_connect_by", default=None)
-
-# PostgreSQL SQLSTATEs of a server going away: class 08 (connection exception) and
-# admin_shutdown, crash_shutdown, cannot_connect_now.
-_PG_DOWN_STATES = ("57P01", "57P02", "57P03")
-# MySQL/MariaDB client and server error numbers of a server that cannot be reached or went away.
-_MYSQL_DOWN_ERRORS = frozenset({1040, 1053, 2002, 2003, 2005, 2006, 2013, 2026, 2055})
-
-
-def is_connection_failure(exc: BaseException) -> bool:
-    """Whether ``exc`` (a Django database error) means the store cannot be reached, as opposed
-    to a query that failed or was cut by its timeout."""
-    if not isinstance(exc, OperationalError | InterfaceError):
-        return False
-    cause = exc.__cause__ if exc.__cause__ is not None else exc
-    if type(cause).__name__ == "PoolTimeout":
-        return True
-    sqlstate = getattr(cause, "sqlstate", None)
-    module = type(cause).__module__
-    if module.startswith("psycopg"):
-        # No SQLSTATE: the client could not connect, or lost the connection.
-        return sqlstate is None or sqlstate.startswith("08") or sqlstate in _PG_DOWN_STATES
-    args = getattr(cause, "args", ())
-    if module.startswith("MySQLdb") and args and isinstance(args[0], int):
-        return args[0] in _MYSQL_DOWN_ERRORS
-    return isinstance(exc, InterfaceError)
-
 
 class StoreGuard(Breaker):
     """The breaker of one database alias (one per process, shared by every thread): a
@@ -248,6 +222,5 @@ def _reachable(alias: str) -> bool:
         return False
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+#: Kept for the modules that import it from here.
+_first_line = first_line

@@ -1,66 +1,71 @@
-"""``datapipe_django.errors``: the exception tree, its HTTP statuses as data, and
-``ValidationFailed``'s one shape of field messages."""
+"""datapipe_django.errors: the one "is this store down?" classifier, on the clients' own
+exception classes (no server: the real outages are in tests/test_outages*.py and the store,
+cache and search fetcher tests)."""
 
 from __future__ import annotations
 
+import elastic_transport
+import elasticsearch
+import opensearchpy.exceptions as opensearch_errors
 import pytest
+import redis.exceptions
+from django.db import DatabaseError, InterfaceError, OperationalError
+from django_redis.exceptions import ConnectionInterrupted
 
-from datapipe_django.errors import (
-    DeadlineExceeded,
-    EnrichmentFailed,
-    NoFetcher,
-    PipelineError,
-    SourcesUnavailable,
-    SourceUnavailable,
-    ValidationFailed,
-)
+from datapipe_django.cache.guard import is_cache_error
+from datapipe_django.errors import first_line, is_connection_failure, unavailable_reason
 
 
-@pytest.mark.parametrize(("kind", "status", "code"), [
-    (ValidationFailed, 400, "invalid"),
-    (NoFetcher, 400, "no_fetcher"),
-    (SourcesUnavailable, 503, "sources_unavailable"),
-    (DeadlineExceeded, 504, "deadline_exceeded"),
-    (EnrichmentFailed, 502, "enrichment_failed"),
+def es_api_error(status: int, error: str = "") -> elasticsearch.ApiError:
+    meta = elastic_transport.ApiResponseMeta(
+        status=status, http_version="1.1", headers=elastic_transport.HttpHeaders(),
+        duration=0.0, node=elastic_transport.NodeConfig("http", "127.0.0.1", 9200))
+    return elasticsearch.ApiError(error or f"status {status}", meta=meta,
+                                  body={"error": {"type": error}})
+
+
+@pytest.mark.parametrize(("exc", "reason"), [
+    (elastic_transport.ConnectionTimeout("read timed out"), "timed out: "),
+    (elastic_transport.ConnectionError("refused"), "connection failed: "),
+    (opensearch_errors.ConnectionTimeout("TIMEOUT", "slow", None), "timed out: "),
+    (opensearch_errors.ConnectionError("N/A", "refused", None), "connection failed: "),
+    (es_api_error(503), "engine answered 503: "),
+    (es_api_error(429), "engine answered 429: "),
+    (es_api_error(404, "index_not_found_exception"), "index missing ("),
+    (opensearch_errors.TransportError(502, "bad gateway", {}), "engine answered 502: "),
+    (redis.exceptions.ConnectionError("Connection refused"), "cache error: Connection refused"),
+    (redis.exceptions.TimeoutError("Timeout reading"), "cache error: "),
+    (redis.exceptions.ResponseError("LOADING Redis is loading"), "cache error: "),
+    (ConnectionInterrupted(connection=None), "cache error: "),
+    (ConnectionRefusedError(111, "Connection refused"), "ConnectionRefusedError: "),
+    (TimeoutError("timed out"), "TimeoutError: timed out"),
+    (OperationalError("canceling statement due to statement timeout"), "database error: "),
+    (InterfaceError("connection already closed"), "connection failed: "),
 ])
-def test_each_kind_is_a_pipeline_error_with_its_status(kind: type[PipelineError], status: int,
-                                                       code: str) -> None:
-    error = kind()
-    assert isinstance(error, PipelineError)
-    assert (error.status_code, error.code) == (status, code)
-    assert str(error) == error.message
+def test_a_store_that_cannot_answer_has_a_reason(exc, reason):
+    assert unavailable_reason(exc).startswith(reason)
+    assert is_cache_error(exc)
 
 
-def test_a_source_unavailable_is_not_a_pipeline_error() -> None:
-    cause = ConnectionRefusedError("refused")
-    error = SourceUnavailable("appdb", "connection refused", cause=cause)
-    assert not isinstance(error, PipelineError)
-    assert (error.source, error.reason, error.cause) == ("appdb", "connection refused", cause)
-    assert str(error) == "appdb: connection refused"
+@pytest.mark.parametrize("exc", [
+    TypeError("bug"), ValueError("bug"), KeyError("bug"), DatabaseError("syntax error"),
+    es_api_error(400, "parsing_exception"), es_api_error(404, "not_found"),
+    opensearch_errors.TransportError(400, "search_phase_execution_exception", {}),
+    redis.exceptions.DataError("Invalid input"),
+])
+def test_anything_else_is_not_an_outage(exc):
+    assert unavailable_reason(exc) is None
+    assert not is_cache_error(exc)
 
 
-def test_validation_failed_keeps_every_parameter_as_a_list_of_strings() -> None:
-    error = ValidationFailed({"status": "bad", "limit": ["too big", 7]})
-    assert error.errors == {"status": ["bad"], "limit": ["too big", "7"]}
-    assert error.message == "Invalid parameter(s): status, limit."
-    assert error.stage == "validate"
+def test_a_statement_timeout_is_unavailability_but_no_connection_failure():
+    timeout = OperationalError("canceling statement due to statement timeout")
+    assert unavailable_reason(timeout) is not None and not is_connection_failure(timeout)
+    assert is_connection_failure(InterfaceError("connection already closed"))
+    assert not is_connection_failure(ConnectionRefusedError(111, "refused"))  # not a DB error
 
 
-def test_validation_failed_from_a_message_names_its_parameter_or_none() -> None:
-    assert ValidationFailed("no", op="cursor").errors == {"cursor": ["no"]}
-    assert ValidationFailed("no").errors == {"non_field_errors": ["no"]}
-    assert ValidationFailed().message == "Invalid parameter(s): request."
-
-
-def test_the_stage_op_and_cause_are_kept_and_shown() -> None:
-    cause = TimeoutError("slow")
-    error = DeadlineExceeded(stage="enrich", op="user", cause=cause)
-    assert (error.stage, error.op, error.cause) == ("enrich", "user", cause)
-    assert repr(error) == ("DeadlineExceeded('The request took longer than its deadline.', "
-                           "stage='enrich', op='user', cause=TimeoutError('slow'))")
-
-
-def test_no_fetcher_and_sources_unavailable_carry_each_source_reason() -> None:
-    assert NoFetcher(reasons={"appdb": "declined"}).reasons == {"appdb": "declined"}
-    error = SourcesUnavailable(reasons={"appdb": "down"})
-    assert error.reasons == {"appdb": "down"} and error.stage == "fetch"
+def test_first_line_is_one_short_line():
+    assert first_line(ValueError("one\ntwo")) == "one"
+    assert first_line(ValueError("")) == "ValueError"
+    assert len(first_line(ValueError("x" * 500))) == 200

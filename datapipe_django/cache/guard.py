@@ -5,22 +5,20 @@ fetcher and enricher). A cache error (connection refused, timeout, a server refu
 opens it for ``DATAPIPE["CACHE_BREAKER_SECONDS"]``: meanwhile nobody calls that cache; then one
 caller probes it. :func:`is_cache_error` tells a cache outage from a bug.
 
-This module uses Django's cache API only; the exception classes of the cache clients
-(redis-py, django-redis, pymemcache, pylibmc) are recognised when those are loaded.
+This module uses Django's cache API only.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 from typing import Any
 
 from django.core import checks
-from django.db import InterfaceError, OperationalError
 
 from datapipe_django._internal.breaker import Breaker, TimedProbe
 from datapipe_django.conf import datapipe_settings
+from datapipe_django.errors import unavailable_reason
 
 __all__ = ["CacheGuard", "get_guard", "is_cache_error", "unknown_cache_alias"]
 
@@ -28,32 +26,12 @@ logger = logging.getLogger("datapipe_django.cache")
 
 
 def is_cache_error(exc: BaseException) -> bool:
-    """True when ``exc`` means "the cache cannot answer now", not a bug.
-
-    Socket errors and timeouts (``OSError``), django-redis's ``ConnectionInterrupted``,
-    redis-py's ``ConnectionError``/``TimeoutError``/``ResponseError`` (a server that is loading,
-    read-only or out of memory), pymemcache and pylibmc errors, and a database cache's
-    ``OperationalError``/``InterfaceError``.
-    """
-    if isinstance(exc, OSError | OperationalError | InterfaceError):
-        return True
-    for module, names in _CLIENT_ERRORS:
-        loaded = sys.modules.get(module)
-        if loaded is None:
-            continue
-        for name in names:
-            cls = getattr(loaded, name, None)
-            if isinstance(cls, type) and isinstance(exc, cls):
-                return True
-    return False
-
-
-_CLIENT_ERRORS = (
-    ("django_redis.exceptions", ("ConnectionInterrupted",)),
-    ("redis.exceptions", ("ConnectionError", "TimeoutError", "ResponseError")),
-    ("pymemcache.exceptions", ("MemcacheError",)),
-    ("pylibmc", ("Error",)),
-)
+    """True when ``exc`` means "the cache cannot answer now", not a bug: what
+    :func:`datapipe_django.errors.unavailable_reason` gives a reason for (socket errors and
+    timeouts, django-redis's ``ConnectionInterrupted``, redis-py's ``ConnectionError``,
+    ``TimeoutError`` and ``ResponseError``, pymemcache and pylibmc errors, and a database
+    cache's ``OperationalError``/``InterfaceError``)."""
+    return unavailable_reason(exc) is not None
 
 
 class CacheGuard(Breaker):

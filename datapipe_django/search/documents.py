@@ -5,7 +5,8 @@ Both libraries declare an index the same way (a ``Document`` subclass with an ``
 is sent and which exceptions mean "the engine cannot answer". :class:`DocumentAdapter` hides
 those differences, so the fetcher, the index sync and the rebuild command have one code path.
 
-The client library is imported only when an adapter classifies an error; reading a mapping or
+Which exceptions mean "the engine cannot answer" is decided by
+:func:`datapipe_django.errors.unavailable_reason`, for both clients; reading a mapping or
 preparing a document needs only the Document class itself.
 """
 
@@ -20,6 +21,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 
+from datapipe_django.errors import unavailable_reason
 from datapipe_django.specs.search import FieldMap
 
 __all__ = [
@@ -58,12 +60,6 @@ def _flavor(document: type[Any]) -> str:
             return "opensearch"
     raise ImproperlyConfigured(
         f"{document!r} is not a django-elasticsearch-dsl or django-opensearch-dsl Document.")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
-    return line if len(line) <= 200 else f"{line[:197]}..."
 
 
 class DocumentAdapter:
@@ -265,50 +261,10 @@ class DocumentAdapter:
         """Why ``exc`` means the engine cannot answer now (connection refused or lost, a
         timeout, a 5xx or 429, the index missing), or None when it is anything else (a bad
         query is a bug and propagates)."""
-        if self.flavor == "elasticsearch":
-            return _es_unavailable(exc)
-        return _os_unavailable(exc)
+        return unavailable_reason(exc)
 
     def __repr__(self) -> str:
         return f"<DocumentAdapter {self.document.__name__} index={self.index!r} {self.flavor}>"
-
-
-def _status_reason(status: Any, error: Any, exc: BaseException) -> str | None:
-    if not isinstance(status, int):
-        return None
-    if status == 404 and "index_not_found" in str(error):
-        return f"index missing ({_first_line(exc)})"
-    if status >= 500 or status == 429:
-        return f"engine answered {status}: {_first_line(exc)}"
-    return None
-
-
-def _es_unavailable(exc: BaseException) -> str | None:
-    try:
-        from elastic_transport import ApiError, ConnectionError, ConnectionTimeout
-    except ImportError:  # pragma: no cover - the Document could not exist without it
-        return None
-    if isinstance(exc, ConnectionTimeout):
-        return f"timed out: {_first_line(exc)}"
-    if isinstance(exc, ConnectionError):
-        return f"connection failed: {_first_line(exc)}"
-    if isinstance(exc, ApiError):
-        return _status_reason(exc.meta.status, getattr(exc, "error", ""), exc)
-    return None
-
-
-def _os_unavailable(exc: BaseException) -> str | None:
-    try:
-        from opensearchpy.exceptions import ConnectionError, ConnectionTimeout, TransportError
-    except ImportError:  # pragma: no cover
-        return None
-    if isinstance(exc, ConnectionTimeout):
-        return f"timed out: {_first_line(exc)}"
-    if isinstance(exc, ConnectionError):
-        return f"connection failed: {_first_line(exc)}"
-    if isinstance(exc, TransportError):
-        return _status_reason(exc.status_code, getattr(exc, "error", ""), exc)
-    return None
 
 
 def adapter_for(document: Any, connection: str | None = None) -> DocumentAdapter:
