@@ -335,6 +335,7 @@ def fetch_request(state: State) -> FetchRequest:
             f"Pipeline {pipeline.name!r}: the fetch stage ran before validate. Keep the "
             f"built-in validate stage first when you add stages."
         )
+    only = load_fields(state)
     return FetchRequest(
         request=request,
         model=pipeline.model,
@@ -350,8 +351,8 @@ def fetch_request(state: State) -> FetchRequest:
         deadline=state.deadline,
         pipeline=pipeline.name,
         uncompilable=state.uncompilable,
-        select_related=_joins(state),
-        only=load_fields(state),
+        select_related=_joins(state, narrowed=only is not None),
+        only=only,
         total=wants_total(state),
         highlight=state.highlight and bool(request.search),
         facets=state.facets,
@@ -431,10 +432,12 @@ def _enricher_needs(state: State) -> set[str] | None:
     return names
 
 
-def _joins(state: State) -> tuple[str, ...]:
-    """The ``select_related`` paths of the joining enrichers this request runs (usually none)."""
+def _joins(state: State, *, narrowed: bool = False) -> tuple[str, ...]:
+    """The ``select_related`` paths of the joining enrichers this request runs: those with
+    ``join=True``, and unless the request ``narrowed`` the rows' fields, those with
+    ``join=None`` (a ``PrefetchEnricher``'s default)."""
     pipeline = state.pipeline
-    joining = [e for e in pipeline.enrichers if e.join]
+    joining = [e for e in pipeline.enrichers if e.join or (e.join is None and not narrowed)]
     if not joining:
         return ()
     selected = {id(e) for e in

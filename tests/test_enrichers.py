@@ -410,3 +410,100 @@ def test_an_enricher_abandoned_at_its_deadline_leaves_the_answer_inside_the_requ
     # The enrichers' deadline is 20 ms (2 % of 1 s) before the request's: the page is built in
     # that time, so the pipeline returns before the request's deadline, not after it.
     assert returned <= deadline[0]
+
+
+# -- where an enricher runs: this thread or the pool -------------------------------------------
+
+class Where(Sleepy):
+    """A Sleepy whose reads honour the deadline (as a PrefetchEnricher's queries do); it
+    records the thread its ``load`` ran on."""
+
+    honours_deadline = True
+
+    def __init__(self, name, **kwargs):
+        super().__init__(name, **kwargs)
+        self.thread = None
+
+    def load(self, items, context):
+        self.thread = threading.current_thread()
+        return super().load(items, context)
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_an_enricher_that_honours_the_deadline_runs_here_when_the_page_needs_only_it(parallel):
+    alone = Where("a")
+    page, errors, _ = run([alone], timeout=30, parallel=parallel)
+    assert errors == [] and [i.a for i in page] == ["a!"] * 3
+    assert alone.thread is threading.current_thread()
+    # One that does not say so runs on the pool (the deadline must be able to abandon it).
+    other = Where("b")
+    other.honours_deadline = False
+    page, errors, _ = run([other], timeout=30, parallel=parallel)
+    assert errors == [] and [i.b for i in page] == ["b!"] * 3
+    assert other.thread not in (None, threading.current_thread())
+
+
+def test_near_the_deadline_it_runs_on_the_pool_which_the_deadline_can_abandon():
+    gate = threading.Event()
+    late = Where("a", gate=gate)
+    try:
+        page, errors, _ = run([late], timeout=0.02)  # less than _INLINE_MARGIN is left
+    finally:
+        gate.set()
+    assert late.thread is not threading.current_thread()
+    assert errors == [{"enricher": "a", "code": "deadline_exceeded"}]
+    assert not any(hasattr(i, "a") for i in page)
+
+
+def test_in_parallel_this_thread_takes_one_share_and_the_pool_the_others():
+    together = threading.Barrier(3, timeout=5)  # all three load at once, or one fails
+    enrichers = [Where(n, barrier=together) for n in "abc"]
+    page, errors, _ = run(enrichers, timeout=30)
+    assert errors == [] and [(i.a, i.b, i.c) for i in page] == [("a!", "b!", "c!")] * 3
+    here = [e.name for e in enrichers if e.thread is threading.current_thread()]
+    assert here == ["c"]
+
+
+def test_an_enricher_that_ran_here_past_the_deadline_is_reported_and_not_applied():
+    class Overrun(Where):
+        def load(self, items, context):
+            loaded = super().load(items, context)
+            while context.remaining != 0.0:  # its work outlasts the deadline
+                time.sleep(0.005)
+            return loaded
+
+    for required in (False, True):
+        overrun, below = Overrun("a", required=required), Where("a.b")
+        composite = CompositeEnricher([overrun, below], parallel=True)
+        page = items()
+        if required:
+            with pytest.raises(DeadlineExceeded):
+                composite.run(page, context(0.2), [overrun, below])
+        else:
+            errors = composite.run(page, context(0.2), [overrun, below])
+            assert errors == [{"enricher": "a", "code": "deadline_exceeded"},
+                              {"enricher": "a.b", "code": "deadline_exceeded"}]
+        assert overrun.thread is threading.current_thread() and below.thread is None
+        assert not any(hasattr(i, "a") for i in page)
+
+
+def test_a_query_that_loads_the_relation_below_too_is_told_which():
+    seen = {}
+
+    class Host(Where):
+        def join_below(self, child):
+            return child.name == "a.b"
+
+        def load(self, items, context):
+            seen[self.name] = context.joins
+            return super().load(items, context)
+
+    class Guest(Where):
+        def load(self, items, context):
+            seen[self.name] = context.joins
+            return super().load(items, context)
+
+    enrichers = [Host("a"), Guest("a.b"), Guest("a.c"), Host("d")]
+    _, errors, _ = run(enrichers, timeout=30)
+    assert errors == []
+    assert seen == {"a": ("a.b",), "a.b": (), "a.c": (), "d": ()}

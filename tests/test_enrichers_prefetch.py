@@ -148,16 +148,21 @@ def test_the_double_underscore_form_names_the_same_relation():
 @DB
 def test_queries_are_constant_in_the_page_size_on_every_alias(engine_alias):
     seed(engine_alias, n=120)
-    p = pipeline(engine_alias, all_enrichers())
     expand = {"owner", "category", "tags", "comments.author", "detail.reviewer"}
-    per_size = {}
-    for size in (5, 100):
-        with queries_on_every_alias() as captured:
-            result = p.execute(tenant="t1", limit=size, expand=expand)
-        assert len(result.items) == size and result.errors == []
-        per_size[size] = counts(captured)
-    # The page, then one query per relation level: 1 + 7, on the alias the rows came from.
-    assert per_size[5] == per_size[100] == {engine_alias: 8}
+    for join, expected in ((None, 4), (False, 8)):
+        p = pipeline(engine_alias, all_enrichers(join=join))
+        per_size = {}
+        for size in (5, 100):
+            with queries_on_every_alias() as captured:
+                result = p.execute(tenant="t1", limit=size, expand=expand)
+            assert len(result.items) == size and result.errors == []
+            assert [expanded(i) for i in result.items] == reference(
+                engine_alias, [i.pk for i in result.items])
+            per_size[size] = counts(captured)
+        # By default: the page with owner and category joined, then tags, comments with their
+        # authors, detail with its reviewer. join=False: the page, then one query per
+        # relation level (7). Either way on the alias the rows came from.
+        assert per_size[5] == per_size[100] == {engine_alias: expected}
 
 
 @DB
@@ -248,8 +253,8 @@ def test_a_page_from_two_aliases_reads_each_rows_relations_where_the_row_came_fr
     by_id = {i.pk: (i._state.db, i.owner.name) for i in result.items}
     assert by_id[4] == ("default", "recent owner 2")  # the primary's copy wins the merge
     assert by_id[1] == ("archive", "archived owner 2")
-    # Per alias: the page, then one query per relation.
-    assert counts(captured) == {"default": 3, "archive": 3}
+    # Per alias: the page (the owners joined into it), then the comments.
+    assert counts(captured) == {"default": 2, "archive": 2}
 
 
 # -- failures ----------------------------------------------------------------------------------
@@ -273,7 +278,9 @@ def test_an_unavailable_alias_is_an_optional_failure_without_expansion(down_alia
 # -- threads -----------------------------------------------------------------------------------
 
 @pytest.mark.django_db(databases=ALL, transaction=True)
-def test_outside_a_transaction_enrichers_run_on_the_pool_and_return_their_connections():
+@pytest.mark.parametrize("honours_deadline", [False, True])
+def test_outside_a_transaction_enrichers_run_on_the_pool_and_return_their_connections(
+        honours_deadline):
     require_alias("primary")
     seed("primary", n=5)
     seen = []
@@ -283,15 +290,20 @@ def test_outside_a_transaction_enrichers_run_on_the_pool_and_return_their_connec
             seen.append(connections["primary"])
             return super().load(items, context)
 
-    p = pipeline("primary", [Watching("owner"), Watching("tags")], parallel_enrichment=True)
+    Watching.honours_deadline = honours_deadline
+    p = pipeline("primary", [Watching("owner", join=False), Watching("tags")],
+                 parallel_enrichment=True)
     with CaptureQueriesContext(connections["primary"]) as here:
         result = p.execute(tenant="t1", expand={"owner", "tags"})
     assert result.errors == []
     assert [i.owner.name for i in result.items] == ["owner 2", "owner 3", "owner 1", "owner 2",
                                                     "owner 3"]
-    assert len(here) == 1  # only the page ran on this thread
-    assert len(seen) == 2 and all(c is not connections["primary"] for c in seen)
-    assert all(c.connection is None for c in seen)  # closed when the task ended
+    pooled = [c for c in seen if c is not connections["primary"]]
+    # An enricher whose queries honour the deadline themselves: this thread runs one (its
+    # share, rather than wait), the pool the other. Else both run on the pool.
+    assert len(seen) == 2 and len(pooled) == (1 if honours_deadline else 2)
+    assert len(here) == 1 + (2 - len(pooled))  # the page, and what ran on this thread
+    assert all(c.connection is None for c in pooled)  # closed when the task ended
 
 
 @DB
@@ -383,7 +395,8 @@ def test_rows_from_a_source_that_cannot_join_are_enriched_as_before():
     with CaptureQueriesContext(connections["default"]) as captured:
         result = p.execute(tenant="t1", expand={"owner", "detail.reviewer"})
     assert [i.owner.name for i in result.items] == ["owner 2", "owner 3", "owner 1"]
-    assert len(captured) == 3  # owner, detail, detail.reviewer: prefetched
+    # owner; detail, with detail.reviewer selected in the same query
+    assert len(captured) == 2 and 'JOIN "testapp_owner"' in captured[1]["sql"]
 
 
 def nodes(alias):
@@ -459,16 +472,17 @@ def test_behind_a_cache_the_join_runs_on_a_miss_and_the_enricher_on_a_hit(settin
     seed("primary", n=3)
     p = pipeline([CachedFetcher(ORMFetcher("primary"), ttl=60, cache="join-test")],
                  [PrefetchEnricher("owner", join=True)])
-    for outcome, fetch_queries in (("miss", 1), ("hit", 0)):
+    for outcome, joined in (("miss", True), ("hit", False)):
         with CaptureQueriesContext(connections["primary"]) as captured:  # this thread's
             result = p.execute(tenant="t1", expand={"owner"})
         assert result.attempts[0].meta["cache"] == outcome
         assert all("owner" in i._state.fields_cache for i in result.items)  # loaded, either way
         assert [i.owner.name for i in result.items] == ["owner 2", "owner 3", "owner 1"]
-        # The miss joined the owners into the fetch; a hit's owners came from the enricher
-        # (on a pool thread, outside a transaction).
-        assert len(captured) == fetch_queries
-        assert all("JOIN" in q["sql"] for q in captured)
+        # The miss joined the owners into the fetch; a hit's owners came from the enricher,
+        # in one query (on this thread: the page needs no other enricher).
+        assert len(captured) == 1
+        assert ("JOIN" in captured[0]["sql"]) is joined
+        assert ('FROM "testapp_owner" WHERE' in captured[0]["sql"]) is not joined
 
 
 @pytest.mark.django_db(databases=ALL)
@@ -499,3 +513,40 @@ def test_joining_or_prefetching_gives_the_same_page(rows, limit, offset, expand)
                  created_at=BASE, day=BASE.date(), owner_id=owner, category_id=category)
             for n, (owner, category) in enumerate(rows, start=1)])
         assert page(alias, join=True) == page(alias, join=False)
+
+
+@DB
+@pytest.mark.parametrize("limit", [None, False])
+def test_a_to_one_relation_below_a_to_many_one_is_selected_in_its_query(engine_alias, limit):
+    seed(engine_alias)
+    enrichers = [PrefetchEnricher("comments", limit=limit), PrefetchEnricher("comments.author")]
+    with queries_on_every_alias() as captured:
+        result = pipeline(engine_alias, enrichers).execute(tenant="t1", limit=12,
+                                                            expand={"comments.author"})
+    assert result.errors == [] and result.expand == {"comments", "comments.author"}
+    assert counts(captured) == {engine_alias: 2}  # the page; the comments with their authors
+    assert 'JOIN "testapp_owner"' in captured[engine_alias][1]["sql"].replace("`", '"')
+    assert [comments_of(i) for i in result.items] == [
+        comments_of(r) for r in reference_rows(engine_alias, result.items)]
+    # join=False on the one below: a query of its own, the same page.
+    enrichers = [PrefetchEnricher("comments", limit=limit),
+                 PrefetchEnricher("comments.author", join=False)]
+    with queries_on_every_alias() as captured:
+        apart = pipeline(engine_alias, enrichers).execute(tenant="t1", limit=12,
+                                                           expand={"comments.author"})
+    assert counts(captured) == {engine_alias: 3}
+    assert [comments_of(i) for i in apart.items] == [comments_of(i) for i in result.items]
+
+
+def comments_of(item):
+    """The comments and their authors an item has loaded (read from the caches only)."""
+    return [(c.body, getattr(c._state.fields_cache["author"], "name", None))
+            for c in item._prefetched_objects_cache["comments"]]
+
+
+def reference_rows(alias, items):
+    rows = list(Item.objects.using(alias).filter(pk__in=[i.pk for i in items]).order_by("id"))
+    prefetch_related_objects(
+        rows, Prefetch("comments", queryset=Comment.objects.using(alias).order_by("id")),
+        "comments__author")
+    return rows

@@ -217,8 +217,10 @@ def test_queries_per_page_do_not_grow_with_the_page(ledger, source):
             response = get(f"{query}&limit={limit}", auth_type="private")
         assert len(body(response)["items"]) == limit
         counts.append((len(appdb), len(archive)))
-    # The page, then user, fund_account, contact: on the database the page came from.
-    assert counts[0] == counts[1] == ((4, 0) if source == "appdb" else (0, 4))
+    # The page, then user and fund_account (keys without a database constraint: not joined
+    # into the page, whose inner join would drop a payout whose row is missing), the contacts
+    # selected with the fund accounts: on the database the page came from.
+    assert counts[0] == counts[1] == ((3, 0) if source == "appdb" else (0, 3))
 
 
 def test_a_public_caller_never_sees_fund_accounts(ledger):

@@ -239,8 +239,12 @@ def test_nested_expansion_is_passed_down(data):
 def test_rendering_issues_no_query(data):
     with CaptureQueriesContext(connection) as queries:
         response = get("expand=owner,comments.author,detail", auth_type="private")
-    # The page, then one per relation level: owner, tags, comments, comments.author, detail.
-    assert len(queries) == 6, [q["sql"] for q in queries]
+    # The page with the owner joined, then one per relation that cannot be joined into it:
+    # tags, comments (their authors selected with them), detail.
+    assert len(queries) == 4, [q["sql"] for q in queries]
+    assert "testapp_owner" in queries[0]["sql"]
+    comments = next(q["sql"] for q in queries if 'FROM "testapp_comment"' in q["sql"])
+    assert 'JOIN "testapp_owner"' in comments
     assert response.status_code == 200
 
 

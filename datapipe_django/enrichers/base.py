@@ -8,12 +8,11 @@ request's ``expand`` (or always, when declared ``always=True``). A dotted name
 (``fund_account``), which then runs first.
 
 :class:`BaseEnricher` declares every hook the library calls, each with a safe default, so one
-class tells the whole protocol: ``always``, ``auth_types``, ``join`` and
-``join_path(model)``, ``paths()``, ``needs(model)``, ``runs_inline(items, context)``,
-``check(pipeline)``, and the two phases ``load(items, context)`` / ``apply(items, loaded,
-context)``. An enricher that does not
-subclass it (duck-typed) keeps working: the pipeline wraps it with :func:`as_enricher`, which
-gives it the defaults of the hooks it lacks.
+class tells the whole protocol: ``always``, ``auth_types``, ``join`` and ``join_path(model)``,
+``join_below(child)``, ``honours_deadline``, ``paths()``, ``needs(model)``, ``runs_inline(items,
+context)``, ``check(pipeline)``, and the two phases ``load(items, context)`` / ``apply(items,
+loaded, context)``. An enricher that does not subclass it (duck-typed) keeps working: the
+pipeline wraps it with :func:`as_enricher`, which gives it the defaults of the hooks it lacks.
 
 An enricher may be *two-phase*: ``load(items, context) -> loaded`` reads what it needs
 without touching the items (it runs on a worker thread) and ``apply(items, loaded, context)``
@@ -30,7 +29,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, wait
+from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
@@ -39,6 +38,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
 from datapipe_django.errors import DeadlineExceeded, EnrichmentFailed, PipelineError
+from datapipe_django.executor import Scheduler
 from datapipe_django.executor import submit as pool_submit
 
 __all__ = [
@@ -68,6 +68,8 @@ class EnrichContext:
     ``memo`` lives for one execution: enrichers may memoise results in it, never across
     requests or tenants. ``tracer`` is the pipeline's: each enricher runs in a span
     ``datapipe.enricher.<name>`` of it (see :mod:`datapipe_django.observability`).
+    ``joins`` names the enrichers below this one, run by the same request, whose relations
+    its own query loads as well (see :meth:`BaseEnricher.join_below`); empty by default.
     """
 
     pipeline: str
@@ -79,6 +81,7 @@ class EnrichContext:
     memo: dict[Any, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     tracer: Any = None
+    joins: tuple[str, ...] = ()
 
     @property
     def remaining(self) -> float | None:
@@ -92,8 +95,9 @@ class EnrichContext:
 class Enricher(Protocol):
     """What makes an object an enricher: the required part of :class:`BaseEnricher`.
 
-    Every optional hook (``always``, ``auth_types``, ``join``, ``join_path``, ``paths``, ``needs``,
-    ``runs_inline``, ``check``, ``load``/``apply``) has its default on :class:`BaseEnricher`;
+    Every optional hook (``always``, ``auth_types``, ``join``, ``join_path``, ``join_below``,
+    ``honours_deadline``, ``paths``, ``needs``, ``runs_inline``, ``check``,
+    ``load``/``apply``) has its default on :class:`BaseEnricher`;
     the pipeline gives them to an enricher that does not subclass it (:func:`as_enricher`).
     """
 
@@ -145,15 +149,22 @@ class BaseEnricher:
     ``required``: its failure fails the request (502; 504 at the deadline) instead of being
     reported in the result's ``errors``.
     ``always``: runs without being asked for in ``expand``.
-    ``join``: it reads its relation within the fetch's own query (``select_related``; only
-    :class:`~datapipe_django.enrichers.PrefetchEnricher` can, with ``join=True``).
+    ``join``: it reads its relation within the fetch's own query (``select_related``, the
+    path its ``join_path(model)`` gives; only
+    :class:`~datapipe_django.enrichers.PrefetchEnricher` can): ``True`` whenever the request
+    runs it; ``None`` where that is free, so not when the request narrows the rows' fields
+    (sparse ``fields``: the query then selects no other table's columns); ``False`` never.
     """
 
     name: str = ""
     required: bool = False
     always: bool = False
     auth_types: frozenset[str] | None = None
-    join: bool = False
+    join: bool | None = False
+    #: Its reads give up by the deadline on their own (a statement timeout, a bounded wait for
+    #: a connection), so it may run on the calling thread, where nothing could abandon it,
+    #: when no other enricher could run meanwhile (see :class:`CompositeEnricher`).
+    honours_deadline: bool = False
 
     def __init__(
         self,
@@ -224,6 +235,13 @@ class BaseEnricher:
         the fetch query of ``model``'s rows, or None when it cannot be joined. Default: None."""
         return None
 
+    def join_below(self, child: BaseEnricher) -> bool:
+        """Whether this enricher's own query can load ``child``'s relation too (``child``
+        expands below it), so that when a request runs both, the one query does (its
+        ``context.joins`` then names ``child``) and ``child`` finds its rows loaded.
+        Default: False."""
+        return False
+
     def check(self, pipeline: Any) -> list[Any]:
         """System-check messages (``django.core.checks.CheckMessage``) about this enricher's
         declaration in ``pipeline`` (see :mod:`datapipe_django.checks`). Default: none."""
@@ -241,8 +259,9 @@ class BaseEnricher:
 
 
 #: The optional methods an enricher may define; the others take :class:`BaseEnricher`'s.
-_METHOD_HOOKS = ("can_enrich", "paths", "runs_inline", "join_path", "check", "needs")
-_ATTRIBUTE_HOOKS = ("always", "auth_types", "join")
+_METHOD_HOOKS = ("can_enrich", "paths", "runs_inline", "join_path", "join_below", "check",
+                 "needs")
+_ATTRIBUTE_HOOKS = ("always", "auth_types", "join", "honours_deadline")
 
 
 class _DuckEnricher(BaseEnricher):
@@ -306,6 +325,9 @@ class _Task:
     children: list[_Task] = field(default_factory=list)
     outcome: str = "waiting"  # waiting | running | ok | an error code
     started: float | None = None
+    host: _Task | None = None  # the task whose query loads this one's relation too
+    joins: list[str] = field(default_factory=list)  # the tasks whose relations it loads
+    here: bool = False  # runs on the calling thread
 
     def start(self) -> None:
         self.outcome, self.started = "running", time.monotonic()
@@ -330,8 +352,16 @@ class CompositeEnricher:
     optional one still running then is reported (``deadline_exceeded``), a required one raises
     :class:`~datapipe_django.errors.DeadlineExceeded`; the call returns at the deadline, never
     later. An enricher runs on the calling thread instead when its ``runs_inline(items,
-    context)`` says so (the caller is inside a transaction on its database), or when there is
-    neither a deadline nor parallelism.
+    context)`` says so (the caller is inside a transaction on its database; it has nothing to
+    read), when there is neither a deadline nor parallelism, or when it ``honours_deadline``
+    and the deadline is not near (``_INLINE_MARGIN``) and nothing else could run meanwhile
+    (one at a time; else it is this thread's share while the others run on the pool). What
+    ran here and still finished past the deadline is reported, never applied. The one
+    scheduler is :class:`~datapipe_django.executor.Scheduler`.
+
+    When a request runs an enricher and one below it whose relation the first one's query
+    can load too (``join_below``), the first one's ``context.joins`` names the second, which
+    then finds its rows loaded.
 
     A failed optional enricher is reported as ``{"enricher": name, "code": ...}`` (``failed``,
     ``timeout``, ``deadline_exceeded``, or ``dependency_failed`` below a failed parent); a
@@ -351,6 +381,7 @@ class CompositeEnricher:
         self.max_workers = max(1, int(max_workers))
         self._submit = submit
         self._providers = {p: e for e in self.enrichers for p in e.paths()}
+        self._selections: dict[tuple[frozenset[str], str | None], list[BaseEnricher]] = {}
 
     # -- selection ---------------------------------------------------------------------------
     def provider(self, path: str) -> BaseEnricher | None:
@@ -364,7 +395,17 @@ class CompositeEnricher:
 
     def select(self, expand: frozenset[str], auth_type: str | None) -> list[BaseEnricher]:
         """The enrichers a request runs: asked for (or ``always``) and allowed for the caller,
-        with every enricher above them; in declaration order."""
+        with every enricher above them; in declaration order. (Worked out once per expand set
+        and auth type: the fetch and enrich stages ask it several times per request.)"""
+        key = (frozenset(expand), auth_type)
+        found = self._selections.get(key)
+        if found is None:
+            if len(self._selections) >= _SELECTIONS:
+                self._selections.clear()
+            found = self._selections[key] = self._select(*key)
+        return list(found)
+
+    def _select(self, expand: frozenset[str], auth_type: str | None) -> list[BaseEnricher]:
         chosen: set[int] = set()
         for enricher in self.enrichers:
             asked = enricher.always or any(p in expand for p in enricher.paths())
@@ -393,10 +434,15 @@ class CompositeEnricher:
         tasks = self._plan(selected, report)
         errors: list[dict[str, Any]] = []
         pooled = self.parallel or context.deadline is not None
-        if not pooled:
-            self._run_here(tasks, items, context, errors)
-        else:
-            self._run_pooled(tasks, items, context, errors)
+        workers = self.max_workers if self.parallel else 1
+        share = max(1, workers // max(1, len(tasks))) if self.parallel else 1
+        run = _Run(items, context, replace(context, workers=share), Scheduler(
+            context.deadline, self._submit), workers, pooled, errors)
+        try:
+            self._schedule(run, [t for t in tasks if t.parent is None])
+        except BaseException:
+            run.scheduler.abandon()  # a required failure ends the request: drop what waits
+            raise
         return errors
 
     def _plan(self, selected: Sequence[BaseEnricher], report: Report | None) -> list[_Task]:
@@ -406,105 +452,93 @@ class CompositeEnricher:
             if parent is not None and id(parent) in tasks:
                 task.parent = tasks[id(parent)]
                 task.parent.children.append(task)
+        for task in tasks.values():
+            if task.parent is None:
+                _host_joins(task)
         return list(tasks.values())
 
-    def _run_here(self, tasks: list[_Task], items: list[Any], context: EnrichContext,
-                  errors: list[dict[str, Any]]) -> None:
-        """No deadline, no parallelism: one after the other on this thread."""
-        task_context = replace(context, workers=1)
-        ready = [t for t in tasks if t.parent is None]
-        while ready:
-            task = ready.pop(0)
-            if self._run_inline(task, items, task_context, errors):
-                ready.extend(task.children)
-            else:
-                self._skip_below(task, errors)
-
-    def _run_pooled(self, tasks: list[_Task], items: list[Any], context: EnrichContext,
-                    errors: list[dict[str, Any]]) -> None:
-        workers = self.max_workers if self.parallel else 1
-        share = max(1, workers // max(1, len(tasks))) if self.parallel else 1
-        task_context = replace(context, workers=share)
-        ready = [t for t in tasks if t.parent is None]
-        running: dict[Future[Any], _Task] = {}
-        try:
-            self._schedule(ready, running, items, context, task_context, workers, errors)
-        except BaseException:
-            for future in running:  # a required failure ends the request: drop what waits
-                future.cancel()
-            raise
-
-    def _schedule(self, ready: list[_Task], running: dict[Future[Any], _Task],
-                  items: list[Any], context: EnrichContext, task_context: EnrichContext,
-                  workers: int, errors: list[dict[str, Any]]) -> None:
-        while ready or running:
-            # Start what may start: inline ones right here, the others while slots are free.
-            waiting: list[_Task] = []
-            for task in ready:
-                if context.remaining == 0.0:
-                    self._deadline(task, errors)
-                    self._skip_below(task, errors, code="deadline_exceeded")
-                elif self._inline(task, items, task_context):
-                    if self._run_inline(task, items, task_context, errors):
-                        waiting.extend(task.children)
-                    else:
-                        self._skip_below(task, errors)
-                elif len(running) < workers:
-                    task.start()
-                    running[self._submit(self._work, task.enricher, items, task_context)] = task
-                else:
-                    waiting.append(task)
-            ready = waiting
-            if not running:
-                continue
-            done, _ = wait(running, timeout=context.remaining, return_when="FIRST_COMPLETED")
-            if not done:
+    def _schedule(self, run: _Run, ready: list[_Task]) -> None:
+        scheduler = run.scheduler
+        while ready or scheduler.running:
+            ready = self._start(run, ready)
+            finished = scheduler.wait()
+            if not finished and scheduler.running:
                 # The deadline: abandon what runs, report it and everything still to run.
-                for future, task in running.items():
-                    future.cancel()
-                    self._deadline(task, errors)
-                    self._skip_below(task, errors, code="deadline_exceeded")
-                for task in ready:
-                    self._deadline(task, errors)
-                    self._skip_below(task, errors, code="deadline_exceeded")
+                for task in [*scheduler.abandon(), *ready]:
+                    self._deadline(task, run.errors)
+                    self._skip_below(task, run.errors, code="deadline_exceeded")
                 return
-            for future in done:
-                task = running.pop(future)
-                if self._finish(task, future, items, task_context, errors):
+            for task, future in finished:
+                if self._finish(task, future, run):
                     ready.extend(task.children)
-                else:
-                    self._skip_below(task, errors)
+
+    def _start(self, run: _Run, ready: list[_Task]) -> list[_Task]:
+        """Start what may start; return what must wait for a free worker.
+
+        On this thread: everything, without a deadline or parallelism; an enricher whose
+        ``runs_inline`` says so (in a transaction; a PrefetchEnricher whose rows are all
+        loaded already, by the fetch's join or its parent's query); and one enricher that
+        ``honours_deadline`` when nothing else could run meanwhile, or this thread's share
+        of several (then the others run on the pool), while the deadline is not near. On
+        the pool: the others, at most ``workers`` at once."""
+        here: list[_Task] = []
+        pool: list[_Task] = []
+        for task in ready:
+            if run.context.remaining == 0.0:
+                self._deadline(task, run.errors)
+                self._skip_below(task, run.errors, code="deadline_exceeded")
+            elif not run.pooled or task.enricher.runs_inline(run.items, run.task_context):
+                here.append(task)
+            else:
+                pool.append(task)
+        scheduler = run.scheduler
+        mine = self._share(pool, run)
+        if mine is not None:
+            here.append(mine)
+            pool.remove(mine)
+        slots = run.workers - (mine is not None)
+        waiting = []
+        for task in pool:
+            if scheduler.running < slots:
+                task.start()
+                scheduler.start(task, self._work, task.enricher, run.items, run.for_task(task))
+            else:
+                waiting.append(task)
+        for task in here:
+            task.start()
+            task.here = True
+            scheduler.run_here(task, self._work, task.enricher, run.items, run.for_task(task))
+        return waiting
+
+    def _share(self, pool: list[_Task], run: _Run) -> _Task | None:
+        """The task this thread runs itself rather than wait: one that honours the deadline,
+        while the deadline is not near, and (one at a time) when nothing runs on the pool."""
+        if not self.parallel and run.scheduler.running:
+            return None
+        candidates = [t for t in pool if _may_run_here(t, run.context)]
+        if not candidates:
+            return None
+        return candidates[-1] if self.parallel else (candidates[0] if pool[0] is candidates[0]
+                                                     else None)
 
     @staticmethod
     def _work(enricher: BaseEnricher, items: list[Any], context: EnrichContext) -> Any:
-        """Worker side: the load phase of a two-phase enricher, else the whole enrich."""
+        """The load phase (of a one-phase enricher: the whole enrich), in its span."""
         with _span(enricher, context):
             return enricher.load(items, context)
 
-    @staticmethod
-    def _inline(task: _Task, items: list[Any], context: EnrichContext) -> bool:
-        return bool(task.enricher.runs_inline(items, context))
-
-    def _run_inline(self, task: _Task, items: list[Any], context: EnrichContext,
-                    errors: list[dict[str, Any]]) -> bool:
-        enricher = task.enricher
-        task.start()
-        try:
-            with _span(enricher, context):
-                enricher.apply(items, enricher.load(items, context), context)
-        except Exception as exc:
-            self._failed(task, exc, errors, context)
+    def _finish(self, task: _Task, future: Future[Any], run: _Run) -> bool:
+        """Apply what a task loaded (on this thread); whether the tasks below it may run."""
+        if task.here and run.context.remaining == 0.0:
+            # It ran here past the deadline: the response is owed now, without it.
+            self._deadline(task, run.errors)
+            self._skip_below(task, run.errors, code="deadline_exceeded")
             return False
-        task.end("ok")
-        return True
-
-    def _finish(self, task: _Task, future: Future[Any], items: list[Any],
-                context: EnrichContext, errors: list[dict[str, Any]]) -> bool:
-        enricher = task.enricher
         try:
-            enricher.apply(items, future.result(), context)
+            task.enricher.apply(run.items, future.result(), run.task_context)
         except Exception as exc:
-            self._failed(task, exc, errors, context)
+            self._failed(task, exc, run.errors, run.context)
+            self._skip_below(task, run.errors)
             return False
         task.end("ok")
         return True
@@ -574,3 +608,44 @@ def _error_code(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError):
         return "timeout"  # the enricher's own call timed out (urllib wraps it in URLError)
     return "failed"
+
+
+#: How many (expand, auth type) selections a composite remembers.
+_SELECTIONS = 256
+
+#: With less than this left of the deadline, an enricher runs on a worker the deadline can
+#: abandon, even one that honours the deadline itself.
+_INLINE_MARGIN = 0.05
+
+
+def _may_run_here(task: _Task, context: EnrichContext) -> bool:
+    remaining = context.remaining
+    return task.enricher.honours_deadline and (remaining is None or remaining >= _INLINE_MARGIN)
+
+
+def _host_joins(task: _Task) -> None:
+    """Below ``task``: which task's query loads each child's relation too (its own parent's,
+    or the query that loads its parent)."""
+    for child in task.children:
+        host = task.host or task
+        if host.enricher.join_below(child.enricher):
+            child.host = host
+            host.joins.append(child.enricher.name)
+        _host_joins(child)
+
+
+@dataclass
+class _Run:
+    """One run of a page's enrichers: what every step of it reads."""
+
+    items: list[Any]
+    context: EnrichContext
+    task_context: EnrichContext
+    scheduler: Scheduler[_Task]
+    workers: int
+    pooled: bool
+    errors: list[dict[str, Any]]
+
+    def for_task(self, task: _Task) -> EnrichContext:
+        return replace(self.task_context, joins=tuple(task.joins)) if task.joins \
+            else self.task_context

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,12 @@ from django.db.models.base import ModelState
 from django.db.models.fields.reverse_related import ForeignObjectRel, ManyToManyRel
 
 from datapipe_django.conf import datapipe_settings
-from datapipe_django.enrichers.base import BaseEnricher, EnrichContext, caller_in_transaction
+from datapipe_django.enrichers.base import (
+    BaseEnricher,
+    EnrichContext,
+    caller_in_transaction,
+    parent_path,
+)
 from datapipe_django.errors import SourceUnavailable
 from datapipe_django.pinning import is_pinned
 from datapipe_django.replicas import replica_status
@@ -119,6 +124,27 @@ def _may_read(alias: str, context: EnrichContext) -> bool:
     return True
 
 
+def _refusal(enricher: PrefetchEnricher, model: type[Model],
+             segments: Sequence[str]) -> str | None:
+    """Why the relation path ``segments`` of ``model`` cannot be joined with
+    ``select_related()`` (None: it can)."""
+    for segment in segments:
+        try:
+            rel = enricher._relation(model, segment)
+        except ImproperlyConfigured:
+            return f"{segment!r} is not a relation of {model._meta.label}"
+        if not (rel.single and rel.forward):
+            return (f"{segment!r} is not a foreign key or one-to-one field followed "
+                    f"forward, which select_related() can join")
+        if not rel.field.null and not rel.field.db_constraint:
+            # select_related() joins a NOT NULL key with an INNER JOIN: a row whose
+            # related row is missing (nothing enforces it) would vanish from the page.
+            return (f"{segment!r} is NOT NULL without a database constraint: the inner "
+                    f"join would drop rows whose {rel.related_model._meta.label} is missing")
+        model = rel.related_model
+    return None
+
+
 def _clone(obj: Model) -> Model:
     """A stand-in for ``obj``: same class, column values and alias, empty relation caches."""
     cls = type(obj)
@@ -152,13 +178,19 @@ class PrefetchEnricher(BaseEnricher):
       ordering). It is re-pointed at the alias of each group of rows.
     * ``tenant_field``: a field of the related model that must equal the request's tenant
       (for relations that may reach other tenants' rows, such as reverse or M2M ones).
-    * ``join``: for a path of forward to-one relations (foreign keys, one-to-one fields) only:
-      when the request expands it, an ``ORMFetcher`` adds it to its query's
+    * ``join``: for a path of forward to-one relations (foreign keys, one-to-one fields),
+      read the relation in a query that runs anyway, as hand-written ``select_related()``
+      does: when the request expands it, an ``ORMFetcher`` adds it to its query's
       ``select_related()``, so the rows arrive with it loaded and this enricher has nothing
-      left to do (rows from other sources, or from a cache, are still enriched here). One
-      query fewer per relation; but the join runs inside the fetch, so a failure there is
-      the source's failure, not this enricher's. Not with ``using``, ``queryset`` or
-      ``tenant_field`` (a join reads the related row on the row's alias, unfiltered).
+      left to do (rows from other sources, or from a cache, are still enriched here); below a
+      ``PrefetchEnricher`` of a to-many relation (``comments.author``), that enricher's query
+      selects it (see :meth:`join_below`). One query fewer per relation; but the join runs
+      inside that query, so a failure there is its failure, not this enricher's. Default
+      (None): join wherever the relation can be joined (:meth:`join_refusal` says where it
+      cannot) and neither ``using``, ``queryset`` nor ``tenant_field`` is given, else
+      prefetch. ``join=True`` insists (system check ``E014`` where it cannot be joined, an
+      error with ``using``, ``queryset`` or ``tenant_field``: a join reads the related row on
+      the row's alias, unfiltered); ``join=False`` always prefetches, in a query of its own.
     * ``auth_types``, ``required``, ``always``: see :class:`BaseEnricher`.
     """
 
@@ -173,7 +205,7 @@ class PrefetchEnricher(BaseEnricher):
         limit: int | bool | None = None,
         queryset: QuerySet[Any] | None = None,
         tenant_field: str | None = None,
-        join: bool = False,
+        join: bool | None = None,
     ) -> None:
         path = relation.replace("__", ".") if isinstance(relation, str) else ""
         segments = path.split(".")
@@ -198,13 +230,15 @@ class PrefetchEnricher(BaseEnricher):
         self.limit = limit
         self.queryset = queryset
         self.tenant_field = tenant_field
-        if join and (using is not None or queryset is not None or tenant_field is not None):
+        narrowed = using is not None or queryset is not None or tenant_field is not None
+        if join is True and narrowed:
             raise ImproperlyConfigured(
                 f"PrefetchEnricher({path!r}): `join=True` reads the related rows in the fetch "
                 f"query, on the row's own alias and unfiltered; it cannot honour `using`, "
                 f"`queryset` or `tenant_field`. Drop one or the other."
             )
-        self.join = bool(join)
+        # None: where it can and the request does not narrow the fields (BaseEnricher.join).
+        self.join = join if join is not None or not narrowed else False
         self._relations: dict[tuple[type[Model], str], Relation] = {}
 
     # -- declaration -------------------------------------------------------------------------
@@ -239,7 +273,7 @@ class PrefetchEnricher(BaseEnricher):
                 hint="Add the alias to DATABASES or fix the enricher's `using`.",
                 obj=pipeline, id="datapipe_django.E005",
             ))
-        refusal = self.join_refusal(pipeline.model) if self.join else None
+        refusal = self.join_refusal(pipeline.model) if self.join is True else None
         if refusal is not None:
             messages.append(checks.Error(
                 f"{owner}: `join=True` cannot be honoured: {refusal}.",
@@ -274,7 +308,7 @@ class PrefetchEnricher(BaseEnricher):
     def join_path(self, model: type[Model]) -> str | None:
         """The ``select_related()`` path that loads this relation in the fetch query of
         ``model``'s rows, or None (see :meth:`join_refusal`)."""
-        if not self.join or self.join_refusal(model) is not None:
+        if self.join is False or self.join_refusal(model) is not None:
             return None
         return self.lookup
 
@@ -282,39 +316,33 @@ class PrefetchEnricher(BaseEnricher):
         """Why this relation cannot be joined into the fetch query of ``model``'s rows."""
         if type(self).get_queryset is not PrefetchEnricher.get_queryset:
             return "the enricher overrides get_queryset(), which a join cannot apply"
-        for segment in self.segments:
-            try:
-                rel = self._relation(model, segment)
-            except ImproperlyConfigured:
-                return f"{segment!r} is not a relation of {model._meta.label}"
-            if not (rel.single and rel.forward):
-                return (f"{segment!r} is not a foreign key or one-to-one field followed "
-                        f"forward, which select_related() can join")
-            if not rel.field.null and not rel.field.db_constraint:
-                # select_related() joins a NOT NULL key with an INNER JOIN: a row whose
-                # related row is missing (nothing enforces it) would vanish from the page.
-                return (f"{segment!r} is NOT NULL without a database constraint: the inner "
-                        f"join would drop rows whose {rel.related_model._meta.label} is missing")
-            model = rel.related_model
-        return None
+        return _refusal(self, model, self.segments)
 
     # -- the rows to load for ----------------------------------------------------------------
     def holders(self, items: list[Any]) -> list[Any]:
         """The objects the last relation hangs from (the items, or what the parent path
         already loaded on them), each once, that do not have it loaded yet."""
-        level: list[Any] = list(items)
+        level: list[Any] = items
         for segment in self.segments[:-1]:
             below: list[Any] = []
+            relations: dict[type, Relation] = {}
             for obj in level:
-                below.extend(self._relation(type(obj), segment).loaded(obj))
+                kind = type(obj)
+                rel = relations.get(kind) or relations.setdefault(
+                    kind, self._relation(kind, segment))
+                below.extend(rel.loaded(obj))
             level = below
+        last = self.segments[-1]
         seen: set[int] = set()
         result = []
+        relations = {}
         for obj in level:
             if id(obj) in seen or not isinstance(obj, Model):
                 continue
             seen.add(id(obj))
-            if not self._relation(type(obj), self.segments[-1]).is_loaded(obj):
+            kind = type(obj)
+            rel = relations.get(kind) or relations.setdefault(kind, self._relation(kind, last))
+            if not rel.is_loaded(obj):
                 result.append(obj)
         return result
 
@@ -326,12 +354,32 @@ class PrefetchEnricher(BaseEnricher):
             return str(obj._state.db)
         return str(router.db_for_read(rel.related_model, instance=obj))
 
+    #: Its queries carry what is left of the deadline as their statement timeout, and wait
+    #: for a connection no longer (``stores.use_store``).
+    honours_deadline = True
+
     def runs_inline(self, items: list[Any], context: EnrichContext) -> bool:
-        if not caller_in_transaction():  # in no transaction at all: no need to find the rows
-            return False
+        """On the calling thread when there is nothing to read (every row has the relation
+        loaded: the fetch joined it, or the parent's query selected it), or when the caller
+        is inside a transaction on an alias it reads (only its connection sees the
+        transaction's writes)."""
+        holders = self.holders(items)
+        if not holders or not caller_in_transaction():
+            return not holders
         aliases = {self.alias_for(h, self._relation(type(h), self.segments[-1]))
-                   for h in self.holders(items)}
+                   for h in holders}
         return caller_in_transaction(aliases)
+
+    def join_below(self, child: BaseEnricher) -> bool:
+        """Whether this enricher's query selects ``child``'s relation too (``comments`` with
+        ``comments.author``): ``child`` is a ``PrefetchEnricher`` of the path right below
+        this one that may join (``join``, and its own ``get_queryset``). Where that relation
+        cannot be joined after all (:func:`_refusal`), or this enricher's queryset defers
+        fields, ``child`` prefetches it itself. (Rows that came with this relation joined
+        into the fetch have the child's joined too: :meth:`join_path` covers the path.)"""
+        return (isinstance(child, PrefetchEnricher) and child.join is not False
+                and parent_path(child.relation) == self.relation
+                and type(child).get_queryset is PrefetchEnricher.get_queryset)
 
     # -- two phases --------------------------------------------------------------------------
     def get_queryset(self, rel: Relation, alias: str, context: EnrichContext) -> QuerySet[Any]:
@@ -389,7 +437,7 @@ class PrefetchEnricher(BaseEnricher):
 
     def _prefetch_on(self, clones: list[Model], rel: Relation, alias: str,
                      context: EnrichContext) -> None:
-        queryset = self.get_queryset(rel, alias, context)
+        queryset = self._joined(self.get_queryset(rel, alias, context), rel, context)
         # A sliced (capped) to-many queryset Django prefetches into `to_attr` only; the
         # related manager's cache is then filled as prefetch_related would fill it.
         to_attr = _TO_ATTR if not rel.single and queryset.query.is_sliced else None
@@ -404,6 +452,19 @@ class PrefetchEnricher(BaseEnricher):
                 manager_qs._prefetch_done = True
                 clone.__dict__.setdefault("_prefetched_objects_cache", {})[rel.cache_name] = \
                     manager_qs
+
+    def _joined(self, queryset: QuerySet[Any], rel: Relation,
+                context: EnrichContext) -> QuerySet[Any]:
+        """``queryset`` with the relations of ``context.joins`` (the enrichers below this one
+        that the request runs) selected, those that can be."""
+        if not context.joins or queryset.query.deferred_loading != (frozenset(), True):
+            return queryset
+        lookups = []
+        for name in context.joins:
+            child = name[len(self.relation) + 1:].split(".")
+            if _refusal(self, rel.related_model, child) is None:
+                lookups.append("__".join(child))
+        return queryset.select_related(*lookups) if lookups else queryset
 
     def apply(self, items: list[Any], loaded: list[tuple[Any, Any, Any]],
               context: EnrichContext) -> None:
