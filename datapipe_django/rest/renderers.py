@@ -47,9 +47,7 @@ class JSONRenderer(renderers.JSONRenderer):
 
     def render(self, data: Any, accepted_media_type: str | None = None,
                renderer_context: Mapping[str, Any] | None = None) -> bytes:
-        if (orjson is None or data is None or self.ensure_ascii or not self.compact
-                or self.get_indent(accepted_media_type or "", renderer_context or {})
-                is not None):
+        if not self._orjson_writes(data, accepted_media_type, renderer_context):
             return super().render(data, accepted_media_type, renderer_context)
         encoder = self.encoder_class()
         try:
@@ -62,12 +60,23 @@ class JSONRenderer(renderers.JSONRenderer):
             return super().render(data, accepted_media_type, renderer_context)
         if b"null" in out and _has_non_finite(data):
             return super().render(data, accepted_media_type, renderer_context)  # NaN: DRF's call
-        for separator in _LINE_SEPARATORS:  # as DRF does: JSON that is also a JavaScript subset
-            if separator in out:
-                out = out.replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9",
-                                                                       b"\\u2029")
-                break
-        return out
+        return _escape_line_separators(out)
+
+    def _orjson_writes(self, data: Any, accepted_media_type: str | None,
+                       renderer_context: Mapping[str, Any] | None) -> bool:
+        """Whether orjson can write ``data`` as DRF would (compact, not ASCII-only, no
+        indent asked for)."""
+        return not (orjson is None or data is None or self.ensure_ascii or not self.compact
+                    or self.get_indent(accepted_media_type or "", renderer_context or {})
+                    is not None)
+
+
+def _escape_line_separators(out: bytes) -> bytes:
+    """U+2028 and U+2029 escaped, as DRF does: JSON that is also a JavaScript subset."""
+    for separator in _LINE_SEPARATORS:
+        if separator in out:
+            return out.replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9", b"\\u2029")
+    return out
 
 
 class FiniteList(ReturnList):  # type: ignore[misc]
@@ -87,13 +96,11 @@ def _has_non_finite(value: Any) -> bool:
     while stack:
         current = stack.pop()
         kind = current.__class__
-        if kind is str or kind is int or kind is bool or current is None:
+        if kind in _NOTHING_INSIDE:
             continue
         if kind is float:
             if not isfinite(current):
                 return True
-        elif kind is FiniteList or kind is FiniteDict:
-            continue
         elif isinstance(current, dict):
             stack.extend(current.values())
         elif isinstance(current, list | tuple):
@@ -101,6 +108,10 @@ def _has_non_finite(value: Any) -> bool:
         elif isinstance(current, decimal.Decimal) and not current.is_finite():
             return True
     return False
+
+
+#: Values that hold no float: scalars, and the rows known to be finite.
+_NOTHING_INSIDE = frozenset({str, int, bool, type(None), FiniteList, FiniteDict})
 
 
 def fast_renderers(renderers_: list[Any]) -> list[Any]:

@@ -99,6 +99,31 @@ def _id_schema(model: Any) -> dict[str, Any]:
     return build_basic_type(OpenApiTypes.STR)  # type: ignore[return-value]
 
 
+def _model_field(model: Any, name: str | None) -> Any:
+    try:
+        return model._meta.get_field(name)
+    except FieldDoesNotExist:
+        return None
+
+
+def _relation_facts(field: Any) -> tuple[Any, bool, bool]:
+    """``(related model or None, many, nullable)`` of an ``ExpandableField`` on its
+    serializer's model: nullable when there may be no related row, so no id (a nullable
+    foreign key or id column)."""
+    model = getattr(getattr(field.parent, "Meta", None), "model", None)
+    many = bool(field.many)
+    if model is None:
+        return None, many, False
+    relation = _model_field(model, field.source)
+    related = None
+    if relation is not None and relation.is_relation:
+        related = relation.related_model
+        many = many or bool(relation.many_to_many or relation.one_to_many)
+    holder = _model_field(model, field.id_source) if field.id_source else relation
+    nullable = bool(holder is not None and getattr(holder, "null", False)) and not many
+    return related, many, nullable
+
+
 class ExpandableFieldExtension(OpenApiSerializerFieldExtension):
     """``ExpandableField``: the related id, or the nested object when it was expanded."""
 
@@ -108,26 +133,7 @@ class ExpandableFieldExtension(OpenApiSerializerFieldExtension):
     def map_serializer_field(self, auto_schema: AutoSchema, direction: Any) -> Any:
         field = self.target
         nested = auto_schema.resolve_serializer(field.serializer_class, direction)
-        model = getattr(getattr(field.parent, "Meta", None), "model", None)
-        related = None
-        many = bool(field.many)
-        nullable = False
-        if model is not None:
-            try:
-                relation = model._meta.get_field(field.source)
-            except FieldDoesNotExist:
-                relation = None
-            if relation is not None and relation.is_relation:
-                related = relation.related_model
-                many = many or bool(relation.many_to_many or relation.one_to_many)
-            holder = relation
-            if field.id_source:
-                try:
-                    holder = model._meta.get_field(field.id_source)
-                except FieldDoesNotExist:
-                    holder = None
-            # No related row, no id: null (a nullable foreign key or id column).
-            nullable = bool(holder is not None and getattr(holder, "null", False)) and not many
+        related, many, nullable = _relation_facts(field)
         id_schema = _id_schema(related)
         ref: dict[str, Any] = (nested.ref if nested else None) or dict(
             build_basic_type(OpenApiTypes.OBJECT) or {})
@@ -143,6 +149,40 @@ class ExpandableFieldExtension(OpenApiSerializerFieldExtension):
         if nullable:
             schema["nullable"] = True
         return schema
+
+
+def _caller_expand_parameter(pipeline: Any, caller: str) -> OpenApiParameter | None:
+    """The ``expand[]`` of one caller's schema: only the paths it may ask for (any other is a
+    400); None when it may ask for none."""
+    mine = pipeline.expandable(caller)
+    if not mine:
+        return None
+    depth = int(datapipe_settings.MAX_EXPAND_DEPTH)
+    return OpenApiParameter(
+        "expand[]", {"type": "array", "items": {"type": "string", "enum": sorted(mine)}},
+        style="form", explode=True,
+        description="Related objects to include, by path: `expand[]=a&expand[]=b.c`, "
+                    f"or `expand=a,b.c`; at most {depth} levels. For this caller "
+                    f"(`{caller}`): {', '.join(sorted(mine))}. Any other path is a "
+                    f"400.")
+
+
+def _expansions_by_auth_type(pipeline: Any) -> tuple[set[str], list[str]]:
+    """Every path some caller may expand, and one line per auth type saying which (the paths
+    every caller may expand first)."""
+    auth_types = sorted({t for e in pipeline.enrichers
+                         for t in (getattr(e, "auth_types", None) or ())})
+    everyone = pipeline.expandable(None)
+    every_path = set(everyone)
+    lines = []
+    if everyone:
+        lines.append(f"Every caller: {', '.join(sorted(everyone))}.")
+    for auth_type in auth_types:
+        more = pipeline.expandable(auth_type) - everyone
+        every_path |= more
+        if more:
+            lines.append(f"`{auth_type}` callers also: {', '.join(sorted(more))}.")
+    return every_path, lines
 
 
 class PipelineSchemaMixin:
@@ -209,6 +249,18 @@ class PipelineSchemaMixin:
             description="Count every matching row too: `total` in the body (exact), or "
                         "`total_exact: false` when no single source holds every row."
                         + (" Default: true." if pipeline.total else "")))
+        ours.append(self._ordering_parameter(pipeline))
+        if pipeline.search_fields:
+            ours.append(OpenApiParameter(
+                getattr(view, "highlight_param", "highlight"), bool,
+                description="With `q`: add to each item `_highlights`, per search field the "
+                            "fragments that match, the matches in `<em>` and the rest "
+                            "HTML-escaped."))
+        if pipeline.facet_fields:
+            ours.append(self._facets_parameter(pipeline))
+        return ours
+
+    def _ordering_parameter(self, pipeline: Any) -> OpenApiParameter:
         fields = sorted(pipeline.ordering_fields - {"pk"})
         default = ",".join(("-" if f.descending else "") + f.name
                            for f in pipeline.default_ordering.fields)
@@ -220,29 +272,22 @@ class PipelineSchemaMixin:
                       f"serving source's score, the primary key breaking ties"
                       + ("; the default when `q` is given." if pipeline.search_ordering ==
                          RELEVANCE else "."))
-        ours.append(OpenApiParameter(
-            getattr(view, "ordering_param", "ordering"),
+        return OpenApiParameter(
+            getattr(self.view, "ordering_param", "ordering"),
             {"type": "array", "items": {"type": "string", "enum": values}},
             style="form", explode=False,
             description=f"Comma-separated fields, `-` for descending (default `{default}`). "
-                        f"The primary key always breaks ties.{ranked}"))
-        if pipeline.search_fields:
-            ours.append(OpenApiParameter(
-                getattr(view, "highlight_param", "highlight"), bool,
-                description="With `q`: add to each item `_highlights`, per search field the "
-                            "fragments that match, the matches in `<em>` and the rest "
-                            "HTML-escaped."))
-        if pipeline.facet_fields:
-            ours.append(OpenApiParameter(
-                getattr(view, "facets_param", "facets"),
-                {"type": "array", "items": {"type": "string",
-                                            "enum": list(pipeline.facet_fields)}},
-                style="form", explode=False,
-                description="Comma-separated fields to count: the body's `facets` gives, per "
-                            "field, the values of every row matching the request (not only "
-                            f"the page) and how many rows hold each, at most "
-                            f"{pipeline.facet_size} values, the most frequent first."))
-        return ours
+                        f"The primary key always breaks ties.{ranked}")
+
+    def _facets_parameter(self, pipeline: Any) -> OpenApiParameter:
+        return OpenApiParameter(
+            getattr(self.view, "facets_param", "facets"),
+            {"type": "array", "items": {"type": "string", "enum": list(pipeline.facet_fields)}},
+            style="form", explode=False,
+            description="Comma-separated fields to count: the body's `facets` gives, per "
+                        "field, the values of every row matching the request (not only "
+                        f"the page) and how many rows hold each, at most "
+                        f"{pipeline.facet_size} values, the most frequent first.")
 
     def _get_paginator(self) -> Any:
         paginator = super()._get_paginator()  # type: ignore[misc]
@@ -286,33 +331,10 @@ class PipelineSchemaMixin:
     def _expand_parameter(self, pipeline: Any) -> OpenApiParameter | None:
         if not pipeline.enrichers:
             return None
-        auth_types = sorted({t for e in pipeline.enrichers
-                             for t in (getattr(e, "auth_types", None) or ())})
         known, caller = self._caller_auth_type()
         if known and caller is not None:
-            # The schema of this caller: only the paths it may ask for (any other is a 400).
-            mine = pipeline.expandable(caller)
-            if not mine:
-                return None
-            depth = int(datapipe_settings.MAX_EXPAND_DEPTH)
-            return OpenApiParameter(
-                "expand[]", {"type": "array", "items": {"type": "string",
-                                                        "enum": sorted(mine)}},
-                style="form", explode=True,
-                description="Related objects to include, by path: `expand[]=a&expand[]=b.c`, "
-                            f"or `expand=a,b.c`; at most {depth} levels. For this caller "
-                            f"(`{caller}`): {', '.join(sorted(mine))}. Any other path is a "
-                            f"400.")
-        everyone = pipeline.expandable(None)
-        every_path = set(everyone)
-        lines = []
-        if everyone:
-            lines.append(f"Every caller: {', '.join(sorted(everyone))}.")
-        for auth_type in auth_types:
-            more = pipeline.expandable(auth_type) - everyone
-            every_path |= more
-            if more:
-                lines.append(f"`{auth_type}` callers also: {', '.join(sorted(more))}.")
+            return _caller_expand_parameter(pipeline, caller)
+        every_path, lines = _expansions_by_auth_type(pipeline)
         if not every_path:
             return None
         depth = int(datapipe_settings.MAX_EXPAND_DEPTH)

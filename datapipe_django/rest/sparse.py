@@ -64,15 +64,19 @@ def restrict(serializer: Any, fields: Iterable[str], omit: Iterable[str],
     if found is None:
         return serializer
     fields, omit = list(fields), list(omit)
-    keep = {p.split(".")[0] for p in _below(fields, prefix) if p}
-    drop = {p for p in _below(omit, prefix) if "." not in p}
-    for name in list(found):
-        if (keep and name not in keep) or name in drop:
-            del found[name]
+    for name in _left_out(list(found), fields, omit, prefix):
+        del found[name]
     for name, field in found.items():
         if isinstance(field, serializers.BaseSerializer):
             restrict(field, fields, omit, f"{prefix}{name}.")
     return serializer
+
+
+def _left_out(names: list[str], fields: list[str], omit: list[str], prefix: str) -> list[str]:
+    """The names of ``names`` that ``fields``/``omit`` leave out at ``prefix``."""
+    keep = {p.split(".")[0] for p in _below(fields, prefix) if p}
+    drop = {p for p in _below(omit, prefix) if "." not in p}
+    return [name for name in names if (keep and name not in keep) or name in drop]
 
 
 def _nested(field: Any, context: dict[str, Any]) -> Any:
@@ -119,21 +123,28 @@ def model_fields(serializer: Any, model: type[models.Model]) -> frozenset[str] |
         return None
     needed: set[str] = set()
     for field in found.values():
-        id_source = getattr(field, "id_source", None)
-        attrs = [id_source] if id_source else list(getattr(field, "source_attrs", []) or [])
-        if not attrs or field.source == "*":
+        read = _reads(field, model)
+        if read is None:
             return None
-        target = _model_field(model, attrs[0])
-        if target is None:
-            # A reverse relation by its accessor reads only the pk (always loaded).
-            if any(r.get_accessor_name() == attrs[0] for r in model._meta.related_objects):
-                continue
-            return None
-        if target.concrete:
-            needed.add(target.name)
-        elif not target.is_relation:
-            return None
+        needed.update(read)
     return frozenset(needed)
+
+
+def _reads(field: Any, model: type[models.Model]) -> tuple[str, ...] | None:
+    """The concrete field of ``model`` that rendering ``field`` reads (none: only the pk, a
+    relation's), or None when its source cannot be told."""
+    id_source = getattr(field, "id_source", None)
+    attrs = [id_source] if id_source else list(getattr(field, "source_attrs", []) or [])
+    if not attrs or field.source == "*":
+        return None
+    target = _model_field(model, attrs[0])
+    if target is None:
+        # A reverse relation by its accessor reads only the pk (always loaded).
+        reverse = any(r.get_accessor_name() == attrs[0] for r in model._meta.related_objects)
+        return () if reverse else None
+    if target.concrete:
+        return (target.name,)
+    return () if target.is_relation else None
 
 
 def _cache_key(serializer: Any, *parts: Any) -> tuple[Any, ...] | None:
