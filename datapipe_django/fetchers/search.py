@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.core import checks
@@ -312,62 +312,13 @@ class SearchFetcher(BaseFetcher):
                 obj=pipeline, id="datapipe_django.E009"))
             return messages
         fields = self.field_map(pipeline.model)
-        needed = [("tenant_field", pipeline.tenant_field)] if pipeline.tenant_field else []
-        needed += [("ordering", name) for name in sorted(
-            {f.name for f in pipeline.default_ordering.fields}
-            | (set(pipeline.ordering_fields) - {"pk"}))]
-        for role, path in needed:
-            try:
-                target = fields.filter_field(path)
-            except NotSearchable as exc:
-                messages.append(checks.Error(
-                    f"{owner}: {document} cannot serve the {role} field {path!r}: {exc.reason}",
-                    hint=f"Map {path!r} in {document} as a keyword, number or date field (text "
-                         f"needs a keyword sub-field); the pk must be a field to sort by.",
-                    obj=pipeline, id="datapipe_django.E012"))
-                continue
-            model_field = fields.model_field(path)
-            if role == "ordering" and target.type == "date" and \
-                    isinstance(model_field, models.DateTimeField):
-                messages.append(checks.Warning(
-                    f"{owner}: {document} maps the ordering field {path!r} as 'date', which keeps "
-                    f"milliseconds: rows less than a millisecond apart sort differently than in "
-                    f"the database, and cursor pages can skip them.",
-                    hint="Map it as 'date_nanos' (datapipe_django.search.fields.DateNanosField).",
-                    obj=pipeline, id="datapipe_django.W012"))
+        context = _CheckContext(pipeline, fields, owner, document)
+        messages.extend(_check_needed_fields(context))
         if self.handles == "search" or pipeline.search_fields:
-            for path in pipeline.search_fields:
-                try:
-                    fields.search_field(path)
-                except NotSearchable as exc:
-                    messages.append(checks.Error(
-                        f"{owner}: {document} cannot search {path!r}: {exc.reason}",
-                        hint=f"Map {path!r} in {document} as a text field.",
-                        obj=pipeline, id="datapipe_django.E012"))
-        for facet in getattr(pipeline, "facet_fields", ()) if self.complete else ():
-            try:
-                facet_aggregations([facet], fields, size=1)
-            except NotSearchable as exc:
-                messages.append(checks.Warning(
-                    f"{owner}: facet field {facet!r} cannot be counted by {document}: "
-                    f"{exc.reason} Requests for it are declined by this source.",
-                    hint=f"Map {facet!r} in {document} as a keyword, number, boolean or date "
-                         f"field (a foreign key as its id).",
-                    obj=pipeline, id="datapipe_django.W013"))
-        filterset = pipeline.filterset_class
-        for name, filter_ in sorted(getattr(filterset, "base_filters", {}).items()):
-            path = getattr(filter_, "field_name", None)
-            if not path or getattr(filter_, "method", None) is not None:
-                continue
-            try:
-                fields.exists_field(path) if getattr(filter_, "lookup_expr", "") == "isnull" \
-                    else fields.filter_field(path)
-            except NotSearchable as exc:
-                messages.append(checks.Warning(
-                    f"{owner}: filter {name!r} cannot be served by {document}: {exc.reason} "
-                    f"Requests using it are declined by this source.",
-                    hint=f"Map {path!r} in {document} as a keyword, number or date field.",
-                    obj=pipeline, id="datapipe_django.W013"))
+            messages.extend(_check_search_fields(context))
+        if self.complete:
+            messages.extend(_check_facets(context))
+        messages.extend(_check_filters(context))
         return messages
 
     # -- hits → instances --------------------------------------------------------------------
@@ -380,16 +331,21 @@ class SearchFetcher(BaseFetcher):
         if self.using is None:
             items = [self.from_source(model, hit, pk) for hit, pk in zip(hits, pks, strict=True)]
         else:
-            # The database's bounded wait, statement timeout and breaker (stores.py), as for
-            # an ORMFetcher: a down database is refused at once.
-            with use_store(self.using, request.remaining):
-                found = self.get_queryset(request).in_bulk(pks)
-            items = [found[pk] for pk in pks if pk in found]
-            spec = request.full_spec
-            if self.recheck and spec is not None:
-                items = [obj for obj in items if spec.matches(obj)]
+            items = self._read_back(request, pks, self.using)
         if request.relevance or request.highlight:
             self.annotate(request, items, dict(zip(pks, hits, strict=True)))
+        return items
+
+    def _read_back(self, request: FetchRequest, pks: list[Any], using: str) -> list[Any]:
+        """The rows of ``pks`` read from the database ``using``, in hit order, re-checked
+        against the spec when ``recheck``; the database's bounded wait, statement timeout and
+        breaker (stores.py) apply, as for an ORMFetcher: a down database is refused at once."""
+        with use_store(using, request.remaining):
+            found = self.get_queryset(request).in_bulk(pks)
+        items = [found[pk] for pk in pks if pk in found]
+        spec = request.full_spec
+        if self.recheck and spec is not None:
+            items = [obj for obj in items if spec.matches(obj)]
         return items
 
     def annotate(self, request: FetchRequest, items: list[Any],
@@ -414,7 +370,7 @@ class SearchFetcher(BaseFetcher):
         spec reads, so re-checking them costs no query per row. Override to add your own."""
         qs = request.model._default_manager.using(self.using).all()
         related = forward_prefixes(request.model, request.full_spec.fields()
-                             if self.recheck and request.full_spec is not None else ())
+                                   if self.recheck and request.full_spec is not None else ())
         if related:
             return qs.select_related(*related)
         if request.only is not None:
@@ -459,6 +415,99 @@ def _source_value(source: dict[str, Any], field: Any) -> Any:
 
 
 # -- system checks ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _CheckContext:
+    """What each of a search source's checks reads: the pipeline, the Document's field map,
+    and the names a message starts with."""
+
+    pipeline: Any
+    fields: FieldMap
+    owner: str
+    document: str
+
+
+def _check_needed_fields(c: _CheckContext) -> list[checks.CheckMessage]:
+    """E012 for a tenant or ordering field the engine cannot filter or sort by; W012 for a
+    datetime ordering field mapped as ``date`` (milliseconds)."""
+    pipeline = c.pipeline
+    needed = [("tenant_field", pipeline.tenant_field)] if pipeline.tenant_field else []
+    needed += [("ordering", name) for name in sorted(
+        {f.name for f in pipeline.default_ordering.fields}
+        | (set(pipeline.ordering_fields) - {"pk"}))]
+    messages: list[checks.CheckMessage] = []
+    for role, path in needed:
+        try:
+            target = c.fields.filter_field(path)
+        except NotSearchable as exc:
+            messages.append(checks.Error(
+                f"{c.owner}: {c.document} cannot serve the {role} field {path!r}: {exc.reason}",
+                hint=f"Map {path!r} in {c.document} as a keyword, number or date field (text "
+                     f"needs a keyword sub-field); the pk must be a field to sort by.",
+                obj=pipeline, id="datapipe_django.E012"))
+            continue
+        if role == "ordering" and target.type == "date" and \
+                isinstance(c.fields.model_field(path), models.DateTimeField):
+            messages.append(checks.Warning(
+                f"{c.owner}: {c.document} maps the ordering field {path!r} as 'date', which "
+                f"keeps milliseconds: rows less than a millisecond apart sort differently than "
+                f"in the database, and cursor pages can skip them.",
+                hint="Map it as 'date_nanos' (datapipe_django.search.fields.DateNanosField).",
+                obj=pipeline, id="datapipe_django.W012"))
+    return messages
+
+
+def _check_search_fields(c: _CheckContext) -> list[checks.CheckMessage]:
+    """E012 for a search field the engine cannot search."""
+    messages: list[checks.CheckMessage] = []
+    for path in c.pipeline.search_fields:
+        try:
+            c.fields.search_field(path)
+        except NotSearchable as exc:
+            messages.append(checks.Error(
+                f"{c.owner}: {c.document} cannot search {path!r}: {exc.reason}",
+                hint=f"Map {path!r} in {c.document} as a text field.",
+                obj=c.pipeline, id="datapipe_django.E012"))
+    return messages
+
+
+def _check_facets(c: _CheckContext) -> list[checks.CheckMessage]:
+    """W013 for a facet field the engine cannot count."""
+    messages: list[checks.CheckMessage] = []
+    for facet in getattr(c.pipeline, "facet_fields", ()):
+        try:
+            facet_aggregations([facet], c.fields, size=1)
+        except NotSearchable as exc:
+            messages.append(checks.Warning(
+                f"{c.owner}: facet field {facet!r} cannot be counted by {c.document}: "
+                f"{exc.reason} Requests for it are declined by this source.",
+                hint=f"Map {facet!r} in {c.document} as a keyword, number, boolean or date "
+                     f"field (a foreign key as its id).",
+                obj=c.pipeline, id="datapipe_django.W013"))
+    return messages
+
+
+def _check_filters(c: _CheckContext) -> list[checks.CheckMessage]:
+    """W013 for a filter of the FilterSet the engine cannot serve exactly."""
+    messages: list[checks.CheckMessage] = []
+    filterset = c.pipeline.filterset_class
+    for name, filter_ in sorted(getattr(filterset, "base_filters", {}).items()):
+        path = getattr(filter_, "field_name", None)
+        if not path or getattr(filter_, "method", None) is not None:
+            continue
+        try:
+            if getattr(filter_, "lookup_expr", "") == "isnull":
+                c.fields.exists_field(path)
+            else:
+                c.fields.filter_field(path)
+        except NotSearchable as exc:
+            messages.append(checks.Warning(
+                f"{c.owner}: filter {name!r} cannot be served by {c.document}: {exc.reason} "
+                f"Requests using it are declined by this source.",
+                hint=f"Map {path!r} in {c.document} as a keyword, number or date field.",
+                obj=c.pipeline, id="datapipe_django.W013"))
+    return messages
+
 
 def check_search_fetchers(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """E012: a field the pipeline needs (tenant, ordering, search) is not in the Document's

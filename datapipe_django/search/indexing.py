@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -90,30 +90,41 @@ def _build(adapter: DocumentAdapter, target: str, *, using: str, batch_size: int
     queryset = adapter.queryset(using).order_by("pk")
     total = queryset.count()
     doc = adapter.document()
+    for rows in _batches(queryset, batch_size):
+        report.rows += len(rows)
+        wanted = [row for row in rows if doc.should_index_object(row)]
+        ids = {str(adapter.document.generate_id(row)): row.pk for row in wanted}
+        response = adapter.bulk(adapter.actions(wanted, index=target), timeout=timeout)
+        _record(response, ids, report)
+        if progress is not None:
+            progress(report.rows, max(total, report.rows))
+    if progress is not None and report.rows == 0:
+        progress(0, 0)
+
+
+def _batches(queryset: Any, batch_size: int) -> Iterator[list[Any]]:
+    """The rows of ``queryset`` (ordered by pk) in batches of ``batch_size``, keyset-paged."""
     last: Any = None
     while True:
         page = queryset.filter(pk__gt=last) if last is not None else queryset
         rows = list(page[:batch_size])
         if not rows:
-            break
+            return
         last = rows[-1].pk
-        report.rows += len(rows)
-        wanted = [row for row in rows if doc.should_index_object(row)]
-        ids = {str(adapter.document.generate_id(row)): row.pk for row in wanted}
-        response = adapter.bulk(adapter.actions(wanted, index=target), timeout=timeout)
-        for item in response.get("items", []):
-            _, result = next(iter(item.items()))
-            if "error" in result:
-                error = result["error"]
-                report.failed[ids.get(str(result.get("_id")), result.get("_id"))] = (
-                    f"{error.get('type')}: {error.get('reason')}" if isinstance(error, dict)
-                    else str(error))
-            else:
-                report.indexed += 1
-        if progress is not None:
-            progress(report.rows, max(total, report.rows))
-    if progress is not None and report.rows == 0:
-        progress(0, 0)
+        yield rows
+
+
+def _record(response: Mapping[str, Any], ids: Mapping[str, Any], report: RebuildReport) -> None:
+    """Count a bulk response's indexed documents in ``report``, and its failures by row pk."""
+    for item in response.get("items", []):
+        _, result = next(iter(item.items()))
+        if "error" not in result:
+            report.indexed += 1
+            continue
+        error = result["error"]
+        report.failed[ids.get(str(result.get("_id")), result.get("_id"))] = (
+            f"{error.get('type')}: {error.get('reason')}" if isinstance(error, dict)
+            else str(error))
 
 
 def rebuild(document: type[Any], *, using: str = "default", batch_size: int = 500,
