@@ -40,7 +40,7 @@ from datapipe_django import NoFetcher, Pipeline, PipelineRequest, SourcesUnavail
 from datapipe_django.chain import UNAVAILABLE_ERRORS
 from datapipe_django.errors import ValidationFailed
 from datapipe_django.fetchers import CachedFetcher, FetchRequest, ORMFetcher, SearchFetcher
-from datapipe_django.fetchers.base import Fetcher, hook
+from datapipe_django.fetchers.base import Fetcher, as_fetcher
 from datapipe_django.paging import SCORE_ATTR, Ordering
 from datapipe_django.replicas import forget_replica_status
 from datapipe_django.specs import Eq, IsNull, MatchAll, Range, Spec, compile_filterset
@@ -309,6 +309,7 @@ SPECS: list[Spec] = [
 @DB
 def test_it_is_a_fetcher(backend: Backend) -> None:
     assert isinstance(backend.fetcher, Fetcher)
+    assert as_fetcher(backend.fetcher) is backend.fetcher  # every hook declared
     assert backend.fetcher.name
     assert backend.fetcher.can_handle(ask())
 
@@ -383,7 +384,7 @@ def test_retrieve_by_pk(backend: Backend) -> None:
 @DB
 @pytest.mark.parametrize("spec", [*SPECS, Eq("status", "nothing")], ids=repr)
 def test_count_is_exact_whatever_the_page(backend: Backend, spec: Spec) -> None:
-    count = hook(backend.fetcher, "count")
+    count = backend.fetcher.count
     request = ask(spec)
     total = len(expected(request))
     assert count(request) == total
