@@ -166,37 +166,44 @@ def split_query(params: Any, parameters: Mapping[str, QueryParameter], *, retrie
     for name, parameter in parameters.items():
         if name not in params:
             continue
-        values = [v for v in params.getlist(name) if v != ""]
         split.filters.pop(name, None)
-        if retrieve and not parameter.retrieve:
-            if not ignore_unknown:
-                split.errors[name] = ["A retrieve does not take this parameter."]
-            continue
-        if len(values) > 1 and not parameter.many:
-            split.errors[name] = ["Give this parameter once."]
-        elif not parameter.attribute or not values:
-            continue
-        elif parameter.many:
-            split.values.setdefault(parameter.attribute, []).extend(values)
-        else:
-            _take(split, name, parameter, values[0])
+        if not retrieve or parameter.retrieve:
+            _read(split, name, parameter, params.getlist(name))
+        elif not ignore_unknown:
+            split.errors[name] = [_NOT_RETRIEVE]
     if retrieve:
         if not ignore_unknown:
             for name in list(split.filters)[:10]:
-                split.errors[parameter_key(name)] = ["A retrieve does not take this parameter."]
+                split.errors[parameter_key(name)] = [_NOT_RETRIEVE]
         split.filters.clear()
     return split
 
 
-def _take(split: SplitQuery, name: str, parameter: QueryParameter, value: str) -> None:
-    """Put a single-valued parameter's value in ``split``, converted (or its error)."""
-    if parameter.convert is None:
-        split.values[parameter.attribute] = value
-        return
-    try:
-        split.values[parameter.attribute] = parameter.convert(value)
-    except ValueError as exc:
-        split.errors[name] = [str(exc)]
+_NOT_RETRIEVE = "A retrieve does not take this parameter."
+
+
+def _read(split: SplitQuery, name: str, parameter: QueryParameter, given: list[str]) -> None:
+    """Put a reserved parameter's values (``given``, empty ones dropped) in ``split``, or its
+    error."""
+    values = [v for v in given if v != ""]
+    if len(values) > 1 and not parameter.many:
+        split.errors[name] = ["Give this parameter once."]
+    elif parameter.attribute and values:
+        _take(split, name, parameter, values)
+
+
+def _take(split: SplitQuery, name: str, parameter: QueryParameter, values: list[str]) -> None:
+    """Put a parameter's values in ``split``: all of a ``many`` one's, else the one value,
+    converted (or its error)."""
+    if parameter.many:
+        split.values.setdefault(parameter.attribute, []).extend(values)
+    elif parameter.convert is None:
+        split.values[parameter.attribute] = values[0]
+    else:
+        try:
+            split.values[parameter.attribute] = parameter.convert(values[0])
+        except ValueError as exc:
+            split.errors[name] = [str(exc)]
 
 
 def query_parameters(names: Mapping[str, str] | None = None, *,
