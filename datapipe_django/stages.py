@@ -27,6 +27,7 @@ from datapipe_django.specs import (
     compile_filterset,
     model_field,
 )
+from datapipe_django.specs.parameters import storage_field
 from datapipe_django.state import PipelineResult
 from datapipe_django.totals import count_total
 
@@ -210,9 +211,7 @@ def _key(pipeline: Any, path: str, raw: Any, name: str,
     field = model_field(pipeline.model, path)
     if field is None:
         return raw
-    storage: Any = field
-    while getattr(storage, "is_relation", False):
-        storage = storage.target_field
+    storage = storage_field(field)
     try:
         value = storage.to_python(raw)
     except DjangoValidationError as exc:

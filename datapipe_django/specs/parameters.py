@@ -33,6 +33,8 @@ __all__ = [
 
 
 def storage_field(field: Any) -> Any:
+    """The field whose column holds ``field``'s values: a foreign key's target, followed to a
+    concrete column."""
     while field is not None and getattr(field, "is_relation", False):
         field = field.target_field
     return field
