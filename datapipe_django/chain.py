@@ -38,7 +38,7 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, wait
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -51,7 +51,7 @@ from datapipe_django.errors import (
     SourceUnavailable,
     ValidationFailed,
 )
-from datapipe_django.executor import submit
+from datapipe_django.executor import Scheduler, submit
 from datapipe_django.fetchers.base import Fetcher, FetchRequest, FetchResult, Verdict, as_fetcher
 from datapipe_django.observability import NullTracer, Tracer, is_recording
 from datapipe_django.paging import Ordering
@@ -784,25 +784,22 @@ class FetcherChain:
         """Read member ``tries[i]`` of each store ``i`` at once (an inline one on this
         thread), until the deadline: the answers by store (None: unavailable; missing:
         abandoned at the deadline) and whether one was abandoned."""
-        futures: dict[Future[Any], tuple[int, Any]] = {}
+        scheduler: Scheduler[tuple[int, Any]] = Scheduler(request.deadline, self._submit)
         inline: list[tuple[int, Any]] = []
         for index, step in tries.items():
             member = candidates[index].members[step]
             if member.runs_inline(request):
                 inline.append((index, member))
             else:
-                futures[self._submit(self._timed, member, request)] = (index, member)
+                scheduler.start((index, member), self._timed, member, request)
         answered: dict[int, FetchResult | None] = {}
         for index, member in inline:
             answered[index] = self._call(member, request, attempts)
-        done, pending = wait(futures, timeout=request.remaining)
-        for future in done:
-            index, member = futures[future]
+        for (index, member), future in scheduler.wait(every=True):
             answered[index] = self._collect(member, future, attempts)
-        for future in pending:
-            future.cancel()
-            self._record(attempts, Attempt(futures[future][1].name, "timeout",
-                                           "abandoned at the deadline"))
+        pending = scheduler.abandon()  # still running at the deadline
+        for _, member in pending:
+            self._record(attempts, Attempt(member.name, "timeout", "abandoned at the deadline"))
         return answered, bool(pending)
 
     def _settle_round(

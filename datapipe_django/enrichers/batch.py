@@ -8,8 +8,8 @@ import math
 import operator
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, wait
-from typing import Any, NoReturn
+from concurrent.futures import Future
+from typing import Any
 
 from django.core import checks
 from django.core.cache import caches
@@ -22,6 +22,7 @@ from datapipe_django.cache.stats import CacheStats
 from datapipe_django.conf import datapipe_settings
 from datapipe_django.enrichers.base import BaseEnricher, EnrichContext
 from datapipe_django.errors import DeadlineExceeded
+from datapipe_django.executor import Scheduler
 from datapipe_django.executor import submit as pool_submit
 
 __all__ = ["BatchEnricher", "ServiceUnavailable", "run_chunks"]
@@ -338,48 +339,38 @@ def run_chunks(
     if workers <= 1 or len(chunks) <= 1:
         for i, chunk in enumerate(chunks):
             if context.remaining == 0.0:
-                raise DeadlineExceeded("The deadline passed before every batch was loaded.")
+                raise _late()
             results[i] = fn(chunk)
         return results
+    scheduler: Scheduler[int] = Scheduler(context.deadline, submit)
     queue = list(range(len(chunks)))
-    running: dict[Future[Any], int] = {}
-    while queue or running:
-        while len(queue) > 1 and len(running) < workers - 1:  # keep one for this thread
-            i = queue.pop(0)
-            running[submit(fn, chunks[i])] = i
-        if queue:  # this thread's share
-            if context.remaining == 0.0:
-                _abandon(running)
-            i = queue.pop(0)
-            results[i] = fn(chunks[i])
-            _check_deadline(context, queue, running)
-            continue
-        # Nothing left to start: run here what no pool thread has picked up yet.
-        for future in [f for f in running if f.cancel()]:
-            i = running.pop(future)
-            if context.remaining == 0.0:
-                _abandon(running)
-            results[i] = fn(chunks[i])
-            _check_deadline(context, queue, running)
-        if not running:
-            continue
-        done, _ = wait(running, timeout=context.remaining, return_when="FIRST_COMPLETED")
-        if not done:
-            _abandon(running)
-        for future in done:
-            results[running.pop(future)] = future.result()
+    try:
+        while queue or scheduler.running:
+            while len(queue) > 1 and scheduler.running < workers - 1:  # one for this thread
+                i = queue.pop(0)
+                scheduler.start(i, fn, chunks[i])
+            # This thread's share: the next waiting chunk, else what no pool thread has
+            # picked up yet. Nothing interrupts it: past the deadline with work still
+            # outstanding, the batch is abandoned, whatever the pool threads did meanwhile.
+            mine = [queue.pop(0)] if queue else [i for i, _, _ in scheduler.take_back()]
+            for n, i in enumerate(mine):
+                if context.remaining == 0.0:
+                    raise _late()
+                results[i] = fn(chunks[i])
+                if context.remaining == 0.0 and (queue or scheduler.running or mine[n + 1:]):
+                    raise _late()
+            if mine:
+                continue
+            finished = scheduler.wait()
+            if not finished:
+                raise _late()
+            for i, future in finished:
+                results[i] = future.result()
+    except BaseException:
+        scheduler.abandon()
+        raise
     return results
 
 
-def _check_deadline(context: EnrichContext, queue: list[int],
-                    running: dict[Future[Any], int]) -> None:
-    """After this thread ran a chunk (which nothing can interrupt): past the deadline with
-    work still outstanding, the batch is abandoned, whatever the pool threads did meanwhile."""
-    if context.remaining == 0.0 and (queue or running):
-        _abandon(running)
-
-
-def _abandon(running: dict[Future[Any], int]) -> NoReturn:
-    for future in running:
-        future.cancel()
-    raise DeadlineExceeded("The deadline passed before every batch was loaded.")
+def _late() -> DeadlineExceeded:
+    return DeadlineExceeded("The deadline passed before every batch was loaded.")
