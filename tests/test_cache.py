@@ -437,6 +437,31 @@ def test_a_model_with_its_own_from_db_gets_it_called():
     assert row._loaded_values == {"id": 1, "name": "a"}
 
 
+def test_the_fast_build_is_on_only_while_it_builds_what_from_db_builds(monkeypatch):
+    """The fast path is a feature check, not a Django version: a Django whose ``from_db`` sets
+    more on the instance (here: a fetch mode on its state, as a later release might) gets its
+    rows from ``from_db``, and they carry it."""
+    plain_from_db = models.Model.from_db.__func__
+
+    def from_db(cls, db, field_names, values):
+        instance = plain_from_db(cls, db, field_names, values)
+        instance._state.fetch_mode = "peers"
+        return instance
+
+    cache_rows._plain_model.cache_clear()
+    assert cache_rows.fast_build(Item)
+    monkeypatch.setattr(models.Model, "from_db", classmethod(from_db))
+    cache_rows._plain_model.cache_clear()
+    try:
+        assert not cache_rows.fast_build(Item)
+        decoded, expected = _twins(Item, [make(1), make(2)])
+        assert [r._state.fetch_mode for r in decoded] == ["peers", "peers"]
+    finally:
+        monkeypatch.undo()
+        cache_rows._plain_model.cache_clear()
+    assert cache_rows.fast_build(Item)
+
+
 _ITEM_NAMES = [f.attname for f in Item._meta.concrete_fields]
 
 

@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
-import django
 from django.db import models
 from django.db.models.base import ModelState
 from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
@@ -257,16 +256,39 @@ _PLAIN_DESCRIPTORS = (DeferredAttribute, ForeignKeyDeferredAttribute)
 def _plain_model(model: type[models.Model]) -> bool:
     """Whether ``Model.from_db`` on ``model`` amounts to storing the values in the instance's
     ``__dict__``: Django's own ``__init__`` and ``from_db``, and only Django's plain attribute
-    descriptors on the fields (whose ``__set__``, if any, stores the value and nothing else)."""
-    if django.VERSION[:2] > (5, 2):
-        return False  # from_db and ModelState as known here; a later Django gets from_db()
+    descriptors on the fields (whose ``__set__``, if any, stores the value and nothing else),
+    and an instance built by :func:`_record_decoder` that is what ``from_db`` builds, state
+    included (:func:`_builds_like_from_db`: a feature check, whatever the Django version)."""
     if model.__init__ is not models.Model.__init__:
         return False
     if getattr(model.from_db, "__func__", None) is not getattr(models.Model.from_db, "__func__",
                                                                True):
         return False
-    return all(type(inspect.getattr_static(model, f.attname, None)) in _PLAIN_DESCRIPTORS
-               for f in model._meta.concrete_fields)
+    if not all(type(inspect.getattr_static(model, f.attname, None)) in _PLAIN_DESCRIPTORS
+               for f in model._meta.concrete_fields):
+        return False
+    return _builds_like_from_db(model)
+
+
+_PROBE_DB = "datapipe-probe"
+
+
+def _builds_like_from_db(model: type[models.Model]) -> bool:
+    """Whether the generated decoder and ``Model.from_db`` build the same instance from one
+    probe record (every field None): same class, same ``__dict__`` and same ``_state``
+    attributes. A Django whose ``from_db`` sets more (a fetch mode, say), or whose ``__init__``
+    stores anything else, fails it, and its rows are built by ``from_db``. Called only while no
+    ``pre_init``/``post_init`` receiver but the library's observes ``model``."""
+    names = tuple(f.attname for f in model._meta.concrete_fields)
+    try:
+        ours = _record_decoder(model, names, ())([0, [None] * len(names)], _PROBE_DB)
+        theirs = model.from_db(_PROBE_DB, list(names), [None] * len(names))
+    except Exception:  # a model that cannot be built empty: take the safe path
+        return False
+    mine = {k: v for k, v in vars(ours).items() if k != "_state"}
+    real = {k: v for k, v in vars(theirs).items() if k not in ("_state", LOADED_TENANTS)}
+    return (type(ours) is type(theirs) and mine == real
+            and vars(ours._state) == vars(theirs._state))
 
 
 def _init_unobserved(model: type[models.Model]) -> bool:
@@ -287,4 +309,4 @@ def fast_build(model: type[models.Model]) -> bool:
     """Whether nobody could tell ``Model.from_db`` from storing the values in a new instance
     built without ``__init__`` (a plain model, no ``pre_init``/``post_init`` receiver but this
     library's)."""
-    return _plain_model(model) and _init_unobserved(model)
+    return _init_unobserved(model) and _plain_model(model)
