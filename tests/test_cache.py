@@ -454,7 +454,7 @@ def test_the_fast_build_is_on_only_while_it_builds_what_from_db_builds(monkeypat
     cache_rows._plain_model.cache_clear()
     try:
         assert not cache_rows.fast_build(Item)
-        decoded, expected = _twins(Item, [make(1), make(2)])
+        decoded, _ = _twins(Item, [make(1), make(2)])
         assert [r._state.fetch_mode for r in decoded] == ["peers", "peers"]
     finally:
         monkeypatch.undo()
