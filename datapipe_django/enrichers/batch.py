@@ -70,24 +70,9 @@ class BatchEnricher(BaseEnricher):
     ) -> None:
         super().__init__(name, auth_types=auth_types, required=required, always=always)
         owner = f"BatchEnricher({name!r})"
-        if "." in self.name:
-            raise ImproperlyConfigured(f"{owner}: the name is the attribute set on each item; "
-                                       f"it cannot contain dots.")
-        if isinstance(key, str):
-            self.key: Callable[[Any], Any] = operator.attrgetter(key)
-            self.key_attr: str | None = key
-        elif callable(key):
-            self.key, self.key_attr = key, None
-        else:
-            raise ImproperlyConfigured(f"{owner}: `key` must be an attribute name or a callable "
-                                       f"(item) -> key.")
-        if not callable(load):
-            raise ImproperlyConfigured(f"{owner}: `load` must be a callable (keys) -> "
-                                       f"{{key: value}}.")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ImproperlyConfigured(f"{owner}: `batch_size` must be a positive whole number.")
-        if max_workers is not None and max_workers < 1:
-            raise ImproperlyConfigured(f"{owner}: `max_workers` must be at least 1.")
+        _check_arguments(owner, self.name, load=load, batch_size=batch_size,
+                         max_workers=max_workers, cache_ttl=cache_ttl)
+        self.key, self.key_attr = _key_getter(owner, key)
         self.loader = load
         #: Opens when a call of ``load`` fails: for ``ENRICH_BREAKER_SECONDS`` the enricher
         #: fails at once (``unavailable``) instead of waiting on a service that is down or
@@ -96,17 +81,9 @@ class BatchEnricher(BaseEnricher):
                                label="The service of BatchEnricher", logger=_breaker_logger)
         # Enrichers with the same `load` share its memo within a request (bound methods of
         # one object compare equal; anything unhashable memoises on its own).
-        try:
-            hash(load)
-            self._memo_key: Hashable = load
-        except TypeError:
-            self._memo_key = id(load)
+        self._memo_key: Hashable = load if _hashable(load) else id(load)
         self.batch_size = batch_size
         self.max_workers = max_workers
-        if cache_ttl is not None and (isinstance(cache_ttl, bool) or not isinstance(
-                cache_ttl, int | float) or cache_ttl <= 0):
-            raise ImproperlyConfigured(f"{owner}: `cache_ttl` must be positive seconds, got "
-                                       f"{cache_ttl!r}.")
         self.cache_ttl = cache_ttl
         self._cache = cache
         self.cache_version = cache_version
@@ -162,24 +139,36 @@ class BatchEnricher(BaseEnricher):
         return list(seen)
 
     def load_many(self, keys: Sequence[Hashable], context: EnrichContext) -> dict[Any, Any]:
-        """``{key: value or None}`` for ``keys``: memoised per request, loaded in chunks."""
+        """``{key: value or None}`` for ``keys``: memoised per request, read from the cache
+        (with ``cache_ttl``), the rest loaded in chunks."""
         memo: dict[Any, Any] = context.memo.setdefault(("batch", self._memo_key), {})
         missing = [k for k in dict.fromkeys(keys) if k not in memo]
-        cache_keys = self._cache_keys(missing, context) if missing and self.cache_ttl else {}
-        if cache_keys:
-            missing = self._read_cache(cache_keys, missing, memo)
-        loaded = missing
-        chunks = [missing[i : i + self.batch_size]
-                  for i in range(0, len(missing), self.batch_size)]
+        if missing and self.cache_ttl:
+            self._load_through_cache(memo, missing, context)
+        else:
+            self._load_into(memo, missing, context)
+        return {k: memo.get(k) for k in keys}
+
+    def _load_through_cache(self, memo: dict[Any, Any], keys: list[Any],
+                            context: EnrichContext) -> None:
+        """Fill ``memo`` from the cache, then from ``load`` for the rest, which is cached."""
+        cache_keys = self._cache_keys(keys, context)
+        missing = self._read_cache(cache_keys, keys, memo) if cache_keys else keys
+        self._load_into(memo, missing, context)
+        if cache_keys and missing:
+            self._write_cache({cache_keys[k]: memo[k] for k in missing if k in cache_keys})
+
+    def _load_into(self, memo: dict[Any, Any], keys: list[Any], context: EnrichContext
+                   ) -> None:
+        """Call ``load`` for ``keys`` in chunks of ``batch_size`` (None for a key missing from
+        its answer)."""
+        chunks = [keys[i : i + self.batch_size] for i in range(0, len(keys), self.batch_size)]
         workers = self.max_workers or max(1, context.workers)
-        for chunk, answer in zip(chunks, run_chunks(lambda c: self._call(c, context), chunks,
-                                                    workers=workers, context=context),
-                                 strict=True):
+        answers = run_chunks(lambda c: self._call(c, context), chunks, workers=workers,
+                             context=context)
+        for chunk, answer in zip(chunks, answers, strict=True):
             for k in chunk:
                 memo[k] = answer.get(k)
-        if cache_keys and loaded:
-            self._write_cache({cache_keys[k]: memo[k] for k in loaded if k in cache_keys})
-        return {k: memo.get(k) for k in keys}
 
     # -- the cache across requests ------------------------------------------------------------
     def _cache_keys(self, keys: list[Any], context: EnrichContext) -> dict[Any, str]:
@@ -299,6 +288,49 @@ def _enrich_breaker_seconds() -> float:
     return float(datapipe_settings.ENRICH_BREAKER_SECONDS)
 
 
+def _key_getter(owner: str, key: Any) -> tuple[Callable[[Any], Any], str | None]:
+    """``key`` as ``(item) -> key`` and the attribute it reads (None for a callable)."""
+    if isinstance(key, str):
+        return operator.attrgetter(key), key
+    if callable(key):
+        return key, None
+    raise ImproperlyConfigured(f"{owner}: `key` must be an attribute name or a callable "
+                               f"(item) -> key.")
+
+
+def _check_arguments(owner: str, name: str, *, load: Any, batch_size: Any, max_workers: Any,
+                     cache_ttl: Any) -> None:
+    """``ImproperlyConfigured`` naming the first argument of ``BatchEnricher`` that is wrong."""
+    problems = (
+        ("." in name, "the name is the attribute set on each item; it cannot contain dots."),
+        (not callable(load), "`load` must be a callable (keys) -> {key: value}."),
+        (not _whole(batch_size) or batch_size < 1,
+         "`batch_size` must be a positive whole number."),
+        (max_workers is not None and max_workers < 1, "`max_workers` must be at least 1."),
+        (cache_ttl is not None and not _positive_seconds(cache_ttl),
+         f"`cache_ttl` must be positive seconds, got {cache_ttl!r}."),
+    )
+    for wrong, message in problems:
+        if wrong:
+            raise ImproperlyConfigured(f"{owner}: {message}")
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive_seconds(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
 #: A loader's own mistakes: they fail its call, never open its breaker.
 _BUGS = (ImproperlyConfigured, TypeError, AttributeError, NameError, LookupError, ValueError,
          AssertionError)
@@ -335,41 +367,62 @@ def run_chunks(
     chunk that no pool thread has started, so a busy pool slows the batch down but can never
     deadlock it.
     """
-    results: list[Any] = [None] * len(chunks)
     if workers <= 1 or len(chunks) <= 1:
-        for i, chunk in enumerate(chunks):
+        results = []
+        for chunk in chunks:
             if context.remaining == 0.0:
                 raise _late()
-            results[i] = fn(chunk)
+            results.append(fn(chunk))
         return results
-    scheduler: Scheduler[int] = Scheduler(context.deadline, submit)
-    queue = list(range(len(chunks)))
-    try:
-        while queue or scheduler.running:
-            while len(queue) > 1 and scheduler.running < workers - 1:  # one for this thread
-                i = queue.pop(0)
-                scheduler.start(i, fn, chunks[i])
-            # This thread's share: the next waiting chunk, else what no pool thread has
-            # picked up yet. Nothing interrupts it: past the deadline with work still
-            # outstanding, the batch is abandoned, whatever the pool threads did meanwhile.
-            mine = [queue.pop(0)] if queue else [i for i, _, _ in scheduler.take_back()]
-            for n, i in enumerate(mine):
-                if context.remaining == 0.0:
-                    raise _late()
-                results[i] = fn(chunks[i])
-                if context.remaining == 0.0 and (queue or scheduler.running or mine[n + 1:]):
-                    raise _late()
-            if mine:
-                continue
-            finished = scheduler.wait()
-            if not finished:
+    return _ChunkRun(fn, chunks, workers, context, submit).run()
+
+
+class _ChunkRun:
+    """One :func:`run_chunks` call on the pool: the chunks still queued, the results so far."""
+
+    def __init__(self, fn: Callable[[Any], Any], chunks: Sequence[Any], workers: int,
+                 context: EnrichContext, submit: Callable[..., Future[Any]]) -> None:
+        self.fn, self.chunks, self.workers, self.context = fn, chunks, workers, context
+        self.results: list[Any] = [None] * len(chunks)
+        self.queue = list(range(len(chunks)))
+        self.scheduler: Scheduler[int] = Scheduler(context.deadline, submit)
+
+    def run(self) -> list[Any]:
+        try:
+            while self.queue or self.scheduler.running:
+                self._start_pool_share()
+                if not self._run_own_share():
+                    self._collect()
+        except BaseException:
+            self.scheduler.abandon()
+            raise
+        return self.results
+
+    def _start_pool_share(self) -> None:
+        while len(self.queue) > 1 and self.scheduler.running < self.workers - 1:
+            i = self.queue.pop(0)  # one chunk stays for this thread
+            self.scheduler.start(i, self.fn, self.chunks[i])
+
+    def _run_own_share(self) -> bool:
+        """Run this thread's share: the next waiting chunk, else what no pool thread has
+        picked up yet. Nothing interrupts it: past the deadline with work still outstanding,
+        the batch is abandoned, whatever the pool threads did meanwhile. Whether it ran any."""
+        queue, scheduler, remaining = self.queue, self.scheduler, lambda: self.context.remaining
+        mine = [queue.pop(0)] if queue else [i for i, _, _ in scheduler.take_back()]
+        for n, i in enumerate(mine):
+            if remaining() == 0.0:
                 raise _late()
-            for i, future in finished:
-                results[i] = future.result()
-    except BaseException:
-        scheduler.abandon()
-        raise
-    return results
+            self.results[i] = self.fn(self.chunks[i])
+            if remaining() == 0.0 and (queue or scheduler.running or mine[n + 1:]):
+                raise _late()
+        return bool(mine)
+
+    def _collect(self) -> None:
+        finished = self.scheduler.wait()
+        if not finished:
+            raise _late()
+        for i, future in finished:
+            self.results[i] = future.result()
 
 
 def _late() -> DeadlineExceeded:
