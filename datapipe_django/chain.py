@@ -58,6 +58,8 @@ from datapipe_django.paging import Ordering
 from datapipe_django.specs import Spec
 from datapipe_django.tiers import (
     Move,
+    Plan,
+    PlanStep,
     Relation,
     TierWalk,
     contains,
@@ -182,43 +184,6 @@ class Store:
         return self.holds is not None
 
 
-@dataclass
-class PlanStep:
-    """What the chain would do with one source for a request, if every source answered
-    (``FetcherChain.plan``; ``manage.py datapipe explain`` prints it).
-
-    ``action``: ``serves`` (it holds every row of ``region``), ``prefix`` (it holds the first
-    rows of ``region`` in the request's ordering; later sources are asked only beyond),
-    ``reads`` (read the pre-tier way: merged with, or topped up by, the sources after it),
-    ``skipped`` / ``not_read`` (not read, ``reason`` says why) or ``declined``.
-    ``region``: what the source would be asked for beyond the request's own filters (the
-    complementary bounds of earlier tiers, a Spec or None)."""
-
-    source: str
-    holds: str
-    action: str
-    verdict: str
-    region: Spec | None = None
-    mirror_of: str | None = None
-
-
-@dataclass
-class Plan:
-    """The sources a request would read, in order (see :meth:`FetcherChain.plan`).
-
-    ``disjoint``: no row can come from two of the reading steps (each later tier's query
-    excludes what the earlier ones hold), so a count over the request is the sum of the
-    reading steps' counts over their regions. ``reading``: the steps that read (``serves``,
-    ``prefix`` or ``reads``)."""
-
-    steps: list[PlanStep]
-    disjoint: bool
-
-    @property
-    def reading(self) -> list[PlanStep]:
-        return [s for s in self.steps if s.action in ("serves", "prefix", "reads")]
-
-
 def merge_streams(
     streams: Sequence[Sequence[Any]], ordering: Ordering, *, pk_attr: str = "pk"
 ) -> list[Any]:
@@ -313,15 +278,6 @@ _WALK_SKIPS = {
                     "from one that holds them all",
     Move.SKIP_UNALIGNED: "skipped: {} is not aligned with its holds",
 }
-#: The same, as the plan says it (``PlanStep.verdict``).
-_PLAN_SKIPS = {
-    Move.HOLDS_NONE: "not read: it holds none of the matching rows",
-    Move.SKIP_SOME: "skipped: holds only some of the matching rows, and a relevance or facets "
-                    "page comes from one that holds them all",
-    Move.SKIP_UNALIGNED: "skipped: {} is not aligned with its holds",
-}
-
-
 @dataclass
 class _TierPage:
     """The rows a tiered walk gathered so far: ``need`` more to fill the page (its ``limit``
@@ -427,7 +383,7 @@ class FetcherChain:
         stores = self.stores(request, holds=held)
         steps: dict[str, PlanStep] = {}
         if self._tiered_chain(stores, request):
-            disjoint = self._plan_tiers(stores, request, steps)
+            steps, disjoint = self._walk(stores, request).dry_run()
         else:
             disjoint = len(stores) <= 1
             for i, store in enumerate(stores):
@@ -443,42 +399,6 @@ class FetcherChain:
                     f"not read: {store.name} is read first; this one only in its place",
                     mirror_of=mirrors.get(mirror.name))
         return Plan(self._declined_steps(request, steps, held), disjoint)
-
-    def _plan_tiers(self, stores: list[Store], request: FetchRequest,
-                    steps: dict[str, PlanStep]) -> bool:
-        """The tiered walk if every store answered, into ``steps``; whether the reading steps
-        are disjoint."""
-        walk = self._walk(stores, request)
-        boundaries: list[str] = []
-        while (taken := walk.next()) is not None:
-            store, move = taken
-            text = describe_holds(store.holds)
-            if move is Move.MERGE:
-                for later in [store, *walk.drain()]:
-                    steps[later.name] = PlanStep(
-                        later.name, describe_holds(later.holds), "reads",
-                        "merged: no source holds every matching row, so every one is read "
-                        "and merged", walk.beyond)
-                return False
-            if move is Move.SERVES:
-                says = ("serves alone: it holds every matching row" if not boundaries
-                        else "serves the rest, beyond " + " and ".join(boundaries))
-                steps[store.name] = PlanStep(store.name, text, "serves", says, walk.beyond)
-                for later in walk.drain():
-                    steps[later.name] = PlanStep(
-                        later.name, describe_holds(later.holds), "not_read",
-                        "not read: an earlier source serves the page", walk.beyond)
-            elif move is Move.PREFIX:
-                steps[store.name] = PlanStep(
-                    store.name, text, "prefix", f"serves the prefix {text}; later sources "
-                    f"are asked only beyond it", walk.beyond)
-                walk.take(store)
-                boundaries.append(text)
-            else:
-                action = "not_read" if move is Move.HOLDS_NONE else "skipped"
-                steps[store.name] = PlanStep(store.name, text, action,
-                                             _PLAN_SKIPS[move].format(_first_field(request)))
-        return True
 
     def _declined_steps(self, request: FetchRequest, steps: dict[str, PlanStep],
                         holds: dict[str, Spec | None]) -> list[PlanStep]:

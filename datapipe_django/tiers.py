@@ -34,8 +34,8 @@ from django.core.exceptions import ImproperlyConfigured
 from datapipe_django.paging import Ordering
 from datapipe_django.specs import And, Eq, In, IsNull, MatchAll, MatchNone, Not, Range, Spec
 
-__all__ = ["Interval", "Move", "Relation", "TierWalk", "describe_holds", "evaluate_holds",
-           "narrow", "relation"]
+__all__ = ["Interval", "Move", "Plan", "PlanStep", "Relation", "TierWalk", "describe_holds",
+           "evaluate_holds", "narrow", "relation"]
 
 HoldsArg = Spec | Callable[[], Spec] | None
 
@@ -325,6 +325,43 @@ def contains(outer: Spec | None, inner: Spec | None) -> bool:
         return False
 
 
+@dataclass
+class PlanStep:
+    """What the chain would do with one source for a request, if every source answered
+    (``FetcherChain.plan``; ``manage.py datapipe explain`` prints it).
+
+    ``action``: ``serves`` (it holds every row of ``region``), ``prefix`` (it holds the first
+    rows of ``region`` in the request's ordering; later sources are asked only beyond),
+    ``reads`` (read the pre-tier way: merged with, or topped up by, the sources after it),
+    ``skipped`` / ``not_read`` (not read, ``reason`` says why) or ``declined``.
+    ``region``: what the source would be asked for beyond the request's own filters (the
+    complementary bounds of earlier tiers, a Spec or None)."""
+
+    source: str
+    holds: str
+    action: str
+    verdict: str
+    region: Spec | None = None
+    mirror_of: str | None = None
+
+
+@dataclass
+class Plan:
+    """The sources a request would read, in order (see ``FetcherChain.plan``).
+
+    ``disjoint``: no row can come from two of the reading steps (each later tier's query
+    excludes what the earlier ones hold), so a count over the request is the sum of the
+    reading steps' counts over their regions. ``reading``: the steps that read (``serves``,
+    ``prefix`` or ``reads``)."""
+
+    steps: list[PlanStep]
+    disjoint: bool
+
+    @property
+    def reading(self) -> list[PlanStep]:
+        return [s for s in self.steps if s.action in ("serves", "prefix", "reads")]
+
+
 class Move(enum.Enum):
     """What the chain does with one store for the region still to serve (:meth:`TierWalk.next`):
     the tier rules, in one place, for the page and for its plan alike."""
@@ -398,6 +435,41 @@ class TierWalk:
         rest, self.pending = self.pending, []
         return rest
 
+    def dry_run(self) -> tuple[dict[str, PlanStep], bool]:
+        """The walk as if every store answered: the plan's step of each store (by name), and
+        whether the reading steps are disjoint (no store merged with another)."""
+        steps: dict[str, PlanStep] = {}
+        boundaries: list[str] = []
+        while (taken := self.next()) is not None:
+            store, move = taken
+            text = describe_holds(store.holds)
+            if move is Move.MERGE:
+                for later in [store, *self.drain()]:
+                    steps[later.name] = PlanStep(
+                        later.name, describe_holds(later.holds), "reads",
+                        "merged: no source holds every matching row, so every one is read "
+                        "and merged", self.beyond)
+                return steps, False
+            if move is Move.SERVES:
+                says = ("serves alone: it holds every matching row" if not boundaries
+                        else "serves the rest, beyond " + " and ".join(boundaries))
+                steps[store.name] = PlanStep(store.name, text, "serves", says, self.beyond)
+                for later in self.drain():
+                    steps[later.name] = PlanStep(
+                        later.name, describe_holds(later.holds), "not_read",
+                        "not read: an earlier source serves the page", self.beyond)
+            elif move is Move.PREFIX:
+                steps[store.name] = PlanStep(
+                    store.name, text, "prefix", f"serves the prefix {text}; later sources "
+                    f"are asked only beyond it", self.beyond)
+                self.take(store)
+                boundaries.append(text)
+            else:
+                action = "not_read" if move is Move.HOLDS_NONE else "skipped"
+                steps[store.name] = PlanStep(store.name, text, action, _PLAN_SKIPS[move].format(
+                    str(self._ordering.fields[0])))
+        return steps, True
+
     def _relation(self, holds: Spec | None, region: Spec | None) -> Relation:
         return relation(holds, region, self._ordering, self._after)
 
@@ -416,3 +488,12 @@ class TierWalk:
         if self._single:
             return Move.SKIP_SOME if covered else Move.SERVES
         return Move.SKIP_UNALIGNED if covered else Move.MERGE
+
+
+#: What the plan says of a store the walk does not read (``PlanStep.verdict``), by move.
+_PLAN_SKIPS = {
+    Move.HOLDS_NONE: "not read: it holds none of the matching rows",
+    Move.SKIP_SOME: "skipped: holds only some of the matching rows, and a relevance or facets "
+                    "page comes from one that holds them all",
+    Move.SKIP_UNALIGNED: "skipped: {} is not aligned with its holds",
+}
