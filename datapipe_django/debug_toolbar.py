@@ -23,19 +23,25 @@ import threading
 from typing import Any
 
 from debug_toolbar.panels import Panel
-from django.db import DatabaseError
 
-from datapipe_django.chain import FetcherChain
 from datapipe_django.observability import pipeline_executed
 
 __all__ = ["DatapipePanel", "describe_execution"]
 
-#: Outcomes of sources that did not run a query.
-_NOT_RUN = {"declined", "not_needed"}
-
-
 def _ms(seconds: float | None) -> float:
     return round((seconds or 0.0) * 1000, 2)
+
+
+def _items(value: Any) -> list[Any]:
+    if isinstance(value, set | frozenset):
+        return [_text(v) for v in sorted(value, key=str)]
+    return [_text(v) for v in value]
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    if hasattr(value, "lists"):  # a QueryDict
+        return {k: v if len(v) > 1 else v[0] for k, v in value.lists()}
+    return {str(k): _text(v) for k, v in value.items()}
 
 
 def _text(value: Any) -> Any:
@@ -43,61 +49,34 @@ def _text(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, list | tuple | set | frozenset):
-        return [_text(v) for v in (sorted(value, key=str) if isinstance(value, set | frozenset)
-                                   else value)]
-    if hasattr(value, "lists"):  # a QueryDict
-        return {k: v if len(v) > 1 else v[0] for k, v in value.lists()}
-    if isinstance(value, dict):
-        return {str(k): _text(v) for k, v in value.items()}
+        return _items(value)
+    if hasattr(value, "lists") or isinstance(value, dict):
+        return _mapping(value)
     return str(value)
 
 
 def _queries(state: Any) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, str]]]:
-    """Per source that answered: what it ran (its ``explain`` of the request it was asked);
-    per source: what it holds and what the chain's plan does with it."""
-    from datapipe_django.inspect import describe_fetcher
-    from datapipe_django.stages import fetch_request
+    """Per source that answered: what it ran; per source: what it holds and what the chain's
+    plan does with it (:func:`datapipe_django.inspect.describe_sources`), JSON-able."""
+    from datapipe_django.inspect import describe_sources
 
-    pipeline = state.pipeline
-    if state.ordering is None:  # the request did not pass validation: nothing was fetched
-        return {}, {}
-    asked = fetch_request(state)
-    chain = FetcherChain(pipeline.fetchers, pipeline.fallback)
-    plan = {step.source: {"holds": step.holds, "plan": f"{step.action}: {step.verdict}"}
-            for step in chain.plan(asked).steps}
-    candidates = sum(1 for a in state.attempts if a.outcome != "declined") or 1
-    wide, _ = chain.source_request(asked, candidates=candidates, offset=state.offset,
-                                   limit=state.limit)
-    ran = {a.source for a in state.attempts if a.outcome not in _NOT_RUN}
-    found: dict[str, dict[str, Any]] = {}
-    for fetcher in pipeline.fetchers:
-        if fetcher.name not in ran:
-            continue
-        try:
-            details = describe_fetcher(fetcher, wide)
-        except (DatabaseError, ValueError, TypeError) as exc:  # the source went away since
-            details = {"error": f"{type(exc).__name__}: {exc}"}
-        found[fetcher.name] = {str(k): _text(v) for k, v in details.items()}
-    return found, plan
+    ran, plan = describe_sources(state)
+    return {name: {str(k): _text(v) for k, v in details.items()}
+            for name, details in ran.items()}, plan
 
 
-def describe_execution(state: Any, error: BaseException | None, duration: float
-                       ) -> dict[str, Any]:
-    """One execution as the panel shows it (plain JSON-able values)."""
-    pipeline, request = state.pipeline, state.request
-    queries, plan = _queries(state)
-    sources = []
-    for attempt in state.attempts:
-        query = queries.get(attempt.source, {})
-        sources.append({
-            **plan.get(attempt.source, {"holds": "", "plan": ""}),
-            "name": attempt.source, "outcome": attempt.outcome, "reason": attempt.reason,
-            "rows": attempt.count if attempt.outcome == "ok" else None,
-            "ms": _ms(attempt.duration), "cache": attempt.meta.get("cache"),
-            "sql": query.get("sql"), "search": query.get("query"),
-            "details": {k: v for k, v in query.items() if k not in ("sql", "query")},
-        })
-    total = state.total
+def _source(attempt: Any, query: dict[str, Any], plan: dict[str, str]) -> dict[str, Any]:
+    return {
+        **plan, "name": attempt.source, "outcome": attempt.outcome, "reason": attempt.reason,
+        "rows": attempt.count if attempt.outcome == "ok" else None,
+        "ms": _ms(attempt.duration), "cache": attempt.meta.get("cache"),
+        "sql": query.get("sql"), "search": query.get("query"),
+        "details": {k: v for k, v in query.items() if k not in ("sql", "query")},
+    }
+
+
+def _asked(request: Any) -> dict[str, Any]:
+    """The request as the pipeline saw it, without what it left empty."""
     asked = {
         "tenant": request.tenant, "auth_type": request.auth_type, "pk": request.pk,
         "filters": request.filters, "q": request.search, "ordering": request.ordering,
@@ -105,15 +84,32 @@ def describe_execution(state: Any, error: BaseException | None, duration: float
         "expand": request.expand, "fields": request.fields, "omit": request.omit,
         "total": request.total,
     }
+    return {k: _text(v) for k, v in asked.items()
+            if v not in (None, "", (), {}) and v != frozenset()}
+
+
+def _total(total: Any) -> dict[str, Any] | None:
+    if total is None:
+        return None
+    return {"value": total.value, "exact": total.exact, "source": total.source,
+            "reason": total.reason}
+
+
+def describe_execution(state: Any, error: BaseException | None, duration: float
+                       ) -> dict[str, Any]:
+    """One execution as the panel shows it (plain JSON-able values)."""
+    pipeline, request = state.pipeline, state.request
+    queries, plan = _queries(state)
     return {
         "pipeline": pipeline.name,
         "operation": "retrieve" if request.pk is not None else "list",
         "fallback": pipeline.fallback.value,
         "ms": _ms(duration),
         "error": None if error is None else f"{type(error).__name__}: {error}",
-        "request": {k: _text(v) for k, v in asked.items() if v not in (None, "", (), {})
-                    and v != frozenset()},
-        "sources": sources,
+        "request": _asked(request),
+        "sources": [_source(a, queries.get(a.source, {}),
+                            plan.get(a.source, {"holds": "", "plan": ""}))
+                    for a in state.attempts],
         "served_by": list(state.sources),
         "items": len(state.items), "has_more": state.has_more,
         "enrichers": [{"name": e["enricher"], "outcome": e["outcome"], "ms": _ms(e["seconds"])}
@@ -121,9 +117,7 @@ def describe_execution(state: Any, error: BaseException | None, duration: float
         "errors": _text(state.errors),
         "timings": [{"stage": name, "ms": _ms(seconds)} for name, seconds in
                     state.timings.items()],
-        "total": None if total is None else {
-            "value": total.value, "exact": total.exact, "source": total.source,
-            "reason": total.reason},
+        "total": _total(state.total),
     }
 
 

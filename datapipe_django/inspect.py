@@ -62,6 +62,7 @@ __all__ = [
     "describe",
     "describe_documents",
     "describe_fetcher",
+    "describe_sources",
     "execute",
     "explain",
     "health",
@@ -244,6 +245,40 @@ def explain(pipeline: Pipeline, request: PipelineRequest, *, db_plan: bool = Fal
 
 _READING = ("serves", "prefix", "reads")
 
+#: Outcomes of sources that ran no query.
+_NOT_RUN = {"declined", "not_needed"}
+
+
+def _steps(chain: FetcherChain, asked: FetchRequest) -> dict[str, PlanStep]:
+    """The chain's plan for each source, by name."""
+    return {step.source: step for step in chain.plan(asked).steps}
+
+
+def describe_sources(state: State) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, str]]]:
+    """After an execution: per source that ran a query, what it ran (its ``explain`` of the
+    request it was asked, a source that went away since says so under ``error``); per source,
+    what it holds and the chain's plan for it (``{"holds": ..., "plan": "action: verdict"}``).
+    Empty for a request that did not pass validation (nothing was fetched)."""
+    if state.ordering is None:
+        return {}, {}
+    pipeline = state.pipeline
+    asked = stages.fetch_request(state)
+    chain = FetcherChain(pipeline.fetchers, pipeline.fallback)
+    plan = {name: {"holds": step.holds, "plan": f"{step.action}: {step.verdict}"}
+            for name, step in _steps(chain, asked).items()}
+    candidates = sum(1 for a in state.attempts if a.outcome != "declined") or 1
+    wide, _ = chain.source_request(asked, candidates=candidates, offset=state.offset,
+                                   limit=state.limit)
+    ran = {a.source for a in state.attempts if a.outcome not in _NOT_RUN}
+    return {f.name: _ran(f, wide) for f in pipeline.fetchers if f.name in ran}, plan
+
+
+def _ran(fetcher: Any, request: FetchRequest) -> dict[str, Any]:
+    try:
+        return describe_fetcher(fetcher, request)
+    except (DatabaseError, ValueError, TypeError) as exc:  # the source went away since
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
 
 class _FetcherPlanner:
     """Each fetcher's verdict and what it would run, and the chain's strategy, for one
@@ -258,7 +293,7 @@ class _FetcherPlanner:
         self.source_request, self.skip = self.chain.source_request(
             self.asked, candidates=max(1, len(self.candidates)), offset=state.offset,
             limit=state.limit)
-        self.steps = {step.source: step for step in self.chain.plan(self.asked).steps}
+        self.steps = _steps(self.chain, self.asked)
         self.tiered = any(step.action in ("prefix", "skipped") or step.holds != "every row"
                           for step in self.steps.values() if step.mirror_of is None)
 

@@ -16,6 +16,7 @@ from django.test import override_settings
 from datapipe_django import FallbackMode, Pipeline, PipelineRequest, inspect
 from datapipe_django.fetchers import CachedFetcher, ORMFetcher
 from datapipe_django.replicas import forget_replica_status
+from datapipe_django.state import State
 from datapipe_django.test import InMemoryFetcher
 from tests.conftest import require_alias, require_cache
 from tests.testapp.filters import ItemFilterSet
@@ -254,3 +255,30 @@ def test_health_asks_a_fetcher_that_reports_its_own():
                                                  "broken": False}
     assert inspect.health_failures(report) == [
         "down: inspect-test.search, inspect-test.broken"]
+
+
+@pytest.mark.django_db
+def test_describe_sources_says_what_each_source_ran_after_an_execution():
+    from datapipe_django.observability import pipeline_executed
+
+    Item.objects.bulk_create([item(1), item(2)])
+    seen = []
+
+    def record(sender, *, state, **kwargs):
+        seen.append(state)
+
+    p = pipeline(InMemoryFetcher([item(1)], name="recent", can_handle=declines),
+                 ORMFetcher("default", name="appdb"))
+    pipeline_executed.connect(record, dispatch_uid="test-inspect-sources")
+    try:
+        p.execute(PipelineRequest(tenant="t1", limit=1))
+    finally:
+        pipeline_executed.disconnect(dispatch_uid="test-inspect-sources")
+    (state,) = seen
+    ran, plan = inspect.describe_sources(state)
+    assert list(ran) == ["appdb"]  # the declining source ran nothing
+    assert "LIMIT 2" in ran["appdb"]["sql"]
+    assert set(plan) == {"recent", "appdb"}
+    assert plan["appdb"] == {"holds": "every row", "plan": "reads: serves alone"}
+    invalid = State(pipeline=p, request=PipelineRequest(tenant="t1"))  # never validated
+    assert inspect.describe_sources(invalid) == ({}, {})
