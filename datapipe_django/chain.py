@@ -50,6 +50,7 @@ from datapipe_django.errors import (
     SourcesUnavailable,
     SourceUnavailable,
     ValidationFailed,
+    first_line,
 )
 from datapipe_django.executor import Scheduler, submit
 from datapipe_django.fetchers.base import Fetcher, FetchRequest, FetchResult, Verdict, as_fetcher
@@ -910,7 +911,9 @@ class FetcherChain:
 
 
 def _reason(exc: BaseException) -> str:
+    """Why a source could not answer, as attempts, spans and logs say it: the source's own
+    reason, else the error's class and the first line of its message."""
     if isinstance(exc, SourceUnavailable):
         return exc.reason
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else \
+        type(exc).__name__
