@@ -134,22 +134,8 @@ class Pipeline:
         self.facet_fields = _facet_fields(owner, model, facet_fields)
         self.facet_size = facet_size
         self.search_fuzziness = search_fuzziness
-        if tenant_field is not None:
-            # Its first part only: the related models of a path may not be loaded yet when a
-            # pipeline is declared; system check E007 follows the whole path.
-            why = path_error(model, tenant_field.split("__")[0])
-            if why is not None:
-                raise ImproperlyConfigured(
-                    f"{owner}: `tenant_field` {tenant_field!r} is not a field of "
-                    f"{model._meta.label}. Name the field that holds the tenant.")
-        names = tuple(ordering) if ordering is not None else self._model_ordering(owner, model)
-        self.default_ordering = Ordering.for_model(model, names, owner=owner)
-        self.ordering_fields = frozenset(
-            ordering_fields if ordering_fields is not None
-            else (n.lstrip("-+") for n in names)
-        ) | {"pk", model._meta.pk.name}  # type: ignore[union-attr]
-        for error in ordering_errors(self, owner=f"{owner} `ordering_fields`"):
-            raise error
+        _check_tenant_field(owner, model, tenant_field)
+        self._set_ordering(owner, ordering, ordering_fields)
         if register:
             registry.register(self)
         for fetcher in self.fetchers:
@@ -158,6 +144,19 @@ class Pipeline:
             fetcher.contribute_to_pipeline(self)
 
     # -- declaration checks -------------------------------------------------------------------
+    def _set_ordering(self, owner: str, ordering: Iterable[str] | None,
+                      ordering_fields: Iterable[str] | None) -> None:
+        """``default_ordering`` (made total) and the ``ordering_fields`` clients may use."""
+        model = self.model
+        names = tuple(ordering) if ordering is not None else self._model_ordering(owner, model)
+        self.default_ordering = Ordering.for_model(model, names, owner=owner)
+        self.ordering_fields = frozenset(
+            ordering_fields if ordering_fields is not None
+            else (n.lstrip("-+") for n in names)
+        ) | {"pk", model._meta.pk.name}  # type: ignore[union-attr]
+        for error in ordering_errors(self, owner=f"{owner} `ordering_fields`"):
+            raise error
+
     @staticmethod
     def _model_ordering(owner: str, model: type[models.Model]) -> tuple[str, ...]:
         names = tuple(model._meta.ordering or ())
@@ -234,22 +233,29 @@ class Pipeline:
                   before: str | None = None, after: str | None = None) -> Pipeline:
         """Add a custom stage ``(state) -> None``; at the end unless ``before``/``after``."""
         stage_name = name or getattr(stage, "__name__", "") or f"stage{len(self.stages)}"
-        if any(s.name == stage_name for s in self.stages):
+        if stage_name in self._stage_names():
             raise ImproperlyConfigured(f"Pipeline {self.name!r}: a stage named {stage_name!r} "
                                        f"exists already. Pass name='...'.")
         new = Stage(stage_name, stage)
-        anchor = before or after
-        if anchor is None:
+        if before is None and after is None:
             self.stages.append(new)
-            return self
-        positions = [i for i, s in enumerate(self.stages) if s.name == anchor]
-        if not positions:
+        else:
+            self.stages.insert(self._stage_position(before, after), new)
+        return self
+
+    def _stage_names(self) -> list[str]:
+        return [s.name for s in self.stages]
+
+    def _stage_position(self, before: str | None, after: str | None) -> int:
+        """Where a stage placed ``before`` (or else ``after``) a named stage goes."""
+        anchor = before or after
+        names = self._stage_names()
+        if anchor not in names:
             raise ImproperlyConfigured(
                 f"Pipeline {self.name!r}: no stage named {anchor!r}; stages are "
-                f"{', '.join(s.name for s in self.stages)}."
+                f"{', '.join(names)}."
             )
-        self.stages.insert(positions[0] + (0 if before else 1), new)
-        return self
+        return names.index(anchor) + (0 if before else 1)
 
     # -- execution -----------------------------------------------------------------------------
     def execute(self, request: PipelineRequest | None = None, /, **kwargs: Any) -> Any:
@@ -276,10 +282,7 @@ class Pipeline:
                 for stage in self.stages:
                     self._run_stage(stage, state)
                 if is_recording(span):
-                    span.set_attribute("datapipe.item_count", len(state.items))
-                    span.set_attribute("datapipe.sources", list(state.sources))
-                    if state.remaining is not None:
-                        span.set_attribute("datapipe.deadline.remaining", state.remaining)
+                    _describe_execution(span, state)
         except PipelineError as exc:
             error, raised = exc.code, exc
             raise
@@ -287,14 +290,17 @@ class Pipeline:
             error, raised = type(exc).__name__, exc
             raise
         finally:
-            duration = time.perf_counter() - start
-            execution = getattr(self.metrics, "execution", None)
-            if execution is not None:
-                execution(self.name, duration, error)
-            if pipeline_executed.has_listeners(self):
-                pipeline_executed.send(sender=self, state=state, error=raised,
-                                       duration=duration)
+            self._executed(state, time.perf_counter() - start, error, raised)
         return state.result
+
+    def _executed(self, state: State, duration: float, error: str | None,
+                  raised: BaseException | None) -> None:
+        """An execution ended: the metrics' optional ``execution``, then the signal."""
+        execution = getattr(self.metrics, "execution", None)  # optional in the Metrics protocol
+        if execution is not None:
+            execution(self.name, duration, error)
+        if pipeline_executed.has_listeners(self):
+            pipeline_executed.send(sender=self, state=state, error=raised, duration=duration)
 
     def _run_stage(self, stage: Stage, state: State) -> None:
         handler = compose(stage.name, stage.run, self.middleware) if self.middleware \
@@ -330,12 +336,15 @@ class Pipeline:
     def _observe_fetch(self, state: State, span: Any) -> None:
         """Report the fetch's fallbacks (metrics) and what it did (the fetch stage's span)."""
         steps = fallbacks(state.attempts, [f.name for f in self.fetchers])
-        report = getattr(self.metrics, "fallback", None)
+        report = getattr(self.metrics, "fallback", None)  # optional in the Metrics protocol
         if report is not None:
             for _, source, reason in steps:
                 report(self.name, source, reason)
-        if not is_recording(span):
-            return
+        if is_recording(span):
+            self._describe_fetch(state, span, steps)
+
+    def _describe_fetch(self, state: State, span: Any, steps: list[tuple[str, str, str]]
+                        ) -> None:
         span.set_attribute("datapipe.fallback.mode", self.fallback.value)
         span.set_attribute("datapipe.item_count", len(state.items))
         span.set_attribute("datapipe.sources", list(state.sources))
@@ -343,9 +352,7 @@ class Pipeline:
         if steps:
             span.set_attribute("datapipe.fallback.reason", steps[0][2])
             span.set_attribute("datapipe.fallback.detail", "; ".join(
-                f"{a.source}: {a.outcome}" + (f" ({a.reason})" if a.reason else "")
-                + (f", {a.count} rows" if a.outcome == "ok" else "")
-                for a in state.attempts if a.outcome != "not_needed"))
+                _attempt_detail(a) for a in state.attempts if a.outcome != "not_needed"))
         for attempt in state.attempts:
             if attempt.outcome in ("declined", "not_needed"):
                 span.add_event(f"datapipe.source.{attempt.outcome}", {
@@ -354,6 +361,21 @@ class Pipeline:
     def __repr__(self) -> str:
         return f"<Pipeline {self.name!r} model={self.model._meta.label}>"
 
+
+
+def _describe_execution(span: Any, state: State) -> None:
+    """The pipeline span's attributes at the end of a recorded execution."""
+    span.set_attribute("datapipe.item_count", len(state.items))
+    span.set_attribute("datapipe.sources", list(state.sources))
+    if state.remaining is not None:
+        span.set_attribute("datapipe.deadline.remaining", state.remaining)
+
+
+def _attempt_detail(attempt: Attempt) -> str:
+    """``"replica: unavailable (lag 7.2 s)"``, ``"appdb: ok, 10 rows"``."""
+    return (f"{attempt.source}: {attempt.outcome}"
+            + (f" ({attempt.reason})" if attempt.reason else "")
+            + (f", {attempt.count} rows" if attempt.outcome == "ok" else ""))
 
 
 # -- declaration checks shared by the constructor and the system checks --------------------------
@@ -395,6 +417,16 @@ def _check_search_arguments(owner: str, *, search_ordering: Any, facet_size: int
     for bad, message in problems:
         if bad:
             raise ImproperlyConfigured(f"{owner}: {message}")
+
+
+def _check_tenant_field(owner: str, model: type[models.Model], tenant_field: str | None
+                        ) -> None:
+    # Its first part only: the related models of a path may not be loaded yet when a pipeline
+    # is declared; system check E007 follows the whole path (the same path_error).
+    if tenant_field is not None and path_error(model, tenant_field.split("__")[0]) is not None:
+        raise ImproperlyConfigured(
+            f"{owner}: `tenant_field` {tenant_field!r} is not a field of "
+            f"{model._meta.label}. Name the field that holds the tenant.")
 
 
 def _facet_fields(owner: str, model: type[models.Model], names: Iterable[str]

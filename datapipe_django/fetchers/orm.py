@@ -156,9 +156,17 @@ class ORMFetcher(BaseFetcher):
 
     def build_queryset(self, request: FetchRequest) -> QuerySet[Any]:
         """The full query this fetcher runs for ``request`` (also used by ``explain``)."""
+        qs = self._annotate_search(self.filtered_queryset(request), request)
+        if request.after is not None:
+            qs = qs.filter(request.ordering.after_q(request.after))
+        qs = self._narrow_loading(qs.order_by(*request.ordering.order_by()), request)
+        return qs[request.offset : request.offset + request.size]
+
+    def _annotate_search(self, qs: QuerySet[Any], request: FetchRequest) -> QuerySet[Any]:
+        """The relevance rank (``ordering=relevance``) and the ``ts_headline`` fragments
+        (``highlight=true`` with full-text search) a search request reads."""
         from datapipe_django.search import database
 
-        qs = self.filtered_queryset(request)
         if request.relevance:
             qs = qs.annotate(**{SCORE_ATTR: database.fulltext_rank(
                 request.search or "", request.search_fields, config=self.search_config,
@@ -167,18 +175,21 @@ class ORMFetcher(BaseFetcher):
             qs = qs.annotate(**{f"{_HEADLINE}{i}": database.headline(
                 request.search, path, config=self.search_config)
                 for i, path in enumerate(request.search_fields)})
-        if request.after is not None:
-            qs = qs.filter(request.ordering.after_q(request.after))
-        qs = qs.order_by(*request.ordering.order_by())
-        untouched = qs.query.deferred_loading == (frozenset(), True)
-        if request.select_related and untouched:
+        return qs
+
+    @staticmethod
+    def _narrow_loading(qs: QuerySet[Any], request: FetchRequest) -> QuerySet[Any]:
+        """The joins or the columns ``request`` loads, unless ``get_queryset`` chose them."""
+        if qs.query.deferred_loading != (frozenset(), True):
+            return qs
+        if request.select_related:
             # Relations the enrichers would load next, joined here instead (not with only()
             # or defer(): a deferred foreign key cannot be followed).
-            qs = qs.select_related(*request.select_related)
-        elif request.only is not None and untouched and not qs.query.select_related:
+            return qs.select_related(*request.select_related)
+        if request.only is not None and not qs.query.select_related:
             # Sparse `fields`: the columns the response and the pipeline read, no others.
-            qs = qs.only(*request.only)
-        return qs[request.offset : request.offset + request.size]
+            return qs.only(*request.only)
+        return qs
 
     def search_filter(self, request: FetchRequest) -> Any:
         """The condition ``q`` adds (see ``search``). Override to search differently."""
