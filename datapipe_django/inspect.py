@@ -752,16 +752,16 @@ class DocumentInfo(TypedDict):
 def known_documents() -> list[type[Any]]:
     """Registered Documents (django-elasticsearch-dsl, django-opensearch-dsl) and those the
     registered pipelines search, by label."""
+    from datapipe_django.fetchers.search import SearchFetcher
     from datapipe_django.registry import all_pipelines
     from datapipe_django.search.documents import document_label, registered_documents
 
     found = {document_label(d): d for d in registered_documents()}
     for pipeline in all_pipelines():
         for fetcher in pipeline.fetchers:
-            for candidate in (fetcher, getattr(fetcher, "fetcher", None)):
-                document = getattr(candidate, "document", None)
-                if document is not None and hasattr(document, "_index"):
-                    found.setdefault(document_label(document), document)
+            for candidate in (fetcher, fetcher.fetcher):  # a wrapper's too
+                if isinstance(candidate, SearchFetcher) and hasattr(candidate.document, "_index"):
+                    found.setdefault(document_label(candidate.document), candidate.document)
     return [found[label] for label in sorted(found)]
 
 

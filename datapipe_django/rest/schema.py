@@ -171,7 +171,7 @@ def _expansions_by_auth_type(pipeline: Any) -> tuple[set[str], list[str]]:
     """Every path some caller may expand, and one line per auth type saying which (the paths
     every caller may expand first)."""
     auth_types = sorted({t for e in pipeline.enrichers
-                         for t in (getattr(e, "auth_types", None) or ())})
+                         for t in (e.auth_types or ())})
     everyone = pipeline.expandable(None)
     every_path = set(everyone)
     lines = []
