@@ -191,22 +191,31 @@ def watch(
             entry.tenant_attnames.add(attname)
             post_init.connect(remember_tenants, sender=model, weak=False,
                               dispatch_uid=f"datapipe_django:init:{_label(model)}")
-        deps: dict[type[models.Model], bool] = {_concrete(m): False for m in depends_on}
-        for parent in model._meta.get_parent_list():
-            deps[_concrete(parent)] = False
-        for f in model._meta.concrete_fields:
-            on_delete = getattr(getattr(f, "remote_field", None), "on_delete", None)
-            if f.many_to_one and on_delete not in (None, models.CASCADE, models.PROTECT,
-                                                   models.RESTRICT, models.DO_NOTHING):
-                # SET_NULL / SET_DEFAULT / SET(...): deleting the target rewrites our rows
-                # with a bulk UPDATE that sends no signal.
-                deps.setdefault(_concrete(f.related_model), True)  # type: ignore[arg-type]
-        for dep, delete_only in deps.items():
+        for dep, delete_only in _dependencies(model, depends_on).items():
             if dep is model:
                 continue
             mine = _dependents.setdefault(dep, {})
             mine[model] = mine.get(model, True) and delete_only
         _targets_cache.clear()
+
+
+#: ``on_delete`` handlers whose deletes rewrite no row of ours without a signal.
+_SIGNALLED_DELETES = (None, models.CASCADE, models.PROTECT, models.RESTRICT, models.DO_NOTHING)
+
+
+def _dependencies(model: type[models.Model], depends_on: Iterable[type[models.Model]]
+                  ) -> dict[type[models.Model], bool]:
+    """The models whose writes change ``model``'s rows: ``depends_on``, its parents (multi-table
+    inheritance) and, deletes only (True), the targets of its SET_NULL / SET_DEFAULT / SET(...)
+    foreign keys, whose deletes rewrite our rows with a bulk UPDATE that sends no signal."""
+    deps: dict[type[models.Model], bool] = {_concrete(m): False for m in depends_on}
+    for parent in model._meta.get_parent_list():
+        deps[_concrete(parent)] = False
+    for f in model._meta.concrete_fields:
+        on_delete = getattr(getattr(f, "remote_field", None), "on_delete", None)
+        if f.many_to_one and on_delete not in _SIGNALLED_DELETES:
+            deps.setdefault(_concrete(f.related_model), True)  # type: ignore[arg-type]
+    return deps
 
 
 def _connect() -> None:
@@ -318,16 +327,22 @@ def _on_save(sender: Any, instance: models.Model, created: bool = False, using: 
             known_before = None if created else (before if before is not None else {})
             todo |= _instance_targets(model, instance, before=known_before,
                                       update_fields=update_fields)
-            # What the row now holds, for this instance's next write.
-            stored = dict(instance.__dict__.get(_LOADED, {}))
-            for attname in _watched[model].tenant_attnames:
-                if attname in instance.__dict__ and (
-                        update_fields is None or _written(model, attname, update_fields)):
-                    stored[attname] = instance.__dict__[attname]
-            instance.__dict__[_LOADED] = stored
+            _remember_saved_tenants(model, instance, update_fields)
         elif not delete_only:
             todo.add((model, None))
     _schedule(todo, using)
+
+
+def _remember_saved_tenants(model: type[models.Model], instance: models.Model,
+                            update_fields: Any) -> None:
+    """What the row now holds, for this instance's next write: the tenant values it saved."""
+    values = instance.__dict__
+    stored = dict(values.get(_LOADED, {}))
+    for attname in _watched[model].tenant_attnames:
+        if attname in values and (update_fields is None
+                                  or _written(model, attname, update_fields)):
+            stored[attname] = values[attname]
+    values[_LOADED] = stored
 
 
 def _on_delete(sender: Any, instance: models.Model, using: str = "default",

@@ -195,23 +195,10 @@ def _record_decoder(model: type[models.Model], names: tuple[str, ...],
     (its values unpacked into locals, each decoded where its field needs it, the ``__dict__``
     written as one literal). The generated code names only the model's own
     attnames (a field set naming anything else raises ``KeyError``: an unreadable entry)."""
-    decoders = {c[0]: c[2] for c in _codecs(model)}
-    kinds = {f.attname: _stored_kind(f) for f in model._meta.concrete_fields}
     env: dict[str, Any] = {"_new": model.__new__, "_model": model, "_State": ModelState,
                            "_TENANTS": LOADED_TENANTS, "_Wide": _WideInteger}
-    local = {name: f"a{i}" for i, name in enumerate(names)}  # the last of a repeated name wins
-    lines = [f"    [{''.join(f'a{i}, ' for i in range(len(names)))}] = record[1]"]
-    for i, name in enumerate(names):
-        decode = decoders[name]  # KeyError: not a concrete field of the model
-        if decode is not None:
-            env[f"d{i}"] = decode
-            lines.append(f"    if a{i} is not None: a{i} = d{i}(a{i})")
-        elif checked and kinds[name] == "int":
-            lines.append(f"    if a{i}.__class__ is float: raise _Wide({name!r})")
-    items = "".join(f"{name!r}: {var}, " for name, var in local.items())
-    if tracked:  # what remember_tenants records
-        seen = "".join(f"{a!r}: {local[a]}, " for a in tracked if a in local)
-        items += f"_TENANTS: {{{seen}}}, "
+    lines = _decoding_lines(model, names, checked, env)
+    items = _dict_items(names, tracked)
     source = "\n".join([
         "def decode(record, db):",
         *lines,
@@ -224,6 +211,35 @@ def _record_decoder(model: type[models.Model], names: tuple[str, ...],
     ])
     exec(compile(source, f"<datapipe cached {model._meta.label} row>", "exec"), env)
     return env["decode"]  # type: ignore[no-any-return]
+
+
+def _decoding_lines(model: type[models.Model], names: tuple[str, ...], checked: bool,
+                    env: dict[str, Any]) -> list[str]:
+    """The generated decoder's first lines: the record's values unpacked into ``a0, a1...``,
+    then each decoded where its field needs it (its decoder put in ``env`` as ``d<i>``), or,
+    ``checked``, an integer field's float refused."""
+    decoders = {c[0]: c[2] for c in _codecs(model)}
+    kinds = {f.attname: _stored_kind(f) for f in model._meta.concrete_fields}
+    lines = [f"    [{''.join(f'a{i}, ' for i in range(len(names)))}] = record[1]"]
+    for i, name in enumerate(names):
+        decode = decoders[name]  # KeyError: not a concrete field of the model
+        if decode is not None:
+            env[f"d{i}"] = decode
+            lines.append(f"    if a{i} is not None: a{i} = d{i}(a{i})")
+        elif checked and kinds[name] == "int":
+            lines.append(f"    if a{i}.__class__ is float: raise _Wide({name!r})")
+    return lines
+
+
+def _dict_items(names: tuple[str, ...], tracked: tuple[str, ...]) -> str:
+    """The items of the instance's ``__dict__`` literal: each attname's local (the last of a
+    repeated name wins), and what remember_tenants records when ``tracked``."""
+    local = {name: f"a{i}" for i, name in enumerate(names)}
+    items = "".join(f"{name!r}: {var}, " for name, var in local.items())
+    if tracked:
+        seen = "".join(f"{a!r}: {local[a]}, " for a in tracked if a in local)
+        items += f"_TENANTS: {{{seen}}}, "
+    return items
 
 
 def read_entry(model: type[models.Model], raw: str | bytes,

@@ -126,10 +126,7 @@ def write_documents(adapter: DocumentAdapter, pks: Iterable[Any], *, using: str,
     per :data:`BULK_CHUNK` documents. Raises the client's error when a request fails."""
     pk_field: Any = adapter.model._meta.pk
     wanted = list(dict.fromkeys(pk_field.to_python(pk) for pk in pks))
-    found: dict[Any, models.Model] = {}
-    for chunk in _chunks(wanted, BULK_CHUNK):
-        for obj in adapter.queryset(using).filter(pk__in=chunk):
-            found[obj.pk] = obj
+    found = _rows_now(adapter, wanted, using)
     missing = [pk for pk in wanted if pk not in found]
     ids = {str(adapter.document.generate_id(obj)): pk for pk, obj in found.items()}
     ids.update({str(pk): pk for pk in missing})
@@ -141,17 +138,31 @@ def write_documents(adapter: DocumentAdapter, pks: Iterable[Any], *, using: str,
                                 deleted=missing[start : start + BULK_CHUNK])
         response = adapter.bulk(lines, refresh=refresh, timeout=timeout)
         for item in response.get("items", []):
-            operation, result = next(iter(item.items()))
-            pk = ids.get(str(result.get("_id")), result.get("_id"))
-            if "error" in result:
-                error = result["error"]
-                report.failed[pk] = (f"{error.get('type')}: {error.get('reason')}"
-                                     if isinstance(error, dict) else str(error))[:255]
-            elif operation == "delete":
-                report.deleted += 1
-            else:
-                report.indexed += 1
+            _count_item(report, item, ids)
     return report
+
+
+def _rows_now(adapter: DocumentAdapter, pks: list[Any], using: str) -> dict[Any, models.Model]:
+    """pk → the row as it is now on ``using``, for those of ``pks`` the Document indexes."""
+    found: dict[Any, models.Model] = {}
+    for chunk in _chunks(pks, BULK_CHUNK):
+        for obj in adapter.queryset(using).filter(pk__in=chunk):
+            found[obj.pk] = obj
+    return found
+
+
+def _count_item(report: SyncReport, item: dict[str, Any], ids: dict[str, Any]) -> None:
+    """Add one item of a bulk response to ``report``: indexed, deleted, or refused and why."""
+    operation, result = next(iter(item.items()))
+    pk = ids.get(str(result.get("_id")), result.get("_id"))
+    if "error" in result:
+        error = result["error"]
+        report.failed[pk] = (f"{error.get('type')}: {error.get('reason')}"
+                             if isinstance(error, dict) else str(error))[:255]
+    elif operation == "delete":
+        report.deleted += 1
+    else:
+        report.indexed += 1
 
 
 # -- failures: counted, logged, recorded -------------------------------------------------
