@@ -10,7 +10,7 @@ pytest.importorskip("django_elasticsearch_dsl")
 
 from datapipe_django.fetchers import SearchFetcher
 from datapipe_django.paging import Ordering
-from datapipe_django.search.query import search_body
+from datapipe_django.search.body import search_body
 from datapipe_django.specs import Eq, compile_filterset
 from example_project.payouts.documents import PayoutDocument
 from example_project.payouts.filters import PayoutFilterSet

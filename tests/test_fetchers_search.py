@@ -360,7 +360,7 @@ def test_the_endpoint_serves_q_from_the_engine() -> None:
 def test_system_checks_name_the_pipeline_the_field_and_the_fix() -> None:
     from datapipe_django.fetchers.search import check_search_fetchers
     from datapipe_django.registry import unregister
-    from datapipe_django.search.query import FieldMap
+    from datapipe_django.specs.search import FieldMap
 
     # A Document mapping some fields only: created_at with milliseconds, name analyzed only.
     lean = SearchFetcher(ItemDocument, using="default", name="lean")

@@ -136,8 +136,8 @@ def test_a_normalizer_that_folds_accents_would_break_iexact_so_it_is_not_used() 
     # trusts a normalizer that folds case alone, so such a field is not used for iexact.
     from opensearchpy.connection.connections import connections
 
-    from datapipe_django.search.query import FieldMap
     from datapipe_django.specs import IEq
+    from datapipe_django.specs.search import FieldMap
 
     client = connections.get_connection()
     index = f"{ItemOpenSearchDocument._index._name}-fold-probe"

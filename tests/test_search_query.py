@@ -1,6 +1,6 @@
-"""Tests of :mod:`datapipe_django.search.query`: specs, orderings and requests as query
-bodies, without an engine (the agreement with the database on a real engine is in
-tests/test_elasticsearch_specs.py)."""
+"""Tests of :mod:`datapipe_django.specs.search` and :mod:`datapipe_django.search.body`: specs,
+orderings and requests as query bodies, without an engine (the agreement with the database
+on a real engine is in tests/test_elasticsearch_specs.py)."""
 
 from __future__ import annotations
 
@@ -15,15 +15,7 @@ import pytest
 from django.test import override_settings
 
 from datapipe_django.paging import Ordering
-from datapipe_django.search.query import (
-    FieldMap,
-    NotSearchable,
-    compile_spec,
-    multi_match,
-    search_after,
-    search_body,
-    sort_clause,
-)
+from datapipe_django.search.body import multi_match, search_after, search_body, sort_clause
 from datapipe_django.specs import (
     And,
     Contains,
@@ -41,6 +33,7 @@ from datapipe_django.specs import (
     StartsWith,
     Uncompilable,
 )
+from datapipe_django.specs.search import FieldMap, NotSearchable, compile_spec
 from tests.testapp.models import Category, Item
 
 UTC = dt.UTC
@@ -367,3 +360,19 @@ def test_the_compiler_imports_no_search_client() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parent.parent)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_search_query_still_exports_what_it_did_from_the_new_homes() -> None:
+    """``datapipe_django.search.query`` is a re-export shim kept for one release: every name it
+    exported is the very object of its new module."""
+    import datapipe_django.search.body as body
+    import datapipe_django.search.query as query
+    import datapipe_django.specs.search as compiler
+
+    old_names = {"EngineField", "FieldMap", "NotSearchable", "compile_spec", "facet_aggregations",
+                 "facet_buckets", "highlight_clause", "multi_match", "search_after",
+                 "search_body", "sort_clause"}
+    assert old_names <= set(query.__all__)
+    for name in query.__all__:
+        home = body if hasattr(body, name) and name in body.__all__ else compiler
+        assert getattr(query, name) is getattr(home, name), name
