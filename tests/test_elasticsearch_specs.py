@@ -30,7 +30,7 @@ from tests.search_documents import (
     recreate,
     search_indices_fixture,  # noqa: F401
 )
-from tests.test_specs import DANGLING, TZS, as_query, make_world, params_strategy
+from tests.specs_data import DANGLING, TZS, as_query, make_world, params_strategy
 from tests.testapp.filters import ItemFilterSet
 from tests.testapp.models import Category, Item
 

@@ -35,8 +35,8 @@ from tests.search_documents import (
     recreate,
     search_indices_fixture,  # noqa: F401
 )
+from tests.specs_data import as_query, make_world, params_strategy
 from tests.test_elasticsearch_specs import MAX_ROWS, rows_strategy
-from tests.test_specs import as_query, make_world, params_strategy
 from tests.testapp.filters import ItemFilterSet
 from tests.testapp.models import Category, Item
 

@@ -53,7 +53,7 @@ from tests.search_documents import (
     recreate,
     search_indices_fixture,  # noqa: F401
 )
-from tests.test_specs import CATEGORIES, DANGLING, OWNERS, as_query, params_strategy
+from tests.specs_data import CATEGORIES, DANGLING, OWNERS, as_query, params_strategy
 from tests.testapp.filters import ItemFilterSet
 from tests.testapp.models import Category, Item, Owner
 from tests.topology import wait_for_replay
