@@ -550,3 +550,33 @@ def reference_rows(alias, items):
         rows, Prefetch("comments", queryset=Comment.objects.using(alias).order_by("id")),
         "comments__author")
     return rows
+
+
+@pytest.mark.django_db(databases=ALL)
+@given(per_item=st.lists(st.integers(0, 7), min_size=1, max_size=6), limit=st.integers(1, 5))
+@hsettings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+def test_a_capped_to_many_relation_is_each_parents_first_rows_in_one_plain_query_or_two(
+        per_item, limit):
+    # What the window function gives (each item's first `limit` comments by id), whether the
+    # page's comments fit in the plain query's LIMIT (one query, no window) or not (then the
+    # windowed one too).
+    for alias in ALL:
+        Comment.objects.using(alias).all().delete()
+        Item.objects.using(alias).all().delete()
+        Item.objects.using(alias).bulk_create([
+            Item(id=n, tenant="t1", name=f"i{n}", status="queued", amount=n, created_at=BASE,
+                 day=BASE.date()) for n in range(1, len(per_item) + 1)])
+        Comment.objects.using(alias).bulk_create([
+            Comment(item_id=n, body=f"{n}.{k}", tenant="t1")
+            for n, count in enumerate(per_item, start=1) for k in range(count)])
+        p = pipeline(alias, [PrefetchEnricher("comments", limit=limit)])
+        with CaptureQueriesContext(connections[alias]) as captured:
+            result = p.execute(tenant="t1", limit=10, expand={"comments"})
+        assert result.errors == []
+        assert [[c.body for c in i.comments.all()] for i in result.items] == [
+            [f"{n}.{k}" for k in range(min(count, limit))]
+            for n, count in enumerate(per_item, start=1)]
+        fits = sum(per_item) < limit * len(per_item) + 1
+        windowed = [q for q in captured if "ROW_NUMBER" in q["sql"].upper()]
+        assert (len(captured), len(windowed)) == ((2, 0) if fits else (3, 1))

@@ -476,6 +476,7 @@ class CompositeEnricher:
         """Start what may start; return what must wait for a free worker.
 
         On this thread: everything, without a deadline or parallelism; an enricher whose
+        relation its parent's query loaded (``host``), when it honours the deadline; one whose
         ``runs_inline`` says so (in a transaction; a PrefetchEnricher whose rows are all
         loaded already, by the fetch's join or its parent's query); and one enricher that
         ``honours_deadline`` when nothing else could run meanwhile, or this thread's share
@@ -487,8 +488,9 @@ class CompositeEnricher:
             if run.context.remaining == 0.0:
                 self._deadline(task, run.errors)
                 self._skip_below(task, run.errors, code="deadline_exceeded")
-            elif not run.pooled or task.enricher.runs_inline(run.items, run.task_context):
-                here.append(task)
+            elif not run.pooled or (task.host is not None and _may_run_here(task, run.context)) \
+                    or task.enricher.runs_inline(run.items, run.task_context):
+                here.append(task)  # (a task whose host's query loaded its rows: nothing to do)
             else:
                 pool.append(task)
         scheduler = run.scheduler

@@ -13,6 +13,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from django.core import checks
@@ -51,7 +52,7 @@ class Relation:
     single: bool  # forward FK, one-to-one (either side)
     forward: bool
 
-    @property
+    @cached_property
     def cache_name(self) -> str:
         """Key of the loaded relation in ``_state.fields_cache`` (to-one) or
         ``_prefetched_objects_cache`` (to-many)."""
@@ -143,6 +144,39 @@ def _refusal(enricher: PrefetchEnricher, model: type[Model],
                     f"join would drop rows whose {rel.related_model._meta.label} is missing")
         model = rel.related_model
     return None
+
+
+def _capped(queryset: QuerySet[Any]) -> bool:
+    """Whether ``queryset`` is a to-many relation's capped one: ``[:cap]``, nothing more."""
+    query = queryset.query
+    return query.low_mark == 0 and query.high_mark is not None and query.high_mark > 0
+
+
+class _Limited:
+    """Mixed into a queryset class: when its rows are fetched, the query gets the LIMIT its
+    ``query._datapipe_limit`` says (the query's attributes follow its clones: Django's
+    prefetch filters and annotates the queryset it is given before fetching it). A slice
+    would not do: Django prefetches a sliced queryset with a window function, per parent."""
+
+    query: Any
+    _result_cache: Any
+
+    def _fetch_all(self) -> None:
+        limit = getattr(self.query, "_datapipe_limit", None)
+        if limit is not None and self._result_cache is None and not self.query.is_sliced:
+            self.query.set_limits(high=limit)
+        super()._fetch_all()  # type: ignore[misc]
+
+
+_limited_classes: dict[type, type] = {}
+
+
+def _limited_class(cls: type) -> type:
+    found = _limited_classes.get(cls)
+    if found is None:
+        found = _limited_classes.setdefault(cls, type(f"Limited{cls.__name__}", (_Limited, cls),
+                                                      {}))
+    return found
 
 
 def _clone(obj: Model) -> Model:
@@ -438,12 +472,46 @@ class PrefetchEnricher(BaseEnricher):
     def _prefetch_on(self, clones: list[Model], rel: Relation, alias: str,
                      context: EnrichContext) -> None:
         queryset = self._joined(self.get_queryset(rel, alias, context), rel, context)
+        with use_store(alias, context.remaining):
+            if not rel.single and _capped(queryset) and self._prefetch_plainly(
+                    clones, rel, queryset):
+                return
+            self._prefetch_with(clones, rel, queryset)
+
+    def _prefetch_plainly(self, clones: list[Model], rel: Relation,
+                          queryset: QuerySet[Any]) -> bool:
+        """A capped to-many relation read as hand-written ``prefetch_related`` reads it (one
+        plain query, no window function to compile and run), with a LIMIT of the cap times
+        the parents, plus one: when fewer rows come back, none was cut off, and each parent
+        keeps the first ``cap`` of its rows, as the window function would have given it.
+        Whether that was so (else the clones are as they were, for the windowed query)."""
+        cap = int(queryset.query.high_mark or 0)
+        plain = queryset.all()
+        plain.query.clear_limits()
+        kind = type(plain)
+        plain.__class__ = _limited_class(kind)
+        plain.query._datapipe_limit = cap * len(clones) + 1  # type: ignore[attr-defined]
+        prefetch_related_objects(clones, Prefetch(rel.name, queryset=plain))
+        name = rel.cache_name
+        loaded = [clone.__dict__["_prefetched_objects_cache"][name] for clone in clones]
+        for qs in loaded:  # what the rows' related managers hold: plain querysets again
+            qs.__class__ = kind
+            qs.query.__dict__.pop("_datapipe_limit", None)
+        if sum(len(qs._result_cache) for qs in loaded) < cap * len(clones) + 1:
+            for qs in loaded:
+                del qs._result_cache[cap:]
+            return True
+        for clone in clones:  # some parent has more than the cap: the windowed query
+            del clone.__dict__["_prefetched_objects_cache"][name]
+        return False
+
+    def _prefetch_with(self, clones: list[Model], rel: Relation,
+                       queryset: QuerySet[Any]) -> None:
         # A sliced (capped) to-many queryset Django prefetches into `to_attr` only; the
         # related manager's cache is then filled as prefetch_related would fill it.
         to_attr = _TO_ATTR if not rel.single and queryset.query.is_sliced else None
-        lookup = Prefetch(rel.name, queryset=queryset, to_attr=to_attr)
-        with use_store(alias, context.remaining):
-            prefetch_related_objects(clones, lookup)
+        prefetch_related_objects(clones, Prefetch(rel.name, queryset=queryset,
+                                                  to_attr=to_attr))
         if to_attr is not None:
             for clone in clones:
                 rows = clone.__dict__.pop(to_attr)
