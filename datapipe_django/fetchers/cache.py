@@ -154,22 +154,7 @@ class CachedFetcher(BaseFetcher):
         version: Any = None,
         holds: Any = None,
     ) -> None:
-        for attr in ("name", "can_handle", "fetch"):
-            if not hasattr(fetcher, attr):
-                raise ImproperlyConfigured(
-                    f"CachedFetcher: {fetcher!r} is not a fetcher (it has no `{attr}`). Wrap an "
-                    f"ORMFetcher or another object with name, can_handle(request) and "
-                    f"fetch(request)."
-                )
-        for label, value, minimum in (("ttl", ttl, 0), ("lock_timeout", lock_timeout, 0)):
-            if value is not None and not (isinstance(value, int | float) and value > minimum):
-                raise ImproperlyConfigured(
-                    f"CachedFetcher({fetcher.name!r}): `{label}` must be positive seconds, "
-                    f"got {value!r}."
-                )
-        if not isinstance(stale_ttl, int | float) or stale_ttl < 0:
-            raise ImproperlyConfigured(f"CachedFetcher({fetcher.name!r}): `stale_ttl` must be "
-                                       f"0 or positive seconds, got {stale_ttl!r}.")
+        _check_arguments(fetcher, ttl=ttl, stale_ttl=stale_ttl, lock_timeout=lock_timeout)
         super().__init__(name=name if name is not None else fetcher.name,
                          priority=priority if priority is not None
                          else getattr(fetcher, "priority", None), holds=holds)
@@ -270,35 +255,48 @@ class CachedFetcher(BaseFetcher):
         return self.fetcher.complete
 
     def fetch(self, request: FetchRequest) -> FetchResult:
-        if request.relevance or request.highlight or request.facets:
-            # Scores, highlights and counts are not part of a cached row.
-            return self._bypass(request, "relevance, highlights and facets are not cached")
-        deps = self._ensure_watched(request)
-        try:
-            plan = self._plan(request, deps)
-        except Uncacheable as exc:
-            return self._bypass(request, str(exc))
-        if pending_write(request.model):
-            return self._bypass(request, f"this transaction wrote {request.model._meta.label}")
+        plan = self._plan_or_reason(request)
+        if isinstance(plan, str):
+            return self._bypass(request, plan)
         guard = self.guard
         if not guard.allow():
             return self._bypass(request, f"cache {self.cache_alias!r} unavailable")
         cache = caches[self.cache_alias]
         try:
-            write_pending(self.cache_alias)
-            found = cache.get_many([*plan.gen_keys, plan.key])
-            tokens = [found.get(k) for k in plan.gen_keys]
-            if None in tokens:
-                tokens = self._start_generations(cache, plan, tokens)
+            tokens, raw = self._read(cache, plan)
         except Exception as exc:
             self._failed(guard, exc)
             return self._bypass(request, f"cache error: {type(exc).__name__}", error=True)
         guard.succeeded()
         try:
-            return self._serve(request, cache, plan, tokens, found.get(plan.key), guard)
+            return self._serve(request, cache, plan, tokens, raw, guard)
         except _CacheDown as exc:
             return self._bypass(request, f"cache error: {type(exc.__cause__).__name__}",
                                 error=True)
+
+    def _plan_or_reason(self, request: FetchRequest) -> _Plan | str:
+        """Where ``request``'s page is cached, or why it is not (answered without the cache)."""
+        if request.relevance or request.highlight or request.facets:
+            # Scores, highlights and counts are not part of a cached row.
+            return "relevance, highlights and facets are not cached"
+        deps = self._ensure_watched(request)
+        try:
+            plan = self._plan(request, deps)
+        except Uncacheable as exc:
+            return str(exc)
+        if pending_write(request.model):
+            return f"this transaction wrote {request.model._meta.label}"
+        return plan
+
+    def _read(self, cache: Any, plan: _Plan) -> tuple[list[Any], Any]:
+        """The current generation tokens (started where missing) and the raw entry, in one
+        round trip after writing the token changes an outage held back."""
+        write_pending(self.cache_alias)
+        found = cache.get_many([*plan.gen_keys, plan.key])
+        tokens = [found.get(k) for k in plan.gen_keys]
+        if None in tokens:
+            tokens = self._start_generations(cache, plan, tokens)
+        return tokens, found.get(plan.key)
 
     # -- keys -----------------------------------------------------------------------------------
     def cache_key(self, request: FetchRequest) -> str:
@@ -626,6 +624,26 @@ class CachedFetcher(BaseFetcher):
 
     def __repr__(self) -> str:
         return f"<CachedFetcher {self.name!r} over {self.fetcher!r}>"
+
+
+def _check_arguments(fetcher: Any, *, ttl: Any, stale_ttl: Any, lock_timeout: Any) -> None:
+    """``ImproperlyConfigured`` naming what is wrong with ``CachedFetcher``'s arguments."""
+    for attr in ("name", "can_handle", "fetch"):
+        if not hasattr(fetcher, attr):
+            raise ImproperlyConfigured(
+                f"CachedFetcher: {fetcher!r} is not a fetcher (it has no `{attr}`). Wrap an "
+                f"ORMFetcher or another object with name, can_handle(request) and "
+                f"fetch(request)."
+            )
+    for label, value in (("ttl", ttl), ("lock_timeout", lock_timeout)):
+        if value is not None and not (isinstance(value, int | float) and value > 0):
+            raise ImproperlyConfigured(
+                f"CachedFetcher({fetcher.name!r}): `{label}` must be positive seconds, "
+                f"got {value!r}."
+            )
+    if not isinstance(stale_ttl, int | float) or stale_ttl < 0:
+        raise ImproperlyConfigured(f"CachedFetcher({fetcher.name!r}): `stale_ttl` must be "
+                                   f"0 or positive seconds, got {stale_ttl!r}.")
 
 
 def _concrete(model: type[models.Model]) -> type[models.Model]:
