@@ -34,9 +34,7 @@ from datapipe_django._internal import breaker as breaker_module
 from datapipe_django.cache import generations
 from datapipe_django.conf import datapipe_settings
 from datapipe_django.fetchers import CachedFetcher, ORMFetcher
-from tests.conftest import require_alias, require_cache
-from tests.services import SERVICES
-from tests.test_cache import (
+from tests.cache_helpers import (
     SlowFetcher,
     ids,
     isolated_cache,
@@ -45,6 +43,8 @@ from tests.test_cache import (
     position,
     run_threads,
 )
+from tests.conftest import require_alias, require_cache
+from tests.services import SERVICES
 from tests.testapp.filters import ItemFilterSet
 from tests.testapp.models import Item
 

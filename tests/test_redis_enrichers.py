@@ -22,8 +22,8 @@ from datapipe_django.cache import guard as cache_guard
 from datapipe_django.conf import datapipe_settings
 from datapipe_django.enrichers import BatchEnricher
 from datapipe_django.enrichers.base import EnrichContext
+from tests.cache_helpers import isolated_cache
 from tests.conftest import require_cache
-from tests.test_cache import isolated_cache
 from tests.test_redis_cache import redis_to_ourselves
 
 # Autouse fixtures: a fresh key prefix and closed breakers; no other run pausing Redis meanwhile.
