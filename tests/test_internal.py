@@ -209,6 +209,7 @@ def test_counters_count_by_name_from_many_threads():
     sync.add(indexed=3, failures=1)
     assert (sync.indexed, sync.deleted, sync.failures, sync.recorded) == (3, 0, 1, 0)
     assert repr(sync) == "SyncStats({'indexed': 3, 'deleted': 0, 'failures': 1, 'recorded': 0})"
+    assert sync == SyncStats(indexed=3, failures=1) != SyncStats()  # as the dataclass compared
 
 
 def test_an_otel_counter_is_made_once_per_name_through_otel():
