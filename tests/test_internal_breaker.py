@@ -1,4 +1,5 @@
-"""The shared mechanisms of ``datapipe_django._internal``, on plain objects (no server)."""
+"""``datapipe_django._internal.breaker``: the one breaker (timed probe, cooldown, background
+probe) that the cache, the stores and the search engine share, on plain objects."""
 
 from __future__ import annotations
 
@@ -7,12 +8,10 @@ import threading
 from types import SimpleNamespace
 
 import pytest
-from django.db import connection, transaction
 from hypothesis import given
 from hypothesis import strategies as st
 
 from datapipe_django._internal import breaker as breaker_module
-from datapipe_django._internal import oncommit
 from datapipe_django._internal.breaker import BackgroundProbe, Breaker, Cooldown, TimedProbe
 
 
@@ -126,95 +125,3 @@ def test_a_timed_probe_admits_no_caller_early_and_one_probe_at_a_time(events):
             assert breaker.is_open == (last_failure is not None)
     finally:
         breaker_module.time = original
-
-
-# -- on commit ---------------------------------------------------------------------------------
-
-class Work:
-    """An on-commit callback collecting items; ``runs`` counts its calls."""
-
-    def __init__(self) -> None:
-        self.items: list[int] = []
-        self.runs = 0
-
-    def __call__(self) -> None:
-        self.runs += 1
-
-
-def add(item: int, **kwargs) -> Work:
-    work, _ = oncommit.batch("default", Work, lambda c: isinstance(c, Work), **kwargs)
-    work.items.append(item)
-    return work
-
-
-@pytest.mark.django_db(transaction=True)
-def test_writes_of_one_transaction_share_one_callback_run_once_on_commit():
-    assert oncommit.waiting(connection) == []  # autocommit: nothing waits
-    with transaction.atomic():
-        first = add(1)
-        connection.on_commit(lambda: None)  # someone else's callback in between
-        assert add(2) is first
-        assert [c for c in oncommit.waiting(connection) if isinstance(c, Work)] == [first]
-        assert add(3, newest_only=True) is not first  # the newest callback is not a Work
-    assert first.items == [1, 2] and first.runs == 1
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_savepoint_gets_its_own_callback_and_a_rollback_drops_it():
-    with transaction.atomic():
-        outer = add(1, this_level=True)
-        try:
-            with transaction.atomic():
-                inner = add(2, this_level=True)
-                assert inner is not outer
-                assert oncommit.waiting(connection, this_level=True) == [inner]
-                raise RuntimeError("roll the savepoint back")
-        except RuntimeError:
-            pass
-        assert oncommit.waiting(connection) == [outer]
-        assert add(3) is outer  # joined at the outer level again
-        with transaction.atomic():
-            assert add(4) is outer  # without this_level, any level joins
-    assert (outer.items, outer.runs, inner.runs) == ([1, 3, 4], 1, 0)
-
-
-# -- counters ----------------------------------------------------------------------------------
-
-def test_counters_count_by_name_from_many_threads():
-    from datapipe_django.cache.stats import CacheStats
-    from datapipe_django.search.sync import SyncStats
-
-    stats = CacheStats()
-
-    def count():
-        for _ in range(1000):
-            stats.incr("hits")
-            stats.add(misses=2, errors=1)
-
-    threads = [threading.Thread(target=count) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert stats.as_dict() == {**dict.fromkeys(CacheStats.NAMES, 0),
-                               "hits": 4000, "misses": 8000, "errors": 4000}
-    assert stats["hits"] == stats.hits == 4000
-    with pytest.raises(KeyError):
-        stats.incr("hit")
-    with pytest.raises(AttributeError):
-        stats.hit  # noqa: B018
-    stats.reset()
-    assert set(stats.as_dict().values()) == {0}
-    sync = SyncStats()
-    sync.add(indexed=3, failures=1)
-    assert (sync.indexed, sync.deleted, sync.failures, sync.recorded) == (3, 0, 1, 0)
-    assert repr(sync) == "SyncStats({'indexed': 3, 'deleted': 0, 'failures': 1, 'recorded': 0})"
-    assert sync == SyncStats(indexed=3, failures=1) != SyncStats()  # as the dataclass compared
-
-
-def test_an_otel_counter_is_made_once_per_name_through_otel():
-    from datapipe_django._internal.counters import otel_counter
-
-    one = otel_counter("datapipe.test.counter", unit="{x}", description="A test counter.")
-    assert one is not None and hasattr(one, "add")
-    assert otel_counter("datapipe.test.counter", unit="{x}", description="Again.") is one
