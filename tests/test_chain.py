@@ -25,7 +25,7 @@ from datapipe_django import (
 )
 from datapipe_django.chain import merge_streams
 from datapipe_django.errors import SourceUnavailable
-from datapipe_django.fetchers import BaseFetcher, FetchResult
+from datapipe_django.fetchers import BaseFetcher, FetchRequest, FetchResult
 from datapipe_django.paging import Ordering
 from datapipe_django.test import InMemoryFetcher
 from tests.testapp.models import Item
@@ -349,3 +349,103 @@ def test_a_retrieve_stops_at_the_first_source_that_has_the_row():
     assert b.calls == []
     assert [r.pk for r in p.execute(tenant="t1", pk=3).items] == [3]
     assert p.execute(tenant="t1", pk=4).items == []
+
+
+# -- a complete source ends the chain -----------------------------------------------------------
+# A source whose answer is ``complete`` (a search index of the whole model) ends the chain: the
+# database sources behind it only serve when it cannot answer, so the engine's matching rules
+# and the database's never mix in one page.
+
+def complete_row(pk: int, minutes: int) -> Item:
+    return Item(id=pk, tenant="t1", name=f"n{pk}", status="queued", amount=0,
+                created_at=BASE + dt.timedelta(minutes=minutes), day=BASE.date())
+
+
+class CompleteFetcher(InMemoryFetcher):
+    """Like a search index: whatever it answers is the whole answer."""
+
+    def fetch(self, request: FetchRequest) -> FetchResult:
+        result = super().fetch(request)
+        result.complete = True
+        return result
+
+
+def complete_pipeline(*fetchers, mode: FallbackMode) -> Pipeline:
+    return Pipeline("complete-test", model=Item, fetchers=list(fetchers), fallback=mode,
+                    ordering=("-created_at", "-id"), tenant_field="tenant", timeout=None,
+                    register=False)
+
+
+# What the engine matches; the database also matches row 3 (substring).
+ENGINE_ROWS = [complete_row(1, 1), complete_row(2, 2)]
+DB_ROWS = [complete_row(1, 1), complete_row(2, 2), complete_row(3, 3)]
+
+
+@pytest.mark.parametrize("mode", list(FallbackMode))
+def test_a_short_complete_page_is_not_topped_up(mode: FallbackMode) -> None:
+    engine = CompleteFetcher(ENGINE_ROWS, name="search")
+    database = InMemoryFetcher(DB_ROWS, name="db")
+    result = complete_pipeline(engine, database, mode=mode).execute(
+        PipelineRequest(tenant="t1", limit=10))
+    assert [r.pk for r in result.items] == [2, 1]
+    assert result.has_more is False
+    assert result.sources == ("search",)
+    outcomes = {a.source: (a.outcome, a.reason) for a in result.attempts}
+    if mode is not FallbackMode.PARALLEL:
+        assert outcomes["db"] == ("not_needed", "search answered completely")
+        assert database.calls == []
+
+
+@pytest.mark.parametrize("mode", [FallbackMode.SEQUENTIAL, FallbackMode.FIRST_SUCCESS])
+def test_an_empty_complete_answer_is_the_answer(mode: FallbackMode) -> None:
+    engine = CompleteFetcher([], name="search")
+    database = InMemoryFetcher(DB_ROWS, name="db")
+    result = complete_pipeline(engine, database, mode=mode).execute(PipelineRequest(tenant="t1"))
+    assert result.items == []
+    assert result.sources == ("search",)
+    assert database.calls == []
+
+
+@pytest.mark.parametrize("mode", list(FallbackMode))
+def test_the_database_serves_when_the_engine_is_down(mode: FallbackMode) -> None:
+    engine = CompleteFetcher(ENGINE_ROWS, name="search", available=False)
+    database = InMemoryFetcher(DB_ROWS, name="db")
+    result = complete_pipeline(engine, database, mode=mode).execute(
+        PipelineRequest(tenant="t1", limit=10))
+    assert [r.pk for r in result.items] == [3, 2, 1]
+    assert result.sources == ("db",)
+    engine.available = database.available = False
+    with pytest.raises(SourcesUnavailable):
+        complete_pipeline(engine, database, mode=mode).execute(PipelineRequest(tenant="t1"))
+
+
+def test_sources_before_a_complete_one_are_still_merged() -> None:
+    # A cache (or a primary) first, the complete index second: rows merge as usual.
+    first = InMemoryFetcher([complete_row(5, 5)], name="first")
+    engine = CompleteFetcher(ENGINE_ROWS, name="search")
+    after = InMemoryFetcher(DB_ROWS, name="db")
+    result = complete_pipeline(first, engine, after, mode=FallbackMode.SEQUENTIAL).execute(
+        PipelineRequest(tenant="t1", limit=10))
+    assert [r.pk for r in result.items] == [5, 2, 1]
+    assert set(result.sources) == {"first", "search"}
+
+
+@given(rows=st.lists(st.integers(0, 50), max_size=12, unique=True), limit=st.integers(1, 4),
+       mode=st.sampled_from(list(FallbackMode)), cursor=st.booleans())
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_walking_a_complete_source_returns_its_rows_once(rows, limit, mode, cursor) -> None:
+    engine_rows = [complete_row(pk + 1, minutes) for pk, minutes in enumerate(rows)]
+    p = complete_pipeline(CompleteFetcher(engine_rows, name="search"),
+                 InMemoryFetcher([*engine_rows, complete_row(999, 1000)], name="db"), mode=mode)
+    seen: list[int] = []
+    token, offset = None, 0
+    for _ in range(100):
+        result = p.execute(PipelineRequest(tenant="t1", limit=limit,
+                                           cursor=token if cursor else None,
+                                           offset=None if cursor else offset))
+        seen.extend(r.pk for r in result.items)
+        if not result.has_more:
+            break
+        token, offset = result.next_cursor, offset + limit
+    expected = sorted(engine_rows, key=lambda r: (r.created_at, r.pk), reverse=True)
+    assert seen == [r.pk for r in expected]
