@@ -495,8 +495,7 @@ class PrefetchEnricher(BaseEnricher):
         name = rel.cache_name
         loaded = [clone.__dict__["_prefetched_objects_cache"][name] for clone in clones]
         for qs in loaded:  # what the rows' related managers hold: plain querysets again
-            qs.__class__ = kind
-            qs.query.__dict__.pop("_datapipe_limit", None)
+            qs.__class__ = kind  # (not `qs.query`: reading it would run a deferred filter)
         if sum(len(qs._result_cache) for qs in loaded) < cap * len(clones) + 1:
             for qs in loaded:
                 del qs._result_cache[cap:]
