@@ -13,8 +13,8 @@ thread's ``contextvars``), sees any exception that leaves the block, and yields 
 OpenTelemetry span qualifies), or ``None``.
 
 A **metrics** object has ``stage(...)`` and ``source(...)``; the other methods of
-:class:`Metrics` are optional and called only when present, so a metrics object written for
-an older version keeps working.
+:class:`Metrics` are optional: the pipeline gives the ones it lacks a no-op
+(:func:`as_metrics`), so a metrics object written for an older version keeps working.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from datapipe_django.chain import Attempt
 
 __all__ = [
+    "CompleteMetrics",
     "Metrics",
     "NullMetrics",
     "NullSpan",
@@ -44,6 +45,7 @@ __all__ = [
     "RecordingTracer",
     "Span",
     "Tracer",
+    "as_metrics",
     "default_metrics",
     "default_tracer",
     "fallbacks",
@@ -93,6 +95,19 @@ class Metrics(Protocol):
     def stage(self, pipeline: str, stage: str, duration: float, error: str | None) -> None: ...
 
     def source(self, pipeline: str, source: str, outcome: str, duration: float) -> None: ...
+
+
+class CompleteMetrics(Metrics, Protocol):
+    """:class:`Metrics` with its optional methods: what a pipeline holds (:func:`as_metrics`),
+    so that the library calls each one without probing for it."""
+
+    def execution(self, pipeline: str, duration: float, error: str | None) -> None: ...
+
+    def fallback(self, pipeline: str, source: str, reason: str) -> None: ...
+
+    def enricher(self, pipeline: str, enricher: str, outcome: str, duration: float) -> None: ...
+
+    def cache(self, pipeline: str, source: str, outcome: str) -> None: ...
 
 
 def is_recording(span: Any) -> bool:
@@ -148,7 +163,8 @@ class NullTracer:
 
 
 class NullMetrics:
-    """Records nothing."""
+    """Records nothing: every method of the metrics protocol, the optional ones included (the
+    defaults :func:`as_metrics` gives a metrics object that lacks them)."""
 
     def stage(self, pipeline: str, stage: str, duration: float, error: str | None) -> None:
         return None
@@ -167,6 +183,34 @@ class NullMetrics:
 
     def cache(self, pipeline: str, source: str, outcome: str) -> None:
         return None
+
+
+_OPTIONAL_METRICS = ("execution", "fallback", "enricher", "cache")
+
+
+class _CompletedMetrics(NullMetrics):
+    """A metrics object that lacks some optional methods (one written for an older version),
+    seen with :class:`NullMetrics`' no-ops in their place; any other attribute is its own."""
+
+    def __init__(self, metrics: Any) -> None:
+        self.wrapped = metrics
+        for name in ("stage", "source", *_OPTIONAL_METRICS):
+            own = getattr(metrics, name, None)
+            if callable(own):
+                self.__dict__[name] = own
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "wrapped":
+            raise AttributeError(name)
+        return getattr(self.wrapped, name)
+
+
+def as_metrics(metrics: Metrics) -> CompleteMetrics:
+    """``metrics`` with every method of the protocol: itself when it has them all, else
+    wrapped, the optional ones it lacks doing nothing. ``Pipeline`` calls it once."""
+    if all(callable(getattr(metrics, name, None)) for name in _OPTIONAL_METRICS):
+        return metrics  # type: ignore[return-value]
+    return _CompletedMetrics(metrics)
 
 
 _defaults: dict[str, Any] = {}
@@ -189,7 +233,7 @@ def default_tracer() -> Tracer:
         return _defaults["tracer"]  # type: ignore[no-any-return]
 
 
-def default_metrics() -> Metrics:
+def default_metrics() -> CompleteMetrics:
     """OpenTelemetry's instruments when ``opentelemetry-api`` is installed, else no-ops."""
     with _defaults_lock:
         if "metrics" not in _defaults:

@@ -24,8 +24,10 @@ from datapipe_django.errors import PipelineError
 from datapipe_django.fetchers.base import BaseFetcher, Fetcher, as_fetcher
 from datapipe_django.middleware import StageMiddleware, compose
 from datapipe_django.observability import (
+    CompleteMetrics,
     Metrics,
     Tracer,
+    as_metrics,
     default_metrics,
     default_tracer,
     fallbacks,
@@ -121,7 +123,8 @@ class Pipeline:
         self.transformers = list(transformers)
         self.response_builder = response_builder
         # OpenTelemetry when its API is installed (no-op until an SDK is configured), else no-op.
-        self.metrics: Metrics = metrics if metrics is not None else default_metrics()
+        self.metrics: CompleteMetrics = (as_metrics(metrics) if metrics is not None
+                                         else default_metrics())
         self.tracer: Tracer = tracer if tracer is not None else default_tracer()
         self._timeout = timeout
         self.fail_fast = fail_fast
@@ -296,9 +299,7 @@ class Pipeline:
     def _executed(self, state: State, duration: float, error: str | None,
                   raised: BaseException | None) -> None:
         """An execution ended: the metrics' optional ``execution``, then the signal."""
-        execution = getattr(self.metrics, "execution", None)  # optional in the Metrics protocol
-        if execution is not None:
-            execution(self.name, duration, error)
+        self.metrics.execution(self.name, duration, error)
         if pipeline_executed.has_listeners(self):
             pipeline_executed.send(sender=self, state=state, error=raised, duration=duration)
 
@@ -336,10 +337,8 @@ class Pipeline:
     def _observe_fetch(self, state: State, span: Any) -> None:
         """Report the fetch's fallbacks (metrics) and what it did (the fetch stage's span)."""
         steps = fallbacks(state.attempts, [f.name for f in self.fetchers])
-        report = getattr(self.metrics, "fallback", None)  # optional in the Metrics protocol
-        if report is not None:
-            for _, source, reason in steps:
-                report(self.name, source, reason)
+        for _, source, reason in steps:
+            self.metrics.fallback(self.name, source, reason)
         if is_recording(span):
             self._describe_fetch(state, span, steps)
 

@@ -527,14 +527,13 @@ def _loaded(expand: frozenset[str], selected: Sequence[Any], failed: set[str]
 
 def _reporter(state: State) -> Callable[[str, str, float], None]:
     """How the enrichers report each run: into ``state.enrichments`` and the pipeline's
-    ``enricher`` metric (optional in the Metrics protocol)."""
+    ``enricher`` metric."""
     pipeline = state.pipeline
-    metric = getattr(pipeline.metrics, "enricher", None)
+    metric = pipeline.metrics.enricher
 
     def report(name: str, outcome: str, seconds: float) -> None:
         state.enrichments.append({"enricher": name, "outcome": outcome, "seconds": seconds})
-        if callable(metric):
-            metric(pipeline.name, name, outcome, seconds)
+        metric(pipeline.name, name, outcome, seconds)
 
     return report
 

@@ -608,9 +608,8 @@ class CachedFetcher(BaseFetcher):
 
     def _emit(self, request: FetchRequest, outcome: str) -> None:
         pipeline = self._pipelines.get(request.pipeline)
-        hook = getattr(getattr(pipeline, "metrics", None), "cache", None)
-        if callable(hook):
-            hook(request.pipeline, self.name, outcome)
+        if pipeline is not None:  # None: a bare FetcherChain, no pipeline to report to
+            pipeline.metrics.cache(request.pipeline, self.name, outcome)
 
     def _warn_once(self, key: str, message: str, *args: Any) -> None:
         if key not in self._warned:
