@@ -314,3 +314,25 @@ def test_a_duck_typed_fetcher_keeps_the_hooks_it_has_and_can_be_cached():
     assert cached.runs_inline(request) is False and cached.database is None
     served = make("p-cached", fetchers=[cached]).execute(limit=2)
     assert [i.id for i in served.items] == [1, 2] and served.sources == ("cached",)
+
+
+@pytest.mark.parametrize("base", ["fetchers", "enrichers"])
+def test_each_base_class_documents_every_hook_it_declares(base):
+    import inspect
+
+    from datapipe_django.enrichers import BaseEnricher, Enricher
+    from datapipe_django.fetchers import BaseFetcher, Fetcher
+
+    cls, protocol = {"fetchers": (BaseFetcher, Fetcher),
+                     "enrichers": (BaseEnricher, Enricher)}[base]
+    hooks = [name for name, member in vars(cls).items()
+             if not name.startswith("_") and (callable(member) or isinstance(member, property))]
+    assert len(hooks) >= 8, hooks
+    undocumented = [name for name in hooks if not inspect.getdoc(getattr(cls, name))]
+    assert not undocumented, f"{cls.__name__} declares {undocumented} without a docstring"
+    # The protocol is the required part of the base class: every member it names is there.
+    required = set(protocol.__annotations__) | {
+        name for name in vars(protocol) if not name.startswith("_")}
+    assert required == ({"name", "priority", "can_handle", "fetch"} if base == "fetchers"
+                        else {"name", "required", "can_enrich", "enrich"})
+    assert all(hasattr(cls, name) for name in required)
