@@ -358,25 +358,48 @@ class PrefetchEnricher(BaseEnricher):
         already loaded on them), each once, that do not have it loaded yet."""
         level: list[Any] = items
         for segment in self.segments[:-1]:
-            below: list[Any] = []
-            relations: dict[type, Relation] = {}
-            for obj in level:
-                kind = type(obj)
-                rel = relations.get(kind) or relations.setdefault(
-                    kind, self._relation(kind, segment))
-                below.extend(rel.loaded(obj))
-            level = below
-        last = self.segments[-1]
-        seen: set[int] = set()
+            level = self._below(level, segment)
+        return self._unloaded(level, self.segments[-1])
+
+    def _below(self, objects: list[Any], segment: str) -> list[Any]:
+        """What ``objects`` have loaded of relation ``segment`` (never a query)."""
+        below: list[Any] = []
+        kind: type | None = None
+        rel: Relation | None = None
+        for obj in objects:
+            if rel is None or type(obj) is not kind:
+                kind, rel = type(obj), self._relation(type(obj), segment)
+            if rel.single:
+                value = obj._state.fields_cache.get(rel.cache_name)
+                if value is not None:
+                    below.append(value)
+                continue
+            cached = obj.__dict__.get("_prefetched_objects_cache", {}).get(rel.cache_name)
+            if cached is not None:
+                rows = getattr(cached, "_result_cache", None)  # a prefetched queryset's rows
+                below.extend(rows if rows is not None else cached)
+        return below
+
+    def _unloaded(self, objects: list[Any], segment: str) -> list[Any]:
+        """The model instances among ``objects``, each once, without ``segment`` loaded."""
         result = []
-        relations = {}
-        for obj in level:
-            if id(obj) in seen or not isinstance(obj, Model):
+        seen: set[int] = set()
+        kind: type | None = None
+        name, single = "", True
+        for obj in objects:
+            if type(obj) is not kind:
+                if not isinstance(obj, Model):
+                    continue
+                kind = type(obj)
+                rel = self._relation(kind, segment)
+                name, single = rel.cache_name, rel.single
+            if id(obj) in seen:
                 continue
             seen.add(id(obj))
-            kind = type(obj)
-            rel = relations.get(kind) or relations.setdefault(kind, self._relation(kind, last))
-            if not rel.is_loaded(obj):
+            if single:
+                if name not in obj._state.fields_cache:
+                    result.append(obj)
+            elif name not in obj.__dict__.get("_prefetched_objects_cache", ()):
                 result.append(obj)
         return result
 
