@@ -155,10 +155,11 @@ class CachedFetcher(BaseFetcher):
         holds: Any = None,
     ) -> None:
         _check_arguments(fetcher, ttl=ttl, stale_ttl=stale_ttl, lock_timeout=lock_timeout)
-        super().__init__(name=name if name is not None else fetcher.name,
-                         priority=priority if priority is not None
-                         else getattr(fetcher, "priority", None), holds=holds)
-        self.fetcher = as_fetcher(fetcher)
+        inner = as_fetcher(fetcher)
+        super().__init__(name=name if name is not None else inner.name,
+                         priority=priority if priority is not None else inner.priority,
+                         holds=holds)
+        self.fetcher = inner
         self._ttl = ttl
         self.stale_ttl = float(stale_ttl)
         self._cache = cache
