@@ -114,3 +114,40 @@ def test_a_script_run_from_benchmarks_gets_the_standard_librarys_http():
     path, name = done.stdout.split()
     assert Path(path).parent.name == "http" and "benchmarks" not in path
     assert name == "HTTPConnection"
+
+
+# -- faults.py: the server's own times beside the client's ------------------------------------
+
+def test_gunicorn_timing_writes_each_marked_request_and_faults_joins_it(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from benchmarks import faults, gunicorn_timing
+
+    monkeypatch.setenv("DATAPIPE_BENCH_TIMING_DIR", str(tmp_path))
+    handed: list[object] = []
+    worker = SimpleNamespace(enqueue_req=handed.append,
+                             handle_request=lambda req, conn: gunicorn_timing.pre_request(
+                                 worker, req))
+    gunicorn_timing.post_fork(None, worker)
+    conn, req = SimpleNamespace(), SimpleNamespace()
+    worker.enqueue_req(conn)  # the connection handed to the thread pool...
+    assert handed == [conn]
+    worker.handle_request(req, conn)  # ...taken by a thread
+    gunicorn_timing.post_request(worker, req, {"HTTP_X_BENCH_REQUEST": "7"}, None)
+    gunicorn_timing.post_request(worker, req, {}, None)  # unmarked: not written
+    worker.datapipe_timing.close()
+    (line,) = (tmp_path / next(p.name for p in tmp_path.iterdir())).read_text().splitlines()
+    ident, queued, handled, total = line.split("\t")
+    assert ident == "7" and float(total) == pytest.approx(float(queued) + float(handled),
+                                                          abs=0.02)
+
+    monkeypatch.setattr(faults, "TIMING", tmp_path)
+    (tmp_path / "other.tsv").write_text("8\t1500.00\t520.00\t2020.00\n9\tbad\n")
+    late = faults.Outcome(sent=0.0, seconds=2.3, status=200, designed=True, ident=8)
+    unknown = faults.Outcome(sent=0.1, seconds=0.1, status=200, designed=True, ident=99)
+    row = faults.summarize("ledger-frozen", [late, unknown], 10.0, None, None, None)
+    assert (late.queued, late.served) == (1500.0, 2020.0)
+    assert unknown.served is None
+    assert row["srv_max"] == pytest.approx(2.02) and row["queue_max"] == pytest.approx(1.5)
+    assert row["srv_late"] == 0 and row["late"] == 1  # late as the client saw it only
+    assert row["client_extra"] == pytest.approx(0.28)
