@@ -90,8 +90,8 @@ def floor_call(sql: str, params: Any, page: int) -> Callable[[], bytes]:
 
 # -- statistics: benchmarks/common.py (interleaved rounds, median and p10-p90) ------------------
 
-def allocated(fn: Callable[[], Any], n: int = 15) -> float:
-    """Median peak of traced memory during one call, bytes."""
+def allocated(fn: Callable[[], Any], n: int = 15) -> list[float]:
+    """The peak of traced memory during each of ``n`` calls, bytes."""
     peaks = []
     tracemalloc.start()
     try:
@@ -102,7 +102,7 @@ def allocated(fn: Callable[[], Any], n: int = 15) -> float:
             peaks.append(tracemalloc.get_traced_memory()[1] - base)
     finally:
         tracemalloc.stop()
-    return statistics.median(peaks)
+    return peaks
 
 
 # -- one request, step by step ------------------------------------------------------------
@@ -303,10 +303,11 @@ def main() -> None:
     print()
     print("\n".join(verdicts))
 
-    print("\nMemory per request (tracemalloc, peak bytes allocated during one request, median)")
+    print("\nMemory per request (tracemalloc, peak KiB allocated during one request, median "
+          "(p10-p90) of 15 per side; allocations do not depend on the load, so not interleaved)")
     for page, sides in sides_by_page.items():
         peaks = {side: allocated(fn) for side, fn in sides.items()}
-        print(f"page {page:>3}: " + ", ".join(f"{side} {peak / 1024:.0f} KiB"
+        print(f"page {page:>3}: " + ", ".join(f"{side} {fmt(peak, 1 / 1024, 0)}"
                                               for side, peak in peaks.items()))
 
     if not args.no_stages:
