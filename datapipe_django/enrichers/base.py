@@ -408,18 +408,20 @@ class CompositeEnricher:
     def _select(self, expand: frozenset[str], auth_type: str | None) -> list[BaseEnricher]:
         chosen: set[int] = set()
         for enricher in self.enrichers:
-            asked = enricher.always or any(p in expand for p in enricher.paths())
-            if not asked:
-                continue
-            chain: list[BaseEnricher] = []
-            node: BaseEnricher | None = enricher
-            while node is not None and id(node) not in chosen:
-                chain.append(node)
-                node = self.parent_of(node)
-            if all(e.can_enrich(auth_type) for e in chain) and (
-                    node is None or id(node) in chosen):
-                chosen.update(id(e) for e in chain)
+            if enricher.always or any(p in expand for p in enricher.paths()):
+                chosen.update(id(e) for e in self._allowed_chain(enricher, chosen, auth_type))
         return [e for e in self.enrichers if id(e) in chosen]
+
+    def _allowed_chain(self, enricher: BaseEnricher, chosen: set[int],
+                       auth_type: str | None) -> list[BaseEnricher]:
+        """``enricher`` and the enrichers above it not ``chosen`` yet, when the caller may
+        have every one of them; else nothing."""
+        chain: list[BaseEnricher] = []
+        node: BaseEnricher | None = enricher
+        while node is not None and id(node) not in chosen:
+            chain.append(node)
+            node = self.parent_of(node)
+        return chain if all(e.can_enrich(auth_type) for e in chain) else []
 
     # -- execution ---------------------------------------------------------------------------
     def run(self, items: list[Any], context: EnrichContext, selected: Sequence[BaseEnricher], *,
@@ -488,9 +490,8 @@ class CompositeEnricher:
             if run.context.remaining == 0.0:
                 self._deadline(task, run.errors)
                 self._skip_below(task, run.errors, code="deadline_exceeded")
-            elif not run.pooled or (task.host is not None and _may_run_here(task, run.context)) \
-                    or task.enricher.runs_inline(run.items, run.task_context):
-                here.append(task)  # (a task whose host's query loaded its rows: nothing to do)
+            elif self._here(task, run):
+                here.append(task)
             else:
                 pool.append(task)
         scheduler = run.scheduler
@@ -511,6 +512,15 @@ class CompositeEnricher:
             task.here = True
             scheduler.run_here(task, self._work, task.enricher, run.items, run.for_task(task))
         return waiting
+
+    @staticmethod
+    def _here(task: _Task, run: _Run) -> bool:
+        """Whether ``task`` runs on this thread whatever else runs: without a deadline or
+        parallelism, when its host's query loaded its rows (nothing to do), or when its
+        ``runs_inline`` says so."""
+        if not run.pooled or (task.host is not None and _may_run_here(task, run.context)):
+            return True
+        return bool(task.enricher.runs_inline(run.items, run.task_context))
 
     def _share(self, pool: list[_Task], run: _Run) -> _Task | None:
         """The task this thread runs itself rather than wait: one that honours the deadline,
@@ -557,20 +567,7 @@ class CompositeEnricher:
         if isinstance(exc, ImproperlyConfigured):
             raise exc  # a declaration mistake is a bug, not an outage
         if enricher.required:
-            if code == "deadline_exceeded" and not isinstance(exc, PipelineError):
-                raise DeadlineExceeded(
-                    f"Required enricher {enricher.name!r} did not finish before the deadline.",
-                    stage="enrich", op=enricher.name, cause=exc,
-                ) from exc
-            if isinstance(exc, PipelineError):
-                if exc.stage is None:
-                    exc.stage = "enrich"
-                exc.op = exc.op or enricher.name
-                raise exc
-            raise EnrichmentFailed(
-                f"Required enricher {enricher.name!r} failed: {exc}",
-                stage="enrich", op=enricher.name, cause=exc,
-            ) from exc
+            _raise_required(enricher, code, exc)
         logger.warning("Optional enricher %r failed (%s): %s", enricher.name, code, exc,
                        exc_info=exc if code == "failed" else None)
         errors.append({"enricher": enricher.name, "code": code})
@@ -599,6 +596,24 @@ class CompositeEnricher:
                 )
             errors.append({"enricher": child.enricher.name, "code": code})
             self._skip_below(child, errors, code)
+
+
+def _raise_required(enricher: BaseEnricher, code: str, exc: BaseException) -> None:
+    """A required enricher failed: the request fails (504 at the deadline, else 502)."""
+    if code == "deadline_exceeded" and not isinstance(exc, PipelineError):
+        raise DeadlineExceeded(
+            f"Required enricher {enricher.name!r} did not finish before the deadline.",
+            stage="enrich", op=enricher.name, cause=exc,
+        ) from exc
+    if isinstance(exc, PipelineError):
+        if exc.stage is None:
+            exc.stage = "enrich"
+        exc.op = exc.op or enricher.name
+        raise exc
+    raise EnrichmentFailed(
+        f"Required enricher {enricher.name!r} failed: {exc}",
+        stage="enrich", op=enricher.name, cause=exc,
+    ) from exc
 
 
 def _error_code(exc: BaseException) -> str:

@@ -125,6 +125,28 @@ def _may_read(alias: str, context: EnrichContext) -> bool:
     return True
 
 
+def _relation_path(relation: Any) -> str:
+    """``relation`` with dots (``a__b`` is ``a.b``), or ImproperlyConfigured."""
+    path = relation.replace("__", ".") if isinstance(relation, str) else ""
+    if not path or not all(_SEGMENT.match(s) for s in path.split(".")):
+        raise ImproperlyConfigured(
+            f"PrefetchEnricher: {relation!r} is not a relation path. Give a relation name "
+            f"of the pipeline's model, nested with dots: 'user', 'fund_account.contact'."
+        )
+    return str(path)
+
+
+def _check_options(path: str, limit: Any, queryset: Any) -> None:
+    if limit is not None and limit is not False and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ImproperlyConfigured(
+            f"PrefetchEnricher({path!r}): `limit` must be a positive whole number, None "
+            f"(DATAPIPE['EXPAND_LIMIT']) or False (no cap).")
+    if queryset is not None and not isinstance(queryset, QuerySet):
+        raise ImproperlyConfigured(f"PrefetchEnricher({path!r}): `queryset` must be a "
+                                   f"QuerySet of the related model.")
+
+
 def _refusal(enricher: PrefetchEnricher, model: type[Model],
              segments: Sequence[str]) -> str | None:
     """Why the relation path ``segments`` of ``model`` cannot be joined with
@@ -241,25 +263,12 @@ class PrefetchEnricher(BaseEnricher):
         tenant_field: str | None = None,
         join: bool | None = None,
     ) -> None:
-        path = relation.replace("__", ".") if isinstance(relation, str) else ""
-        segments = path.split(".")
-        if not path or not all(_SEGMENT.match(s) for s in segments):
-            raise ImproperlyConfigured(
-                f"PrefetchEnricher: {relation!r} is not a relation path. Give a relation name "
-                f"of the pipeline's model, nested with dots: 'user', 'fund_account.contact'."
-            )
+        path = _relation_path(relation)
         super().__init__(path, auth_types=auth_types, required=required, always=always)
-        if limit is not None and limit is not False and (
-                isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise ImproperlyConfigured(
-                f"PrefetchEnricher({path!r}): `limit` must be a positive whole number, None "
-                f"(DATAPIPE['EXPAND_LIMIT']) or False (no cap).")
-        if queryset is not None and not isinstance(queryset, QuerySet):
-            raise ImproperlyConfigured(f"PrefetchEnricher({path!r}): `queryset` must be a "
-                                       f"QuerySet of the related model.")
+        _check_options(path, limit, queryset)
         self.relation = path
-        self.lookup = "__".join(segments)
-        self.segments = tuple(segments)
+        self.segments = tuple(path.split("."))
+        self.lookup = "__".join(self.segments)
         self.using = using
         self.limit = limit
         self.queryset = queryset

@@ -93,13 +93,20 @@ class ExpandableField(serializers.Field):
         if self.id_source:
             return getattr(instance, self.id_source, None)
         field = _model_field(instance, source)
-        if field is not None and field.concrete and (field.many_to_one or field.one_to_one):
+        if field is None:
+            return _loaded_pk(instance, source)
+        if field.concrete and (field.many_to_one or field.one_to_one):
             return getattr(instance, field.attname)
-        if field is not None and (field.many_to_many or field.one_to_many):
+        if field.many_to_many or field.one_to_many:
             related = getattr(instance, "_prefetched_objects_cache", {}).get(_cache_name(field))
             return [obj.pk for obj in related] if related is not None else None
-        value = _loaded_value(instance, source) if _is_loaded(instance, source) else None
-        return getattr(value, "pk", value)
+        return _loaded_pk(instance, source)
+
+
+def _loaded_pk(instance: Any, source: str) -> Any:
+    """The pk of what ``source`` holds once loaded (the value itself when it has none)."""
+    value = _loaded_value(instance, source) if _is_loaded(instance, source) else None
+    return getattr(value, "pk", value)
 
 
 _NOT_LOADED: tuple[bool, Any, bool] = (False, None, False)
@@ -118,29 +125,37 @@ def _reader(kind: Any, source: str, many: bool) -> Reader:
     that is not a model instance) takes the general route of :func:`_is_loaded` and
     :func:`_loaded_value`."""
     field = field_of(kind, source, accessors=True) if hasattr(kind, "_meta") else None
-    if field is not None and field.is_relation and not many and (
-            field.many_to_one or field.one_to_one):
-        name = cache_name_of(field)
+    if field is None or not field.is_relation:
+        return _general_reader(source, many)
+    if not many and (field.many_to_one or field.one_to_one):
+        return _to_one_reader(cache_name_of(field))
+    if field.many_to_many or field.one_to_many:
+        return _to_many_reader(cache_name_of(field))
+    return _general_reader(source, many)
 
-        def to_one(instance: Any) -> tuple[bool, Any, bool]:
-            cache = instance._state.fields_cache
-            if name not in cache:
-                return _NOT_LOADED
-            value = cache[name]
-            return _LOADED_NONE if value is None else (True, value, False)
 
-        return to_one
-    if field is not None and field.is_relation and (field.many_to_many or field.one_to_many):
-        name = cache_name_of(field)
+def _to_one_reader(name: str) -> Reader:
+    def to_one(instance: Any) -> tuple[bool, Any, bool]:
+        cache = instance._state.fields_cache
+        if name not in cache:
+            return _NOT_LOADED
+        value = cache[name]
+        return _LOADED_NONE if value is None else (True, value, False)
 
-        def to_many(instance: Any) -> tuple[bool, Any, bool]:
-            cached = instance.__dict__.get("_prefetched_objects_cache")
-            if cached is None or name not in cached:
-                return _NOT_LOADED
-            return True, list(cached[name]), True  # its rows are fetched: no query
+    return to_one
 
-        return to_many
 
+def _to_many_reader(name: str) -> Reader:
+    def to_many(instance: Any) -> tuple[bool, Any, bool]:
+        cached = instance.__dict__.get("_prefetched_objects_cache")
+        if cached is None or name not in cached:
+            return _NOT_LOADED
+        return True, list(cached[name]), True  # its rows are fetched: no query
+
+    return to_many
+
+
+def _general_reader(source: str, many: bool) -> Reader:
     def general(instance: Any) -> tuple[bool, Any, bool]:
         if not _is_loaded(instance, source):
             return _NOT_LOADED
