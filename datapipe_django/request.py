@@ -257,13 +257,8 @@ def normalize_names(value: str | Iterable[str] | None) -> tuple[str, ...]:
 
 
 def normalize_expand(value: str | Iterable[str] | None) -> frozenset[str]:
-    """``"a,b.c"`` or ``["a", "b.c"]`` → ``{"a", "b.c"}`` (blank names dropped)."""
-    if not value:
-        return frozenset()
-    parts: list[str] = []
-    for item in [value] if isinstance(value, str) else value:
-        parts.extend(str(item).split(","))
-    return frozenset(p.strip(_BLANK) for p in parts if p.strip(_BLANK))
+    """``"a,b.c"`` or ``["a", "b.c"]`` → ``{"a", "b.c"}``: :func:`normalize_names` as a set."""
+    return frozenset(normalize_names(value))
 
 
 def parse_names(params: Any, name: str) -> frozenset[str]:

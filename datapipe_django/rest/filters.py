@@ -50,7 +50,7 @@ def _hidden_model_fields(view: Any, auth_type: str | None) -> set[str]:
     ``auth_type`` (``Meta.field_auth_types``, see ``AuthTypeFieldsMixin``)."""
     if getattr(view, "serializer_class", None) is None and \
             type(view).get_serializer_class is GenericAPIView.get_serializer_class:
-        return set()  # no serializer (``manage.py datapipe explain``'s view): nothing hidden
+        return set()  # a viewset without a serializer: nothing is hidden
     serializer_class = view.get_serializer_class()
     serializer = serializer_class(context={"auth_type": auth_type})
     get_restricted = getattr(serializer, "get_field_auth_types", None)
