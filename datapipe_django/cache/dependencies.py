@@ -21,6 +21,8 @@ def related_models(model: type[models.Model], path: str) -> frozenset[type[model
 
 
 def pipeline_paths(pipeline: Any) -> set[str]:
+    """The field paths ``pipeline``'s requests may filter through: its search fields, tenant
+    field and FilterSet filters' field names."""
     paths = {p for p in getattr(pipeline, "search_fields", ()) if p}
     if getattr(pipeline, "tenant_field", None):
         paths.add(pipeline.tenant_field)

@@ -62,6 +62,7 @@ __all__ = [
     "remember_tenants",
     "tenant_attname",
     "tenant_attnames",
+    "tenant_value",
     "watch",
     "write_pending",
 ]
@@ -120,7 +121,7 @@ def tenant_attname(model: type[models.Model], tenant_field: str | None) -> str |
     return local_attname(model, tenant_field)
 
 
-def _tenant_value(model: type[models.Model], attname: str, value: Any) -> Any:
+def tenant_value(model: type[models.Model], attname: str, value: Any) -> Any:
     """``value`` as the tenant field's Python value: ``"1"`` and ``1`` are one tenant for an
     integer field, exactly as for the database query. Raises ``ValidationError``."""
     return _field(model, attname).to_python(value)
@@ -141,7 +142,7 @@ def generation_keys(
     if attname is None or tenant is None:
         return keys, tenant
     try:
-        value = _tenant_value(model, attname, tenant)
+        value = tenant_value(model, attname, tenant)
     except (ValidationError, TypeError, ValueError) as exc:
         raise Uncacheable(f"tenant {tenant!r} is not a valid {attname}") from exc
     keys.append(_tenant_generation_key(model, _tenant_suffix(attname, value)))
@@ -303,7 +304,7 @@ def _instance_targets(
         if new is _MISSING or old is _MISSING or old != new:
             return {(model, None)}
         try:
-            value = _tenant_value(model, attname, new)
+            value = tenant_value(model, attname, new)
         except (ValidationError, TypeError, ValueError):
             return {(model, None)}
         out.add((model, _tenant_suffix(attname, value)))
@@ -507,7 +508,7 @@ def invalidate(model: type[models.Model], tenant: Any = None, *, using: str | No
     else:
         for attname in watched.tenant_attnames:
             try:
-                value = _tenant_value(model, attname, tenant)
+                value = tenant_value(model, attname, tenant)
             except (ValidationError, TypeError, ValueError):
                 targets = {(model, None)}
                 break

@@ -66,6 +66,7 @@ from datapipe_django.cache.generations import (
     new_token,
     pending_write,
     tenant_attname,
+    tenant_value,
     watch,
     write_pending,
 )
@@ -651,8 +652,9 @@ def _concrete(model: type[models.Model]) -> type[models.Model]:
 
 
 def _tenant_python(model: type[models.Model], attname: str, tenant: Any) -> Any:
+    """``tenant`` as the tenant field's value (as given when it is not a valid one)."""
     try:
-        return model._meta.get_field(attname).to_python(tenant)  # type: ignore[union-attr]
+        return tenant_value(model, attname, tenant)
     except (ValidationError, TypeError, ValueError):
         return tenant
 
