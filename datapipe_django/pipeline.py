@@ -13,13 +13,8 @@ from django.db import models
 from datapipe_django import registry
 from datapipe_django.chain import Attempt, FallbackMode
 from datapipe_django.conf import datapipe_settings
-from datapipe_django.enrichers.base import (
-    BaseEnricher,
-    CompositeEnricher,
-    Enricher,
-    as_enricher,
-    parent_path,
-)
+from datapipe_django.enrichers.base import BaseEnricher, Enricher, as_enricher, parent_path
+from datapipe_django.enrichers.composite import CompositeEnricher
 from datapipe_django.errors import PipelineError
 from datapipe_django.fetchers.base import BaseFetcher, Fetcher, as_fetcher
 from datapipe_django.middleware import StageMiddleware, compose

@@ -1,13 +1,8 @@
 """What a page is enriched with after the fetch."""
 
-from datapipe_django.enrichers.base import (
-    BaseEnricher,
-    CompositeEnricher,
-    EnrichContext,
-    Enricher,
-    as_enricher,
-)
+from datapipe_django.enrichers.base import BaseEnricher, EnrichContext, Enricher, as_enricher
 from datapipe_django.enrichers.batch import BatchEnricher
+from datapipe_django.enrichers.composite import CompositeEnricher
 from datapipe_django.enrichers.prefetch import PrefetchEnricher
 
 __all__ = [
