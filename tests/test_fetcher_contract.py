@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.db import InterfaceError, OperationalError, connections
 from django.test import override_settings
 from hypothesis import HealthCheck, event, given, note
 from hypothesis import settings as hsettings
@@ -56,7 +57,7 @@ from tests.search_documents import (
 from tests.specs_data import CATEGORIES, DANGLING, OWNERS, as_query, params_strategy
 from tests.testapp.filters import ItemFilterSet
 from tests.testapp.models import Category, Item, Owner
-from tests.topology import wait_for_replay
+from tests.topology import wait_for_replay, wait_for_standby
 
 DB = pytest.mark.django_db(databases=[alias for alias in ("default", "primary", "replica",
                                                          "archive")
@@ -109,15 +110,27 @@ class Backend:
 
 
 def store_rows(alias: str) -> None:
+    delete_rows(alias)
     Category.objects.using(alias).bulk_create(
         [Category(id=pk, name=name) for pk, name in CATEGORIES.items()])
     Owner.objects.using(alias).bulk_create([Owner(id=pk, name=n) for pk, n in OWNERS.items()])
     Item.objects.using(alias).bulk_create(WORLD)
 
 
-def delete_rows(alias: str) -> None:
-    for model in (Item, Owner, Category):
-        model.objects.using(alias).all().delete()
+def delete_rows(alias: str, attempts: int = 3) -> None:
+    """Delete the committed rows, again after a reconnect if the server restarted meanwhile
+    (the servers are shared: another run may have restarted one): rows left behind would be
+    there for every later test module."""
+    for attempt in range(attempts):
+        try:
+            for model in (Item, Owner, Category):
+                model.objects.using(alias).all().delete()
+            return
+        except (OperationalError, InterfaceError):
+            connections[alias].close()
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1.0)
 
 
 @contextlib.contextmanager
@@ -246,8 +259,13 @@ MARKS = {"orm-postgres": [pytest.mark.postgres], "orm-postgres-replica": [pytest
                                         for name in BACKENDS])
 def backend(request: pytest.FixtureRequest, django_db_setup: None,
             django_db_blocker: Any) -> Iterator[Backend]:
-    with django_db_blocker.unblock(), BACKENDS[request.param](request) as found:
-        yield found
+    with django_db_blocker.unblock():
+        if "replica" in settings.DATABASES:
+            # Every test here opens a transaction on the standby too: it must have the test
+            # database the run has just created on the primary.
+            wait_for_standby()
+        with BACKENDS[request.param](request) as found:
+            yield found
 
 
 # --------------------------------------------------------------------------------------------

@@ -62,6 +62,26 @@ def wait_for_replay(primary: str = "primary", replica: str = "replica",
             time.sleep(0.02)
 
 
+def wait_for_standby(replica: str = "replica", primary: str = "primary",
+                     timeout: float = 30.0) -> None:
+    """Block until the standby has the test database (the run created it on the primary just
+    before: the standby replays the CREATE DATABASE a moment later) and has replayed everything
+    the primary wrote so far."""
+    from django.db import OperationalError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            connections[replica].ensure_connection()
+            break
+        except OperationalError:
+            connections[replica].close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    wait_for_replay(primary, replica, timeout=max(1.0, deadline - time.monotonic()))
+
+
 def set_replay_paused(paused: bool, replica: str = "replica") -> None:
     with connections[replica].cursor() as cursor:
         cursor.execute("SELECT pg_wal_replay_pause()" if paused
