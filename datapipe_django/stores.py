@@ -36,7 +36,7 @@ from typing import Any
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 
-from datapipe_django._internal.breaker import BackgroundProbe, Breaker
+from datapipe_django._internal.breaker import BackgroundProbe, Breaker, Breakers
 from datapipe_django.conf import datapipe_settings
 from datapipe_django.errors import SourceUnavailable, first_line, is_connection_failure
 from datapipe_django.timeouts import statement_timeout
@@ -90,17 +90,12 @@ def _retry_interval() -> float:
     return float(datapipe_settings.STORE_RETRY_INTERVAL)
 
 
-_guards: dict[str, StoreGuard] = {}
-_guards_lock = threading.Lock()
+_guards: Breakers[StoreGuard] = Breakers(StoreGuard)
 
 
 def get_store_guard(alias: str) -> StoreGuard:
     """The process-wide :class:`StoreGuard` of database ``alias``."""
-    guard = _guards.get(alias)
-    if guard is None:
-        with _guards_lock:
-            guard = _guards.setdefault(alias, StoreGuard(alias))
-    return guard
+    return _guards.get(alias)
 
 
 @contextlib.contextmanager

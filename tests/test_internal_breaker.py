@@ -12,7 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from datapipe_django._internal import breaker as breaker_module
-from datapipe_django._internal.breaker import BackgroundProbe, Breaker, Cooldown, TimedProbe
+from datapipe_django._internal.breaker import (
+    BackgroundProbe,
+    Breaker,
+    Breakers,
+    Cooldown,
+    TimedProbe,
+)
 
 
 @pytest.fixture
@@ -125,3 +131,33 @@ def test_a_timed_probe_admits_no_caller_early_and_one_probe_at_a_time(events):
             assert breaker.is_open == (last_failure is not None)
     finally:
         breaker_module.time = original
+
+
+# -- one breaker per name ----------------------------------------------------------------------
+
+def test_breakers_make_one_breaker_per_name_whatever_the_threads():
+    made = []
+
+    def make(name):
+        made.append(name)
+        return Breaker(name, TimedProbe(0.5))
+
+    breakers = Breakers(make)
+    start = threading.Barrier(8)
+    got: list[Breaker] = []
+
+    def get():
+        start.wait()
+        got.append(breakers.get("redis"))
+
+    threads = [threading.Thread(target=get) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({id(b) for b in got}) == 1 and got[0].name == "redis"
+    assert breakers.get("other") is not got[0]
+    assert {b.name for b in breakers.values()} == {"redis", "other"}
+    got[0].failed("down")
+    breakers.clear()
+    assert not breakers.values() and not breakers.get("redis").is_open

@@ -11,7 +11,8 @@ error); how an open breaker closes again is its :class:`Recovery` policy:
   the dependency at once, then every ``interval`` seconds; the first success closes it.
 
 ``seconds`` and ``interval`` are numbers or zero-argument callables (a setting read when the
-breaker opens, so ``override_settings`` applies).
+breaker opens, so ``override_settings`` applies). :class:`Breakers` holds a process's breakers
+of one kind, one per name (each cache alias, each database alias).
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-__all__ = ["BackgroundProbe", "Breaker", "Cooldown", "Recovery", "TimedProbe"]
+__all__ = ["BackgroundProbe", "Breaker", "Breakers", "Cooldown", "Recovery", "TimedProbe"]
 
 _sleep = time.sleep  # the prober's; ``time.monotonic`` is looked up at each call (a test clock)
 
@@ -215,3 +216,32 @@ class Breaker:
     def __repr__(self) -> str:
         state = "open" if self.is_open else "closed"
         return f"<{type(self).__name__} {self.name!r} {state}, {self.failures} failure(s)>"
+
+
+_B = TypeVar("_B", bound=Breaker)
+
+
+class Breakers(Generic[_B]):
+    """The process-wide breakers of one kind: one per name, made by ``make(name)`` on first
+    use and shared by every thread from then on."""
+
+    def __init__(self, make: Callable[[str], _B]) -> None:
+        self._make = make
+        self._by_name: dict[str, _B] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> _B:
+        """The breaker of ``name``."""
+        breaker = self._by_name.get(name)
+        if breaker is None:
+            with self._lock:
+                breaker = self._by_name.setdefault(name, self._make(name))
+        return breaker
+
+    def values(self) -> list[_B]:
+        """The breakers made so far."""
+        return list(self._by_name.values())
+
+    def clear(self) -> None:
+        """Forget every breaker (the next :meth:`get` of a name makes a new, closed one)."""
+        self._by_name.clear()

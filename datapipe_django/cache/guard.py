@@ -11,12 +11,11 @@ This module uses Django's cache API only.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 from django.core import checks
 
-from datapipe_django._internal.breaker import Breaker, TimedProbe
+from datapipe_django._internal.breaker import Breaker, Breakers, TimedProbe
 from datapipe_django.conf import datapipe_settings
 from datapipe_django.errors import unavailable_reason
 
@@ -64,17 +63,12 @@ def _breaker_seconds() -> float:
     return float(datapipe_settings.CACHE_BREAKER_SECONDS)
 
 
-_guards: dict[str, CacheGuard] = {}
-_guards_lock = threading.Lock()
+_guards: Breakers[CacheGuard] = Breakers(CacheGuard)
 
 
 def get_guard(alias: str) -> CacheGuard:
     """The process-wide :class:`CacheGuard` of cache ``alias``."""
-    guard = _guards.get(alias)
-    if guard is None:
-        with _guards_lock:
-            guard = _guards.setdefault(alias, CacheGuard(alias))
-    return guard
+    return _guards.get(alias)
 
 
 def unknown_cache_alias(pipeline: Any, user: str, alias: str) -> checks.Error | None:
