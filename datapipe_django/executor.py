@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextvars
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, Generic, TypeVar
@@ -21,6 +20,7 @@ from typing import Any, Generic, TypeVar
 from django.db import close_old_connections
 
 from datapipe_django.conf import datapipe_settings
+from datapipe_django.timeouts import seconds_left
 
 __all__ = ["Scheduler", "get_executor", "submit"]
 
@@ -87,9 +87,7 @@ class Scheduler(Generic[K]):
     @property
     def remaining(self) -> float | None:
         """Seconds left before the deadline (never negative), or None without one."""
-        if self.deadline is None:
-            return None
-        return max(0.0, self.deadline - time.monotonic())
+        return seconds_left(self.deadline)
 
     @property
     def running(self) -> int:

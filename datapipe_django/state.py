@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from datapipe_django.fetchers.base import HIGHLIGHTS_ATTR
+from datapipe_django.timeouts import seconds_left
 
 if TYPE_CHECKING:
     from django_filters import FilterSet
@@ -67,9 +67,7 @@ class State:
     @property
     def remaining(self) -> float | None:
         """Seconds left of the pipeline's budget (never negative), or None without one."""
-        if self.deadline is None:
-            return None
-        return max(0.0, self.deadline - time.monotonic())
+        return seconds_left(self.deadline)
 
 
 @dataclass

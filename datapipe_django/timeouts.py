@@ -12,6 +12,9 @@ chain falls back, instead of the request hanging past its deadline:
 * MySQL and TiDB: the ``MAX_EXECUTION_TIME`` optimizer hint on ``SELECT`` (no extra round
   trip);
 * SQLite: a progress handler that interrupts the query.
+
+:func:`seconds_left` is what remains of a deadline: the one reading behind every
+``remaining`` (of the state, a fetch request, an enricher's context, the pool scheduler).
 """
 
 from __future__ import annotations
@@ -22,7 +25,15 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["statement_timeout"]
+__all__ = ["seconds_left", "statement_timeout"]
+
+
+def seconds_left(deadline: float | None) -> float | None:
+    """Seconds left before ``deadline`` (a ``time.monotonic()`` instant; never negative), or
+    None without one."""
+    if deadline is None:
+        return None
+    return max(0.0, deadline - time.monotonic())
 
 
 @contextlib.contextmanager

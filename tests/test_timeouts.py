@@ -7,7 +7,7 @@ import time
 import pytest
 from django.db import OperationalError, connections
 
-from datapipe_django.timeouts import statement_timeout
+from datapipe_django.timeouts import seconds_left, statement_timeout
 from tests.conftest import engine_databases
 
 pytestmark = pytest.mark.django_db(databases=engine_databases())
@@ -86,3 +86,13 @@ def test_the_sqlite_interrupt_stays_inside_the_query_with_debug_sql_logging(sett
         cursor.execute(slow, params)
     assert time.monotonic() - started < 1.5
     assert "-5000, -4999" in connection.queries[-1]["sql"]
+
+
+def test_seconds_left_counts_down_to_zero_and_never_below():
+    assert seconds_left(None) is None
+    start = time.monotonic()
+    left = seconds_left(start + 5.0)
+    assert left is not None and 0.0 < left <= 5.0
+    assert seconds_left(start - 1.0) == 0.0  # past the deadline: nothing left, not negative
+    later = seconds_left(start + 5.0)
+    assert later is not None and later <= left

@@ -26,13 +26,14 @@ may keep writing to the instances it was given.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
+
+from datapipe_django.timeouts import seconds_left
 
 __all__ = [
     "BaseEnricher",
@@ -72,9 +73,7 @@ class EnrichContext:
     @property
     def remaining(self) -> float | None:
         """Seconds left before the deadline (never negative), or None without one."""
-        if self.deadline is None:
-            return None
-        return max(0.0, self.deadline - time.monotonic())
+        return seconds_left(self.deadline)
 
 
 @runtime_checkable

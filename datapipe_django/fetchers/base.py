@@ -27,10 +27,11 @@ pipeline wraps it with :func:`as_fetcher`, which gives it the defaults of the ho
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from datapipe_django.timeouts import seconds_left
 
 if TYPE_CHECKING:
     from django.core.checks import CheckMessage
@@ -129,9 +130,7 @@ class FetchRequest:
     @property
     def remaining(self) -> float | None:
         """Seconds left before the deadline (never negative), or None."""
-        if self.deadline is None:
-            return None
-        return max(0.0, self.deadline - time.monotonic())
+        return seconds_left(self.deadline)
 
 
 @dataclass
