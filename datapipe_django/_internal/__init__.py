@@ -6,6 +6,8 @@
   on-commit callbacks;
 * :mod:`~datapipe_django._internal.counters`: thread-safe named counters (``CacheStats``,
   ``SyncStats``) and the OpenTelemetry counters built through :mod:`datapipe_django.otel`.
+* :mod:`~datapipe_django._internal.wrapping`: a duck-typed fetcher or enricher seen through
+  its base class (``as_fetcher``, ``as_enricher``).
 
 Nothing here is public API: import the names from the modules that use them.
 """

@@ -33,6 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
+from datapipe_django._internal.wrapping import Wrapper, adopt_methods
 from datapipe_django.timeouts import seconds_left
 
 __all__ = [
@@ -238,7 +239,7 @@ _METHOD_HOOKS = ("can_enrich", "paths", "runs_inline", "join_path", "join_below"
 _ATTRIBUTE_HOOKS = ("always", "auth_types", "join", "honours_deadline")
 
 
-class _DuckEnricher(BaseEnricher):
+class _DuckEnricher(Wrapper, BaseEnricher):
     """An enricher that does not subclass :class:`BaseEnricher`, seen through it: its own
     hooks where it has them, the base's defaults elsewhere. Any other attribute is the
     wrapped object's."""
@@ -250,26 +251,16 @@ class _DuckEnricher(BaseEnricher):
         for attr in _ATTRIBUTE_HOOKS:
             if hasattr(enricher, attr):
                 setattr(self, attr, getattr(enricher, attr))
-        for method in _METHOD_HOOKS:
-            own = getattr(enricher, method, None)
-            if method == "paths" and own is not None and not callable(own):
-                own = _constant(tuple(own))  # ``paths`` given as an attribute
-            if callable(own):
-                self.__dict__[method] = own
+        adopt_methods(self, enricher, _METHOD_HOOKS)
+        paths = getattr(enricher, "paths", None)
+        if paths is not None and not callable(paths):  # ``paths`` given as an attribute
+            self.__dict__["paths"] = _constant(tuple(paths))
         load, apply = getattr(enricher, "load", None), getattr(enricher, "apply", None)
         if callable(load) and callable(apply):  # two-phase
             self.__dict__["load"], self.__dict__["apply"] = load, apply
 
     def enrich(self, items: list[Any], context: EnrichContext) -> None:
         self.wrapped.enrich(items, context)
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "wrapped":
-            raise AttributeError(name)
-        return getattr(self.wrapped, name)
-
-    def __repr__(self) -> str:
-        return repr(self.wrapped)
 
 
 def _constant(value: tuple[str, ...]) -> Callable[[], tuple[str, ...]]:

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from datapipe_django._internal.wrapping import Wrapper, adopt_methods
 from datapipe_django.timeouts import seconds_left
 
 if TYPE_CHECKING:
@@ -322,7 +323,7 @@ _METHOD_HOOKS = ("get_holds", "declares_scope", "runs_inline", "count", "can_ran
                  "contribute_to_pipeline", "check", "explain", "health")
 
 
-class _DuckFetcher(BaseFetcher):
+class _DuckFetcher(Wrapper, BaseFetcher):
     """A fetcher that does not subclass :class:`BaseFetcher`, seen through it: its own hooks
     where it has them, the base's defaults elsewhere (``declares_scope()`` says True: nothing
     is known of what it serves, so nothing is warned of). Any other attribute is the wrapped
@@ -338,10 +339,7 @@ class _DuckFetcher(BaseFetcher):
         self.complete = bool(getattr(fetcher, "complete", False))
         inner = getattr(fetcher, "fetcher", None)
         self.fetcher = as_fetcher(inner) if inner is not None else None
-        for method in _METHOD_HOOKS:
-            own = getattr(fetcher, method, None)
-            if callable(own):
-                self.__dict__[method] = own
+        adopt_methods(self, fetcher, _METHOD_HOOKS)
 
     def can_handle(self, request: FetchRequest) -> bool | Verdict:
         return self.wrapped.can_handle(request)  # type: ignore[no-any-return]
@@ -355,14 +353,6 @@ class _DuckFetcher(BaseFetcher):
     @property
     def database(self) -> str | None:
         return self._database  # type: ignore[no-any-return]
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "wrapped":
-            raise AttributeError(name)
-        return getattr(self.wrapped, name)
-
-    def __repr__(self) -> str:
-        return repr(self.wrapped)
 
 
 def as_fetcher(fetcher: Any) -> BaseFetcher:
