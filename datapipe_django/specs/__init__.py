@@ -45,23 +45,25 @@ search client)::
     ├── q.py           the ``Q`` compilation of a leaf (to-many paths as ``EXISTS``)
     ├── memory.py      the in-memory predicate: walking a path, preparing values
     ├── search.py      the search compilation (Elasticsearch/OpenSearch query dicts)
-    ├── filterset.py   FilterSet → Spec, and the reuse of its form classes
+    ├── filterset.py   FilterSet → Spec
+    ├── binding.py     raw parameters bound to a FilterSet cheaply (no query, only the
+    │                  filters named, form fields shared), then compiled: compile_filterset
     └── parameters.py  which parameters a FilterSet reads, which values a column holds
 """
 
-from datapipe_django.specs.filterset import (
+from datapipe_django.specs.binding import (
     _NARROWING as _NARROWING,  # for the tests that look into the narrowing
 )
+from datapipe_django.specs.binding import (
+    _narrowed as _narrowed,
+)
+from datapipe_django.specs.binding import compile_filterset
 from datapipe_django.specs.filterset import (
     SUPPORTED_LOOKUPS,
-    compile_filterset,
     spec_from_filterset,
 )
 from datapipe_django.specs.filterset import (
     SpecHook as SpecHook,
-)
-from datapipe_django.specs.filterset import (
-    _narrowed as _narrowed,
 )
 from datapipe_django.specs.parameters import (
     check_parameters,
