@@ -45,6 +45,7 @@ search client)::
     ├── q.py           the ``Q`` compilation of a leaf (to-many paths as ``EXISTS``)
     ├── memory.py      the in-memory predicate: walking a path, preparing values
     ├── search.py      the search compilation (Elasticsearch/OpenSearch query dicts)
+    ├── fieldmap.py    a search Document's mapping read as a FieldMap (fields and types)
     ├── filterset.py   FilterSet → Spec
     ├── binding.py     raw parameters bound to a FilterSet cheaply (no query, only the
     │                  filters named, form fields shared), then compiled: compile_filterset
