@@ -16,7 +16,7 @@ from datapipe_django.conf import datapipe_settings
 from datapipe_django.enrichers.base import BaseEnricher, Enricher, as_enricher, parent_path
 from datapipe_django.enrichers.composite import CompositeEnricher
 from datapipe_django.errors import PipelineError
-from datapipe_django.fetchers.base import BaseFetcher, Fetcher, as_fetcher
+from datapipe_django.fetchers.base import BaseFetcher, Fetcher, as_fetcher, missing_member
 from datapipe_django.middleware import StageMiddleware, compose
 from datapipe_django.observability import (
     CompleteMetrics,
@@ -474,13 +474,13 @@ def _fetcher(owner: str, fetcher: Any) -> BaseFetcher:
             f"{owner}: `fetchers` holds the class {fetcher.__name__}, not an instance. "
             f"Pass a fetcher object, e.g. {fetcher.__name__}(using='default')."
         )
-    for attr in ("name", "can_handle", "fetch"):
-        if not hasattr(fetcher, attr):
-            raise ImproperlyConfigured(
-                f"{owner}: fetcher {fetcher!r} has no `{attr}`. A fetcher needs `name`, "
-                f"`priority`, `can_handle(request)` and `fetch(request)`; subclass "
-                f"datapipe_django.fetchers.BaseFetcher."
-            )
+    attr = missing_member(fetcher)
+    if attr is not None:
+        raise ImproperlyConfigured(
+            f"{owner}: fetcher {fetcher!r} has no `{attr}`. A fetcher needs `name`, "
+            f"`priority`, `can_handle(request)` and `fetch(request)`; subclass "
+            f"datapipe_django.fetchers.BaseFetcher."
+        )
     return as_fetcher(fetcher)
 
 

@@ -13,7 +13,14 @@ import pytest
 
 from datapipe_django import Pipeline, PipelineRequest
 from datapipe_django.fetchers import FetchRequest, FetchResult
-from datapipe_django.fetchers.base import BaseFetcher, Fetcher, Verdict, as_fetcher
+from datapipe_django.fetchers.base import (
+    REQUIRED_MEMBERS,
+    BaseFetcher,
+    Fetcher,
+    Verdict,
+    as_fetcher,
+    missing_member,
+)
 from datapipe_django.paging import Ordering
 from datapipe_django.specs import And, Eq, MatchAll
 from tests.testapp.models import Item
@@ -138,3 +145,20 @@ class TestAsFetcher:
             PipelineRequest())
         assert [r.pk for r in result.items] == [1]
         assert result.source == "minimal"
+
+
+def test_missing_member_names_the_first_required_member_an_object_lacks():
+    class Complete:
+        name = "x"
+
+        def can_handle(self, request):
+            return True
+
+        def fetch(self, request):
+            return FetchResult(items=[])
+
+    assert missing_member(Complete()) is None
+    for member in REQUIRED_MEMBERS:
+        lacking = type("Lacking", (), {m: getattr(Complete, m) for m in REQUIRED_MEMBERS
+                                       if m != member})
+        assert missing_member(lacking()) == member

@@ -43,8 +43,8 @@ if TYPE_CHECKING:
     from datapipe_django.request import PipelineRequest
     from datapipe_django.specs import Spec
 
-__all__ = ["HIGHLIGHTS_ATTR", "BaseFetcher", "FetchRequest", "FetchResult", "Fetcher", "Verdict",
-           "as_fetcher", "hook", "unknown_database"]
+__all__ = ["HIGHLIGHTS_ATTR", "REQUIRED_MEMBERS", "BaseFetcher", "FetchRequest", "FetchResult",
+           "Fetcher", "Verdict", "as_fetcher", "hook", "missing_member", "unknown_database"]
 
 #: The attribute a source sets on each row for ``highlight=true``: ``{field: [fragments]}``.
 HIGHLIGHTS_ATTR = "_datapipe_highlights"
@@ -353,6 +353,15 @@ class _DuckFetcher(Wrapper, BaseFetcher):
     @property
     def database(self) -> str | None:
         return self._database  # type: ignore[no-any-return]
+
+
+#: What an object needs to be a fetcher (every other hook of :class:`BaseFetcher` has a default).
+REQUIRED_MEMBERS = ("name", "can_handle", "fetch")
+
+
+def missing_member(fetcher: Any) -> str | None:
+    """The first of :data:`REQUIRED_MEMBERS` that ``fetcher`` lacks (None: it has them all)."""
+    return next((member for member in REQUIRED_MEMBERS if not hasattr(fetcher, member)), None)
 
 
 def as_fetcher(fetcher: Any) -> BaseFetcher:

@@ -85,6 +85,7 @@ from datapipe_django.fetchers.base import (
     FetchResult,
     Verdict,
     as_fetcher,
+    missing_member,
 )
 
 if TYPE_CHECKING:
@@ -629,13 +630,13 @@ class CachedFetcher(BaseFetcher):
 
 def _check_arguments(fetcher: Any, *, ttl: Any, stale_ttl: Any, lock_timeout: Any) -> None:
     """``ImproperlyConfigured`` naming what is wrong with ``CachedFetcher``'s arguments."""
-    for attr in ("name", "can_handle", "fetch"):
-        if not hasattr(fetcher, attr):
-            raise ImproperlyConfigured(
-                f"CachedFetcher: {fetcher!r} is not a fetcher (it has no `{attr}`). Wrap an "
-                f"ORMFetcher or another object with name, can_handle(request) and "
-                f"fetch(request)."
-            )
+    attr = missing_member(fetcher)
+    if attr is not None:
+        raise ImproperlyConfigured(
+            f"CachedFetcher: {fetcher!r} is not a fetcher (it has no `{attr}`). Wrap an "
+            f"ORMFetcher or another object with name, can_handle(request) and "
+            f"fetch(request)."
+        )
     for label, value in (("ttl", ttl), ("lock_timeout", lock_timeout)):
         if value is not None and not (isinstance(value, int | float) and value > 0):
             raise ImproperlyConfigured(
