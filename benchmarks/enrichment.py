@@ -8,12 +8,14 @@ DRF views with nested serializers.
    one after the other. Goal: 3 in parallel within 1.3x of 1.
 2. Queries per page, at page sizes 10, 50 and 100, expanding owner, category, tags (M2M) and
    comments with their authors (reverse FK, then FK):
-   * ours: ``PipelineViewSet`` + ``PrefetchEnricher`` per relation, ``ExpandableField``;
+   * ours: ``PipelineViewSet`` + ``PrefetchEnricher`` per relation, ``ExpandableField``,
+     with ``parallel_enrichment=True``, and once more at the Pipeline's own defaults
+     (sequential enrichment, the default timeout);
    * naive DRF: ``ListAPIView`` with nested serializers (what one writes first: a query per
      item and relation);
    * DRF + prefetch: the same view with ``select_related``/``prefetch_related`` done by hand.
    Queries are counted on every connection of every thread (enrichers run on worker threads).
-   The four views run interleaved (one request each per round, the order rotating); each cell
+   The five views run interleaved (one request each per round, the order rotating); each cell
    prints the median and p10-p90 of its rounds, and each of ours its per-round ratio to the
    hand-tuned DRF view (median and p10-p90).
 
@@ -269,6 +271,19 @@ def views():  # type: ignore[no-untyped-def]
 
     Ours.pipeline = pipeline  # type: ignore[assignment]
 
+    # The same at the Pipeline's own defaults: no parallel_enrichment, the default timeout
+    # (DATAPIPE["TIMEOUT"]), the enrichers one after the other.
+    defaults = Pipeline(
+        "bench-expand-defaults", model=Item, tenant_field="tenant",
+        ordering=("-created_at", "-id"), fetchers=[ORMFetcher("default")], register=False,
+        enrichers=[PrefetchEnricher(r) for r in ("owner", "category", "tags", "comments",
+                                                  "comments.author")])
+
+    class OursDefaults(Ours):
+        pass
+
+    OursDefaults.pipeline = defaults  # type: ignore[assignment]
+
     # The same, tuned as the hand-written DRF view is: the foreign keys joined into the fetch
     # (join=True), the comments' authors selected with the comments, and the to-many
     # relations uncapped (limit=False), as the view's plain prefetch_related is.
@@ -332,6 +347,8 @@ def views():  # type: ignore[no-untyped-def]
                 "tags", Prefetch("comments", queryset=Comment.objects.select_related("author")))
 
     return (("ours (PipelineViewSet + PrefetchEnricher)", Ours.as_view({"get": "list"}), True),
+            ("ours, Pipeline defaults (sequential)", OursDefaults.as_view({"get": "list"}),
+             True),
             ("ours, tuned (join, limit=False, queryset)", OursJoined.as_view({"get": "list"}),
              True),
             ("naive DRF (nested serializers)", Naive.as_view(), False),
@@ -361,7 +378,7 @@ def queries(n: int, counter: QueryCounter) -> None:
                 raise SystemExit(f"{label} disagrees with ours:\n{theirs}\n{mine}")
 
     print(f"\n2. Queries per page and time, expanding owner, category, tags and "
-          f"comments.author ({COMMENTS} comments per item), {n} rounds per page size, the four "
+          f"comments.author ({COMMENTS} comments per item), {n} rounds per page size, the "
           f"views interleaved in each round (the order rotating)\n")
     results: dict[tuple[int, int], list[tuple[float, int]]] = {}
     for size in PAGE_SIZES:
