@@ -28,7 +28,8 @@ Semantics (see docs/fetching.md):
 Only a source's own unavailability (:class:`~datapipe_django.errors.SourceUnavailable`,
 Django's ``OperationalError``/``InterfaceError``) moves the chain on; any other exception is a
 bug and propagates. A database error that the request's own shape caused (a pattern too
-complex, an expression too deep, a value the column's type rejects: :func:`caused_by_request`)
+complex, an expression too deep, a value the column's type rejects:
+:func:`~datapipe_django.errors.caused_by_request`)
 is the client's :class:`~datapipe_django.errors.ValidationFailed`: no fallback (every other
 source would refuse it too), and no source counted as failing.
 """
@@ -50,6 +51,7 @@ from datapipe_django.errors import (
     SourcesUnavailable,
     SourceUnavailable,
     ValidationFailed,
+    caused_by_request,
     first_line,
 )
 from datapipe_django.executor import Scheduler, submit
@@ -88,35 +90,6 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     OperationalError,
     InterfaceError,
 )
-
-
-#: SQLite's messages for a statement too large or complex for it.
-_SQLITE_LIMITS = ("pattern too complex", "expression tree is too large", "too many sql variables",
-                  "parser stack overflow", "string or blob too big", "too many terms",
-                  "too many columns")
-#: MySQL/MariaDB error codes a statement's own values cause: illegal mix of collations (a
-#: character the column's charset lacks), a bad regular expression, a thread stack overrun.
-_MYSQL_CODES = frozenset({1267, 1270, 1271, 1139, 1436, 3685, 3692, 3699})
-
-
-def caused_by_request(exc: BaseException) -> bool:
-    """Whether a database error is the request's fault rather than the store's: a value the
-    column cannot take (Django's ``DataError``), a statement past the database's limits
-    (PostgreSQL's class 54 "program limit exceeded", SQLite's "pattern too complex", MySQL's
-    collation and regular-expression errors)."""
-    if isinstance(exc, DataError):
-        return True
-    if not isinstance(exc, OperationalError):
-        return False
-    cause = exc.__cause__
-    sqlstate = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
-    if isinstance(sqlstate, str):
-        return sqlstate.startswith("54") or sqlstate == "2201B"
-    args = getattr(cause, "args", ())
-    if args and isinstance(args[0], int):
-        return args[0] in _MYSQL_CODES
-    text = str(exc).lower()
-    return any(limit in text for limit in _SQLITE_LIMITS)
 
 
 def _bad_request(request: FetchRequest, exc: BaseException) -> ValidationFailed:

@@ -17,6 +17,11 @@ fetcher chain to its next source. Anything else (``FieldError``, ``TypeError``..
 propagates unchanged. HTTP status codes live here only as data (``status_code``); the mapping
 to responses happens in :mod:`datapipe_django.rest`.
 
+Is this the request's fault?
+    :func:`caused_by_request` tells a database error that the request's own values caused (a
+    value the column cannot take, a statement past the database's limits: a 400) from the
+    store's.
+
 Is this store down?
     :func:`unavailable_reason` is the one classifier of a store's exceptions, whichever store
     raised it (a database, a cache, a search engine): why it means the store cannot answer now,
@@ -34,7 +39,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from django.db import InterfaceError, OperationalError
+from django.db import DataError, InterfaceError, OperationalError
 
 __all__ = [
     "DeadlineExceeded",
@@ -44,6 +49,7 @@ __all__ = [
     "SourceUnavailable",
     "SourcesUnavailable",
     "ValidationFailed",
+    "caused_by_request",
     "first_line",
     "is_connection_failure",
     "unavailable_reason",
@@ -167,6 +173,37 @@ class SourceUnavailable(Exception):
         self.reason = reason
         self.cause = cause
         super().__init__(f"{source}: {reason}")
+
+
+# -- is this the request's fault? --------------------------------------------------------------
+
+#: SQLite's messages for a statement too large or complex for it.
+_SQLITE_LIMITS = ("pattern too complex", "expression tree is too large", "too many sql variables",
+                  "parser stack overflow", "string or blob too big", "too many terms",
+                  "too many columns")
+#: MySQL/MariaDB error codes a statement's own values cause: illegal mix of collations (a
+#: character the column's charset lacks), a bad regular expression, a thread stack overrun.
+_MYSQL_CODES = frozenset({1267, 1270, 1271, 1139, 1436, 3685, 3692, 3699})
+
+
+def caused_by_request(exc: BaseException) -> bool:
+    """Whether a database error is the request's fault rather than the store's: a value the
+    column cannot take (Django's ``DataError``), a statement past the database's limits
+    (PostgreSQL's class 54 "program limit exceeded", SQLite's "pattern too complex", MySQL's
+    collation and regular-expression errors)."""
+    if isinstance(exc, DataError):
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    cause = exc.__cause__
+    sqlstate = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+    if isinstance(sqlstate, str):
+        return sqlstate.startswith("54") or sqlstate == "2201B"
+    args = getattr(cause, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0] in _MYSQL_CODES
+    text = str(exc).lower()
+    return any(limit in text for limit in _SQLITE_LIMITS)
 
 
 # -- is this store down? -----------------------------------------------------------------------

@@ -9,11 +9,16 @@ import elasticsearch
 import opensearchpy.exceptions as opensearch_errors
 import pytest
 import redis.exceptions
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import DatabaseError, DataError, InterfaceError, OperationalError
 from django_redis.exceptions import ConnectionInterrupted
 
 from datapipe_django.cache.guard import is_cache_error
-from datapipe_django.errors import first_line, is_connection_failure, unavailable_reason
+from datapipe_django.errors import (
+    caused_by_request,
+    first_line,
+    is_connection_failure,
+    unavailable_reason,
+)
 
 
 def es_api_error(status: int, error: str = "") -> elasticsearch.ApiError:
@@ -69,3 +74,33 @@ def test_first_line_is_one_short_line():
     assert first_line(ValueError("one\ntwo")) == "one"
     assert first_line(ValueError("")) == "ValueError"
     assert len(first_line(ValueError("x" * 500))) == 200
+
+
+class _Driver(Exception):
+    """A database driver's exception as Django wraps it (``__cause__``)."""
+
+    def __init__(self, *args, sqlstate=None):
+        super().__init__(*args)
+        self.sqlstate = sqlstate
+
+
+def _wrapped(cause, message="query failed"):
+    exc = OperationalError(message)
+    exc.__cause__ = cause
+    return exc
+
+
+@pytest.mark.parametrize(("exc", "request_fault"), [
+    (DataError("value too long for type character varying(5)"), True),
+    (_wrapped(_Driver("stack depth limit exceeded", sqlstate="54001")), True),
+    (_wrapped(_Driver("invalid regular expression", sqlstate="2201B")), True),
+    (_wrapped(_Driver("terminating connection", sqlstate="57P01")), False),
+    (_wrapped(_Driver(1267, "Illegal mix of collations")), True),
+    (_wrapped(_Driver(2003, "Can't connect to MySQL server")), False),
+    (OperationalError("LIKE or GLOB pattern too complex"), True),
+    (OperationalError("database is locked"), False),
+    (InterfaceError("connection already closed"), False),
+    (ValueError("not a database error"), False),
+])
+def test_caused_by_request_tells_the_requests_fault_from_the_stores(exc, request_fault):
+    assert caused_by_request(exc) is request_fault
