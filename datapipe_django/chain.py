@@ -52,7 +52,7 @@ from datapipe_django.errors import (
     SourceUnavailable,
     ValidationFailed,
     caused_by_request,
-    first_line,
+    failure_reason,
 )
 from datapipe_django.executor import Scheduler, submit
 from datapipe_django.fetchers.base import Fetcher, FetchRequest, FetchResult, Verdict, as_fetcher
@@ -543,7 +543,7 @@ class FetcherChain:
                 result = self._fetch(member, replace(request, size=max(request.offset, 1)))
                 counted = len([r for r in result.items if held is None or held.matches(r)])
         except UNAVAILABLE_ERRORS as exc:
-            self._record(attempts, Attempt(member.name, "unavailable", _reason(exc),
+            self._record(attempts, Attempt(member.name, "unavailable", failure_reason(exc),
                                            duration=time.perf_counter() - start))
             return None
         self._record(attempts, Attempt(member.name, "ok", "count", count=0,
@@ -810,7 +810,7 @@ class FetcherChain:
                 if is_recording(span):
                     span.set_attribute("datapipe.outcome", "bad_request" if bad else
                                        "unavailable")
-                    span.set_attribute("datapipe.reason", _reason(exc))
+                    span.set_attribute("datapipe.reason", failure_reason(exc))
                 if bad:
                     raise _bad_request(request, exc) from exc
                 raise
@@ -831,7 +831,7 @@ class FetcherChain:
         try:
             result = self._fetch(fetcher, request, fallback=fallback, probe=probe)
         except UNAVAILABLE_ERRORS as exc:
-            self._record(attempts, Attempt(fetcher.name, "unavailable", _reason(exc),
+            self._record(attempts, Attempt(fetcher.name, "unavailable", failure_reason(exc),
                                            duration=time.perf_counter() - start))
             return None
         self._record(attempts, Attempt(fetcher.name, "ok", count=len(result.items),
@@ -845,7 +845,7 @@ class FetcherChain:
         try:
             result, duration = future.result()
         except UNAVAILABLE_ERRORS as exc:
-            self._record(attempts, Attempt(fetcher.name, "unavailable", _reason(exc)))
+            self._record(attempts, Attempt(fetcher.name, "unavailable", failure_reason(exc)))
             return None
         self._record(attempts, Attempt(fetcher.name, "ok", count=len(result.items),
                                        duration=duration, meta=dict(result.meta)))
@@ -881,12 +881,3 @@ class FetcherChain:
             "Every source is unavailable: " + "; ".join(f"{k}: {v}" for k, v in failed.items()),
             reasons=failed,
         )
-
-
-def _reason(exc: BaseException) -> str:
-    """Why a source could not answer, as attempts, spans and logs say it: the source's own
-    reason, else the error's class and the first line of its message."""
-    if isinstance(exc, SourceUnavailable):
-        return exc.reason
-    return f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else \
-        type(exc).__name__

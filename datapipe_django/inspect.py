@@ -36,7 +36,7 @@ from django.db import DatabaseError, connections
 from datapipe_django import stages
 from datapipe_django.chain import FallbackMode, FetcherChain, PlanStep
 from datapipe_django.conf import datapipe_settings
-from datapipe_django.errors import PipelineError, ValidationFailed
+from datapipe_django.errors import PipelineError, ValidationFailed, first_line
 from datapipe_django.fetchers.base import FetchRequest, Verdict
 from datapipe_django.observability import RecordedSpan, RecordingTracer
 from datapipe_django.pipeline import Pipeline
@@ -142,7 +142,7 @@ def _db_plan(fetcher: Any, request: Any) -> dict[str, Any]:
     try:
         return {"db_plan": build(request).explain()}
     except DatabaseError as exc:
-        return {"db_plan": f"(unavailable: {_first_line(exc)})"}
+        return {"db_plan": f"(unavailable: {first_line(exc)})"}
 
 
 def describe_fetcher(fetcher: Any, request: Any, *, db_plan: bool = False) -> dict[str, Any]:
@@ -676,7 +676,7 @@ def _check_database(alias: str, role: str, *, replica: bool, timeout: float) -> 
             cursor.execute("SELECT 1")
             cursor.fetchone()
     except (DatabaseError, ImproperlyConfigured) as exc:
-        check["detail"] = f"unreachable: {_first_line(exc)}"
+        check["detail"] = f"unreachable: {first_line(exc)}"
         return check
     finally:
         check["ms"] = round((time.perf_counter() - start) * 1000, 3)
@@ -702,7 +702,7 @@ def _check_cache(alias: str) -> CheckInfo:
         answered = cache.get(key)
         cache.delete(key)
     except Exception as exc:  # a cache backend's errors have no common base class
-        check["detail"] = f"unreachable: {_first_line(exc)}"
+        check["detail"] = f"unreachable: {first_line(exc)}"
         return check
     finally:
         check["ms"] = round((time.perf_counter() - start) * 1000, 3)
@@ -722,15 +722,10 @@ def _check_hook(name: str, fetcher: Any) -> CheckInfo | None:
             return None
         ok, detail = answer
     except Exception as exc:  # the hook's own failure is the source's
-        ok, detail = False, f"unreachable: {_first_line(exc)}"
+        ok, detail = False, f"unreachable: {first_line(exc)}"
     check["ms"] = round((time.perf_counter() - start) * 1000, 3)
     check["ok"], check["detail"] = bool(ok), str(detail)
     return check
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # -- search documents -------------------------------------------------------------------------

@@ -31,8 +31,8 @@ from typing import Any
 from django.db import DatabaseError, connections
 
 from datapipe_django.conf import datapipe_settings
-from datapipe_django.errors import SourceUnavailable
-from datapipe_django.stores import _first_line, get_store_guard, use_store
+from datapipe_django.errors import SourceUnavailable, first_line
+from datapipe_django.stores import get_store_guard, use_store
 
 __all__ = [
     "ReplicaStatus",
@@ -140,7 +140,7 @@ def _measure(alias: str, timeout: float | None) -> ReplicaStatus:
         # Drop the broken connection so the next probe reconnects (the server may be back).
         with contextlib.suppress(DatabaseError):
             connection.close()
-        return ReplicaStatus(alias, False, None, f"unreachable: {_first_line(exc)}", now,
+        return ReplicaStatus(alias, False, None, f"unreachable: {first_line(exc)}", now,
                              reachable=False)
     max_lag = float(datapipe_settings.REPLICA_MAX_LAG)
     if lag is None and _primary_down(alias, check_within=timeout):

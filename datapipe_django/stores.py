@@ -82,7 +82,7 @@ class StoreGuard(Breaker):
     def failed(self, error: BaseException | str) -> None:
         """Record a connection failure: open the breaker (if closed) and start the prober."""
         if isinstance(error, BaseException):
-            error = f"{type(error).__name__}: {_first_line(error)}"
+            error = f"{type(error).__name__}: {first_line(error)}"
         super().failed(error)
 
 
@@ -215,7 +215,3 @@ def _reachable(alias: str) -> bool:
         return True
     except Exception:  # any failure to connect is "not yet"
         return False
-
-
-#: Kept for the modules that import it from here.
-_first_line = first_line

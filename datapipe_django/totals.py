@@ -33,8 +33,8 @@ from datapipe_django.chain import (
     ChainResult,
     FetcherChain,
     Plan,
-    _reason,
 )
+from datapipe_django.errors import failure_reason
 from datapipe_django.fetchers.base import BaseFetcher, FetchRequest
 from datapipe_django.tiers import narrow
 
@@ -124,7 +124,7 @@ def _count_one(fetchers: Sequence[Any], request: FetchRequest,
         try:
             value = fetcher.count(request)
         except UNAVAILABLE_ERRORS as exc:
-            failures.append(f"{fetcher.name} unavailable ({_reason(exc)})")
+            failures.append(f"{fetcher.name} unavailable ({failure_reason(exc)})")
             continue
         if value is None:
             failures.append(f"{fetcher.name} cannot count exactly")

@@ -14,7 +14,9 @@ from django_redis.exceptions import ConnectionInterrupted
 
 from datapipe_django.cache.guard import is_cache_error
 from datapipe_django.errors import (
+    SourceUnavailable,
     caused_by_request,
+    failure_reason,
     first_line,
     is_connection_failure,
     unavailable_reason,
@@ -74,6 +76,12 @@ def test_first_line_is_one_short_line():
     assert first_line(ValueError("one\ntwo")) == "one"
     assert first_line(ValueError("")) == "ValueError"
     assert len(first_line(ValueError("x" * 500))) == 200
+
+
+def test_failure_reason_prefers_the_sources_own_reason():
+    assert failure_reason(SourceUnavailable("replica", "lagging 3.0 s")) == "lagging 3.0 s"
+    assert failure_reason(OperationalError("refused\nmore")) == "OperationalError: refused"
+    assert failure_reason(TimeoutError()) == "TimeoutError"
 
 
 class _Driver(Exception):
