@@ -285,6 +285,28 @@ def test_an_expanded_relation_is_rendered_by_its_own_compiled_serializer():
     assert any(key[0] is OwnerSerializer for key in compiled_module._plans)
 
 
+def test_an_expanded_relation_binds_its_field_without_building_the_serializers_fields():
+    """Only the expanded ExpandableField is bound for the request (a fresh copy, as DRF's
+    ``fields`` would hold it); the serializer's other fields are never built."""
+    compiled_module.clear_cache()
+    item = Item(id=1, name="a", amount=1, status="queued", active=True, day=dt.date(2026, 1, 1),
+                created_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    item.owner = Owner(id=7, name="Ann", email="a@example.com")
+    context = {"expand": frozenset({"owner"})}
+    serializer = ItemSerializer([item], many=True, context=context)
+    plan = compiled_module._plan_for(serializer.child)
+    assert plan.templates is not None and set(plan.templates) == {"owner"}
+    data = serializer_data(serializer)
+    assert "fields" not in serializer.child.__dict__  # DRF's field building never ran
+    assert data == ItemSerializer([item], many=True, context=context).data
+    assert plan.templates["owner"].parent is None  # the plan keeps an unbound copy
+
+
+def test_a_field_drfs_code_renders_is_bound_from_the_serializers_fields():
+    plan = plan_of(ItemWithExtras, {"expand": frozenset(), "auth_type": "public"})
+    assert plan.templates is None
+
+
 def test_what_cannot_compile_falls_back_per_field():
     plan = plan_of(ItemWithExtras, {"expand": frozenset(), "auth_type": "public"})
     assert set(plan.bound) == {"shout", "method", "owner_name", "owner_object"}

@@ -339,11 +339,16 @@ class _Plan:
     """One serializer class's row function for one set of fields, and how to bind it."""
 
     def __init__(self, model: type[Model], source: str, ns: dict[str, Any],
-                 bound: tuple[str, ...], zoned: bool, finite: bool) -> None:
+                 bound: tuple[str, ...], zoned: bool, finite: bool,
+                 templates: Mapping[str, Any] | None = None) -> None:
         self.model = model
         self.finite = finite  # rows hold no NaN or infinity: the renderer need not look
         self.source = source
         self.bound = bound  # names of fields that run DRF's code with the request's field
+        # When every bound field is an expanded ExpandableField of the library's own code:
+        # the unbound field of each (bound per request without building the serializer's
+        # other fields, which is what DRF's ``fields`` would cost).
+        self.templates = templates
         self.zoned = zoned  # whether the row function needs the active time zone
         namespace = dict(ns)
         exec(compile(source, f"<datapipe compiled serializer {model.__name__}>", "exec"),
@@ -355,8 +360,20 @@ class _Plan:
         zone = _current_zone() if self.zoned else None
         if not self.bound:
             return self._factory(zone)
+        if self.templates is not None and "fields" not in child.__dict__:
+            return self._factory(zone, *(_bound_copy(self.templates[name], name, child)
+                                         for name in self.bound))
         found = child.fields
         return self._factory(zone, *(found[name] for name in self.bound))
+
+
+def _bound_copy(template: Any, name: str, child: Any) -> Any:
+    """``template`` as ``child.fields[name]`` would hold it: a fresh copy (DRF's deepcopy
+    rebuilds a field from its arguments) bound to ``child``, with none of ``child``'s other
+    fields built."""
+    field = copy.deepcopy(template)
+    field.bind(field_name=name, parent=child)
+    return field
 
 
 @dataclass
@@ -369,6 +386,7 @@ class _Piece:
     bound: bool = False
     cache: str | None = None
     finite: bool = False
+    template: Any = None  # an expanded ExpandableField's unbound copy (see _Plan.templates)
 
 
 def _compile(kind: type, names: tuple[str, ...], found: Mapping[str, Any],
@@ -385,8 +403,12 @@ def _compile(kind: type, names: tuple[str, ...], found: Mapping[str, Any],
     lines += [f"        {line}" for piece in pieces for line in piece.lines]
     lines += ["        return d", "    return row"]
     source = "\n".join(lines) + "\n"
+    templates = {name: piece.template for name, piece in zip(names, pieces, strict=True)
+                 if piece.bound}
     return _Plan(model, source, ns, tuple(bound), zoned="zone, c" in source,
-                 finite=all(piece.finite for piece in pieces))
+                 finite=all(piece.finite for piece in pieces),
+                 templates=templates if all(t is not None for t in templates.values())
+                 else None)
 
 
 def _piece(model: type[Model], name: str, original: Any, n: int, ns: dict[str, Any],
@@ -415,7 +437,7 @@ def _piece(model: type[Model], name: str, original: Any, n: int, ns: dict[str, A
             f"(r{n}.get(many) or _nested(r{n}, {arg}, many))(v)",
             "else:",
             f"    d[{key}] = {arg}._id(obj, {source!r})",
-        ], bound=True, cache=f"r{n}")
+        ], bound=True, cache=f"r{n}", template=field)
     # DRF's own code for this field, with the request's bound field.
     arg = f"f{n}"
     return _Piece([
