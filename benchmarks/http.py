@@ -186,6 +186,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 32])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--cases", nargs="+", default=[], metavar="CASE",
+                        help="only the cases whose label starts with one of these "
+                             "(e.g. --cases 'one expand' cached); default: every case")
     args = parser.parse_args()
     if not 1 <= args.duration <= 30 or not 1 <= args.rounds <= 10:
         sys.exit("--duration 1-30 s, --rounds 1-10")
@@ -209,7 +212,10 @@ def main() -> None:
         cwd=ROOT, start_new_session=True)
     try:
         wait_up(base, process)
-        table = cases(base)
+        table = [case for case in cases(base)
+                 if not args.cases or case[0].startswith(tuple(args.cases))]
+        if not table:
+            sys.exit(f"no case starts with {args.cases}")
         same_items(base, table)
         for _, ours, drf in table:  # warm every worker's connections and plans
             wrk(binary, base + ours, 4, 1)

@@ -50,6 +50,7 @@ __all__ = [
     "SourcesUnavailable",
     "ValidationFailed",
     "caused_by_request",
+    "failure_reason",
     "first_line",
     "is_connection_failure",
     "unavailable_reason",

@@ -31,7 +31,7 @@ from datapipe_django.observability import (
 )
 from datapipe_django.paging import RELEVANCE, Ordering
 from datapipe_django.request import PipelineRequest
-from datapipe_django.specs.paths import path_error
+from datapipe_django.specs.paths import head, path_error
 from datapipe_django.stages import DEFAULT_STAGES, Stage
 from datapipe_django.state import State
 
@@ -417,7 +417,7 @@ def _check_tenant_field(owner: str, model: type[models.Model], tenant_field: str
                         ) -> None:
     # Its first part only: the related models of a path may not be loaded yet when a pipeline
     # is declared; system check E007 follows the whole path (the same path_error).
-    if tenant_field is not None and path_error(model, tenant_field.split("__")[0]) is not None:
+    if tenant_field is not None and path_error(model, head(tenant_field)) is not None:
         raise ImproperlyConfigured(
             f"{owner}: `tenant_field` {tenant_field!r} is not a field of "
             f"{model._meta.label}. Name the field that holds the tenant.")

@@ -28,6 +28,7 @@ from datapipe_django.specs import (
     model_field,
 )
 from datapipe_django.specs.parameters import storage_field
+from datapipe_django.specs.paths import head
 from datapipe_django.state import PipelineResult
 from datapipe_django.totals import count_total
 
@@ -415,7 +416,7 @@ def _pipeline_reads(state: State) -> set[str]:
     if state.ordering is not None:
         names.update(f.name for f in state.ordering.fields)
     if pipeline.tenant_field:
-        names.add(pipeline.tenant_field.split("__")[0])
+        names.add(head(pipeline.tenant_field))
     return names
 
 

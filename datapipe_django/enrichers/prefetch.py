@@ -33,6 +33,7 @@ from datapipe_django.enrichers.base import (
 from datapipe_django.errors import SourceUnavailable
 from datapipe_django.pinning import is_pinned
 from datapipe_django.replicas import replica_status
+from datapipe_django.specs.paths import head
 from datapipe_django.stores import mirrors, use_store
 
 __all__ = ["PrefetchEnricher", "cache_name_of", "relation_of"]
@@ -325,7 +326,7 @@ class PrefetchEnricher(BaseEnricher):
             ))
         if self.tenant_field is not None:
             try:
-                model._meta.get_field(self.tenant_field.split("__")[0])
+                model._meta.get_field(head(self.tenant_field))
             except FieldDoesNotExist:
                 messages.append(checks.Error(
                     f"{owner}: `tenant_field` {self.tenant_field!r} is not a field of "

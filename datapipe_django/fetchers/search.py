@@ -38,7 +38,7 @@ from datapipe_django.fetchers.base import (
 from datapipe_django.paging import SCORE_ATTR
 from datapipe_django.search.body import facet_aggregations, facet_buckets, search_body
 from datapipe_django.search.documents import DocumentAdapter, adapter_for
-from datapipe_django.specs.paths import forward_prefixes
+from datapipe_django.specs.paths import forward_prefixes, head
 from datapipe_django.specs.search import FieldMap, NotSearchable
 from datapipe_django.stores import use_store
 
@@ -378,7 +378,7 @@ class SearchFetcher(BaseFetcher):
             spec_fields = request.full_spec.fields() if self.recheck and request.full_spec \
                 is not None else ()
             concrete = {f.name for f in request.model._meta.concrete_fields}
-            read = {p.split("__")[0] for p in spec_fields} & concrete
+            read = {head(p) for p in spec_fields} & concrete
             return qs.only(*request.only, *read)
         return qs
 

@@ -28,6 +28,7 @@ from rest_framework.exceptions import APIException
 from rest_framework.generics import GenericAPIView
 
 from datapipe_django.conf import datapipe_settings
+from datapipe_django.specs.paths import head
 
 __all__ = ["PipelineFilterBackend", "caller_auth_type", "filter_parameters", "hidden_filters"]
 
@@ -81,7 +82,7 @@ def hidden_filters(view: Any, auth_type: str | None) -> frozenset[str]:
         return frozenset()
     return frozenset(
         name for name, f in filterset.base_filters.items()
-        if str(getattr(f, "field_name", "") or "").split("__")[0] in hidden
+        if head(str(getattr(f, "field_name", "") or "")) in hidden
     )
 
 

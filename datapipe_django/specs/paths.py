@@ -35,6 +35,7 @@ __all__ = [
     "field_of",
     "fields_along",
     "forward_prefixes",
+    "head",
     "joined_models",
     "local_attname",
     "maybe_many",
@@ -44,6 +45,12 @@ __all__ = [
     "split_lookup",
     "suggestion",
 ]
+
+
+def head(path: str) -> str:
+    """The name of the model field a field path (``fund_account__contact__name``) starts
+    from: ``fund_account``."""
+    return path.split(LOOKUP_SEP, 1)[0]
 
 
 def field_of(model: Any, name: str, *, accessors: bool = False) -> Any:
