@@ -300,3 +300,20 @@ def test_retrieve_is_a_404_only_when_every_source_that_could_hold_the_id_answere
     monkeypatch.setattr(pipelines.items, "fetchers", _tiers(rows))
     assert client.get("/v1/items/999").status_code == 404
     assert client.get("/v1/items/13").status_code == 404  # another tenant's: not found
+
+
+def test_a_list_splits_its_query_string_once(client, rows, monkeypatch):
+    from datapipe_django.rest import viewsets as viewsets_module
+
+    calls = []
+    real = viewsets_module.split_query
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(viewsets_module, "split_query", counting)
+    response = client.get("/v1/items", {"limit": 3, "status": "processed"})
+    assert response.status_code == 200 and len(calls) == 1
+    items = response.json()["items"]
+    assert items and all(item["status"] == "processed" for item in items)

@@ -137,6 +137,9 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
 
     def get_filters(self) -> Any:
         """The raw filter parameters: the query string minus the view's own parameters."""
+        found = getattr(self, "_query_split", None)
+        if found is not None and found[0] is self.request:
+            return found[1].filters  # this request's list query string, split once already
         return split_query(self.request.query_params, self.query_parameters()).filters
 
     def get_pipeline_request(self, *, pk: Any = None) -> PipelineRequest:
@@ -157,6 +160,8 @@ class PipelineViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
                             ignore_unknown=datapipe_settings.UNKNOWN_PARAMETERS == "ignore")
         if split.errors:
             raise ValidationFailed(split.errors)
+        if pk is None:
+            self._query_split = (self.request, split)
         auth_type = self.get_auth_type()
         asked = split.to_request(pk=pk, tenant=tenant, auth_type=auth_type,
                                  context={"request": self.request})
