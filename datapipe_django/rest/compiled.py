@@ -403,12 +403,17 @@ def _compile(kind: type, names: tuple[str, ...], found: Mapping[str, Any],
     lines += [f"        {line}" for piece in pieces for line in piece.lines]
     lines += ["        return d", "    return row"]
     source = "\n".join(lines) + "\n"
-    templates = {name: piece.template for name, piece in zip(names, pieces, strict=True)
-                 if piece.bound}
     return _Plan(model, source, ns, tuple(bound), zoned="zone, c" in source,
                  finite=all(piece.finite for piece in pieces),
-                 templates=templates if all(t is not None for t in templates.values())
-                 else None)
+                 templates=_bound_templates(names, pieces))
+
+
+def _bound_templates(names: tuple[str, ...], pieces: list[_Piece]) -> dict[str, Any] | None:
+    """The unbound field of each bound piece, when every bound piece has one (see
+    :attr:`_Plan.templates`), else None."""
+    templates = {name: piece.template for name, piece in zip(names, pieces, strict=True)
+                 if piece.bound}
+    return templates if all(t is not None for t in templates.values()) else None
 
 
 def _piece(model: type[Model], name: str, original: Any, n: int, ns: dict[str, Any],
