@@ -216,14 +216,14 @@ def first_line(exc: BaseException) -> str:
     return line if len(line) <= 200 else f"{line[:197]}..."
 
 
-
 def failure_reason(exc: BaseException) -> str:
-    """Why a source could not answer, as attempts, spans and logs say it: the source's own
-    reason, else the error's class and the first line of its message."""
+    """Why a source could not answer, as attempts, spans, breakers and logs say it: the
+    source's own reason, else the error's class and the first line of its message."""
     if isinstance(exc, SourceUnavailable):
         return exc.reason
     return f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else \
         type(exc).__name__
+
 
 def unavailable_reason(exc: BaseException) -> str | None:
     """Why ``exc`` means that the store which raised it cannot answer now, or None.

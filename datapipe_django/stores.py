@@ -38,7 +38,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 
 from datapipe_django._internal.breaker import BackgroundProbe, Breaker, Breakers
 from datapipe_django.conf import datapipe_settings
-from datapipe_django.errors import SourceUnavailable, first_line, is_connection_failure
+from datapipe_django.errors import SourceUnavailable, is_connection_failure
 from datapipe_django.timeouts import statement_timeout
 
 __all__ = [
@@ -78,12 +78,6 @@ class StoreGuard(Breaker):
     @property
     def alias(self) -> str:
         return self.name
-
-    def failed(self, error: BaseException | str) -> None:
-        """Record a connection failure: open the breaker (if closed) and start the prober."""
-        if isinstance(error, BaseException):
-            error = f"{type(error).__name__}: {first_line(error)}"
-        super().failed(error)
 
 
 def _retry_interval() -> float:

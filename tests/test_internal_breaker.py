@@ -161,3 +161,12 @@ def test_breakers_make_one_breaker_per_name_whatever_the_threads():
     got[0].failed("down")
     breakers.clear()
     assert not breakers.values() and not breakers.get("redis").is_open
+
+
+def test_an_error_is_recorded_as_failure_reason_says_it(clock):
+    breaker = Breaker("default", TimedProbe(0.5), label="Database",
+                      logger=logging.getLogger("tests.breaker"))
+    breaker.failed(OSError("connection refused\nDETAIL: is the server running?"))
+    assert breaker.last_error == "OSError: connection refused"  # one line, for logs and 503s
+    breaker.failed(TimeoutError())
+    assert breaker.last_error == "TimeoutError"

@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from datapipe_django.errors import failure_reason
+
 __all__ = ["BackgroundProbe", "Breaker", "Breakers", "Cooldown", "Recovery", "TimedProbe"]
 
 _sleep = time.sleep  # the prober's; ``time.monotonic`` is looked up at each call (a test clock)
@@ -169,8 +171,7 @@ class Breaker:
         now = time.monotonic()
         with self._lock:
             self.failures += 1
-            self.last_error = (error if isinstance(error, str)
-                               else f"{type(error).__name__}: {error}")
+            self.last_error = error if isinstance(error, str) else failure_reason(error)
             self.failed_at = now
             newly = self.opened_at is None
             if newly:
