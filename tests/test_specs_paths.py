@@ -126,6 +126,6 @@ def test_field_of_finds_reverse_relations_by_accessor_only_when_asked() -> None:
     assert paths.field_of(Item, "comments", accessors=True).related_model is Comment
 
 
-@given(st.lists(st.from_regex(r"[a-z][a-z0-9]{0,6}", fullmatch=True), min_size=1, max_size=4))
+@given(st.lists(st.from_regex(r"[a-z](_?[a-z0-9]){0,6}", fullmatch=True), min_size=1, max_size=4))
 def test_head_is_the_field_a_path_starts_from(segments: list[str]) -> None:
     assert paths.head("__".join(segments)) == segments[0]
